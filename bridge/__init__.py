@@ -1,0 +1,1 @@
+"""reshaper: the appliance (command line, configuration, modes)."""

@@ -1,0 +1,113 @@
+"""The `reshaper` command line (DESIGN.md, "Command line")."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rules.config import MODES, Config, ConfigError, load_config, mode_problems
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _load(path: str, mode: str | None = None) -> Config:
+    """Loads and validates a configuration; with mode, also what that mode can run."""
+    config = load_config(path)
+    if mode is not None:
+        problems = mode_problems(config, mode)
+        if problems:
+            raise ConfigError(problems)
+    return config
+
+
+def _report_errors(exc: ConfigError) -> int:
+    for diagnostic in exc.diagnostics:
+        print(diagnostic, file=sys.stderr)
+    n = len(exc.diagnostics)
+    print(f"{n} error{'s' if n != 1 else ''}; nothing applied", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def cmd_check(args) -> int:
+    from rules.compiler import compile_rules
+    from rules.engine import program_verify
+
+    try:
+        config = _load(args.config, args.mode)
+    except ConfigError as exc:
+        return _report_errors(exc)
+    program = compile_rules(config)
+    state_size = program_verify(program)
+    print(f"{args.config}: ok")
+    for name in ("a", "b"):
+        print(f"  port {name}: {config.ports[name].describe()}")
+    print(f"  forward {config.forward}, default {config.default}, malformed frames {config.malformed}")
+    print(f"  program: {len(config.rules)} rule{'s' if len(config.rules) != 1 else ''}, "
+          f"{len(program)} bytes, format v1, state {state_size} bytes")
+    for i, rule in enumerate(config.rules, 1):
+        matches = ", ".join(m.field for m in rule.matches) or "everything"
+        actions = ", ".join(a.kind for a in rule.actions) or "forward unchanged"
+        print(f"  {i:>3} {rule.name}: from {rule.from_port}; match {matches}; {actions}")
+    modes = []
+    for mode in MODES:
+        problems = mode_problems(config, mode)
+        modes.append(f"{mode} " + (f"no ({len(problems)} L2 field{'s' if len(problems) != 1 else ''})"
+                                   if problems else "yes"))
+    print(f"  modes: {', '.join(modes)}")
+    return EXIT_OK
+
+
+def cmd_apply(args) -> int:
+    from bridge.apply import CaptureError, apply_capture
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        return _report_errors(exc)
+    try:
+        result = apply_capture(config, args.input, args.output, args.from_port, args.seed)
+    except CaptureError as exc:
+        print(f"reshaper apply: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(result.report())
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from bridge.demo import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reshaper",
+        description="Packet-reshaping bridge: rewrite, drop, duplicate, delay and shape frames between two VLANs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate a configuration and summarise its program")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--mode", choices=MODES, help="also check that this mode can run every rule")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("apply", help="run the frames of a capture through the rules offline")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("input", metavar="IN.pcap")
+    p.add_argument("output", metavar="OUT.pcap")
+    p.add_argument("--from", dest="from_port", choices=("a", "b"), default="a",
+                   help="the port the captured frames arrive on (default a)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the engine's PRNG (default 0)")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("demo", help="show the rule engine at work on crafted frames")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""reshaper's rule language: configuration, compiler, program format, C engine."""

@@ -1,0 +1,157 @@
+"""Compiling a validated Config into the binary rule program (engine/PROGRAM.md).
+
+The opcodes and field numbers come from rs_program.h through the cffi
+extension, so the compiler and the engine cannot disagree on them.
+"""
+from __future__ import annotations
+
+import struct
+
+from rules._engine import lib
+from rules.config import ETH_TYPES, VLAN_TPIDS, Action, Config, Match, Rule
+
+_RANGE_FIELDS = {
+    "vlan": lib.RS_F_VLAN, "vlan_pcp": lib.RS_F_VLAN_PCP, "ip_proto": lib.RS_F_IP_PROTO,
+    "src_port": lib.RS_F_SRC_PORT, "dst_port": lib.RS_F_DST_PORT, "dscp": lib.RS_F_DSCP,
+    "ttl": lib.RS_F_TTL, "length": lib.RS_F_LENGTH,
+}
+_SET_FIELDS = {
+    "dscp": lib.RS_F_DSCP, "ecn": lib.RS_F_ECN, "ttl": lib.RS_F_TTL,
+    "src_port": lib.RS_F_SRC_PORT, "dst_port": lib.RS_F_DST_PORT,
+    "vlan": lib.RS_F_VLAN, "vlan_pcp": lib.RS_F_VLAN_PCP,
+}
+_WHICH = {"src": lib.RS_SRC, "dst": lib.RS_DST}
+_BASES = {"l2": lib.RS_BASE_L2, "l3": lib.RS_BASE_L3, "l4": lib.RS_BASE_L4}
+_DISTRIBUTIONS = {
+    "uniform": lib.RS_DIST_UNIFORM, "normal": lib.RS_DIST_NORMAL,
+    "pareto": lib.RS_DIST_PARETO, "paretonormal": lib.RS_DIST_PARETONORMAL,
+}
+_FROM = {"any": lib.RS_FROM_ANY, "a": lib.RS_FROM_A, "b": lib.RS_FROM_B}
+
+
+def probability(p: float) -> int:
+    """A probability as the engine's u32 threshold (event when prng_u32() < p)."""
+    if p >= 1.0:
+        return lib.RS_PROB_ALWAYS
+    return min(round(p * 2**32), lib.RS_PROB_ALWAYS - 1)
+
+
+def _op(code: int, operands: bytes = b"") -> bytes:
+    return struct.pack("<BB", code, len(operands)) + operands
+
+
+def _ranges(field: int, ranges: list[tuple[int, int]]) -> bytes:
+    body = struct.pack("<BB", field, len(ranges))
+    body += b"".join(struct.pack("<HH", lo, hi) for lo, hi in ranges)
+    return _op(lib.RS_M_RANGE, body)
+
+
+def _bytes_operands(spec: dict) -> bytes:
+    value = spec["value"]
+    return struct.pack("<BHB", _BASES[spec["base"]], spec["offset"], len(value)) + value + spec["mask"]
+
+
+def _ip_operands(which: str, address) -> bytes:
+    family = lib.RS_FAMILY_IPV4 if address.version == 4 else lib.RS_FAMILY_IPV6
+    return struct.pack("<BB", _WHICH[which], family) + address.packed.ljust(16, b"\0")
+
+
+def compile_match(m: Match) -> bytes:
+    if m.field in ("eth_src", "eth_dst"):
+        mac, mask = m.value
+        return _op(lib.RS_M_ETH, bytes([_WHICH[m.field[4:]]]) + mac + mask)
+    if m.field == "eth_type":
+        if m.value == "vlan":
+            return _op(lib.RS_M_HAS_VLAN)
+        ethertype = ETH_TYPES.get(m.value, m.value)
+        if ethertype in VLAN_TPIDS:
+            return _op(lib.RS_M_HAS_VLAN)
+        return _ranges(lib.RS_F_ETH_TYPE, [(ethertype, ethertype)])
+    if m.field in ("ip_src", "ip_dst"):
+        net = m.value
+        mask = net.netmask.packed.ljust(16, b"\0")
+        return _op(lib.RS_M_IP, _ip_operands(m.field[3:], net.network_address) + mask)
+    if m.field == "tcp_flags":
+        mask, value = m.value
+        return _op(lib.RS_M_TCP_FLAGS, struct.pack("<BB", mask, value))
+    if m.field == "bytes":
+        return _op(lib.RS_M_BYTES, _bytes_operands(m.value))
+    return _ranges(_RANGE_FIELDS[m.field], m.value)
+
+
+def compile_action(a: Action) -> list[bytes]:
+    p = a.params
+    if a.kind == "set":
+        ops = []
+        for key, value in p.items():
+            if key in ("eth_src", "eth_dst"):
+                ops.append(_op(lib.RS_A_SET_ETH, bytes([_WHICH[key[4:]]]) + value))
+            elif key in ("ip_src", "ip_dst"):
+                ops.append(_op(lib.RS_A_SET_IP, _ip_operands(key[3:], value)))
+            else:
+                ops.append(_op(lib.RS_A_SET_FIELD, struct.pack("<BH", _SET_FIELDS[key], value)))
+        return ops
+    simple = {"dec_ttl": lib.RS_A_DEC_TTL, "pop_vlan": lib.RS_A_POP_VLAN, "drop": lib.RS_A_DROP}
+    if a.kind in simple:
+        return [_op(simple[a.kind])]
+    if a.kind == "push_vlan":
+        tci = (p["pcp"] << 13) | p["vlan"]
+        return [_op(lib.RS_A_PUSH_VLAN, struct.pack("<HH", p["tpid"], tci))]
+    if a.kind == "payload":
+        return [_op(lib.RS_A_PAYLOAD, _bytes_operands(p))]
+    if a.kind == "truncate":
+        return [_op(lib.RS_A_TRUNCATE, struct.pack("<H", p["length"]))]
+    if a.kind == "duplicate":
+        return [_op(lib.RS_A_DUPLICATE, struct.pack("<BI", p["copies"], probability(p["probability"])))]
+    if a.kind == "corrupt":
+        return [_op(lib.RS_A_CORRUPT, struct.pack("<I", probability(p["probability"])))]
+    if a.kind == "loss" and p["model"] == "gilbert-elliott":
+        return [_op(lib.RS_A_LOSS_GE, struct.pack("<IIII", *(probability(p[k]) for k in "prhk")))]
+    if a.kind == "loss":
+        return [_op(lib.RS_A_LOSS, struct.pack("<II", probability(p["probability"]),
+                                              probability(p["correlation"])))]
+    if a.kind == "delay":
+        return [_op(lib.RS_A_DELAY, struct.pack("<QQBI", p["time"], p["jitter"],
+                                               _DISTRIBUTIONS[p["distribution"]],
+                                               probability(p["correlation"])))]
+    if a.kind == "reorder":
+        return [_op(lib.RS_A_REORDER, struct.pack("<II", probability(p["probability"]), p["gap"]))]
+    if a.kind == "rate":
+        return [_op(lib.RS_A_RATE, struct.pack("<QhH", p["bitrate"], p["overhead"], p["limit"]))]
+    raise AssertionError(f"no compiler for action {a.kind}")
+
+
+def compile_rule(rule: Rule) -> bytes:
+    matches = [compile_match(m) for m in rule.matches]
+    actions = []
+    reorder = rule.action("reorder")
+    for a in rule.actions:
+        if a.kind == "reorder":
+            continue
+        if a.kind == "delay" and reorder is not None:
+            # the engine decides reordering at the delay, so it comes right before it
+            actions += compile_action(reorder)
+        actions += compile_action(a)
+    delay = rule.action("delay")
+    flags = lib.RS_RF_REORDER_ON_JITTER if delay is not None and delay.params["reorder_on_jitter"] else 0
+    body = b"".join(matches) + b"".join(actions)
+    header = struct.pack("<HBBBBH", lib.RS_RULE_HDR_LEN + len(body), _FROM[rule.from_port], flags,
+                         len(matches), len(actions), 0)
+    return header + body
+
+
+def compile_rules(config: Config) -> bytes:
+    """The program for a validated configuration."""
+    flags = 0
+    if config.default == "drop":
+        flags |= lib.RS_PF_DEFAULT_DROP
+    if config.forward in ("both", "a-to-b"):
+        flags |= lib.RS_PF_FWD_A_TO_B
+    if config.forward in ("both", "b-to-a"):
+        flags |= lib.RS_PF_FWD_B_TO_A
+    if config.malformed == "drop":
+        flags |= lib.RS_PF_MALFORMED_DROP
+    rules = b"".join(compile_rule(r) for r in config.rules)
+    length = lib.RS_HDR_LEN + len(rules)
+    header = struct.pack("<IHHHHI", lib.RS_MAGIC, lib.RS_VERSION, flags, len(config.rules), 0, length)
+    return header + rules

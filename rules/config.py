@@ -1,0 +1,803 @@
+"""Loading and validating a reshaper configuration (version 1).
+
+The YAML is composed into nodes, not plain data, so that every error can name
+FILE:LINE:COL. Validation is complete before anything is compiled: all errors
+are collected and reported together, and a file with any error yields nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+# ---- the result ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Port:
+    name: str                # "a" or "b"
+    interface: str           # eth0.100, or eth0 in trunk form
+    vlan: int | None = None  # set in trunk form: the tag this port adds/removes
+
+    def describe(self) -> str:
+        if self.vlan is None:
+            return f"{self.interface} (VLAN interface or plain port)"
+        return f"{self.interface} vlan {self.vlan} (trunk form)"
+
+
+@dataclasses.dataclass
+class Match:
+    """One match field: its key, parsed value and the node it came from."""
+    field: str
+    value: Any
+    node: Node
+
+
+@dataclasses.dataclass
+class Action:
+    kind: str                       # set, dec_ttl, delay, ...
+    params: dict[str, Any]
+    node: Node
+
+
+@dataclasses.dataclass
+class Rule:
+    name: str
+    from_port: str                  # a | b | any
+    matches: list[Match]
+    actions: list[Action]
+    node: Node
+
+    def match(self, field: str) -> Match | None:
+        return next((m for m in self.matches if m.field == field), None)
+
+    def action(self, kind: str) -> Action | None:
+        return next((a for a in self.actions if a.kind == kind), None)
+
+
+@dataclasses.dataclass
+class Config:
+    path: str
+    ports: dict[str, Port]
+    forward: str
+    default: str
+    malformed: str
+    rules: list[Rule]
+
+
+# ---- errors ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnostic:
+    path: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: error: {self.message}"
+
+
+class ConfigError(Exception):
+    """A configuration that failed validation; .diagnostics holds every error."""
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = sorted(diagnostics, key=lambda d: (d.path, d.line, d.column))
+        super().__init__("\n".join(str(d) for d in diagnostics))
+
+
+class _Invalid(Exception):
+    """Raised inside a field parser; turned into a Diagnostic at the node."""
+
+    def __init__(self, message: str, node: Node | None = None):
+        super().__init__(message)
+        self.node = node
+
+
+# ---- units and value parsers -----------------------------------------------------
+
+_TIME_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+_RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
+_NUMBER = r"(\d+(?:\.\d+)?)"
+MAX_TIME_NS = 60 * 10**9
+
+ETH_TYPES = {"ipv4": 0x0800, "ipv6": 0x86DD, "arp": 0x0806}
+VLAN_TPIDS = (0x8100, 0x88A8)
+IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
+TCP_FLAGS = {"fin": 1, "syn": 2, "rst": 4, "psh": 8, "ack": 16, "urg": 32, "ece": 64, "cwr": 128}
+DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
+BASES = ("l2", "l3", "l4")
+
+_constructor = SafeConstructor()
+
+
+def _value(node: Node) -> Any:
+    """The Python value of a scalar node, as YAML's safe loader resolves it."""
+    if not isinstance(node, ScalarNode):
+        raise _Invalid(f"expected a single value, not a {_kind(node)}")
+    return _constructor.construct_object(node)
+
+
+def _text(node: Node) -> str:
+    """A scalar's text as written: 10:22:33:44:55:66 stays a MAC, not a base-60 int."""
+    if not isinstance(node, ScalarNode):
+        raise _Invalid(f"expected a single value, not a {_kind(node)}")
+    return str(node.value).strip()
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "mapping"
+    if isinstance(node, SequenceNode):
+        return "list"
+    return "value"
+
+
+def parse_time(node: Node) -> int:
+    """'250us', '20ms', '1.5s' -> nanoseconds."""
+    text = _text(node)
+    m = re.fullmatch(_NUMBER + r"\s*(ns|us|µs|ms|s)", text)
+    if not m:
+        raise _Invalid(f"expected a time with a unit (e.g. 250us, 20ms, 1s), got {text!r}")
+    ns = round(float(m.group(1)) * _TIME_UNITS[m.group(2)])
+    if ns > MAX_TIME_NS:
+        raise _Invalid(f"expected a time of at most 60s, got {text!r}")
+    return ns
+
+
+def parse_probability(node: Node) -> float:
+    """'1%' or 0.01 -> 0.01."""
+    text = _text(node)
+    m = re.fullmatch(_NUMBER + r"\s*%", text)
+    if m:
+        value = float(m.group(1)) / 100
+    else:
+        value = _value(node)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"expected a probability (e.g. 1% or 0.01), got {text!r}")
+        value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise _Invalid(f"expected a probability between 0% and 100%, got {text!r}")
+    return value
+
+
+def parse_bitrate(node: Node) -> int:
+    """'10mbit', '512kbit' -> bits per second."""
+    text = _text(node)
+    m = re.fullmatch(_NUMBER + r"\s*(bit|kbit|mbit|gbit)", text.lower())
+    if not m:
+        raise _Invalid(f"expected a bit rate with a unit (e.g. 512kbit, 10mbit, 1gbit), got {text!r}")
+    bps = round(float(m.group(1)) * _RATE_UNITS[m.group(2)])
+    if bps <= 0:
+        raise _Invalid(f"expected a bit rate above 0, got {text!r}")
+    return bps
+
+
+def parse_int(node: Node, lo: int, hi: int, what: str = "an integer") -> int:
+    value = _value(node)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"expected {what} from {lo} to {hi}, got {_text(node)!r}")
+    if not lo <= value <= hi:
+        raise _Invalid(f"expected {what} from {lo} to {hi}, got {value}")
+    return value
+
+
+def parse_ranges(node: Node, lo: int, hi: int, names: dict[str, int] | None = None) -> list[tuple[int, int]]:
+    """An integer, "1000-2000", a name, or a list of those -> [(lo, hi), ...]."""
+    items = node.value if isinstance(node, SequenceNode) else [node]
+    if not items:
+        raise _Invalid("expected at least one value")
+    if len(items) > 16:
+        raise _Invalid("expected at most 16 values or ranges")
+    ranges = []
+    for item in items:
+        try:
+            ranges.append(_parse_range(item, lo, hi, names))
+        except _Invalid as exc:
+            raise _Invalid(str(exc), exc.node or item) from None
+    return ranges
+
+
+def _parse_range(node: Node, lo: int, hi: int, names: dict[str, int] | None) -> tuple[int, int]:
+    value = _value(node)
+    named = f" or one of {', '.join(names)}" if names else ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        first = last = value
+    elif isinstance(value, str) and names and value.lower() in names:
+        first = last = names[value.lower()]
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+\s*-\s*\d+\s*", value):
+        first, last = (int(x) for x in value.split("-"))
+        if first > last:
+            raise _Invalid(f"expected a range low-high, got {value!r} (low above high)")
+    else:
+        raise _Invalid(f"expected an integer from {lo} to {hi}, a range like \"{lo}-{hi}\"{named}, "
+                       f"got {_text(node)!r}")
+    if not (lo <= first <= hi and lo <= last <= hi):
+        raise _Invalid(f"expected values from {lo} to {hi}, got {_text(node)!r}")
+    return first, last
+
+
+def parse_mac(node: Node) -> tuple[bytes, bytes]:
+    """'aa:bb:cc:dd:ee:ff' with an optional '/ff:ff:ff:00:00:00' or '/24' mask."""
+    text = _text(node)
+    addr, _, mask = text.partition("/")
+    mac = _mac_bytes(addr)
+    if mac is None:
+        raise _Invalid(f"expected a MAC address like 02:00:00:00:00:01 (optional /mask), got {text!r}")
+    if not mask:
+        return mac, b"\xff" * 6
+    if mask.isdigit() and int(mask) <= 48:
+        bits = (1 << 48) - (1 << (48 - int(mask)))
+        return mac, bits.to_bytes(6, "big")
+    mask_bytes = _mac_bytes(mask)
+    if mask_bytes is None:
+        raise _Invalid(f"expected a MAC mask like ff:ff:ff:00:00:00 or a prefix length 0-48, got {mask!r}")
+    return mac, mask_bytes
+
+
+def _mac_bytes(text: str) -> bytes | None:
+    if re.fullmatch(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}", text):
+        return bytes(int(x, 16) for x in re.split(r"[:-]", text))
+    return None
+
+
+def parse_network(node: Node) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    text = _text(node)
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            net = ipaddress.ip_network(text, strict=False)
+            raise _Invalid(f"expected a network address: {text} has host bits set (did you mean {net}?)")
+        raise _Invalid(f"expected an IPv4 or IPv6 address or CIDR network, got {text!r}") from None
+
+
+def parse_address(node: Node) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    text = _text(node)
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise _Invalid(f"expected one IPv4 or IPv6 address, got {text!r}") from None
+
+
+def parse_hex(node: Node, what: str) -> bytes:
+    text = _text(node)
+    m = re.fullmatch(r"0x((?:[0-9a-fA-F]{2})+)", text)
+    if not m:
+        raise _Invalid(f"expected {what} as hex bytes like \"0x0800\", got {text!r}")
+    data = bytes.fromhex(m.group(1))
+    if len(data) > 32:
+        raise _Invalid(f"expected at most 32 bytes of {what}, got {len(data)}")
+    return data
+
+
+def parse_tcp_flags(node: Node) -> tuple[int, int]:
+    """'syn,!ack' -> (mask, value)."""
+    text = _text(node)
+    mask = value = 0
+    for word in filter(None, (w.strip().lower() for w in text.split(","))):
+        negate = word.startswith("!")
+        flag = TCP_FLAGS.get(word.lstrip("!"))
+        if flag is None or flag & mask:
+            raise _Invalid(f"expected TCP flags like \"syn,!ack\" from {', '.join(TCP_FLAGS)} "
+                           f"(each once, ! to require it clear), got {text!r}")
+        mask |= flag
+        value |= 0 if negate else flag
+    if not mask:
+        raise _Invalid("expected at least one TCP flag, like \"syn,!ack\"")
+    return mask, value
+
+
+def parse_choice(node: Node, choices: tuple[str, ...]) -> str:
+    text = _text(node)
+    if text not in choices:
+        raise _Invalid(f"expected one of {', '.join(choices)}, got {text!r}")
+    return text
+
+
+def parse_bool(node: Node) -> bool:
+    value = _value(node)
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_text(node)!r}")
+    return value
+
+
+# ---- field tables -----------------------------------------------------------------
+
+def _eth_type(node: Node) -> int | str:
+    value = _value(node)
+    if isinstance(value, str) and value.lower() in (*ETH_TYPES, "vlan"):
+        return value.lower()
+    if isinstance(value, int) and not isinstance(value, bool) and 0x0600 <= value <= 0xFFFF:
+        return value
+    raise _Invalid(f"expected ipv4, ipv6, arp, vlan or an ethertype from 0x0600 to 0xffff, got {_text(node)!r}")
+
+
+def _bytes_spec(node: Node, value_required: bool = True) -> dict[str, Any]:
+    spec = _mapping(node, {"offset": True, "base": False, "value": value_required, "mask": False})
+    out = {
+        "offset": parse_int(spec["offset"], 0, 65534, "a byte offset"),
+        "base": parse_choice(spec["base"], BASES) if "base" in spec else "l2",
+        "value": parse_hex(spec["value"], "value"),
+    }
+    if "mask" in spec:
+        out["mask"] = parse_hex(spec["mask"], "mask")
+        if len(out["mask"]) != len(out["value"]):
+            raise _Invalid(f"expected a mask as long as the value ({len(out['value'])} bytes), "
+                           f"got {len(out['mask'])}", spec["mask"])
+    else:
+        out["mask"] = b"\xff" * len(out["value"])
+    return out
+
+
+MATCH_FIELDS = {
+    "eth_src": parse_mac,
+    "eth_dst": parse_mac,
+    "eth_type": _eth_type,
+    "vlan": lambda n: parse_ranges(n, 0, 4095),
+    "vlan_pcp": lambda n: parse_ranges(n, 0, 7),
+    "ip_src": parse_network,
+    "ip_dst": parse_network,
+    "ip_proto": lambda n: parse_ranges(n, 0, 255, IP_PROTOS),
+    "src_port": lambda n: parse_ranges(n, 0, 65535),
+    "dst_port": lambda n: parse_ranges(n, 0, 65535),
+    "tcp_flags": parse_tcp_flags,
+    "dscp": lambda n: parse_ranges(n, 0, 63),
+    "ttl": lambda n: parse_ranges(n, 0, 255),
+    "length": lambda n: parse_ranges(n, 14, 65535),
+    "bytes": _bytes_spec,
+}
+
+SET_FIELDS = {
+    "eth_src": lambda n: _single_mac(n),
+    "eth_dst": lambda n: _single_mac(n),
+    "ip_src": parse_address,
+    "ip_dst": parse_address,
+    "dscp": lambda n: parse_int(n, 0, 63),
+    "ecn": lambda n: parse_int(n, 0, 3),
+    "ttl": lambda n: parse_int(n, 0, 255),
+    "src_port": lambda n: parse_int(n, 0, 65535, "a port"),
+    "dst_port": lambda n: parse_int(n, 0, 65535, "a port"),
+    "vlan": lambda n: parse_int(n, 0, 4095, "a VLAN id"),
+    "vlan_pcp": lambda n: parse_int(n, 0, 7, "a priority"),
+}
+
+
+def _single_mac(node: Node) -> bytes:
+    mac = _mac_bytes(_text(node))
+    if mac is None:
+        raise _Invalid(f"expected a MAC address like 02:00:00:00:00:01, got {_text(node)!r}")
+    return mac
+
+
+# Each action: its parameters (name -> (parser, required, default)).
+_P = tuple[Any, bool, Any]
+ACTIONS: dict[str, dict[str, _P] | None] = {
+    "set": None,       # a mapping of SET_FIELDS, handled apart
+    "dec_ttl": {},
+    "pop_vlan": {},
+    "drop": {},
+    "push_vlan": {
+        "vlan": (lambda n: parse_int(n, 0, 4095, "a VLAN id"), True, None),
+        "pcp": (lambda n: parse_int(n, 0, 7, "a priority"), False, 0),
+        "tpid": (lambda n: parse_int(n, 0x0600, 0xFFFF, "a TPID"), False, 0x8100),
+    },
+    "payload": None,   # a bytes spec, handled apart
+    "truncate": {"length": (lambda n: parse_int(n, 14, 65535, "a frame length"), True, None)},
+    "duplicate": {
+        "copies": (lambda n: parse_int(n, 1, 16, "a number of extra copies"), False, 1),
+        "probability": (parse_probability, False, 1.0),
+    },
+    "corrupt": {"probability": (parse_probability, True, None)},
+    "loss": None,      # two models, handled apart
+    "delay": {
+        "time": (parse_time, True, None),
+        "jitter": (parse_time, False, 0),
+        "distribution": (lambda n: parse_choice(n, DISTRIBUTIONS), False, "uniform"),
+        "correlation": (parse_probability, False, 0.0),
+        "reorder_on_jitter": (parse_bool, False, False),
+    },
+    "reorder": {
+        "probability": (parse_probability, True, None),
+        "gap": (lambda n: parse_int(n, 1, 1_000_000, "a gap"), False, 1),
+    },
+    "rate": {
+        "bitrate": (parse_bitrate, True, None),
+        "overhead": (lambda n: parse_int(n, -64, 1024, "a per-frame overhead in bytes"), False, 0),
+        "limit": (lambda n: parse_int(n, 1, 65535, "a queue limit in frames"), False, 1000),
+    },
+}
+BARE_ACTIONS = tuple(k for k, v in ACTIONS.items() if v == {})
+LOSS_RANDOM = {
+    "probability": (parse_probability, True, None),
+    "correlation": (parse_probability, False, 0.0),
+}
+LOSS_GE = {
+    "p": (parse_probability, True, None),
+    "r": (parse_probability, True, None),
+    "h": (parse_probability, False, 0.0),
+    "k": (parse_probability, False, 1.0),
+}
+TIMING_ACTIONS = ("loss", "delay", "reorder", "rate")
+
+TOP_KEYS = {"version": True, "ports": True, "forward": False, "default": False,
+            "malformed": False, "rules": False}
+RULE_KEYS = {"name": True, "from": False, "match": False, "actions": False}
+
+
+def _mapping(node: Node, keys: dict[str, bool], chk: "_Checker | None" = None,
+             context: str = "") -> dict[str, Node]:
+    """Checks a mapping's keys (name -> required); returns name -> value node.
+
+    Without chk the first problem raises at the offending node; with chk every
+    unknown, repeated or missing key is recorded and the known keys returned,
+    so that one pass reports them all.
+    """
+    if not isinstance(node, MappingNode):
+        raise _Invalid(f"expected a mapping with keys {', '.join(keys)}, got a {_kind(node)}", node)
+    out: dict[str, Node] = {}
+    problems: list[_Invalid] = []
+    for key_node, value_node in node.value:
+        key = _text(key_node)
+        if key not in keys:
+            problems.append(_Invalid(f"unknown key {key!r}; expected one of {', '.join(keys)}", key_node))
+        elif key in out:
+            problems.append(_Invalid(f"key {key!r} given twice", key_node))
+        else:
+            out[key] = value_node
+    problems += [_Invalid(f"missing key {k!r}", node) for k, required in keys.items()
+                 if required and k not in out]
+    if problems and chk is None:
+        raise problems[0]
+    for problem in problems:
+        chk.error(problem.node, f"{context}{problem}")
+    return out
+
+
+# ---- the loader ---------------------------------------------------------------------
+
+
+class _Checker:
+    def __init__(self, path: str):
+        self.path = path
+        self.errors: list[Diagnostic] = []
+
+    def error(self, node: Node | None, message: str) -> None:
+        mark = node.start_mark if node is not None else None
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        self.errors.append(Diagnostic(self.path, line, col, message))
+
+    def parse(self, node: Node, parser, *args, context: str = "") -> Any:
+        """Runs parser on node; on failure records the error and returns None."""
+        try:
+            return parser(node, *args)
+        except _Invalid as exc:
+            self.error(exc.node or node, f"{context}{exc}")
+            return None
+
+
+def load_config(path: str, text: str | None = None) -> Config:
+    """Reads and validates a configuration file; raises ConfigError with every problem."""
+    if text is None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise ConfigError([Diagnostic(path, 1, 1, f"cannot read the file: {exc.strerror}")]) from None
+    chk = _Checker(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ConfigError([Diagnostic(path, line, col, f"not valid YAML: {exc.problem}")]) from None
+    if root is None:
+        raise ConfigError([Diagnostic(path, 1, 1, "the file is empty; expected a mapping with version: 1, ports and rules")])
+    top = chk.parse(root, _mapping, TOP_KEYS, chk)
+    if top is None or "version" not in top:
+        raise ConfigError(chk.errors)
+
+    version = chk.parse(top["version"], parse_int, 1, 1, "version")
+    ports = _load_ports(chk, top["ports"]) if "ports" in top else {}
+    forward = chk.parse(top["forward"], parse_choice, ("both", "a-to-b", "b-to-a")) if "forward" in top else "both"
+    default = chk.parse(top["default"], parse_choice, ("forward", "drop")) if "default" in top else "forward"
+    malformed = chk.parse(top["malformed"], parse_choice, ("pass", "drop")) if "malformed" in top else "pass"
+    rules = _load_rules(chk, top["rules"]) if "rules" in top else []
+    if chk.errors or version is None:
+        raise ConfigError(chk.errors)
+    return Config(path, ports, forward, default, malformed, rules)
+
+
+def _load_ports(chk: _Checker, node: Node) -> dict[str, Port]:
+    spec = chk.parse(node, _mapping, {"a": True, "b": True}, chk, context="ports: ")
+    if spec is None:
+        return {}
+    ports = {}
+    for name, value in spec.items():
+        port = chk.parse(value, _port, name)
+        if port is not None:
+            ports[name] = port
+    if len(ports) == 2 and (ports["a"].interface, ports["a"].vlan) == (ports["b"].interface, ports["b"].vlan):
+        chk.error(spec["b"], "expected port b to differ from port a (same interface and VLAN)")
+    return ports
+
+
+def _port(node: Node, name: str) -> Port:
+    if isinstance(node, MappingNode):
+        spec = _mapping(node, {"interface": True, "vlan": True})
+        return Port(name, _interface(spec["interface"]), parse_int(spec["vlan"], 1, 4094, "a VLAN id"))
+    return Port(name, _interface(node))
+
+
+def _interface(node: Node) -> str:
+    text = _text(node)
+    if not re.fullmatch(r"[A-Za-z0-9_.@:-]{1,15}", text):
+        raise _Invalid(f"expected an interface name (1-15 characters, no spaces or '/'), got {text!r}")
+    return text
+
+
+def _load_rules(chk: _Checker, node: Node) -> list[Rule]:
+    if not isinstance(node, SequenceNode):
+        chk.error(node, f"expected a list of rules, got a {_kind(node)}")
+        return []
+    rules, names = [], {}
+    for rule_node in node.value:
+        rule = _load_rule(chk, rule_node)
+        if rule is None:
+            continue
+        if rule.name in names:
+            chk.error(rule.node, f"rule name {rule.name!r} already used by the rule at line {names[rule.name]}")
+        else:
+            names[rule.name] = rule.node.start_mark.line + 1
+        rules.append(rule)
+    if len(rules) > 256:
+        chk.error(node, f"expected at most 256 rules, got {len(rules)}")
+    return rules
+
+
+def _load_rule(chk: _Checker, node: Node) -> Rule | None:
+    spec = chk.parse(node, _mapping, RULE_KEYS, chk)
+    if spec is None or "name" not in spec:
+        return None
+    name = chk.parse(spec["name"], _rule_name)
+    from_port = chk.parse(spec["from"], parse_choice, ("a", "b", "any"), context="from: ") if "from" in spec else "any"
+    ctx = f"rule {name!r}: " if name else ""
+    matches = _load_matches(chk, spec["match"], ctx) if "match" in spec else []
+    actions = _load_actions(chk, spec["actions"], ctx) if "actions" in spec else []
+    rule = Rule(name or "", from_port or "any", matches, actions, node)
+    _check_rule(chk, rule, ctx)
+    return rule if name is not None and from_port is not None else None
+
+
+def _rule_name(node: Node) -> str:
+    text = _text(node)
+    if not re.fullmatch(r"[a-z0-9_-]{1,32}", text):
+        raise _Invalid(f"expected a rule name of 1-32 characters from a-z, 0-9, _ and -, got {text!r}")
+    return text
+
+
+def _load_matches(chk: _Checker, node: Node, ctx: str) -> list[Match]:
+    if isinstance(node, ScalarNode) and node.tag.endswith(":null"):
+        return []
+    spec = chk.parse(node, _mapping, dict.fromkeys(MATCH_FIELDS, False), chk, ctx + "match: ",
+                     context=ctx + "match: ")
+    if spec is None:
+        return []
+    matches = []
+    for field, value_node in spec.items():
+        value = chk.parse(value_node, MATCH_FIELDS[field], context=f"{ctx}match.{field}: ")
+        if value is not None:
+            matches.append(Match(field, value, value_node))
+    return matches
+
+
+def _load_actions(chk: _Checker, node: Node, ctx: str) -> list[Action]:
+    if not isinstance(node, SequenceNode):
+        chk.error(node, f"{ctx}expected a list of actions (e.g. [dec_ttl] or - delay: {{time: 10ms}}), got a {_kind(node)}")
+        return []
+    actions = []
+    for item in node.value:
+        action = chk.parse(item, _action, context=ctx)
+        if action is not None:
+            actions.append(action)
+    return actions
+
+
+def _action(node: Node) -> Action:
+    names = ", ".join(ACTIONS)
+    if isinstance(node, ScalarNode):
+        kind = _text(node)
+        if kind in BARE_ACTIONS:
+            return Action(kind, {}, node)
+        if kind in ACTIONS:
+            raise _Invalid(f"action {kind!r} needs parameters, e.g. - {kind}: {{...}}")
+        raise _Invalid(f"unknown action {kind!r}; expected one of {names}")
+    if not isinstance(node, MappingNode) or len(node.value) != 1:
+        raise _Invalid(f"expected an action: a bare word ({', '.join(BARE_ACTIONS)}) "
+                       f"or a mapping with one key, one of {names}")
+    key_node, params_node = node.value[0]
+    kind = _text(key_node)
+    if kind not in ACTIONS:
+        raise _Invalid(f"unknown action {kind!r}; expected one of {names}", key_node)
+    prefix = f"{kind}: "
+    try:
+        if kind == "set":
+            params = _set_params(params_node)
+        elif kind == "payload":
+            params = _bytes_spec(params_node)
+        elif kind == "loss":
+            params = _loss_params(params_node)
+        else:
+            params = _params(params_node, ACTIONS[kind])
+    except _Invalid as exc:
+        raise _Invalid(prefix + str(exc), exc.node or params_node) from None
+    return Action(kind, params, node)
+
+
+def _params(node: Node, table: dict[str, _P]) -> dict[str, Any]:
+    if not table:
+        if isinstance(node, ScalarNode) and node.tag.endswith(":null"):
+            return {}
+        raise _Invalid("expected no parameters")
+    spec = _mapping(node, {k: required for k, (_, required, _) in table.items()})
+    params = {}
+    for key, (parser, _, default) in table.items():
+        if key in spec:
+            try:
+                params[key] = parser(spec[key])
+            except _Invalid as exc:
+                raise _Invalid(f"{key}: {exc}", exc.node or spec[key]) from None
+        else:
+            params[key] = default
+    return params
+
+
+def _set_params(node: Node) -> dict[str, Any]:
+    spec = _mapping(node, dict.fromkeys(SET_FIELDS, False))
+    if not spec:
+        raise _Invalid(f"expected at least one field to set, from {', '.join(SET_FIELDS)}", node)
+    params = {}
+    for key, value_node in spec.items():
+        try:
+            params[key] = SET_FIELDS[key](value_node)
+        except _Invalid as exc:
+            raise _Invalid(f"{key}: {exc}", exc.node or value_node) from None
+    return params
+
+
+def _loss_params(node: Node) -> dict[str, Any]:
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if _text(key_node) == "model":
+                model = parse_choice(value_node, ("random", "gilbert-elliott"))
+                rest = MappingNode(node.tag, [kv for kv in node.value if kv[0] is not key_node],
+                                   node.start_mark, node.end_mark)
+                table = LOSS_GE if model == "gilbert-elliott" else LOSS_RANDOM
+                return {"model": model, **_params(rest, table)}
+    return {"model": "random", **_params(node, LOSS_RANDOM)}
+
+
+# ---- combinations --------------------------------------------------------------------
+
+L3_MATCH_FIELDS = ("ip_src", "ip_dst", "ip_proto", "src_port", "dst_port", "tcp_flags", "dscp", "ttl")
+L4_PORT_PROTOS = (6, 17, 132)
+
+
+def rule_family(rule: Rule) -> int | None:
+    """4 or 6 when the rule's match pins the IP version, else None."""
+    eth = rule.match("eth_type")
+    if eth is not None and eth.value in ("ipv4", "ipv6"):
+        return 4 if eth.value == "ipv4" else 6
+    for field in ("ip_src", "ip_dst"):
+        m = rule.match(field)
+        if m is not None:
+            return m.value.version
+    return None
+
+
+def _protos(rule: Rule) -> set[int] | None:
+    m = rule.match("ip_proto")
+    if m is None:
+        return None
+    return {p for lo, hi in m.value for p in range(lo, hi + 1)}
+
+
+def _check_rule(chk: _Checker, rule: Rule, ctx: str) -> None:
+    """Combinations that can never match or never apply."""
+    eth = rule.match("eth_type")
+    not_ip = eth is not None and eth.value not in ("ipv4", "ipv6")
+    if not_ip:
+        for m in rule.matches:
+            if m.field in L3_MATCH_FIELDS:
+                chk.error(m.node, f"{ctx}match.{m.field} makes no sense with eth_type: {eth.value} "
+                                  f"(expected eth_type ipv4 or ipv6, or no eth_type)")
+    family = 4 if eth is not None and eth.value == "ipv4" else 6 if eth is not None and eth.value == "ipv6" else None
+    for field in ("ip_src", "ip_dst"):
+        m = rule.match(field)
+        if m is None:
+            continue
+        if family is not None and m.value.version != family:
+            chk.error(m.node, f"{ctx}match.{field}: expected an IPv{family} network to go with "
+                              f"{'eth_type: ipv4' if family == 4 else 'eth_type: ipv6 or the other address'}, "
+                              f"got {m.value}")
+        family = family or m.value.version
+    protos = _protos(rule)
+    proto_node = rule.match("ip_proto").node if protos is not None else None
+    if protos is not None and family == 6 and 1 in protos and len(protos) == 1:
+        chk.error(proto_node, f"{ctx}match.ip_proto: icmp is IPv4's; for IPv6 expected icmpv6 (58)")
+    if protos is not None and family == 4 and 58 in protos and len(protos) == 1:
+        chk.error(proto_node, f"{ctx}match.ip_proto: icmpv6 is IPv6's; for IPv4 expected icmp (1)")
+    for field in ("src_port", "dst_port"):
+        m = rule.match(field)
+        if m is not None and protos is not None and not protos & set(L4_PORT_PROTOS):
+            chk.error(m.node, f"{ctx}match.{field} needs ip_proto tcp, udp or sctp, not {_text(proto_node)}")
+    m = rule.match("tcp_flags")
+    if m is not None and protos is not None and 6 not in protos:
+        chk.error(m.node, f"{ctx}match.tcp_flags needs ip_proto tcp, not {_text(proto_node)}")
+    m = rule.match("bytes")
+    if m is not None and m.value["base"] == "l4" and not_ip:
+        chk.error(m.node, f"{ctx}match.bytes: base l4 makes no sense with eth_type: {eth.value}")
+
+    seen: dict[str, Action] = {}
+    for action in rule.actions:
+        kind = "loss" if action.kind == "loss" else action.kind
+        if kind in TIMING_ACTIONS and kind in seen:
+            chk.error(action.node, f"{ctx}expected at most one {kind} action in a rule "
+                                   f"(the first is at line {seen[kind].node.start_mark.line + 1})")
+        seen.setdefault(kind, action)
+        if "drop" in seen and action.kind != "drop" and seen["drop"] is not action:
+            chk.error(action.node, f"{ctx}{action.kind}: actions after drop never run")
+        if action.kind == "set":
+            _check_set(chk, rule, action, ctx, not_ip, family, protos, proto_node)
+        if action.kind == "dec_ttl" and not_ip:
+            chk.error(action.node, f"{ctx}dec_ttl makes no sense with eth_type: {eth.value}")
+    if "reorder" in seen and "delay" not in seen:
+        chk.error(seen["reorder"].node, f"{ctx}reorder needs a delay action in the same rule "
+                                        "(frames are reordered by skipping the delay)")
+
+
+def _check_set(chk, rule, action, ctx, not_ip, family, protos, proto_node) -> None:
+    for key, value in action.params.items():
+        if key in ("ip_src", "ip_dst", "dscp", "ecn", "ttl", "src_port", "dst_port") and not_ip:
+            chk.error(action.node, f"{ctx}set.{key} makes no sense with eth_type: {rule.match('eth_type').value}")
+        elif key in ("ip_src", "ip_dst") and family is not None and value.version != family:
+            chk.error(action.node, f"{ctx}set.{key}: expected an IPv{family} address, as the rule matches "
+                                   f"IPv{family} packets, got {value}")
+        elif key in ("src_port", "dst_port") and protos is not None and not protos & set(L4_PORT_PROTOS):
+            chk.error(action.node, f"{ctx}set.{key} needs ip_proto tcp or udp, not {_text(proto_node)}")
+
+
+# ---- modes ----------------------------------------------------------------------------
+
+L2_MATCH_FIELDS = ("eth_src", "eth_dst", "vlan", "vlan_pcp")
+L2_SET_FIELDS = ("eth_src", "eth_dst", "vlan", "vlan_pcp")
+MODES = ("ring", "nfqueue", "kernel")
+
+
+def mode_problems(config: Config, mode: str) -> list[Diagnostic]:
+    """What a mode cannot run in this configuration, each at its place in the file."""
+    if mode != "nfqueue":
+        return []
+    chk = _Checker(config.path)
+    why = "needs L2 access, and NFQUEUE sees packets from the IP header on (use --mode ring or kernel)"
+    for rule in config.rules:
+        ctx = f"rule {rule.name!r}: "
+        for m in rule.matches:
+            l2 = m.field in L2_MATCH_FIELDS
+            l2 |= m.field == "eth_type" and m.value not in ("ipv4", "ipv6")
+            l2 |= m.field == "bytes" and m.value["base"] == "l2"
+            if l2:
+                chk.error(m.node, f"{ctx}match.{m.field} {why}")
+        for a in rule.actions:
+            l2 = a.kind in ("push_vlan", "pop_vlan")
+            l2 |= a.kind == "set" and any(k in L2_SET_FIELDS for k in a.params)
+            l2 |= a.kind == "payload" and a.params["base"] == "l2"
+            if l2:
+                chk.error(a.node, f"{ctx}{a.kind} {why}")
+    return chk.errors

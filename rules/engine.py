@@ -1,0 +1,95 @@
+"""The C engine seen from Python: verify a program, run frames, read counters."""
+from __future__ import annotations
+
+import dataclasses
+
+from rules._engine import ffi, lib
+
+VERIFY_ERRORS = {
+    lib.RS_E_SHORT: "program shorter than its header or its declared length",
+    lib.RS_E_MAGIC: "not a reshaper program (bad magic)",
+    lib.RS_E_VERSION: "unsupported program version",
+    lib.RS_E_FLAGS: "unknown flag or non-zero reserved field",
+    lib.RS_E_RULES: "rule count or rule length inconsistent",
+    lib.RS_E_OPCODE: "unknown opcode, or an op in the wrong section",
+    lib.RS_E_OPLEN: "operand length wrong for its opcode",
+    lib.RS_E_OPERAND: "operand out of range",
+    lib.RS_E_ORDER: "reorder not followed by delay, or a timing action twice in a rule",
+}
+
+DROP_REASONS = {
+    lib.RS_R_NONE: "none", lib.RS_R_DEFAULT: "default", lib.RS_R_RULE: "rule",
+    lib.RS_R_LOSS: "loss", lib.RS_R_QUEUE: "queue", lib.RS_R_TTL: "ttl",
+    lib.RS_R_MALFORMED: "malformed", lib.RS_R_DIRECTION: "direction",
+}
+
+PORTS = {"a": lib.RS_PORT_A, "b": lib.RS_PORT_B}
+# room past the frame for push_vlan (4 bytes each)
+HEADROOM = 64
+RULE_COUNTERS = ("matched", "bytes", "dropped", "lost", "queue_drops", "duplicated",
+                 "corrupted", "reordered", "delayed", "skipped")
+GLOBAL_COUNTERS = ("frames_in", "forwarded", "dropped", "malformed", "unmatched")
+
+
+class ProgramError(ValueError):
+    """The engine's verifier refused a program."""
+
+    def __init__(self, code: int):
+        self.code = code
+        super().__init__(f"program rejected by the verifier: {VERIFY_ERRORS.get(code, f'error {code}')}")
+
+
+def program_verify(program: bytes) -> int:
+    """Runs the engine's verifier; returns the state size the program needs."""
+    size = ffi.new("uint32_t *")
+    rc = lib.rs_program_verify(program, len(program), size)
+    if rc != 0:
+        raise ProgramError(-rc)
+    return size[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    forward: bool
+    reason: str        # why dropped, "none" when forwarded
+    length: int
+    copies: int
+    rule: int          # index of the matching rule, -1 for none
+    flags: int
+    delay_ns: int
+
+
+class Engine:
+    """One program with its state: the PRNG, counters and timing queues."""
+
+    def __init__(self, program: bytes, seed: int = 0):
+        self.state_size = program_verify(program)
+        self.program = ffi.new("uint8_t[]", program)
+        self.program_len = len(program)
+        self.state = ffi.new("uint8_t[]", self.state_size)
+        lib.rs_state_init(self.program, self.program_len, self.state, self.state_size, seed)
+        self._buf = ffi.new("uint8_t[]", lib.RS_MAX_FRAME + HEADROOM)
+        self._verdict = ffi.new("struct rs_verdict *")
+        self._header = ffi.cast("struct rs_state *", self.state)
+        self._rules = ffi.cast("struct rs_rule_state *", self.state + ffi.sizeof("struct rs_state"))
+
+    def run(self, frame: bytes, port: str, now_ns: int = 0, l3: bool = False) -> tuple[Verdict, bytes]:
+        """Runs one frame arriving on port ("a" or "b"); returns the verdict and the frame after it."""
+        n = len(frame)
+        if n > lib.RS_MAX_FRAME:
+            raise ValueError(f"frame of {n} bytes is over the engine's {lib.RS_MAX_FRAME}")
+        ffi.memmove(self._buf, frame, n)
+        v = self._verdict
+        lib.rs_run(self.program, self.program_len, self.state, self._buf, n, n + HEADROOM,
+                   PORTS[port], lib.RS_RUN_L3 if l3 else 0, now_ns, v)
+        verdict = Verdict(v.verdict == lib.RS_V_FORWARD, DROP_REASONS.get(v.reason, str(v.reason)),
+                          v.len, v.copies, v.rule, v.flags, v.delay_ns)
+        return verdict, ffi.buffer(self._buf, v.len)[:]
+
+    def counters(self) -> dict[str, int]:
+        c = self._header.counters
+        return {name: getattr(c, name) for name in GLOBAL_COUNTERS}
+
+    def rule_counters(self, index: int) -> dict[str, int]:
+        r = self._rules[index]
+        return {name: getattr(r, name) for name in RULE_COUNTERS} | {"queue_depth": r.rate_count}

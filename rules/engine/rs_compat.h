@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * The few things the engine needs from its surroundings, so that engine.c
+ * compiles unchanged in the kernel, in the cffi extension and in harnesses.
+ */
+#ifndef RS_COMPAT_H
+#define RS_COMPAT_H
+
+#ifdef __KERNEL__
+#include <linux/types.h>
+#include <linux/math64.h>
+/* 32-bit ARM kernels have no libgcc 64-bit division helpers */
+static inline uint64_t rs_div64(uint64_t a, uint64_t b) { return div64_u64(a, b); }
+#else
+#include <stdint.h>
+static inline uint64_t rs_div64(uint64_t a, uint64_t b) { return a / b; }
+#endif
+
+#endif /* RS_COMPAT_H */

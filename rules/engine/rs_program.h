@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * reshaper rule program: format constants, state layout and engine API.
+ *
+ * This header is the single definition of the program format. The Python
+ * compiler (rules/compiler.py) reads every constant below through the cffi
+ * extension, the kernel module and the fuzz harness include it directly.
+ * PROGRAM.md beside this file describes the layout in prose.
+ *
+ * Only constants, fixed-width types and prototypes: it must compile
+ * freestanding (no libc), in the kernel and in user space.
+ */
+#ifndef RS_PROGRAM_H
+#define RS_PROGRAM_H
+
+#include "rs_compat.h"
+
+/* ---- header ------------------------------------------------------------ */
+#define RS_MAGIC            0x50485352u /* "RSHP" read as little-endian u32 */
+#define RS_VERSION          1
+#define RS_HDR_LEN          16
+#define RS_RULE_HDR_LEN     8
+#define RS_OP_HDR_LEN       2
+#define RS_MAX_PROGRAM_LEN  65536
+#define RS_MAX_RULES        256
+#define RS_MAX_OPS          64      /* per rule, match and action each */
+
+/* header flags */
+#define RS_PF_DEFAULT_DROP   0x0001 /* frames no rule matches are dropped */
+#define RS_PF_FWD_A_TO_B     0x0002
+#define RS_PF_FWD_B_TO_A     0x0004
+#define RS_PF_MALFORMED_DROP 0x0008 /* malformed frames dropped, else passed */
+#define RS_PF_ALL            0x000f
+
+/* rule header: from */
+#define RS_FROM_ANY 0
+#define RS_FROM_A   1
+#define RS_FROM_B   2
+
+/* rule flags */
+#define RS_RF_REORDER_ON_JITTER 0x01 /* jitter may reorder frames (netem) */
+#define RS_RF_ALL               0x01
+
+/* ports, as passed to rs_run() */
+#define RS_PORT_A 1
+#define RS_PORT_B 2
+
+/* ---- match ops ----------------------------------------------------------- */
+#define RS_M_ETH        0x01 /* u8 which, mac[6], mask[6]                  len 13 */
+#define RS_M_RANGE      0x02 /* u8 field, u8 n, n x (u16 lo, u16 hi)       len 2+4n */
+#define RS_M_HAS_VLAN   0x03 /* frame carries an inner 802.1Q/802.1ad tag  len 0 */
+#define RS_M_IP         0x04 /* u8 which, u8 family, addr[16], mask[16]    len 34 */
+#define RS_M_TCP_FLAGS  0x05 /* u8 mask, u8 value                          len 2 */
+#define RS_M_BYTES      0x06 /* u8 base, u16 offset, u8 n, val[n], mask[n] len 4+2n */
+
+/* ---- action ops ---------------------------------------------------------- */
+#define RS_A_SET_ETH    0x40 /* u8 which, mac[6]                           len 7 */
+#define RS_A_SET_IP     0x41 /* u8 which, u8 family, addr[16]              len 18 */
+#define RS_A_SET_FIELD  0x42 /* u8 field, u16 value                        len 3 */
+#define RS_A_DEC_TTL    0x43 /*                                            len 0 */
+#define RS_A_PUSH_VLAN  0x44 /* u16 tpid, u16 tci                          len 4 */
+#define RS_A_POP_VLAN   0x45 /*                                            len 0 */
+#define RS_A_PAYLOAD    0x46 /* u8 base, u16 offset, u8 n, val[n], mask[n] len 4+2n */
+#define RS_A_TRUNCATE   0x47 /* u16 length                                 len 2 */
+#define RS_A_DROP       0x48 /*                                            len 0 */
+#define RS_A_DUPLICATE  0x49 /* u8 copies, u32 prob                        len 5 */
+#define RS_A_CORRUPT    0x4a /* u32 prob                                   len 4 */
+#define RS_A_LOSS       0x4b /* u32 prob, u32 corr                         len 8 */
+#define RS_A_LOSS_GE    0x4c /* u32 p, u32 r, u32 h, u32 k                 len 16 */
+#define RS_A_DELAY      0x4d /* u64 time_ns, u64 jitter_ns, u8 dist, u32 corr  len 21 */
+#define RS_A_REORDER    0x4e /* u32 prob, u32 gap; must precede RS_A_DELAY len 8 */
+#define RS_A_RATE       0x4f /* u64 bits_per_s, i16 overhead, u16 limit    len 12 */
+
+/* which (RS_M_ETH, RS_M_IP, RS_A_SET_ETH, RS_A_SET_IP) */
+#define RS_SRC 0
+#define RS_DST 1
+
+/* IP families */
+#define RS_FAMILY_IPV4 4
+#define RS_FAMILY_IPV6 6
+
+/* fields of RS_M_RANGE and RS_A_SET_FIELD */
+#define RS_F_ETH_TYPE  1  /* ethertype after inner tags (match only) */
+#define RS_F_VLAN      2  /* VID of the first inner tag */
+#define RS_F_VLAN_PCP  3  /* PCP of the first inner tag */
+#define RS_F_IP_PROTO  4  /* IPv4 protocol / IPv6 upper-layer header (match only) */
+#define RS_F_SRC_PORT  5  /* TCP/UDP */
+#define RS_F_DST_PORT  6
+#define RS_F_DSCP      7
+#define RS_F_TTL       8  /* IPv4 TTL / IPv6 hop limit */
+#define RS_F_LENGTH    9  /* frame length in bytes (match only) */
+#define RS_F_ECN       10 /* set only */
+#define RS_F_MAX       10
+#define RS_MAX_RANGES  16
+
+/* bases of RS_M_BYTES and RS_A_PAYLOAD */
+#define RS_BASE_L2 0
+#define RS_BASE_L3 1
+#define RS_BASE_L4 2
+#define RS_MAX_BYTES 32
+
+/* delay distributions */
+#define RS_DIST_UNIFORM      0
+#define RS_DIST_NORMAL       1
+#define RS_DIST_PARETO       2
+#define RS_DIST_PARETONORMAL 3
+
+/* probabilities: an event happens when prng_u32() < p; 0xffffffff = always */
+#define RS_PROB_ALWAYS 0xffffffffu
+
+#define RS_MAX_COPIES 16
+#define RS_MAX_RATE_LIMIT 65535
+#define RS_MAX_DELAY_NS 60000000000ull /* 60 s, time and jitter each */
+#define RS_MAX_FRAME 65535
+
+/* ---- verdict ------------------------------------------------------------- */
+#define RS_V_FORWARD 0
+#define RS_V_DROP    1
+
+/* reason, why a frame was dropped (or RS_R_NONE) */
+#define RS_R_NONE       0
+#define RS_R_DEFAULT    1 /* no rule matched and default is drop */
+#define RS_R_RULE       2 /* drop action */
+#define RS_R_LOSS       3 /* loss action */
+#define RS_R_QUEUE      4 /* rate queue full */
+#define RS_R_TTL        5 /* dec_ttl at TTL <= 1 */
+#define RS_R_MALFORMED  6 /* malformed and malformed: drop */
+#define RS_R_DIRECTION  7 /* forward: does not allow this direction */
+
+/* verdict flags */
+#define RS_VF_MODIFIED   0x01 /* frame bytes or length changed */
+#define RS_VF_CORRUPTED  0x02
+#define RS_VF_REORDERED  0x04 /* sent ahead of the delay queue by reorder */
+#define RS_VF_SKIPPED    0x08 /* an action could not apply to this frame */
+#define RS_VF_MALFORMED  0x10
+
+struct rs_verdict {
+	uint32_t verdict;  /* RS_V_* */
+	uint32_t reason;   /* RS_R_* */
+	uint32_t len;      /* frame length after the actions */
+	uint32_t copies;   /* extra copies to send (duplicate) */
+	int32_t rule;      /* index of the matching rule, -1 for none */
+	uint32_t flags;    /* RS_VF_* */
+	uint64_t delay_ns; /* send this long after now_ns (0: at once) */
+};
+
+/* ---- state -----------------------------------------------------------------
+ * Everything the engine remembers between frames lives in one caller-owned
+ * buffer of rs_state_size() bytes: the PRNG, counters, per-rule timing state
+ * and the rate queues. The engine never allocates.
+ */
+struct rs_counters {
+	uint64_t frames_in;
+	uint64_t forwarded;   /* frames that leave, copies included */
+	uint64_t dropped;
+	uint64_t malformed;
+	uint64_t unmatched;
+};
+
+struct rs_rule_state {
+	/* counters */
+	uint64_t matched;
+	uint64_t bytes;       /* bytes of matched frames, as received */
+	uint64_t dropped;     /* drop action and dec_ttl expiry */
+	uint64_t lost;        /* loss action */
+	uint64_t queue_drops; /* rate limit reached */
+	uint64_t duplicated;  /* extra copies made */
+	uint64_t corrupted;
+	uint64_t reordered;
+	uint64_t delayed;
+	uint64_t skipped;     /* actions that could not apply */
+	/* timing state */
+	uint64_t last_departure; /* keeps order under jitter */
+	uint64_t rate_busy_until;
+	uint32_t loss_last;      /* correlation memory */
+	uint32_t delay_last;
+	uint32_t reorder_count;
+	uint32_t ge_bad;         /* Gilbert-Elliott: in the bad state */
+	uint32_t rate_head;      /* rate queue: oldest entry */
+	uint32_t rate_count;     /* rate queue: entries */
+	uint32_t rate_limit;     /* rate queue: capacity (0: rule has no rate) */
+	uint32_t rate_queue;     /* byte offset of its u64 departure times in the state */
+};
+
+struct rs_state {
+	uint64_t prng[2];
+	uint32_t n_rules;
+	uint32_t size;
+	struct rs_counters counters;
+	/* struct rs_rule_state rules[n_rules]; then the rate queues */
+};
+
+/* ---- API ---------------------------------------------------------------- */
+/* error codes of rs_program_verify (negative) */
+#define RS_E_SHORT     1  /* shorter than its header or its declared length */
+#define RS_E_MAGIC     2
+#define RS_E_VERSION   3
+#define RS_E_FLAGS     4  /* unknown header or rule flag, reserved not 0 */
+#define RS_E_RULES     5  /* rule count or rule length wrong */
+#define RS_E_OPCODE    6  /* unknown opcode, or a match op among actions */
+#define RS_E_OPLEN     7  /* operand length wrong for the opcode */
+#define RS_E_OPERAND   8  /* an operand out of its range */
+#define RS_E_ORDER     9  /* reorder not followed by delay, or a timing op twice */
+
+/* Checks prog completely. Returns 0 and sets *state_size, or -RS_E_*. */
+int rs_program_verify(const uint8_t *prog, uint32_t len, uint32_t *state_size);
+
+/* Zeroes state (size from rs_program_verify) and seeds its PRNG. */
+void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
+		   uint32_t state_size, uint64_t seed);
+
+#define RS_RUN_L3 0x01 /* frame starts at the IP header (NFQUEUE) */
+
+/*
+ * Runs a verified program over one frame of len bytes in a buffer of cap
+ * bytes (cap >= len; room past len lets push_vlan grow the frame). The frame
+ * is rewritten in place; v->len is its new length. now_ns is the frame's
+ * receive time, on any clock the carrier keeps for its delays.
+ */
+void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
+	    uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
+	    uint64_t now_ns, struct rs_verdict *v);
+
+#endif /* RS_PROGRAM_H */
