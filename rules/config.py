@@ -515,7 +515,7 @@ def load_config(path: str, text: str | None = None) -> Config:
 
 
 def _load_ports(chk: _Checker, node: Node) -> dict[str, Port]:
-    spec = chk.parse(node, _mapping, {"a": True, "b": True}, chk, context="ports: ")
+    spec = chk.parse(node, _mapping, {"a": True, "b": True}, chk, "ports: ")
     if spec is None:
         return {}
     ports = {}

@@ -9,6 +9,25 @@
  * inside prog, the state and frame[0..cap), whatever the frame holds.
  *
  * Byte order: program integers are little-endian, frame fields big-endian.
+ *
+ * Points PROGRAM.md leaves open, decided here (the Python model mirrors them):
+ * - order per frame: frames_in++; port without its FWD_* flag (or not A/B)
+ *   drops (DIRECTION); len > cap or > 65535 or a parse failure is malformed;
+ *   then rules. A truncated inner tag is malformed; a bad TCP data offset
+ *   or a short L4 header only means "no L4 header". L3 mode: version nibble
+ *   not 4/6 is malformed.
+ * - base L2 is the buffer start (the IP header in L3 mode); L3/L4 bytes end
+ *   at the IP packet's end, never in padding. Base L4 exists in first
+ *   fragments after all extension headers, whatever the protocol.
+ * - a write overlapping a checksum field skips that checksum for the whole
+ *   write; the pseudo-header tracks the addresses only.
+ * - push/pop/truncate re-parse; a frame made unparsable keeps its tags and
+ *   ethertype but loses its IP fields (it is not re-classified malformed).
+ * - every probability draws one u32, also for 0 and 0xffffffff.
+ * - a dropped frame (drop, dec_ttl, loss, rate) has copies 0; duplicated
+ *   counts only copies that leave. Drop reasons stop the remaining actions.
+ * - departure starts at now; delay adds its offset to it, rate starts at
+ *   max(departure, busy_until). Reorder: netem (gap 0: never reorder).
  */
 #include "rs_program.h"
 #include "rs_dist_tables.h"
@@ -1210,7 +1229,8 @@ static int act_rate(struct rs_ctx *c, const uint8_t *o)
 	if (!rs->rate_limit || rs->rate_queue > c->st->size ||
 	    rs->rate_limit > (c->st->size - rs->rate_queue) / 8)
 		return 0;
-	q = (uint64_t *)((uint8_t *)c->st + rs->rate_queue);
+	/* the state is 8-aligned and queue offsets are multiples of 8 */
+	q = (uint64_t *)(void *)((uint8_t *)c->st + rs->rate_queue);
 
 	while (rs->rate_count && q[rs->rate_head] <= c->now) {
 		if (++rs->rate_head == rs->rate_limit)
