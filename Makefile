@@ -48,7 +48,9 @@ fuzz: setup $(FUZZ_BIN)
 	rm -rf build/fuzz-corpus && mkdir -p build/fuzz-corpus
 	$(PY) -m tests.fuzz_seeds build/fuzz-corpus
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -max_len=4096 \
-	  -artifact_prefix=build/ build/fuzz-corpus 2>&1 | tail -25
+	  -artifact_prefix=build/ build/fuzz-corpus >build/fuzz.log 2>&1 \
+	  || { tail -60 build/fuzz.log; echo "fuzz: FINDING, see build/fuzz.log and build/crash-*"; exit 1; }
+	@grep -E "^Done|^stat::(number_of_executed_units|new_units_added)" build/fuzz.log
 
 fuzz-long:
 	$(MAKE) fuzz FUZZ_SECONDS=3600
