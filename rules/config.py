@@ -322,12 +322,12 @@ def _eth_type(node: Node) -> int | str:
 def _bytes_spec(node: Node, value_required: bool = True) -> dict[str, Any]:
     spec = _mapping(node, {"offset": True, "base": False, "value": value_required, "mask": False})
     out = {
-        "offset": parse_int(spec["offset"], 0, 65534, "a byte offset"),
-        "base": parse_choice(spec["base"], BASES) if "base" in spec else "l2",
-        "value": parse_hex(spec["value"], "value"),
+        "offset": _at(spec["offset"], parse_int, 0, 65534, "a byte offset"),
+        "base": _at(spec["base"], parse_choice, BASES) if "base" in spec else "l2",
+        "value": _at(spec["value"], parse_hex, "value"),
     }
     if "mask" in spec:
-        out["mask"] = parse_hex(spec["mask"], "mask")
+        out["mask"] = _at(spec["mask"], parse_hex, "mask")
         if len(out["mask"]) != len(out["value"]):
             raise _Invalid(f"expected a mask as long as the value ({len(out['value'])} bytes), "
                            f"got {len(out['mask'])}", spec["mask"])
@@ -528,10 +528,18 @@ def _load_ports(chk: _Checker, node: Node) -> dict[str, Port]:
     return ports
 
 
+def _at(node: Node, parser, *args) -> Any:
+    """parser(node, *args), with its error placed at node unless it names its own."""
+    try:
+        return parser(node, *args)
+    except _Invalid as exc:
+        raise _Invalid(str(exc), exc.node or node) from None
+
+
 def _port(node: Node, name: str) -> Port:
     if isinstance(node, MappingNode):
         spec = _mapping(node, {"interface": True, "vlan": True})
-        return Port(name, _interface(spec["interface"]), parse_int(spec["vlan"], 1, 4094, "a VLAN id"))
+        return Port(name, _at(spec["interface"], _interface), _at(spec["vlan"], parse_int, 1, 4094, "a VLAN id"))
     return Port(name, _interface(node))
 
 
@@ -650,9 +658,9 @@ def _params(node: Node, table: dict[str, _P]) -> dict[str, Any]:
     for key, (parser, _, default) in table.items():
         if key in spec:
             try:
-                params[key] = parser(spec[key])
+                params[key] = _at(spec[key], parser)
             except _Invalid as exc:
-                raise _Invalid(f"{key}: {exc}", exc.node or spec[key]) from None
+                raise _Invalid(f"{key}: {exc}", exc.node) from None
         else:
             params[key] = default
     return params
@@ -665,9 +673,9 @@ def _set_params(node: Node) -> dict[str, Any]:
     params = {}
     for key, value_node in spec.items():
         try:
-            params[key] = SET_FIELDS[key](value_node)
+            params[key] = _at(value_node, SET_FIELDS[key])
         except _Invalid as exc:
-            raise _Invalid(f"{key}: {exc}", exc.node or value_node) from None
+            raise _Invalid(f"{key}: {exc}", exc.node) from None
     return params
 
 
