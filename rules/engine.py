@@ -1,7 +1,7 @@
 """The C engine seen from Python: verify a program, run frames, read counters."""
 from __future__ import annotations
 
-import dataclasses
+import typing
 
 from rules._engine import ffi, lib
 
@@ -48,8 +48,7 @@ def program_verify(program: bytes) -> int:
     return size[0]
 
 
-@dataclasses.dataclass(frozen=True)
-class Verdict:
+class Verdict(typing.NamedTuple):  # a tuple: built once per frame, so kept cheap
     forward: bool
     reason: str        # why dropped, "none" when forwarded
     length: int
