@@ -89,7 +89,7 @@ class ConfigError(Exception):
 
     def __init__(self, diagnostics: list[Diagnostic]):
         self.diagnostics = sorted(diagnostics, key=lambda d: (d.path, d.line, d.column))
-        super().__init__("\n".join(str(d) for d in diagnostics))
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
 
 
 class _Invalid(Exception):
@@ -310,8 +310,17 @@ def parse_bool(node: Node) -> bool:
 
 # ---- field tables -----------------------------------------------------------------
 
+def _tpid(node: Node) -> int:
+    value = _value(node)
+    if value not in VLAN_TPIDS:
+        raise _Invalid(f"expected a TPID of 0x8100 (802.1Q) or 0x88a8 (802.1ad), got {_text(node)!r}")
+    return value
+
+
 def _eth_type(node: Node) -> int | str:
     value = _value(node)
+    if isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]{1,4}", value):
+        value = int(value, 16)  # quoted hex, as bytes values are written
     if isinstance(value, str) and value.lower() in (*ETH_TYPES, "vlan"):
         return value.lower()
     if isinstance(value, int) and not isinstance(value, bool) and 0x0600 <= value <= 0xFFFF:
@@ -386,7 +395,7 @@ ACTIONS: dict[str, dict[str, _P] | None] = {
     "push_vlan": {
         "vlan": (lambda n: parse_int(n, 0, 4095, "a VLAN id"), True, None),
         "pcp": (lambda n: parse_int(n, 0, 7, "a priority"), False, 0),
-        "tpid": (lambda n: parse_int(n, 0x0600, 0xFFFF, "a TPID"), False, 0x8100),
+        "tpid": (lambda n: _tpid(n), False, 0x8100),
     },
     "payload": None,   # a bytes spec, handled apart
     "truncate": {"length": (lambda n: parse_int(n, 14, 65535, "a frame length"), True, None)},
@@ -413,7 +422,9 @@ ACTIONS: dict[str, dict[str, _P] | None] = {
         "limit": (lambda n: parse_int(n, 1, 65535, "a queue limit in frames"), False, 1000),
     },
 }
-BARE_ACTIONS = tuple(k for k, v in ACTIONS.items() if v == {})
+# actions whose parameters all have defaults may be written as a bare word
+BARE_ACTIONS = tuple(k for k, v in ACTIONS.items()
+                     if v is not None and not any(required for _, required, _ in v.values()))
 LOSS_RANDOM = {
     "probability": (parse_probability, True, None),
     "correlation": (parse_probability, False, 0.0),
@@ -622,7 +633,7 @@ def _action(node: Node) -> Action:
     if isinstance(node, ScalarNode):
         kind = _text(node)
         if kind in BARE_ACTIONS:
-            return Action(kind, {}, node)
+            return Action(kind, {k: default for k, (_, _, default) in ACTIONS[kind].items()}, node)
         if kind in ACTIONS:
             raise _Invalid(f"action {kind!r} needs parameters, e.g. - {kind}: {{...}}")
         raise _Invalid(f"unknown action {kind!r}; expected one of {names}")
@@ -649,9 +660,9 @@ def _action(node: Node) -> Action:
 
 
 def _params(node: Node, table: dict[str, _P]) -> dict[str, Any]:
-    if not table:
-        if isinstance(node, ScalarNode) and node.tag.endswith(":null"):
-            return {}
+    if isinstance(node, ScalarNode) and node.tag.endswith(":null"):
+        node = MappingNode("tag:yaml.org,2002:map", [], node.start_mark, node.end_mark)
+    if not table and not (isinstance(node, MappingNode) and not node.value):
         raise _Invalid("expected no parameters")
     spec = _mapping(node, {k: required for k, (_, required, _) in table.items()})
     params = {}
@@ -694,7 +705,7 @@ def _loss_params(node: Node) -> dict[str, Any]:
 # ---- combinations --------------------------------------------------------------------
 
 L3_MATCH_FIELDS = ("ip_src", "ip_dst", "ip_proto", "src_port", "dst_port", "tcp_flags", "dscp", "ttl")
-L4_PORT_PROTOS = (6, 17, 132)
+L4_PORT_PROTOS = (6, 17)  # the engine reads ports of TCP and UDP
 
 
 def rule_family(rule: Rule) -> int | None:
@@ -744,7 +755,7 @@ def _check_rule(chk: _Checker, rule: Rule, ctx: str) -> None:
     for field in ("src_port", "dst_port"):
         m = rule.match(field)
         if m is not None and protos is not None and not protos & set(L4_PORT_PROTOS):
-            chk.error(m.node, f"{ctx}match.{field} needs ip_proto tcp, udp or sctp, not {_text(proto_node)}")
+            chk.error(m.node, f"{ctx}match.{field} needs ip_proto tcp or udp, not {_text(proto_node)}")
     m = rule.match("tcp_flags")
     if m is not None and protos is not None and 6 not in protos:
         chk.error(m.node, f"{ctx}match.tcp_flags needs ip_proto tcp, not {_text(proto_node)}")
@@ -754,12 +765,12 @@ def _check_rule(chk: _Checker, rule: Rule, ctx: str) -> None:
 
     seen: dict[str, Action] = {}
     for action in rule.actions:
-        kind = "loss" if action.kind == "loss" else action.kind
+        kind = action.kind
         if kind in TIMING_ACTIONS and kind in seen:
             chk.error(action.node, f"{ctx}expected at most one {kind} action in a rule "
                                    f"(the first is at line {seen[kind].node.start_mark.line + 1})")
         seen.setdefault(kind, action)
-        if "drop" in seen and action.kind != "drop" and seen["drop"] is not action:
+        if "drop" in seen and seen["drop"] is not action:
             chk.error(action.node, f"{ctx}{action.kind}: actions after drop never run")
         if action.kind == "set":
             _check_set(chk, rule, action, ctx, not_ip, family, protos, proto_node)

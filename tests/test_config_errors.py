@@ -76,7 +76,7 @@ RULE_CASES = [
     ("icmp on v6", "{name: r, match: {ip_dst: '2001:db8::/32', ip_proto: icmp}}", "icmp",
      "rule 'r': match.ip_proto: icmp is IPv4's; for IPv6 expected icmpv6 (58)"),
     ("ports with icmp", "{name: r, match: {ip_proto: icmp, dst_port: 80}}", "80",
-     "rule 'r': match.dst_port needs ip_proto tcp, udp or sctp, not icmp"),
+     "rule 'r': match.dst_port needs ip_proto tcp or udp, not icmp"),
     ("bytes mask", "{name: r, match: {bytes: {offset: 12, value: '0x0800', mask: '0xff'}}}", "'0xff'",
      "rule 'r': match.bytes: expected a mask as long as the value (2 bytes), got 1"),
     ("unknown action", "{name: r, actions: [frobnicate]}", "frobnicate",
@@ -193,3 +193,15 @@ def test_apply_with_a_bad_file_writes_nothing(tmp_path):
     result = run_cli("apply", str(bad), str(tmp_path / "in.pcap"), str(out))
     assert result.returncode == 1
     assert not out.exists()
+
+
+def test_actions_with_only_optional_parameters_may_be_bare_words():
+    config = load_config("r.yaml", rule_text("{name: r, actions: [duplicate, {drop: {}}]}"))
+    assert [(a.kind, a.params) for a in config.rules[0].actions] == [
+        ("duplicate", {"copies": 1, "probability": 1.0}), ("drop", {})]
+
+
+def test_push_vlan_takes_only_tag_tpids():
+    text = rule_text("{name: r, actions: [{push_vlan: {vlan: 5, tpid: 0x0800}}]}")
+    assert errors(text) == [at(text, "0x0800", "rule 'r': push_vlan: tpid: expected a TPID of 0x8100 (802.1Q) "
+                                               "or 0x88a8 (802.1ad), got '0x0800'")]

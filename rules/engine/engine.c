@@ -1406,3 +1406,35 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 	c.rs->duplicated += c.copies;
 	st->counters.forwarded += 1 + (uint64_t)c.copies;
 }
+
+/*
+ * The TCP/UDP/ICMPv6 checksum of a frame, computed from scratch. Carriers
+ * call it on frames the kernel hands over with the checksum not yet done
+ * (CHECKSUM_PARTIAL, TP_STATUS_CSUMNOTREADY): the field then holds only the
+ * pseudo-header sum, and incremental updates would keep it wrong.
+ */
+int rs_csum_complete(uint8_t *frame, uint32_t len, uint32_t run_flags)
+{
+	struct rs_pkt p;
+	uint32_t s, l4len, i, alen;
+
+	p.b = frame;
+	p.len = p.cap = len;
+	p.l3mode = run_flags & RS_RUN_L3;
+	if (!frame || len > RS_MAX_FRAME || parse(&p) || !p.l4hl || p.frag ||
+	    !has_pseudo_hdr(&p))
+		return 0;
+	l4len = p.l3_end - p.l4;
+	/* pseudo-header: addresses, protocol, L4 length */
+	alen = p.ipv == 4 ? 8 : 32;
+	s = csum_span(p.b + p.l3 + (p.ipv == 4 ? 12 : 8), 0, alen);
+	s += p.proto + (l4len & 0xffff) + (l4len >> 16);
+	put_be16(p.b + p.ck, 0);
+	for (i = p.l4; i < p.l3_end; i++)
+		s += (((i - p.l4) & 1) ? p.b[i] : (uint32_t)p.b[i] << 8);
+	s = ~csum_fold(csum_fold(s)) & 0xffff;
+	if (s == 0 && p.proto == IPPROTO_UDP)
+		s = 0xffff;
+	put_be16(p.b + p.ck, s);
+	return 1;
+}

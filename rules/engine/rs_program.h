@@ -221,4 +221,11 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 	    uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
 	    uint64_t now_ns, struct rs_verdict *v);
 
+/*
+ * Computes the TCP/UDP/ICMPv6 checksum of a frame from scratch, for frames
+ * whose checksum the kernel left to be done (TP_STATUS_CSUMNOTREADY).
+ * Returns 1 when it wrote one, 0 when the frame has none to compute.
+ */
+int rs_csum_complete(uint8_t *frame, uint32_t len, uint32_t run_flags);
+
 #endif /* RS_PROGRAM_H */

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT */
+/*
+ * Ring mode: the per-frame loop of the bridge, in C. AF_PACKET TPACKET_V2
+ * RX and TX rings on each port's interface, the shared engine on every
+ * frame, a timer queue for delayed frames. Python only opens, reloads,
+ * reads counters and stops it.
+ */
+#ifndef RS_RING_H
+#define RS_RING_H
+
+#include <stdint.h>
+
+struct rs_port_stats {
+	uint64_t rx;          /* frames taken from the RX ring for this port */
+	uint64_t rx_bytes;
+	uint64_t tx;          /* frames handed to the TX ring */
+	uint64_t tx_bytes;
+	uint64_t ring_drops;  /* PACKET_STATISTICS tp_drops: RX ring was full */
+	uint64_t tx_full;     /* TX ring had no free slot: dropped */
+	uint64_t tx_errors;   /* send() failed (e.g. link down); frames stay queued */
+	uint64_t oversize;    /* longer than the ring slot or the egress MTU: dropped */
+	uint64_t csum_completed; /* CHECKSUM_PARTIAL frames completed before the rules */
+};
+
+struct rs_bridge_stats {
+	struct rs_port_stats port[2]; /* a, b */
+	uint64_t not_ours;    /* frames on a port's interface that belong to no port */
+	uint64_t queued;      /* frames waiting in the delay queue now */
+	uint64_t pool_full;   /* delayed frames dropped: no buffer left */
+	uint64_t loops;
+};
+
+struct rs_bridge_config {
+	const char *ifname[2];  /* interface of port a, b (may be the same in trunk form) */
+	uint32_t vlan[2];       /* trunk form: the port's VLAN id; 0: plain or VLAN interface */
+	uint32_t mtu[2];        /* egress MTU of each port */
+	uint32_t frame_size;    /* ring slot size, a power of two >= 2048 */
+	uint32_t ring_frames;   /* slots per ring */
+	uint32_t pool_frames;   /* buffers for delayed frames */
+};
+
+struct rs_bridge;
+
+/* Opens sockets and rings; on error returns NULL and writes why into err. */
+struct rs_bridge *rs_bridge_open(const struct rs_bridge_config *cfg, char *err, uint32_t errlen);
+
+/* Makes prog (verified) and state the program for the next frame. The caller keeps both alive. */
+void rs_bridge_set_program(struct rs_bridge *b, const uint8_t *prog, uint32_t len, void *state);
+
+/* Forwards for up to timeout_ms (or until rs_bridge_stop); returns frames handled, or -errno. */
+int rs_bridge_run(struct rs_bridge *b, int timeout_ms);
+
+/* Asks a running rs_bridge_run to return (safe from another thread or a signal handler). */
+void rs_bridge_stop(struct rs_bridge *b);
+
+void rs_bridge_stats(struct rs_bridge *b, struct rs_bridge_stats *out);
+
+/* Sends every queued frame now (used on exit) and closes everything. */
+void rs_bridge_close(struct rs_bridge *b);
+
+/* Turns GRO, GSO and TSO off (on=0) or on; returns the previous settings as bits (1 GRO, 2 GSO, 4 TSO), or -errno. */
+int rs_set_offloads(const char *ifname, int features, int on);
+
+/* Keeps only the capabilities whose bits are set in keep; returns 0 or -errno. */
+int rs_drop_capabilities(uint64_t keep);
+
+#endif /* RS_RING_H */
