@@ -18,6 +18,7 @@ import ctypes
 import fcntl
 import hashlib
 import lzma
+import math
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-RUNNER_VERSION = "1"  # bump when the initramfs contents or layout change
+RUNNER_VERSION = "2"  # bump when the initramfs contents or layout change
 CACHE = Path(os.environ.get("RESHAPER_VM_CACHE", Path.home() / ".cache/reshaper/vm"))
 HOST_TOOLS = {  # binary -> Debian package providing it
     "qemu-system-x86_64": "qemu-system-x86",
@@ -38,6 +39,7 @@ HOST_TOOLS = {  # binary -> Debian package providing it
     "depmod": "kmod",
     "make": "make",
     "gcc-12": "gcc-12",
+    "iptables": "iptables",  # NFQUEUE comparisons run host iptables in the guest
 }
 BUSYBOX = "/bin/busybox"
 # Loaded at boot (9p transport) plus what the tests need; dependencies
@@ -111,6 +113,9 @@ def kernel_version() -> str:
     if cached:
         return cached[-1]
     out = _sh("apt-cache", "depends", "linux-image-amd64")
+    if "Depends:" not in out:  # no package lists yet
+        subprocess.run(["apt-get", "-q", "update"], check=True)
+        out = _sh("apt-cache", "depends", "linux-image-amd64")
     m = re.search(r"Depends: linux-image-(\S+-amd64)", out)
     if not m:
         raise VMError(f"cannot find the kernel version from apt:\n{out}")
@@ -149,9 +154,10 @@ def kdir(kver: str | None = None) -> Path:
                        f"linux-kbuild-{series}"])
     tree = root / "usr/src" / f"linux-headers-{kver}"
     mk = tree / "Makefile"
-    text = mk.read_text()
-    if "include /usr/src/" in text:  # "include /usr/src/linux-headers-X-common/Makefile"
-        mk.write_text(text.replace("include /usr/src/", f"include {root}/usr/src/"))
+    text = mk.read_text()  # "include /usr/src/linux-headers-X-common/Makefile"
+    fixed = re.sub(r"^include \S*/usr/src/", f"include {root}/usr/src/", text, flags=re.M)
+    if fixed != text:
+        mk.write_text(fixed)
     return tree
 
 
@@ -243,10 +249,10 @@ def _cpio_newc(root: Path, extra_nodes: list[tuple[str, int, int, int]]) -> byte
     return bytes(out) + b"\0" * (-len(out) % 512)
 
 
-INIT = r"""#!/bin/busybox sh
+INIT = r"""#!/bb/busybox sh
 # PID 1: mount, load the 9p transport, then serve commands from /ctl until told
 # to stop (or idle too long), dump the kernel log, power off. Always powers off.
-export PATH=/bin:/sbin
+export PATH=/bb
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm /dev/mqueue
 mount -t devpts devpts /dev/pts; mount -t tmpfs shm /dev/shm
@@ -257,19 +263,27 @@ o=trans=virtio,version=9p2000.L,msize=512000
 mount -t 9p -o $o,cache=none ctl /ctl || { echo "init: no /ctl"; poweroff -f; }
 mount -t 9p -o $o,cache=loose,ro usr /usr || echo "init: no /usr" >>/ctl/boot.log
 mount -t 9p -o $o,cache=loose,ro etc /etc || echo "init: no /etc" >>/ctl/boot.log
+if [ -x /usr/bin/env ]; then
+  # look merged-/usr like the host: its /usr holds absolute links such as
+  # /usr/sbin/modprobe -> /bin/kmod. /lib stays ours for /lib/modules.
+  ln -s usr/bin /bin; ln -s usr/sbin /sbin
+  for p in /usr/lib/*; do [ -e /lib/${p##*/} ] || ln -s $p /lib/; done
+else
+  ln -s bb /bin; ln -s bb /sbin
+fi
 # /ctl/shares: "tag guest-path" per line, read-write
 while read tag path; do
   mkdir -p "$path" && mount -t 9p -o $o,cache=none "$tag" "$path" || echo "init: share $tag failed" >>/ctl/boot.log
 done </ctl/shares
-ln -s /proc/self/fd /dev/fd 2>/dev/null
+ln -s /proc/self/fd /dev/fd
 hostname reshaper-vm
 ip link set lo up
 export HOME=/root LANG=C.UTF-8 TERM=dumb PYTHONDONTWRITEBYTECODE=1
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-# busybox's own `ip` applet wins over PATH in busybox sh: user commands run in
-# host bash when /usr is there; in busybox sh the function picks the real one.
-ip() { /sbin/ip "$@"; }; tc() { /sbin/tc "$@"; }
-sh=/usr/bin/bash; [ -x $sh ] || sh="/bin/busybox sh"
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/bb
+# busybox sh runs its own `ip` applet whatever PATH says: user commands run in
+# host bash when /usr is there; in busybox sh the functions pick the real ones.
+ip() { /bb/ip "$@"; }; tc() { /bb/tc "$@"; }
+sh=/usr/bin/bash; [ -x $sh ] || sh="/bb/busybox sh"
 echo ready >/ctl/ready
 n=1 idle=0
 while [ ! -e /ctl/poweroff ] && [ $idle -lt @IDLE_TICKS@ ]; do
@@ -296,7 +310,7 @@ def _host_fingerprint(paths: list[str]) -> str:
 
 def initramfs(kver: str, idle_timeout: int = 1800) -> Path:
     image = CACHE / kver / "image"
-    bins = {"sbin/ip": "/usr/sbin/ip", "sbin/tc": "/usr/sbin/tc"}
+    bins = {"ip": "/usr/sbin/ip", "tc": "/usr/sbin/tc"}
     libs = sorted({lib for b in bins.values() for lib in _libs(b)})
     key = hashlib.sha256(repr((RUNNER_VERSION, kver, MODULES, INIT, idle_timeout,
                                _host_fingerprint([BUSYBOX, *bins.values(), *libs]))).encode())
@@ -309,19 +323,23 @@ def initramfs(kver: str, idle_timeout: int = 1800) -> Path:
         subprocess.run(["depmod", "-b", str(image), kver], check=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         root = Path(tmp)
-        for d in ["bin", "sbin", "lib/x86_64-linux-gnu", "lib64", "proc", "sys", "dev", "tmp",
-                  "run", "ctl", "usr", "etc", "root", "var/tmp", "mnt"]:
+        for d in ["bb/libexec", "bb/lib", "lib64", "proc", "sys", "dev", "tmp", "run", "ctl",
+                  "usr", "etc", "root", "var/tmp", "mnt"]:
             (root / d).mkdir(parents=True, exist_ok=True)
         os.symlink("../run", root / "var/run")
-        shutil.copy(BUSYBOX, root / "bin/busybox")
+        shutil.copy(BUSYBOX, root / "bb/busybox")
         for applet in _sh(BUSYBOX, "--list").split():
-            if applet not in ("busybox", "ip", "tc") and not (root / "bin" / applet).exists():
-                os.symlink("busybox", root / "bin" / applet)
-        for dst, src in bins.items():
-            shutil.copy(src, root / dst)
-        for lib in libs:  # copy under the name ldd printed (follows symlinks)
-            dst = root / ("lib64" if "/ld-linux" in lib else "lib/x86_64-linux-gnu") / Path(lib).name
-            shutil.copy(lib, dst)
+            if applet not in ("busybox", "ip", "tc"):
+                os.symlink("busybox", root / "bb" / applet)
+        # real ip/tc with their own libraries, usable before (or without) /usr
+        for name, src in bins.items():
+            shutil.copy(src, root / "bb/libexec" / name)
+            wrapper = root / "bb" / name
+            wrapper.write_text("#!/bb/busybox sh\nexec /lib64/ld-linux-x86-64.so.2 "
+                               f"--library-path /bb/lib /bb/libexec/{name} \"$@\"\n")
+            wrapper.chmod(0o755)
+        for lib in libs:  # copied under the name ldd printed (follows symlinks)
+            shutil.copy(lib, root / ("lib64" if "/ld-linux" in lib else "bb/lib") / Path(lib).name)
         # modules: each requested one with its dependencies, then a fresh index
         dst_mods = root / "lib/modules" / kver
         dst_mods.mkdir(parents=True)
@@ -428,12 +446,20 @@ class VM:
             cmd += ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none,"
                                f"multidevs=remap{',readonly=on' if ro else ''}"]
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
-        self._wait_for(self.ctl / "ready", self.boot_timeout, "boot")
+        # qemu's own messages go to a file: an unread pipe could fill and stall it
+        self._qemu_out = Path(self._tmp.name) / "qemu.out"
+        with open(self._qemu_out, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
+        try:
+            self._wait_for(self.ctl / "ready", self.boot_timeout, "boot")
+            if (self.ctl / "boot.log").exists():
+                raise VMError("guest set-up failed:\n" + (self.ctl / "boot.log").read_text()
+                              + self._console())
+        except BaseException:
+            self.close(timeout=0)  # __exit__ never runs when __enter__ fails
+            raise
         self.boot_seconds = time.monotonic() - t0
-        if (self.ctl / "boot.log").exists():
-            raise VMError("guest set-up failed:\n" + (self.ctl / "boot.log").read_text() + self._console())
 
     def _console(self) -> str:
         return "\n--- console ---\n" + (self.console.read_text(errors="replace")[-6000:]
@@ -443,7 +469,7 @@ class VM:
         deadline = time.monotonic() + timeout
         while not path.exists():
             if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode(errors="replace")
+                out = self._qemu_out.read_text(errors="replace")
                 raise VMError(f"qemu exited ({self.proc.returncode}) during {what}: {out}{self._console()}")
             if time.monotonic() > deadline:
                 self._kill()
@@ -457,7 +483,7 @@ class VM:
             raise VMError("VM is not running")
         self._n += 1
         n = self._n
-        (self.ctl / f"cmd-{n}.timeout").write_text(f"{int(timeout)}\n")
+        (self.ctl / f"cmd-{n}.timeout").write_text(f"{max(1, math.ceil(timeout))}\n")
         tmp = self.ctl / f".cmd-{n}.sh"
         tmp.write_text(command + "\n")
         tmp.rename(self.ctl / f"cmd-{n}.sh")  # the guest only sees complete scripts
@@ -490,7 +516,6 @@ class VM:
             self.console_log = self.console.read_text(errors="replace") if self.console.exists() else ""
             # the guest's dmesg when it got to write it; the console always
             self.kernel_log = klog.read_text(errors="replace") if klog.exists() else self.console_log
-            self.proc.stdout.close()
             self.proc = None
             self._tmp.cleanup()
 
