@@ -7,13 +7,14 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/reshaper
-APT_PACKAGES := python3-venv python3-dev gcc clang libclang-rt-14-dev valgrind iproute2
+APT_PACKAGES := python3-venv python3-dev gcc clang libclang-rt-14-dev valgrind iproute2 iputils-ping iptables
 ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
+RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/_ffi_build.py)
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo test setup apt fuzz fuzz-long bench-engine clean
+.PHONY: demo test setup apt vm-prepare fuzz fuzz-long bench-engine clean
 
-setup: apt $(VENV)/.installed
+setup: apt $(VENV)/.installed vm-prepare
 
 # apt-get only when something is missing: the common case costs one dpkg query
 apt:
@@ -25,11 +26,15 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml setup.py rules/_ffi_build.py $(ENGINE_SOURCES)
+$(VENV)/.installed: pyproject.toml setup.py rules/_ffi_build.py $(ENGINE_SOURCES) $(RING_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --cache-dir $(CACHE)/pip --upgrade pip setuptools wheel cffi
 	$(PY) -m pip install -q --cache-dir $(CACHE)/pip -e '.[test]'
 	touch $@
+
+# the Debian-kernel VM for kernel-module tests: host tools, kernel, initramfs, headers (cached)
+vm-prepare: $(VENV)/.installed
+	$(PY) -m tests.vm prepare
 
 demo: setup
 	$(VENV)/bin/reshaper demo

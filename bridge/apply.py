@@ -17,7 +17,7 @@ from scapy.utils import RawPcapReader, RawPcapWriter
 
 from rules.compiler import compile_rules
 from rules.config import Config
-from rules.engine import Engine, RULE_COUNTERS
+from rules.binding import Engine, RULE_COUNTERS
 
 LINKTYPE_ETHERNET = 1
 TPID_8021Q = 0x8100

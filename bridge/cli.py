@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from rules.config import MODES, Config, ConfigError, load_config, mode_problems
@@ -29,7 +30,7 @@ def _report_errors(exc: ConfigError) -> int:
 
 def cmd_check(args) -> int:
     from rules.compiler import compile_rules
-    from rules.engine import program_verify
+    from rules.binding import program_verify
 
     try:
         config = _load(args.config, args.mode)
@@ -72,6 +73,49 @@ def cmd_apply(args) -> int:
     return EXIT_OK
 
 
+def cmd_run(args) -> int:
+    from bridge.run import run
+
+    return run(args.config, args.mode, args.control, args.status_interval, args.seed)
+
+
+def cmd_stats(args) -> int:
+    from bridge.control import default_control_path, read_stats
+
+    path = args.control or default_control_path()
+    try:
+        stats = read_stats(path)
+    except (OSError, ValueError) as exc:
+        print(f"reshaper stats: no running instance answers on {path}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print(format_stats(stats))
+    return EXIT_OK
+
+
+def format_stats(stats: dict) -> str:
+    lines = [f"{stats['mode']} mode, pid {stats['pid']}, up {stats['uptime_s']:.0f} s, {stats['config']}, "
+             f"reloads {stats['reloads']}" + (f" (last refused: {stats['last_reload_error'].splitlines()[0]})"
+                                              if stats.get("last_reload_error") else "")]
+    port_keys = ("rx", "tx", "ring_drops", "tx_full", "oversize", "csum_completed")
+    lines.append(f"{'port':<6}{'interface':<14}" + "".join(f"{k:>15}" for k in port_keys))
+    for name, port in stats["ports"].items():
+        where = port["interface"] + (f".{port['vlan']}" if port.get("vlan") else "")
+        lines.append(f"{name:<6}{where:<14}" + "".join(f"{port[k]:>15}" for k in port_keys))
+    engine = stats["engine"]
+    lines.append("engine: " + ", ".join(f"{k} {v}" for k, v in engine.items())
+                 + f"; queued {stats.get('queued', 0)}, not ours {stats.get('not_ours', 0)}")
+    rule_keys = ("matched", "bytes", "dropped", "lost", "queue_drops", "duplicated", "corrupted", "reordered",
+                 "delayed", "queue_depth")
+    width = max([4] + [len(r["name"]) for r in stats["rules"]])
+    lines.append(f"{'rule':<{width}}" + "".join(f"{k:>12}" for k in rule_keys))
+    for rule in stats["rules"]:
+        lines.append(f"{rule['name']:<{width}}" + "".join(f"{rule[k]:>12}" for k in rule_keys))
+    return "\n".join(lines)
+
+
 def cmd_demo(args) -> int:
     from bridge.demo import run_demo
 
@@ -98,7 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the engine's PRNG (default 0)")
     p.set_defaults(func=cmd_apply)
 
-    p = sub.add_parser("demo", help="show the rule engine at work on crafted frames")
+    p = sub.add_parser("run", help="the appliance: forward between the ports through the rules")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--mode", choices=MODES, default="ring", help="data path (default ring)")
+    p.add_argument("--control", metavar="PATH", help="control socket for `reshaper stats` "
+                   "(default: one per network namespace under /run/reshaper)")
+    p.add_argument("--status-interval", type=float, default=5.0, metavar="S",
+                   help="seconds between status lines, 0 for none (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the engine's PRNG (default 0)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("stats", help="counters of the running instance")
+    p.add_argument("--control", metavar="PATH", help="control socket of the instance")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("demo", help="the appliance in network namespaces, with real traffic")
     p.set_defaults(func=cmd_demo)
     return parser
 

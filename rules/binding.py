@@ -1,4 +1,4 @@
-"""The C engine seen from Python: verify a program, run frames, read counters."""
+"""The C engine seen from Python (the cffi binding): verify a program, run frames, read counters."""
 from __future__ import annotations
 
 import typing
@@ -61,34 +61,40 @@ class Verdict(typing.NamedTuple):  # a tuple: built once per frame, so kept chea
 class Engine:
     """One program with its state: the PRNG, counters and timing queues."""
 
-    def __init__(self, program: bytes, seed: int = 0):
+    def __init__(self, program: bytes, seed: int = 0, backend=None):
+        """backend: a cffi extension holding the engine (default rules._engine);
+        ring._ring passes its own so that its C loop can use program and state."""
         self.state_size = program_verify(program)
-        self.program = ffi.new("uint8_t[]", program)
+        self.ffi, self.lib = (backend.ffi, backend.lib) if backend else (ffi, lib)
+        self.program = self.ffi.new("uint8_t[]", program)
         self.program_len = len(program)
-        self.state = ffi.new("uint8_t[]", self.state_size)
-        lib.rs_state_init(self.program, self.program_len, self.state, self.state_size, seed)
-        self._buf = ffi.new("uint8_t[]", lib.RS_MAX_FRAME + HEADROOM)
-        self._verdict = ffi.new("struct rs_verdict *")
-        self._header = ffi.cast("struct rs_state *", self.state)
-        self._rules = ffi.cast("struct rs_rule_state *", self.state + ffi.sizeof("struct rs_state"))
+        self.state = self.ffi.new("uint8_t[]", self.state_size)
+        self.lib.rs_state_init(self.program, self.program_len, self.state, self.state_size, seed)
+        self._buf = self.ffi.new("uint8_t[]", lib.RS_MAX_FRAME + HEADROOM)
+        self._verdict = self.ffi.new("struct rs_verdict *")
+        self._header = self.ffi.cast("struct rs_state *", self.state)
+        self._rules = self.ffi.cast("struct rs_rule_state *", self.state + self.ffi.sizeof("struct rs_state"))
+        self.n_rules = self._header.n_rules
 
     def run(self, frame: bytes, port: str, now_ns: int = 0, l3: bool = False) -> tuple[Verdict, bytes]:
         """Runs one frame arriving on port ("a" or "b"); returns the verdict and the frame after it."""
         n = len(frame)
         if n > lib.RS_MAX_FRAME:
             raise ValueError(f"frame of {n} bytes is over the engine's {lib.RS_MAX_FRAME}")
-        ffi.memmove(self._buf, frame, n)
+        self.ffi.memmove(self._buf, frame, n)
         v = self._verdict
-        lib.rs_run(self.program, self.program_len, self.state, self._buf, n, n + HEADROOM,
+        self.lib.rs_run(self.program, self.program_len, self.state, self._buf, n, n + HEADROOM,
                    PORTS[port], lib.RS_RUN_L3 if l3 else 0, now_ns, v)
         verdict = Verdict(v.verdict == lib.RS_V_FORWARD, DROP_REASONS.get(v.reason, str(v.reason)),
                           v.len, v.copies, v.rule, v.flags, v.delay_ns)
-        return verdict, ffi.buffer(self._buf, v.len)[:]
+        return verdict, self.ffi.buffer(self._buf, v.len)[:]
 
     def counters(self) -> dict[str, int]:
         c = self._header.counters
         return {name: getattr(c, name) for name in GLOBAL_COUNTERS}
 
     def rule_counters(self, index: int) -> dict[str, int]:
+        if not 0 <= index < self.n_rules:
+            raise IndexError(f"rule {index} of {self.n_rules}")
         r = self._rules[index]
         return {name: getattr(r, name) for name in RULE_COUNTERS} | {"queue_depth": r.rate_count}

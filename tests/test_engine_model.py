@@ -16,7 +16,7 @@ from scapy.layers.l2 import Ether
 
 from rules.compiler import compile_rules
 from rules.config import load_config
-from rules.engine import Engine
+from rules.binding import Engine
 
 MACS = ["02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"]
 V4 = ["10.0.0.1", "10.0.0.2", "10.0.1.7", "192.0.2.9"]

@@ -6,7 +6,7 @@ from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 
 from rules.compiler import compile_rules
 from rules.config import load_config
-from rules.engine import Engine
+from rules.binding import Engine
 
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 

@@ -6,7 +6,7 @@ import pytest
 from rules._engine import lib
 from rules.compiler import compile_rules
 from rules.config import load_config
-from rules.engine import Engine, ProgramError, program_verify
+from rules.binding import Engine, ProgramError, program_verify
 from rules.examples import EXAMPLES
 
 PORTS = "version: 1\nports: {a: eth0.100, b: eth0.200}\n"

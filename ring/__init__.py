@@ -1,0 +1,108 @@
+"""Ring mode's data path: PACKET_MMAP rings and the C loop (ring.c), seen from Python.
+
+Python opens the bridge, swaps programs between two calls of run(), reads
+counters and stops it; every frame stays in C.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ring import _ring
+from rules.binding import Engine
+
+ffi, lib = _ring.ffi, _ring.lib
+
+PORT_COUNTERS = ("rx", "rx_bytes", "tx", "tx_bytes", "ring_drops", "tx_full", "tx_errors", "oversize",
+                 "csum_completed")
+GRO, GSO, TSO = 1, 2, 4
+
+
+class RingError(OSError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class RingPort:
+    interface: str
+    vlan: int | None   # trunk form: the port's VLAN id
+    mtu: int
+
+
+def frame_size_for(mtu: int) -> int:
+    """A ring slot (a power of two) that holds a frame of this MTU, two tags and the ring's header."""
+    need = mtu + 14 + 8 + 128
+    size = 2048
+    while size < need:
+        size *= 2
+    return size
+
+
+class RingBridge:
+    """Two ports joined by the engine, on AF_PACKET rings."""
+
+    def __init__(self, a: RingPort, b: RingPort, ring_frames: int = 4096, pool_frames: int = 4096):
+        self._names = [ffi.new("char[]", p.interface.encode()) for p in (a, b)]
+        cfg = ffi.new("struct rs_bridge_config *")
+        cfg.ifname = self._names
+        cfg.vlan = [a.vlan or 0, b.vlan or 0]
+        cfg.mtu = [a.mtu, b.mtu]
+        cfg.frame_size = frame_size_for(max(a.mtu, b.mtu))
+        cfg.ring_frames = ring_frames
+        cfg.pool_frames = pool_frames
+        err = ffi.new("char[256]")
+        self._bridge = lib.rs_bridge_open(cfg, err, 256)
+        if self._bridge == ffi.NULL:
+            raise RingError(ffi.string(err).decode())
+        self.engine: Engine | None = None
+        self._stats = ffi.new("struct rs_bridge_stats *")
+
+    def load(self, program: bytes, seed: int = 0) -> Engine:
+        """Makes program the one the next frame meets; the previous engine is returned to nobody."""
+        engine = Engine(program, seed, backend=_ring)
+        lib.rs_bridge_set_program(self._bridge, engine.program, engine.program_len, engine.state)
+        self.engine = engine  # keeps program and state alive while C uses them
+        return engine
+
+    def run(self, timeout_ms: int) -> int:
+        """Forwards for up to timeout_ms, with the GIL released; returns frames handled."""
+        n = lib.rs_bridge_run(self._bridge, timeout_ms)
+        if n < 0:
+            raise RingError(-n, "ring loop failed")
+        return n
+
+    def stop(self) -> None:
+        lib.rs_bridge_stop(self._bridge)
+
+    def stats(self) -> dict:
+        lib.rs_bridge_stats(self._bridge, self._stats)
+        s = self._stats
+        return {
+            "ports": {name: {c: getattr(s.port[i], c) for c in PORT_COUNTERS} for i, name in enumerate("ab")},
+            "not_ours": s.not_ours, "queued": s.queued, "pool_full": s.pool_full, "loops": s.loops,
+        }
+
+    def close(self) -> None:
+        if self._bridge is not None:
+            lib.rs_bridge_close(self._bridge)
+            self._bridge = None
+
+
+def set_offloads(interface: str, features: int, on: bool) -> int:
+    """Sets GRO/GSO/TSO on or off; returns which of them were on before."""
+    rc = lib.rs_set_offloads(interface.encode(), features, 1 if on else 0)
+    if rc < 0:
+        raise RingError(-rc, f"offloads of {interface}")
+    return rc
+
+
+CAP_NET_ADMIN = 12
+
+
+def drop_capabilities(keep: tuple[int, ...] = (CAP_NET_ADMIN,)) -> None:
+    """Keeps only the named capabilities: the sockets are open, nothing else needs root."""
+    mask = 0
+    for cap in keep:
+        mask |= 1 << cap
+    rc = lib.rs_drop_capabilities(mask)
+    if rc < 0:
+        raise RingError(-rc, "dropping capabilities")
