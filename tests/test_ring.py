@@ -1,0 +1,336 @@
+"""Ring mode live: real AF_PACKET rings between network namespaces.
+
+host a (a0) <-> a1 [reshaper --mode ring] b1 <-> b0 (host b)
+"""
+import hashlib
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Dot1Q, Ether
+
+from bridge.netns import HOST_A, HOST_B, Topology
+from ring import GRO, GSO, TSO, set_offloads
+from tests.live import Bridge, FrameTap
+
+MAC_A, MAC_B = "02:00:00:00:0a:01", "02:00:00:00:0b:01"
+PLAIN = "version: 1\nports: {a: a1, b: b1}\n"
+TRUNK = "version: 1\nports: {a: {interface: a1, vlan: 100}, b: {interface: b1, vlan: 200}}\n"
+
+
+def ours(frame: bytes) -> bool:
+    """Frames the test crafted (other traffic, IPv6 router solicitations and the like, is ignored)."""
+    return frame[6:12] in (bytes.fromhex(MAC_A.replace(":", "")), bytes.fromhex(MAC_B.replace(":", "")))
+
+
+@pytest.fixture
+def topo():
+    with Topology("rt") as t:
+        yield t
+
+
+@pytest.fixture
+def taps(topo):
+    a, b = FrameTap(topo.a, "a0"), FrameTap(topo.b, "b0")
+    yield a, b
+    a.close()
+    b.close()
+
+
+def write_config(tmp_path, text, name="rules.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def rebuilt(frame):
+    """The frame with every length and checksum recomputed by scapy."""
+    frame = frame.copy()
+    for layer in (IP, TCP, UDP):
+        if frame.haslayer(layer):
+            del frame[layer].chksum
+    return bytes(frame)
+
+
+def v4udp(src_mac, dst_mac, sport, dport, payload=b"payload", **ip):
+    return Ether(src=src_mac, dst=dst_mac) / IP(src=HOST_A["v4"], dst=HOST_B["v4"], **ip) / \
+        UDP(sport=sport, dport=dport) / payload
+
+
+RULES = PLAIN + """rules:
+  - name: to-9000
+    from: a
+    match: {ip_proto: udp, dst_port: 7}
+    actions: [{set: {dst_port: 9000, dscp: 46}}]
+  - name: back
+    from: b
+    match: {eth_type: ipv6, ip_proto: tcp}
+    actions: [{set: {ip_src: "fd77::99"}}, dec_ttl]
+  - name: no-telnet
+    match: {ip_proto: tcp, dst_port: 23}
+    actions: [drop]
+"""
+
+
+def test_frames_leave_as_the_rules_say_both_directions(tmp_path, topo, taps):
+    tap_a, tap_b = taps
+    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path) as bridge:
+        udp = v4udp(MAC_A, MAC_B, 1234, 7)
+        tap_a.send(bytes(udp))
+        expected = udp.copy()
+        expected[UDP].dport = 9000
+        expected[IP].tos = 46 << 2
+        assert tap_b.receive(1, match=ours) == [rebuilt(expected)]
+
+        v6 = Ether(src=MAC_B, dst=MAC_A) / IPv6(src=HOST_B["v6"], dst=HOST_A["v6"], hlim=9) / \
+            TCP(sport=80, dport=5555, flags="SA") / b"reply"
+        tap_b.send(bytes(v6))
+        expected = v6.copy()
+        expected[IPv6].src = "fd77::99"
+        expected[IPv6].hlim = 8
+        assert tap_a.receive(1, match=ours) == [rebuilt(expected)]
+
+        # untouched frames leave bit-identical, even with a wrong checksum
+        odd = bytearray(bytes(v4udp(MAC_A, MAC_B, 1, 53)))
+        odd[-9] ^= 0xFF
+        tap_a.send(bytes(odd))
+        assert tap_b.receive(1, match=ours) == [bytes(odd)]
+
+        tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / IP(src=HOST_A["v4"], dst=HOST_B["v4"]) / TCP(dport=23)))
+        assert tap_b.receive(1, timeout=0.5, match=ours) == []
+        stats = bridge.stats()
+    rules = {r["name"]: r for r in stats["rules"]}
+    assert (rules["to-9000"]["matched"], rules["back"]["matched"], rules["no-telnet"]["dropped"]) == (1, 1, 1)
+    assert stats["ports"]["a"]["rx"] >= 3 and stats["ports"]["b"]["tx"] >= 2
+
+
+def test_default_drop(tmp_path, topo, taps):
+    tap_a, tap_b = taps
+    config = PLAIN + "default: drop\nrules:\n  - {name: dns, match: {ip_proto: udp, dst_port: 53}}\n"
+    with Bridge(topo.br, write_config(tmp_path, config), tmp_path):
+        tap_a.send(bytes(v4udp(MAC_A, MAC_B, 1, 54)))
+        tap_a.send(bytes(v4udp(MAC_A, MAC_B, 1, 53)))
+        assert tap_b.receive(2, timeout=1, match=ours) == [bytes(v4udp(MAC_A, MAC_B, 1, 53))]
+
+
+def test_trunk_form_tags_off_on_the_way_in_and_on_on_the_way_out(tmp_path, topo, taps):
+    tap_a, tap_b = taps
+    config = TRUNK + "rules:\n  - {name: r, match: {ip_proto: udp}, actions: [{set: {dst_port: 99}}]}\n"
+    with Bridge(topo.br, write_config(tmp_path, config), tmp_path) as bridge:
+        inner = IP(src=HOST_A["v4"], dst=HOST_B["v4"]) / UDP(sport=5, dport=6) / b"x"
+        tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=100, prio=5) / inner))
+        tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=300) / inner))  # not port a's VLAN
+        tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / inner))                     # untagged: neither
+        expected = inner.copy()
+        expected[UDP].dport = 99
+        got = tap_b.receive(3, timeout=1, match=ours)
+        assert got == [rebuilt(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=200, prio=5) / expected)]
+        # and back: VLAN 200 in at b, VLAN 100 out at a
+        tap_b.send(bytes(Ether(src=MAC_B, dst=MAC_A) / Dot1Q(vlan=200) / IP() / TCP()))
+        assert tap_a.receive(1, match=ours) == [bytes(Ether(src=MAC_B, dst=MAC_A) / Dot1Q(vlan=100) / IP() / TCP())]
+        assert bridge.stats()["not_ours"] >= 2
+
+
+def test_trunk_form_both_ports_on_one_interface(tmp_path, topo, taps):
+    tap_a, _ = taps
+    config = "version: 1\nports: {a: {interface: a1, vlan: 100}, b: {interface: a1, vlan: 200}}\n"
+    with Bridge(topo.br, write_config(tmp_path, config), tmp_path):
+        frame = Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=100) / IP() / UDP() / b"hairpin"
+        tap_a.send(bytes(frame))
+        got = tap_a.receive(1, match=lambda f: ours(f) and f[14:16] == b"\x00\xc8")
+        assert got == [bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=200) / IP() / UDP() / b"hairpin")]
+
+
+def test_qinq_inner_tag_is_frame_data_to_the_rules(tmp_path, topo, taps):
+    tap_a, tap_b = taps
+    config = TRUNK + "rules:\n  - {name: q, match: {vlan: 7}, actions: [{set: {vlan: 8}}]}\n"
+    with Bridge(topo.br, write_config(tmp_path, config), tmp_path):
+        tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=100) / Dot1Q(vlan=7) / IP() / UDP()))
+        assert tap_b.receive(1, match=ours) == [
+            bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=200) / Dot1Q(vlan=8) / IP() / UDP())]
+
+
+def test_ping_and_a_50_mb_tcp_transfer_with_checksum_offload_on(tmp_path, topo):
+    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path) as bridge:
+        ping = topo.a.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", HOST_B["v4"]], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout
+        ping6 = topo.a.run(["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", HOST_B["v6"]],
+                           capture_output=True, text=True)
+        assert ping6.returncode == 0, ping6.stdout
+
+        payload = os.urandom(50 << 20)
+        server = topo.b.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.bind((HOST_B["v4"], 8000))
+        server.listen(1)
+        digest = {}
+
+        def serve():
+            conn, _ = server.accept()
+            h, n = hashlib.sha256(), 0
+            with conn:
+                while chunk := conn.recv(1 << 16):
+                    h.update(chunk)
+                    n += len(chunk)
+            digest["got"] = (n, h.hexdigest())
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        client = topo.a.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.settimeout(60)
+        client.connect((HOST_B["v4"], 8000))
+        client.sendall(payload)
+        client.close()
+        thread.join(60)
+        server.close()
+        assert digest["got"] == (len(payload), hashlib.sha256(payload).hexdigest())
+        stats = bridge.stats()
+    # the hosts leave checksum offload on: the ring completes those checksums
+    assert stats["ports"]["a"]["csum_completed"] > 1000
+    assert stats["ports"]["a"]["oversize"] == 0
+
+
+def udp_stream(topo, port, count, rate):
+    """Sends count datagrams from a to b at about rate per second; returns ports they arrived on."""
+    received = []
+    listeners = []
+    for p in (9000, 9001):
+        s = topo.b.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((HOST_B["v4"], p))
+        s.settimeout(1.0)
+        listeners.append(s)
+
+    def listen(s):
+        try:
+            while True:
+                data = s.recv(64)
+                received.append((s.getsockname()[1], int.from_bytes(data, "big")))
+        except socket.timeout:
+            pass
+
+    threads = [threading.Thread(target=listen, args=(s,)) for s in listeners]
+    for t in threads:
+        t.start()
+    sender = topo.a.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    start = time.monotonic()
+    for i in range(count):
+        sender.sendto(i.to_bytes(4, "big"), (HOST_B["v4"], port))
+        delay = start + (i + 1) / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    for t in threads:
+        t.join()
+    for s in listeners + [sender]:
+        s.close()
+    return received
+
+
+RELOAD_A = PLAIN + "rules:\n  - {name: first, match: {ip_proto: udp, dst_port: 7}, actions: [{set: {dst_port: 9000}}]}\n"
+RELOAD_B = PLAIN + "rules:\n  - {name: second, match: {ip_proto: udp, dst_port: 7}, actions: [{set: {dst_port: 9001}}]}\n"
+
+
+def test_reload_under_traffic_loses_nothing(tmp_path, topo):
+    config = write_config(tmp_path, RELOAD_A)
+    with Bridge(topo.br, config, tmp_path) as bridge:
+        def reload_twice():
+            time.sleep(0.5)
+            config.write_text(RELOAD_B)
+            bridge.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            config.write_text(RELOAD_A)
+            bridge.send_signal(signal.SIGHUP)
+
+        thread = threading.Thread(target=reload_twice)
+        thread.start()
+        got = udp_stream(topo, 7, 3000, 2000)
+        thread.join()
+        stats = bridge.stats()
+    assert sorted(i for _, i in got) == list(range(3000))
+    ports = [p for p, _ in sorted(got, key=lambda x: x[1])]
+    # in order: 9000, then 9001 after the first reload, then 9000 again
+    changes = [ports[i] for i in range(len(ports)) if i == 0 or ports[i] != ports[i - 1]]
+    assert changes == [9000, 9001, 9000]
+    assert stats["reloads"] == 2 and stats["last_reload_error"] is None
+
+
+def test_reload_with_a_broken_file_changes_nothing(tmp_path, topo, taps):
+    tap_a, tap_b = taps
+    config = write_config(tmp_path, RELOAD_A)
+    with Bridge(topo.br, config, tmp_path) as bridge:
+        config.write_text(PLAIN + "rules:\n  - {name: second, actions: [{delay: {time: 10}}]}\n")
+        bridge.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while bridge.stats()["last_reload_error"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stats = bridge.stats()
+        assert stats["reloads"] == 0 and [r["name"] for r in stats["rules"]] == ["first"]
+        assert stats["last_reload_error"].startswith(f"{config}:4:45: error: rule 'second': delay: time:")
+        assert f"{config}:4:45: error:" in bridge.log()
+        assert "the previous rules keep running" in bridge.log()
+        tap_a.send(bytes(v4udp(MAC_A, MAC_B, 1, 7)))
+        [frame] = tap_b.receive(1, match=ours)
+        assert Ether(frame)[UDP].dport == 9000
+
+
+def test_link_down_and_up_is_survived(tmp_path, topo):
+    with Bridge(topo.br, write_config(tmp_path, PLAIN), tmp_path) as bridge:
+        assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
+        topo.br.set_link("b1", state="down")
+        time.sleep(0.5)
+        assert topo.a.run(["ping", "-c", "1", "-W", "1", HOST_B["v4"]], capture_output=True).returncode != 0
+        topo.br.set_link("b1", state="up")
+        up = time.monotonic()
+        ping = topo.a.run(["ping", "-c", "1", "-W", "1", HOST_B["v4"]], capture_output=True)
+        assert ping.returncode == 0 and time.monotonic() - up < 1.0
+        assert bridge.proc.poll() is None
+
+
+def offloads(ns, ifname):
+    with ns.entered():
+        before = set_offloads(ifname, GRO | GSO | TSO, True)  # reads them, leaving all on...
+        set_offloads(ifname, GRO | GSO | TSO, False)
+        set_offloads(ifname, before, True)                    # ...then puts them back
+    return before
+
+
+def test_a_killed_run_is_cleaned_up_by_the_next_start(tmp_path, topo):
+    config = write_config(tmp_path, PLAIN)
+    before = offloads(topo.br, "a1")
+    assert before & (GSO | TSO)  # veth: GRO is off by default, GSO and TSO on
+    bridge = Bridge(topo.br, config, tmp_path).start()
+    assert offloads(topo.br, "a1") == 0
+    bridge.stop(signal.SIGKILL)
+    state_files = list((tmp_path / "run").glob("ring-*.json"))
+    assert len(state_files) == 1 and json.loads(state_files[0].read_text())["offloads"]["a1"] == before
+    with Bridge(topo.br, config, tmp_path) as again:
+        assert "did not exit cleanly: restoring its interface settings" in again.log()
+        assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
+    assert offloads(topo.br, "a1") == before
+    assert list((tmp_path / "run").glob("ring-*.json")) == []
+    assert not os.path.exists(again.control)
+
+
+def test_privileges_are_dropped_after_set_up(tmp_path, topo):
+    with Bridge(topo.br, write_config(tmp_path, PLAIN), tmp_path) as bridge:
+        status = open(f"/proc/{bridge.proc.pid}/status").read()
+        caps = {line.split(":")[0]: int(line.split()[1], 16) for line in status.splitlines()
+                if line.startswith("Cap")}
+        tasks = os.listdir(f"/proc/{bridge.proc.pid}/task")
+        thread_caps = {int(open(f"/proc/{bridge.proc.pid}/task/{t}/status").read().split("CapEff:")[1].split()[0], 16)
+                       for t in tasks}
+    assert caps["CapEff"] == caps["CapPrm"] == caps["CapBnd"] == 1 << 12  # CAP_NET_ADMIN only
+    assert thread_caps == {1 << 12}
+
+
+def test_missing_interface_is_a_clear_error(tmp_path, topo):
+    config = write_config(tmp_path, "version: 1\nports: {a: a1, b: eth9.100}\n")
+    bridge = Bridge(topo.br, config, tmp_path)
+    proc = topo.br.run(bridge.argv, capture_output=True, text=True, env=bridge.env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith(
+        "port b: no interface eth9.100 (create it: ip link add link eth9 name eth9.100 type vlan id 100)")
