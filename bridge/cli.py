@@ -51,7 +51,8 @@ def cmd_check(args) -> int:
     modes = []
     for mode in MODES:
         problems = mode_problems(config, mode)
-        modes.append(f"{mode} " + (f"no ({len(problems)} L2 field{'s' if len(problems) != 1 else ''})"
+        modes.append(f"{mode} " + (f"no ({len(problems)} field{'s' if len(problems) != 1 else ''} or "
+                                   f"action{'s' if len(problems) != 1 else ''} it cannot run; see --mode {mode})"
                                    if problems else "yes"))
     print(f"  modes: {', '.join(modes)}")
     return EXIT_OK
@@ -99,7 +100,8 @@ def format_stats(stats: dict) -> str:
     lines = [f"{stats['mode']} mode, pid {stats['pid']}, up {stats['uptime_s']:.0f} s, {stats['config']}, "
              f"reloads {stats['reloads']}" + (f" (last refused: {stats['last_reload_error'].splitlines()[0]})"
                                               if stats.get("last_reload_error") else "")]
-    port_keys = ("rx", "tx", "ring_drops", "tx_full", "oversize", "csum_completed")
+    port_keys = [k for k in next(iter(stats["ports"].values())) if k not in ("interface", "vlan", "rx_bytes",
+                                                                           "tx_bytes")]
     lines.append(f"{'port':<6}{'interface':<14}" + "".join(f"{k:>15}" for k in port_keys))
     for name, port in stats["ports"].items():
         where = port["interface"] + (f".{port['vlan']}" if port.get("vlan") else "")

@@ -813,10 +813,16 @@ def mode_problems(config: Config, mode: str) -> list[Diagnostic]:
             l2 |= m.field == "bytes" and m.value["base"] == "l2"
             if l2:
                 chk.error(m.node, f"{ctx}match.{m.field} {why}")
+            elif m.field == "length":
+                chk.error(m.node, f"{ctx}match.length counts frame bytes, and NFQUEUE sees packets from the "
+                                  "IP header on (use --mode ring or kernel)")
         for a in rule.actions:
             l2 = a.kind in ("push_vlan", "pop_vlan")
             l2 |= a.kind == "set" and any(k in L2_SET_FIELDS for k in a.params)
             l2 |= a.kind == "payload" and a.params["base"] == "l2"
             if l2:
                 chk.error(a.node, f"{ctx}{a.kind} {why}")
+            elif a.kind == "duplicate":
+                chk.error(a.node, f"{ctx}duplicate: a queue verdict passes one packet, NFQUEUE cannot send "
+                                  "copies (use --mode ring or kernel)")
     return chk.errors

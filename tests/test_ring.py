@@ -305,13 +305,13 @@ def test_a_killed_run_is_cleaned_up_by_the_next_start(tmp_path, topo):
     bridge = Bridge(topo.br, config, tmp_path).start()
     assert offloads(topo.br, "a1") == 0
     bridge.stop(signal.SIGKILL)
-    state_files = list((tmp_path / "run").glob("ring-*.json"))
+    state_files = list((tmp_path / "run").glob("state-*.json"))
     assert len(state_files) == 1 and json.loads(state_files[0].read_text())["offloads"]["a1"] == before
     with Bridge(topo.br, config, tmp_path) as again:
         assert "did not exit cleanly: restoring its interface settings" in again.log()
         assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
     assert offloads(topo.br, "a1") == before
-    assert list((tmp_path / "run").glob("ring-*.json")) == []
+    assert list((tmp_path / "run").glob("state-*.json")) == []
     assert not os.path.exists(again.control)
 
 

@@ -1,0 +1,216 @@
+"""What every mode of `reshaper run` shares: state file, control socket, signals, reload, loop.
+
+A mode subclasses Appliance and provides set_up (records every change it
+makes into self.changed before making it), load (a compiled program),
+forward (one slice of forwarding), data_stats, status and tear_down; and a
+module-level restore(saved) that undoes what a state file records, which the
+next start calls when a run was killed.
+
+The state file is written before anything is changed, so a crash at any
+point leaves a record of what to undo.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+
+from bridge.control import RUN_DIR, ControlServer, default_control_path, netns_id
+from rules.compiler import compile_rules
+from rules.config import Config, ConfigError, load_config, mode_problems
+
+STATUS_PREFIX = "reshaper: "
+
+
+class SetupError(Exception):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"{STATUS_PREFIX}{message}", file=sys.stderr, flush=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def clean_stale_state(config: Config) -> None:
+    """Undoes what killed runs on these interfaces (in this namespace) left behind."""
+    ifaces = {p.interface for p in config.ports.values()}
+    if not os.path.isdir(RUN_DIR):
+        return
+    for name in sorted(os.listdir(RUN_DIR)):
+        if not (name.startswith(f"state-{netns_id()}-") and name.endswith(".json")):
+            continue
+        path = os.path.join(RUN_DIR, name)
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not ifaces & set(saved.get("interfaces", [])):
+            continue
+        if _pid_alive(saved.get("pid", 0)):
+            raise SetupError(f"another reshaper (pid {saved['pid']}) runs on these ports; state in {path}")
+        log(f"a previous run (pid {saved.get('pid')}, {saved.get('mode')} mode) did not exit cleanly: "
+            f"restoring its interface settings")
+        importlib.import_module(f"bridge.{saved['mode']}_mode").restore(saved)
+        os.unlink(path)
+
+
+class Appliance:
+    mode = ""
+    slice_ms = 100
+    drop_counters: tuple[str, ...] = ()  # port counters the status line adds up as drops
+
+    def __init__(self, config: Config, control_path: str | None, status_interval: float, seed: int):
+        self.config = config
+        self.control_path = control_path or default_control_path()
+        self.status_interval = status_interval
+        self.seed = seed
+        self.engine = None
+        self.control = None
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+        self.started = time.time()
+        self._reload = self._stop = False
+        ifaces = sorted({p.interface for p in config.ports.values()})
+        self.state_path = os.path.join(RUN_DIR, f"state-{netns_id()}-{'-'.join(ifaces)}.json")
+        self.changed = {"mode": self.mode, "pid": os.getpid(), "interfaces": ifaces}
+
+    # ---- for the modes ----
+    def record(self) -> None:
+        """Writes self.changed: call before every change it will describe."""
+        with open(self.state_path, "w") as f:
+            json.dump(self.changed, f)
+
+    def set_up(self, program: bytes) -> None:
+        raise NotImplementedError
+
+    def load(self, program: bytes):
+        """Makes program the running one; returns its Engine (counters)."""
+        raise NotImplementedError
+
+    def forward(self) -> None:
+        raise NotImplementedError
+
+    def data_stats(self) -> dict:
+        raise NotImplementedError
+
+    def status(self, previous: dict, elapsed: float) -> tuple[str, dict]:
+        stats = self.data_stats()
+        parts = []
+        for name in "ab":
+            now, before = stats["ports"][name], previous.get(name, {})
+            rx = (now["rx"] - before.get("rx", 0)) / elapsed
+            tx = (now["tx"] - before.get("tx", 0)) / elapsed
+            drops = sum(now[k] for k in self.drop_counters)
+            parts.append(f"{name}: rx {rx:,.0f}/s tx {tx:,.0f}/s drops {drops}")
+        return "; ".join(parts) + f"; queued {stats.get('queued', 0)}", stats["ports"]
+
+    def tear_down(self) -> None:
+        raise NotImplementedError
+
+    # ---- shared ----
+    def snapshot(self) -> dict:
+        """Counters, as `reshaper stats` shows them."""
+        stats = self.data_stats()
+        engine = self.engine
+        for name, port in self.config.ports.items():
+            stats["ports"][name].update(interface=port.interface, vlan=port.vlan)
+        return {
+            "mode": self.mode, "pid": os.getpid(), "config": self.config.path,
+            "uptime_s": round(time.time() - self.started, 3),
+            "reloads": self.reloads, "last_reload_error": self.last_reload_error,
+            **stats,
+            "engine": engine.counters(),
+            "rules": [{"name": rule.name, **engine.rule_counters(i)} for i, rule in enumerate(self.config.rules)],
+        }
+
+    def reload(self) -> None:
+        """Validates first; on any error the running program stays."""
+        try:
+            config = load_config(self.config.path)
+            problems = mode_problems(config, self.mode)
+            if problems:
+                raise ConfigError(problems)
+            if {n: (p.interface, p.vlan) for n, p in config.ports.items()} != \
+               {n: (p.interface, p.vlan) for n, p in self.config.ports.items()}:
+                raise SetupError("ports changed: restart reshaper to move it to other interfaces")
+            program = compile_rules(config)
+        except ConfigError as exc:
+            self.last_reload_error = str(exc)
+            for d in exc.diagnostics:
+                log(str(d))
+            log("reload refused; the previous rules keep running")
+            return
+        except SetupError as exc:
+            self.last_reload_error = str(exc)
+            log(f"reload refused: {exc}; the previous rules keep running")
+            return
+        # between two slices of forwarding: no frame sees a half-loaded program
+        self.engine = self.load(program)
+        self.config = config
+        self.reloads += 1
+        self.last_reload_error = None
+        log(f"reloaded {config.path}: {len(config.rules)} rules")
+
+    def run(self) -> int:
+        from ring import drop_capabilities
+
+        os.makedirs(RUN_DIR, exist_ok=True)
+        clean_stale_state(self.config)
+        program = compile_rules(self.config)
+        self.record()
+        try:
+            self.set_up(program)
+            self.engine = self.load(program)
+            self.control = ControlServer(self.control_path, self.snapshot)
+            # sockets are open; only undoing the set-up at exit needs a privilege.
+            # Capabilities are per thread: drop them before the control thread starts.
+            drop_capabilities()
+            self.control.start()
+            signal.signal(signal.SIGHUP, lambda *_: setattr(self, "_reload", True))
+            signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
+            signal.signal(signal.SIGINT, lambda *_: setattr(self, "_stop", True))
+            ports = ", ".join(f"{n} = {p.interface}{f' vlan {p.vlan}' if p.vlan else ''}"
+                              for n, p in sorted(self.config.ports.items()))
+            log(f"{self.mode} mode: {ports}; {len(self.config.rules)} rules; stats on {self.control_path}")
+            self._loop()
+            return 0
+        except (SetupError, OSError) as exc:
+            log(str(exc))
+            return 1
+        finally:
+            if self.control:
+                self.control.close()
+            self.tear_down()
+            importlib.import_module(f"bridge.{self.mode}_mode").restore(self.changed)
+            try:
+                os.unlink(self.state_path)
+            except FileNotFoundError:
+                pass
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        previous: dict = {}
+        while not self._stop:
+            self.forward()
+            if self._reload:
+                self._reload = False
+                self.reload()
+            now = time.monotonic()
+            if self.status_interval and now - last >= self.status_interval:
+                line, previous = self.status(previous, now - last)
+                log(line)
+                last = now
+        log("exiting")

@@ -1,0 +1,215 @@
+"""`reshaper run --mode nfqueue`: a Linux bridge, br_netfilter, iptables NFQUEUE, Python verdicts.
+
+The yardstick mode: what many people would try first. Frames cross a Linux
+bridge; the bridge's own nf_call_iptables/ip6tables switches hand their IP
+packets to iptables, where a chain of ours (RESHAPER) queues those entering
+from each port to a queue of its own (one per port, so the queue says the
+port). Each packet runs through the same C engine (rules._engine, L3 mode);
+a changed packet goes back with the verdict. Delays hold the packet and give
+the verdict later, from a timer queue in this process.
+
+--queue-bypass makes the kernel accept packets while no process is bound to
+the queue (fail-open: traffic keeps flowing if reshaper dies);
+`--fail-closed` (RESHAPER_NFQUEUE_FAIL_CLOSED=1) leaves it out. Held packets
+count against the queue's length (queue_maxlen); when it is full the kernel
+drops new packets.
+
+Set-up and what it leaves: if the two ports are already ports of one bridge it
+is reused and its nf_call switches are put back at exit; otherwise a bridge
+rsbr<N> is made and removed at exit. The iptables chain and the FORWARD jump
+are removed at exit, and by the next start after a crash (state file).
+"""
+from __future__ import annotations
+
+import heapq
+import os
+import select
+import subprocess
+import time
+import zlib
+
+from pyroute2 import IPRoute
+
+from bridge.appliance import Appliance, SetupError, log
+from rules._engine import lib
+from rules.binding import Engine
+
+CHAIN = "RESHAPER"
+QUEUE_BASE = int(os.environ.get("RESHAPER_NFQUEUE_BASE", "7100"))
+QUEUE_MAXLEN = 4096
+FAMILIES = ("iptables", "ip6tables")
+PORT_COUNTERS = ("rx", "tx", "dropped", "held", "queue_errors")
+
+
+def _iptables(tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([tool, "-w", *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise SetupError(f"{tool} {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def remove_chain() -> None:
+    """Removes exactly what install_chain made: the FORWARD jump and the chain."""
+    for tool in FAMILIES:
+        while _iptables(tool, "-D", "FORWARD", "-m", "physdev", "--physdev-is-bridged", "-j", CHAIN,
+                        check=False).returncode == 0:
+            pass
+        _iptables(tool, "-F", CHAIN, check=False)
+        _iptables(tool, "-X", CHAIN, check=False)
+
+
+def install_chain(ifaces: dict[str, str], fail_open: bool) -> None:
+    bypass = ["--queue-bypass"] if fail_open else []
+    for tool in FAMILIES:
+        _iptables(tool, "-N", CHAIN)
+        for i, port in enumerate("ab"):
+            _iptables(tool, "-A", CHAIN, "-m", "physdev", "--physdev-in", ifaces[port],
+                      "-j", "NFQUEUE", "--queue-num", str(QUEUE_BASE + i), *bypass)
+        _iptables(tool, "-I", "FORWARD", "1", "-m", "physdev", "--physdev-is-bridged", "-j", CHAIN)
+
+
+def restore(saved: dict) -> None:
+    if saved.get("chain"):
+        remove_chain()
+    with IPRoute() as ipr:
+        created = saved.get("bridge_created")
+        if created and ipr.link_lookup(ifname=created):
+            ipr.link("del", index=ipr.link_lookup(ifname=created)[0])
+        reused = saved.get("bridge_reused")
+        if reused and ipr.link_lookup(ifname=reused["name"]):
+            ipr.link("set", index=ipr.link_lookup(ifname=reused["name"])[0],
+                     kind="bridge", br_nf_call_iptables=reused["nf_call_iptables"],
+                     br_nf_call_ip6tables=reused["nf_call_ip6tables"])
+
+
+class NfqueueAppliance(Appliance):
+    mode = "nfqueue"
+    drop_counters = ("dropped", "queue_errors")
+
+    def set_up(self, program: bytes) -> None:
+        from netfilterqueue import NetfilterQueue
+
+        ifaces = {n: p.interface for n, p in self.config.ports.items()}
+        if any(p.vlan for p in self.config.ports.values()):
+            raise SetupError("nfqueue mode bridges interfaces: give ports as VLAN interfaces "
+                             "(a: eth0.100), not trunk form")
+        self.changed.update(chain=False, bridge_created=None, bridge_reused=None)
+        self._make_bridge(ifaces)
+        self.changed["chain"] = True
+        self.record()
+        remove_chain()  # a chain of ours without a state file (e.g. removed by hand): start clean
+        install_chain(ifaces, fail_open=os.environ.get("RESHAPER_NFQUEUE_FAIL_CLOSED") != "1")
+
+        self.counters = {p: dict.fromkeys(PORT_COUNTERS, 0) for p in "ab"}
+        self.held: list = []  # (departure ns, sequence, packet, port)
+        self.seq = 0
+        self.queues = []
+        for i, port in enumerate("ab"):
+            q = NetfilterQueue()
+            q.bind(QUEUE_BASE + i, lambda pkt, port=port: self._packet(pkt, port), max_len=QUEUE_MAXLEN)
+            self.queues.append(q)
+        self.poller = select.poll()
+        for q in self.queues:
+            self.poller.register(q.get_fd(), select.POLLIN)
+
+    def _make_bridge(self, ifaces: dict[str, str]) -> None:
+        with IPRoute() as ipr:
+            masters = set()
+            for name, iface in ifaces.items():
+                found = ipr.link_lookup(ifname=iface)
+                if not found:
+                    raise SetupError(f"port {name}: no interface {iface}")
+                masters.add(ipr.get_links(found[0])[0].get_attr("IFLA_MASTER"))
+            if len(masters) == 1 and None not in masters:
+                link = ipr.get_links(masters.pop())[0]
+                info = link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+                self.bridge_name = link.get_attr("IFLA_IFNAME")
+                self.changed["bridge_reused"] = {
+                    "name": self.bridge_name,
+                    "nf_call_iptables": info.get_attr("IFLA_BR_NF_CALL_IPTABLES"),
+                    "nf_call_ip6tables": info.get_attr("IFLA_BR_NF_CALL_IP6TABLES")}
+                self.record()
+                index = ipr.link_lookup(ifname=self.bridge_name)[0]
+                ipr.link("set", index=index, kind="bridge", br_nf_call_iptables=1, br_nf_call_ip6tables=1)
+                return
+            self.bridge_name = f"rsbr{zlib.crc32(''.join(sorted(ifaces.values())).encode()) % 10000}"
+            self.changed["bridge_created"] = self.bridge_name
+            self.record()
+            ipr.link("add", ifname=self.bridge_name, kind="bridge", br_stp_state=0, br_forward_delay=0,
+                     br_nf_call_iptables=1, br_nf_call_ip6tables=1)
+            bridge = ipr.link_lookup(ifname=self.bridge_name)[0]
+            for iface in ifaces.values():
+                index = ipr.link_lookup(ifname=iface)[0]
+                ipr.link("set", index=index, master=bridge, state="up")
+            ipr.link("set", index=bridge, state="up")
+
+    def load(self, program: bytes):
+        return Engine(program, self.seed)
+
+    def _packet(self, pkt, port: str) -> None:
+        counters = self.counters[port]
+        counters["rx"] += 1
+        now = time.monotonic_ns()
+        try:
+            verdict, out = self.engine.run(pkt.get_payload(), port, now, l3=True)
+        except ValueError:  # larger than the engine takes: pass it as it is
+            pkt.accept()
+            counters["tx"] += 1
+            return
+        if not verdict.forward:
+            pkt.drop()
+            counters["dropped"] += 1
+            return
+        if verdict.flags & lib.RS_VF_MODIFIED:
+            pkt.set_payload(out)
+        if verdict.delay_ns:
+            heapq.heappush(self.held, (now + verdict.delay_ns, self.seq, pkt, port))
+            self.seq += 1
+            counters["held"] += 1
+            return
+        pkt.accept()
+        counters["tx"] += 1
+
+    def _release(self) -> None:
+        now = time.monotonic_ns()
+        while self.held and self.held[0][0] <= now:
+            _, _, pkt, port = heapq.heappop(self.held)
+            try:
+                pkt.accept()
+                self.counters[port]["tx"] += 1
+            except OSError:
+                self.counters[port]["queue_errors"] += 1
+            self.counters[port]["held"] -= 1
+
+    def forward(self) -> None:
+        deadline = time.monotonic_ns() + self.slice_ms * 1_000_000
+        while True:
+            now = time.monotonic_ns()
+            if now >= deadline:
+                return
+            wait = deadline - now
+            if self.held:
+                wait = max(0, min(wait, self.held[0][0] - now))
+            for fd, _ in self.poller.poll(wait / 1e6):
+                q = self.queues[0] if fd == self.queues[0].get_fd() else self.queues[1]
+                try:
+                    q.run(block=False)  # every packet waiting, one recv() each, no blocking
+                except OSError as exc:
+                    self.counters["a" if q is self.queues[0] else "b"]["queue_errors"] += 1
+                    log(f"queue read failed: {exc}")
+            self._release()
+
+    def data_stats(self) -> dict:
+        return {"ports": {p: dict(c) for p, c in self.counters.items()},
+                "queued": len(self.held), "bridge": self.bridge_name}
+
+    def tear_down(self) -> None:
+        # held packets leave now rather than never; then the queues go
+        for _, _, pkt, _ in getattr(self, "held", []):
+            try:
+                pkt.accept()
+            except OSError:
+                pass
+        self.held = []
+        for q in getattr(self, "queues", []):
+            q.unbind()

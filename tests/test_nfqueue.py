@@ -1,0 +1,176 @@
+"""NFQUEUE mode live: Linux bridge + br_netfilter + iptables NFQUEUE, in namespaces.
+
+host a (a0) <-> a1 [bridge rsbrN, reshaper --mode nfqueue] b1 <-> b0 (host b)
+"""
+import hashlib
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+from bridge.netns import HOST_A, HOST_B, Topology
+from tests.live import Bridge, FrameTap
+from tests.test_ring import MAC_A, MAC_B, ours, rebuilt, write_config
+
+PLAIN = "version: 1\nports: {a: a1, b: b1}\n"
+RULES = PLAIN + """rules:
+  - name: dns
+    from: a
+    match: {ip_proto: udp, dst_port: 53}
+    actions: [{set: {dst_port: 5353, dscp: 10}}]
+  - name: v6-web
+    match: {eth_type: ipv6, ip_proto: tcp, dst_port: 80}
+    actions: [{set: {ip_dst: "fd77::2", dst_port: 8080}}, dec_ttl]
+  - name: ttl-zero-drop
+    match: {ip_proto: icmp, ttl: 0-1}
+    actions: [dec_ttl]
+  - name: no-telnet
+    match: {ip_proto: tcp, dst_port: 23}
+    actions: [drop]
+"""
+
+
+@pytest.fixture
+def topo():
+    with Topology("rn") as t:
+        yield t
+
+
+@pytest.fixture
+def taps(topo):
+    a, b = FrameTap(topo.a, "a0"), FrameTap(topo.b, "b0")
+    yield a, b
+    a.close()
+    b.close()
+
+
+def iptables_rules(topo) -> str:
+    return topo.br.run(["iptables", "-S"], capture_output=True, text=True).stdout + \
+        topo.br.run(["ip6tables", "-S"], capture_output=True, text=True).stdout
+
+
+def links(topo) -> set[str]:
+    with topo.br.ipr() as ipr:
+        return {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+
+
+def test_l3_l4_rules_give_the_exact_packets(tmp_path, topo, taps):
+    tap_a, tap_b = taps
+    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path, mode="nfqueue") as bridge:
+        dns = Ether(src=MAC_A, dst=MAC_B) / IP(src=HOST_A["v4"], dst=HOST_B["v4"]) / UDP(sport=3333, dport=53) / b"q"
+        tap_a.send(bytes(dns))
+        expected = dns.copy()
+        expected[UDP].dport = 5353
+        expected[IP].tos = 40
+        assert tap_b.receive(1, match=ours) == [rebuilt(expected)]
+
+        web = Ether(src=MAC_B, dst=MAC_A) / IPv6(src=HOST_B["v6"], dst="fd77::77", hlim=30) / \
+            TCP(sport=4444, dport=80, flags="S")
+        tap_b.send(bytes(web))
+        expected = web.copy()
+        expected[IPv6].dst = "fd77::2"
+        expected[IPv6].hlim = 29
+        expected[TCP].dport = 8080
+        assert tap_a.receive(1, match=ours) == [rebuilt(expected)]
+
+        # a rule that matches nothing here, and a drop
+        other = Ether(src=MAC_A, dst=MAC_B) / IP(src=HOST_A["v4"], dst=HOST_B["v4"]) / UDP(sport=1, dport=54)
+        tap_a.send(bytes(other))
+        assert tap_b.receive(1, match=ours) == [bytes(other)]
+        tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / IP(src=HOST_A["v4"], dst=HOST_B["v4"], ttl=1) / ICMP()))
+        tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / IP(src=HOST_A["v4"], dst=HOST_B["v4"]) / TCP(dport=23)))
+        assert tap_b.receive(2, timeout=0.5, match=ours) == []
+        stats = bridge.stats()
+    rules = {r["name"]: r for r in stats["rules"]}
+    assert [rules[n]["matched"] for n in ("dns", "v6-web", "ttl-zero-drop", "no-telnet")] == [1, 1, 1, 1]
+    assert stats["ports"]["a"]["dropped"] == 2
+
+
+def test_ping_and_tcp_across_and_everything_removed_on_exit(tmp_path, topo):
+    before_links = links(topo)
+    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path, mode="nfqueue"):
+        assert "-N RESHAPER" in iptables_rules(topo)
+        ping = topo.a.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", HOST_B["v4"]], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout
+        payload = os.urandom(5 << 20)
+        server = topo.b.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.bind((HOST_B["v4"], 8000))
+        server.listen(1)
+        got = {}
+
+        def serve():
+            conn, _ = server.accept()
+            h, n = hashlib.sha256(), 0
+            with conn:
+                while chunk := conn.recv(1 << 16):
+                    h.update(chunk)
+                    n += len(chunk)
+            got["digest"] = (n, h.hexdigest())
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        client = topo.a.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.settimeout(60)
+        client.connect((HOST_B["v4"], 8000))
+        client.sendall(payload)
+        client.close()
+        thread.join(60)
+        server.close()
+        assert got["digest"] == (len(payload), hashlib.sha256(payload).hexdigest())
+    assert "RESHAPER" not in iptables_rules(topo)
+    assert links(topo) == before_links  # the bridge it made is gone
+
+
+def test_a_killed_process_leaves_traffic_flowing_and_the_next_start_cleans_up(tmp_path, topo):
+    config = write_config(tmp_path, RULES)
+    bridge = Bridge(topo.br, config, tmp_path, mode="nfqueue").start()
+    bridge.stop(signal.SIGKILL)
+    # fail-open: with nothing bound to the queues the kernel accepts
+    assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
+    assert iptables_rules(topo).count("-N RESHAPER") == 2  # v4 and v6, left behind
+    with Bridge(topo.br, config, tmp_path, mode="nfqueue") as again:
+        assert "did not exit cleanly: restoring its interface settings" in again.log()
+        assert iptables_rules(topo).count("-j RESHAPER") == 2  # one jump per family, not two
+        assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
+    assert "RESHAPER" not in iptables_rules(topo)
+
+
+def test_delay_holds_the_verdict(tmp_path, topo):
+    config = PLAIN + "rules:\n  - {name: slow, match: {ip_proto: icmp}, actions: [{delay: {time: 30ms}}]}\n"
+    with Bridge(topo.br, write_config(tmp_path, config), tmp_path, mode="nfqueue"):
+        ping = topo.a.run(["ping", "-c", "3", "-i", "0.2", HOST_B["v4"]], capture_output=True, text=True)
+    rtts = [float(line.split("time=")[1].split()[0]) for line in ping.stdout.splitlines() if "time=" in line]
+    assert len(rtts) == 3 and all(60 <= rtt < 75 for rtt in rtts), rtts
+
+
+def test_reuses_an_existing_bridge_and_puts_its_switches_back(tmp_path, topo):
+    with topo.br.ipr() as ipr:
+        ipr.link("add", ifname="mybr", kind="bridge")
+        bridge_index = ipr.link_lookup(ifname="mybr")[0]
+        for iface in ("a1", "b1"):
+            ipr.link("set", index=ipr.link_lookup(ifname=iface)[0], master=bridge_index)
+        ipr.link("set", index=bridge_index, state="up")
+    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path, mode="nfqueue") as bridge:
+        assert bridge.stats()["bridge"] == "mybr"
+        assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
+    with topo.br.ipr() as ipr:
+        info = ipr.get_links(bridge_index)[0].get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+        assert info.get_attr("IFLA_BR_NF_CALL_IPTABLES") == 0
+    assert "mybr" in links(topo)
+
+
+def test_check_mode_nfqueue_refuses_what_it_cannot_do(tmp_path):
+    from rules.config import load_config, mode_problems
+
+    config = load_config("n.yaml", PLAIN + "rules:\n  - {name: r, match: {length: 64-128}, actions: [duplicate]}\n")
+    assert [d.message for d in mode_problems(config, "nfqueue")] == [
+        "rule 'r': match.length counts frame bytes, and NFQUEUE sees packets from the IP header on "
+        "(use --mode ring or kernel)",
+        "rule 'r': duplicate: a queue verdict passes one packet, NFQUEUE cannot send copies "
+        "(use --mode ring or kernel)"]
