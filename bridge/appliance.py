@@ -72,8 +72,10 @@ class Appliance:
     slice_ms = 100
     drop_counters: tuple[str, ...] = ()  # port counters the status line adds up as drops
 
-    def __init__(self, config: Config, control_path: str | None, status_interval: float, seed: int):
+    def __init__(self, config: Config, control_path: str | None, status_interval: float, seed: int,
+                 hooks_path: list[str] | None = None):
         self.config = config
+        self.hooks_path = hooks_path  # from the command line, beside the file's own
         self.control_path = control_path or default_control_path()
         self.status_interval = status_interval
         self.seed = seed
@@ -96,8 +98,8 @@ class Appliance:
     def set_up(self, program: bytes) -> None:
         raise NotImplementedError
 
-    def load(self, program: bytes):
-        """Makes program the running one; returns its Engine (counters)."""
+    def load(self, program: bytes, config: Config):
+        """Makes program (of config) the running one; returns its Engine (counters)."""
         raise NotImplementedError
 
     def forward(self) -> None:
@@ -134,12 +136,13 @@ class Appliance:
             **stats,
             "engine": engine.counters(),
             "rules": [{"name": rule.name, **engine.rule_counters(i)} for i, rule in enumerate(self.config.rules)],
+            "hooks": self.hooks.counters() if getattr(self, "hooks", None) else {},
         }
 
     def reload(self) -> None:
         """Validates first; on any error the running program stays."""
         try:
-            config = load_config(self.config.path)
+            config = load_config(self.config.path, hooks_path=self.hooks_path)
             problems = mode_problems(config, self.mode)
             if problems:
                 raise ConfigError(problems)
@@ -158,7 +161,13 @@ class Appliance:
             log(f"reload refused: {exc}; the previous rules keep running")
             return
         # between two slices of forwarding: no frame sees a half-loaded program
-        self.engine = self.load(program)
+        try:
+            engine = self.load(program, config)
+        except Exception as exc:  # e.g. a hook that does not load: the old program stays
+            self.last_reload_error = str(exc)
+            log(f"reload refused: {exc}; the previous rules keep running")
+            return
+        self.engine = engine
         self.config = config
         self.reloads += 1
         self.last_reload_error = None
@@ -173,7 +182,7 @@ class Appliance:
         self.record()
         try:
             self.set_up(program)
-            self.engine = self.load(program)
+            self.engine = self.load(program, self.config)
             self.control = ControlServer(self.control_path, self.snapshot)
             # sockets are open; only undoing the set-up at exit needs a privilege.
             # Capabilities are per thread: drop them before the control thread starts.

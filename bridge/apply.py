@@ -58,19 +58,24 @@ class ApplyResult:
     dropped: Counter = dataclasses.field(default_factory=Counter)
     rules: list[tuple[str, dict[str, int]]] = dataclasses.field(default_factory=list)
     unmatched: int = 0
+    replies: int = 0
+    hooks: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     def report(self) -> str:
         lines = [f"in {self.frames_in}, out {self.frames_out}, "
                  f"dropped {sum(self.dropped.values())}"
                  + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.dropped.items()))})" if self.dropped else "")
                  + (f", not on the port {self.not_on_port}" if self.not_on_port else "")
-                 + f", unmatched {self.unmatched}"]
+                 + f", unmatched {self.unmatched}"
+                 + (f", replies {self.replies}" if self.replies else "")]
         if self.rules:
             width = max(len(name) for name, _ in self.rules)
             shown = [c for c in RULE_COUNTERS if c != "bytes"]
             lines.append(f"{'rule':<{width}}  " + " ".join(f"{c:>10}" for c in shown))
             for name, counters in self.rules:
                 lines.append(f"{name:<{width}}  " + " ".join(f"{counters[c]:>10}" for c in shown))
+        for name, counters in self.hooks.items():
+            lines.append(f"hook of {name}: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
         return "\n".join(lines)
 
 
@@ -88,10 +93,17 @@ def _read_frames(path: str):
 
 
 def apply_capture(config: Config, in_path: str, out_path: str, from_port: str = "a",
-                  seed: int = 0, program: bytes | None = None) -> ApplyResult:
-    """Runs the capture at in_path through the rules; writes what leaves to out_path."""
+                  seed: int = 0, program: bytes | None = None, replies_path: str | None = None) -> ApplyResult:
+    """Runs the capture at in_path through the rules; writes what leaves to out_path.
+
+    Frames that python hooks send back by the ingress port go to replies_path.
+    """
+    from bridge.hooks import Hooks
+
     program = program or compile_rules(config)
     engine = Engine(program, seed)
+    hooks = Hooks(config, "apply")
+    replies = RawPcapWriter(replies_path, linktype=LINKTYPE_ETHERNET, nano=True) if replies_path else None
     in_vlan = config.ports[from_port].vlan
     out_vlan = config.ports["b" if from_port == "a" else "a"].vlan
     result = ApplyResult()
@@ -106,6 +118,8 @@ def apply_capture(config: Config, in_path: str, out_path: str, from_port: str = 
                 result.frames_out += 1
 
         writer.write_header(None)  # an empty capture is still a valid capture
+        if replies:
+            replies.write_header(None)
         for now, data in _read_frames(in_path):
             # departures are never before arrivals: what is due by now can be written
             flush(now)
@@ -119,13 +133,28 @@ def apply_capture(config: Config, in_path: str, out_path: str, from_port: str = 
             if not verdict.forward:
                 result.dropped[verdict.reason] += 1
                 continue
-            out = egress_frame(out, out_vlan, pcp)
-            for _ in range(1 + verdict.copies):
-                heapq.heappush(pending, (now + verdict.delay_ns, seq, out))
+            if verdict.rule in hooks.by_rule:
+                leaving = []
+                for back, frame_out in hooks.run(verdict.rule, out, from_port, now):
+                    if not back:
+                        leaving.append(frame_out)
+                    elif replies:
+                        replies.write_packet(egress_frame(frame_out, in_vlan, pcp),
+                                             sec=now // 1_000_000_000, usec=now % 1_000_000_000)
+                        result.replies += 1
+                    else:
+                        result.replies += 1
+            else:
+                leaving = [out] * (1 + verdict.copies)
+            for frame_out in leaving:
+                heapq.heappush(pending, (now + verdict.delay_ns, seq, egress_frame(frame_out, out_vlan, pcp)))
                 seq += 1
         flush(None)
     finally:
         writer.close()
+        if replies:
+            replies.close()
+    result.hooks = hooks.counters()
     result.unmatched = engine.counters()["unmatched"]
     result.rules = [(rule.name, engine.rule_counters(i)) for i, rule in enumerate(config.rules)]
     return result

@@ -10,9 +10,9 @@ from rules.config import MODES, Config, ConfigError, load_config, mode_problems
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
-def _load(path: str, mode: str | None = None) -> Config:
+def _load(path: str, mode: str | None = None, hooks_path: list[str] | None = None) -> Config:
     """Loads and validates a configuration; with mode, also what that mode can run."""
-    config = load_config(path)
+    config = load_config(path, hooks_path=hooks_path)
     if mode is not None:
         problems = mode_problems(config, mode)
         if problems:
@@ -33,7 +33,7 @@ def cmd_check(args) -> int:
     from rules.binding import program_verify
 
     try:
-        config = _load(args.config, args.mode)
+        config = _load(args.config, args.mode, args.hooks_path)
     except ConfigError as exc:
         return _report_errors(exc)
     program = compile_rules(config)
@@ -60,13 +60,18 @@ def cmd_check(args) -> int:
 
 def cmd_apply(args) -> int:
     from bridge.apply import CaptureError, apply_capture
+    from bridge.hooks import HookLoadError
 
     try:
-        config = _load(args.config)
+        config = _load(args.config, hooks_path=args.hooks_path)
     except ConfigError as exc:
         return _report_errors(exc)
     try:
-        result = apply_capture(config, args.input, args.output, args.from_port, args.seed)
+        result = apply_capture(config, args.input, args.output, args.from_port, args.seed,
+                               replies_path=args.replies)
+    except HookLoadError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
     except CaptureError as exc:
         print(f"reshaper apply: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -77,7 +82,7 @@ def cmd_apply(args) -> int:
 def cmd_run(args) -> int:
     from bridge.run import run
 
-    return run(args.config, args.mode, args.control, args.status_interval, args.seed)
+    return run(args.config, args.mode, args.control, args.status_interval, args.seed, args.hooks_path)
 
 
 def cmd_stats(args) -> int:
@@ -133,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a configuration and summarise its program")
     p.add_argument("config", metavar="CONFIG")
     p.add_argument("--mode", choices=MODES, help="also check that this mode can run every rule")
+    p.add_argument("--hooks-path", action="append", metavar="DIR", help="a directory python hooks may come from")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("apply", help="run the frames of a capture through the rules offline")
@@ -142,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_port", choices=("a", "b"), default="a",
                    help="the port the captured frames arrive on (default a)")
     p.add_argument("--seed", type=int, default=0, help="seed of the engine's PRNG (default 0)")
+    p.add_argument("--hooks-path", action="append", metavar="DIR", help="a directory python hooks may come from")
+    p.add_argument("--replies", metavar="REPLIES.pcap", help="where frames hooks send back by the ingress port go")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("run", help="the appliance: forward between the ports through the rules")
@@ -152,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status-interval", type=float, default=5.0, metavar="S",
                    help="seconds between status lines, 0 for none (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the engine's PRNG (default 0)")
+    p.add_argument("--hooks-path", action="append", metavar="DIR", help="a directory python hooks may come from")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("stats", help="counters of the running instance")

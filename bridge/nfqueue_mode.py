@@ -38,7 +38,7 @@ CHAIN = "RESHAPER"
 QUEUE_BASE = int(os.environ.get("RESHAPER_NFQUEUE_BASE", "7100"))
 QUEUE_MAXLEN = 4096
 FAMILIES = ("iptables", "ip6tables")
-PORT_COUNTERS = ("rx", "tx", "dropped", "held", "queue_errors")
+PORT_COUNTERS = ("rx", "tx", "dropped", "held", "queue_errors", "hook_unsent")
 
 
 def _iptables(tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -143,8 +143,14 @@ class NfqueueAppliance(Appliance):
                 ipr.link("set", index=index, master=bridge, state="up")
             ipr.link("set", index=bridge, state="up")
 
-    def load(self, program: bytes):
-        return Engine(program, self.seed)
+    def load(self, program: bytes, config):
+        from bridge.hooks import Hooks
+
+        # hooks load with the program, so a reload that cannot load one keeps the old pair
+        hooks = Hooks(config, self.mode)
+        engine = Engine(program, self.seed)
+        self.hooks = hooks
+        return engine
 
     def _packet(self, pkt, port: str) -> None:
         counters = self.counters[port]
@@ -160,7 +166,23 @@ class NfqueueAppliance(Appliance):
             pkt.drop()
             counters["dropped"] += 1
             return
-        if verdict.flags & lib.RS_VF_MODIFIED:
+        if verdict.rule in self.hooks.by_rule:
+            made = self.hooks.run(verdict.rule, out, port, now, l3=True)
+            if not made:
+                pkt.drop()
+                counters["dropped"] += 1
+                return
+            if len(made) > 1 or made[0][0]:
+                # a verdict passes one packet: the first that goes on; the rest cannot be sent
+                counters["hook_unsent"] += sum(1 for back, _ in made if back) + \
+                    max(0, sum(1 for back, _ in made if not back) - 1)
+            ahead = [frame for back, frame in made if not back]
+            if not ahead:
+                pkt.drop()
+                counters["dropped"] += 1
+                return
+            pkt.set_payload(ahead[0])
+        elif verdict.flags & lib.RS_VF_MODIFIED:
             pkt.set_payload(out)
         if verdict.delay_ns:
             heapq.heappush(self.held, (now + verdict.delay_ns, self.seq, pkt, port))

@@ -73,7 +73,9 @@ class RingAppliance(Appliance):
         a, b = (RingPort(p.interface, p.vlan, mtus[n]) for n, p in sorted(self.config.ports.items()))
         self.bridge = RingBridge(a, b)
 
-    def load(self, program: bytes):
+    def load(self, program: bytes, config):
+        if any(rule.action("python") for rule in config.rules):
+            raise SetupError("python hooks are not carried by ring mode yet: use --mode nfqueue or apply")
         return self.bridge.load(program, self.seed)
 
     def forward(self) -> None:

@@ -7,9 +7,10 @@ from bridge.appliance import SetupError, log
 from rules.config import ConfigError, load_config, mode_problems
 
 
-def run(config_path: str, mode: str, control: str | None, status_interval: float, seed: int) -> int:
+def run(config_path: str, mode: str, control: str | None, status_interval: float, seed: int,
+        hooks_path: list[str] | None = None) -> int:
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, hooks_path=hooks_path)
         problems = mode_problems(config, mode)
         if problems:
             raise ConfigError(problems)
@@ -25,7 +26,7 @@ def run(config_path: str, mode: str, control: str | None, status_interval: float
         log(f"mode {mode} is not available yet in this version; use --mode ring or nfqueue")
         return 2
     try:
-        return Mode(config, control, status_interval, seed).run()
+        return Mode(config, control, status_interval, seed, hooks_path).run()
     except SetupError as exc:
         log(str(exc))
         return 1

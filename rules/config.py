@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 from typing import Any
 
@@ -68,6 +69,7 @@ class Config:
     default: str
     malformed: str
     rules: list[Rule]
+    hooks_path: list[str] = dataclasses.field(default_factory=list)  # where python hooks may come from
 
 
 # ---- errors ---------------------------------------------------------------------
@@ -416,6 +418,13 @@ ACTIONS: dict[str, dict[str, _P] | None] = {
         "probability": (parse_probability, True, None),
         "gap": (lambda n: parse_int(n, 1, 1_000_000, "a gap"), False, 1),
     },
+    "python": {
+        "call": (lambda n: _hook_call(n), True, None),
+        "timeout": (parse_time, False, 2_000_000),
+        "raw": (parse_bool, False, False),
+        "on_error": (lambda n: parse_choice(n, ("pass", "drop")), False, "pass"),
+        "fix_checksums": (parse_bool, False, True),
+    },
     "rate": {
         "bitrate": (parse_bitrate, True, None),
         "overhead": (lambda n: parse_int(n, -64, 1024, "a per-frame overhead in bytes"), False, 0),
@@ -438,7 +447,9 @@ LOSS_GE = {
 TIMING_ACTIONS = ("loss", "delay", "reorder", "rate")
 
 TOP_KEYS = {"version": True, "ports": True, "forward": False, "default": False,
-            "malformed": False, "rules": False}
+            "malformed": False, "hooks_path": False, "rules": False}
+# timing a hook's frames would wait for: a hook rule's frames leave when the hook returns
+NOT_WITH_HOOKS = ("delay", "reorder", "rate", "duplicate")
 RULE_KEYS = {"name": True, "from": False, "match": False, "actions": False}
 
 
@@ -493,8 +504,30 @@ class _Checker:
             return None
 
 
-def load_config(path: str, text: str | None = None) -> Config:
-    """Reads and validates a configuration file; raises ConfigError with every problem."""
+def _hook_call(node: Node) -> str:
+    text = _text(node)
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", text):
+        raise _Invalid(f"expected a hook as \"package.module:function\", got {text!r}")
+    return text
+
+
+def _hooks_path(node: Node, base: str) -> list[str]:
+    items = node.value if isinstance(node, SequenceNode) else [node]
+    paths = []
+    for item in items:
+        text = _text(item)
+        path = os.path.normpath(os.path.join(base, text))
+        if not os.path.isdir(path):
+            raise _Invalid(f"expected a directory of python hooks, {text!r} is not one ({path})", item)
+        paths.append(path)
+    return paths
+
+
+def load_config(path: str, text: str | None = None, hooks_path: list[str] | None = None) -> Config:
+    """Reads and validates a configuration file; raises ConfigError with every problem.
+
+    hooks_path adds directories python hooks may be loaded from to the file's own hooks_path.
+    """
     if text is None:
         try:
             with open(path, encoding="utf-8") as f:
@@ -519,10 +552,18 @@ def load_config(path: str, text: str | None = None) -> Config:
     forward = chk.parse(top["forward"], parse_choice, ("both", "a-to-b", "b-to-a")) if "forward" in top else "both"
     default = chk.parse(top["default"], parse_choice, ("forward", "drop")) if "default" in top else "forward"
     malformed = chk.parse(top["malformed"], parse_choice, ("pass", "drop")) if "malformed" in top else "pass"
+    base = os.path.dirname(os.path.abspath(path))
+    hooks = (chk.parse(top["hooks_path"], _hooks_path, base) or []) if "hooks_path" in top else []
+    hooks += [os.path.abspath(h) for h in hooks_path or []]
     rules = _load_rules(chk, top["rules"]) if "rules" in top else []
+    for rule in rules:
+        hook = rule.action("python")
+        if hook is not None and not hooks:
+            chk.error(hook.node, f"rule {rule.name!r}: python hooks are loaded only from directories you name: "
+                                 "set hooks_path in the file (or give --hooks-path)")
     if chk.errors or version is None:
         raise ConfigError(chk.errors)
-    return Config(path, ports, forward, default, malformed, rules)
+    return Config(path, ports, forward, default, malformed, rules, hooks)
 
 
 def _load_ports(chk: _Checker, node: Node) -> dict[str, Port]:
@@ -766,7 +807,7 @@ def _check_rule(chk: _Checker, rule: Rule, ctx: str) -> None:
     seen: dict[str, Action] = {}
     for action in rule.actions:
         kind = action.kind
-        if kind in TIMING_ACTIONS and kind in seen:
+        if (kind in TIMING_ACTIONS or kind == "python") and kind in seen:
             chk.error(action.node, f"{ctx}expected at most one {kind} action in a rule "
                                    f"(the first is at line {seen[kind].node.start_mark.line + 1})")
         seen.setdefault(kind, action)
@@ -776,6 +817,14 @@ def _check_rule(chk: _Checker, rule: Rule, ctx: str) -> None:
             _check_set(chk, rule, action, ctx, not_ip, family, protos, proto_node)
         if action.kind == "dec_ttl" and not_ip:
             chk.error(action.node, f"{ctx}dec_ttl makes no sense with eth_type: {eth.value}")
+    if "python" in seen:
+        if rule.actions[-1] is not seen["python"]:
+            chk.error(seen["python"].node, f"{ctx}python: expected the hook to be the rule's last action "
+                                           "(actions before it run first, in the engine)")
+        for kind in NOT_WITH_HOOKS:
+            if kind in seen:
+                chk.error(seen[kind].node, f"{ctx}{kind} cannot go with a python hook in one rule: "
+                                           "the hook's frames leave when it returns")
     if "reorder" in seen and "delay" not in seen:
         chk.error(seen["reorder"].node, f"{ctx}reorder needs a delay action in the same rule "
                                         "(frames are reordered by skipping the delay)")
@@ -801,9 +850,16 @@ MODES = ("ring", "nfqueue", "kernel")
 
 def mode_problems(config: Config, mode: str) -> list[Diagnostic]:
     """What a mode cannot run in this configuration, each at its place in the file."""
+    chk = _Checker(config.path)
+    if mode == "kernel":
+        for rule in config.rules:
+            hook = rule.action("python")
+            if hook is not None:
+                chk.error(hook.node, f"rule {rule.name!r}: python hooks run in user space; the kernel module "
+                                     "cannot call them (use --mode ring or nfqueue)")
+        return chk.errors
     if mode != "nfqueue":
         return []
-    chk = _Checker(config.path)
     why = "needs L2 access, and NFQUEUE sees packets from the IP header on (use --mode ring or kernel)"
     for rule in config.rules:
         ctx = f"rule {rule.name!r}: "

@@ -35,7 +35,7 @@ CASES = [
     ("empty", "", None, "the file is empty; expected a mapping with version: 1, ports and rules"),
     ("version", "version: 2\nports: {a: x, b: y}\n", "2", "expected version from 1 to 1, got 2"),
     ("unknown top key", PORTS + "colour: red\n", "colour",
-     "unknown key 'colour'; expected one of version, ports, forward, default, malformed, rules"),
+     "unknown key 'colour'; expected one of version, ports, forward, default, malformed, hooks_path, rules"),
     ("port missing", "version: 1\nports: {a: eth0.100}\n", "{a", "ports: missing key 'b'"),
     ("port c", "version: 1\nports: {a: x, b: y, c: z}\n", "c:", "ports: unknown key 'c'; expected one of a, b"),
     ("same ports", "version: 1\nports: {a: {interface: eth0, vlan: 5}, b: {interface: eth0, vlan: 5}}\n",
@@ -81,7 +81,7 @@ RULE_CASES = [
      "rule 'r': match.bytes: expected a mask as long as the value (2 bytes), got 1"),
     ("unknown action", "{name: r, actions: [frobnicate]}", "frobnicate",
      "rule 'r': unknown action 'frobnicate'; expected one of set, dec_ttl, pop_vlan, drop, "
-     "push_vlan, payload, truncate, duplicate, corrupt, loss, delay, reorder, rate"),
+     "push_vlan, payload, truncate, duplicate, corrupt, loss, delay, reorder, python, rate"),
     ("bare needs params", "{name: r, actions: [delay]}", "delay",
      "rule 'r': action 'delay' needs parameters, e.g. - delay: {...}"),
     ("time unit", "{name: r, actions: [{delay: {time: 10}}]}", "10}",
