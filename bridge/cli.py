@@ -115,11 +115,11 @@ def format_stats(stats: dict) -> str:
     lines.append("engine: " + ", ".join(f"{k} {v}" for k, v in engine.items())
                  + f"; queued {stats.get('queued', 0)}, not ours {stats.get('not_ours', 0)}")
     rule_keys = ("matched", "bytes", "dropped", "lost", "queue_drops", "duplicated", "corrupted", "reordered",
-                 "delayed", "queue_depth")
+                 "delayed", "queue_depth", "held")
     width = max([4] + [len(r["name"]) for r in stats["rules"]])
     lines.append(f"{'rule':<{width}}" + "".join(f"{k:>12}" for k in rule_keys))
     for rule in stats["rules"]:
-        lines.append(f"{rule['name']:<{width}}" + "".join(f"{rule[k]:>12}" for k in rule_keys))
+        lines.append(f"{rule['name']:<{width}}" + "".join(f"{rule.get(k, '-'):>12}" for k in rule_keys))
     return "\n".join(lines)
 
 

@@ -7,11 +7,78 @@ released; between slices Python reloads, answers `stats` and prints status.
 """
 from __future__ import annotations
 
+import math
+import os
+
 from pyroute2 import IPRoute
 
 from bridge.appliance import Appliance, SetupError
 
 IFF_UP = 0x1
+
+# ---- the delay buffer pool, sized from the rules ----------------------------------
+POOL_MAX_BYTES = 64 << 20   # the most the pool may take
+POOL_MIN_FRAMES = 4096      # what it takes anyway (8 MiB at a 2 KiB slot)
+ASSUMED_MBIT = 100          # the arrival line rate when the interface has no physical speed (veth, ...)
+WIRE_MIN_FRAME = 84         # bytes on the wire of the smallest frame: 64 + preamble 8 + gap 12
+# the largest delay a distribution table gives, in jitters (rs_dist_tables.h: last point / 65536)
+DIST_MAX = {"uniform": 1.0, "normal": 3.2972, "pareto": 12.9318, "paretonormal": 11.2217}
+
+
+def line_rate_mbit(interface: str) -> int:
+    """A physical interface's speed (Mbit/s); ASSUMED_MBIT for virtual ones or an unknown speed."""
+    base = f"/sys/class/net/{interface}"
+    try:
+        if not os.path.exists(f"{base}/device"):
+            return ASSUMED_MBIT
+        with open(f"{base}/speed") as f:
+            speed = int(f.read().strip())
+    except (OSError, ValueError):
+        return ASSUMED_MBIT
+    return speed if speed > 0 else ASSUMED_MBIT
+
+
+def pool_plan(config, rates_mbit: dict[str, int] | None = None) -> tuple[int, list[str]]:
+    """Buffers the delay pool needs for config, and one line per timed rule saying why.
+
+    A rule with `rate` holds at most its `limit` frames (the engine drops the
+    next one). A rule with only `delay` holds what arrives during its longest
+    delay, time + jitter x the distribution's largest point, at the ingress
+    line rate in minimum-size frames. The pool is the sum, at least
+    POOL_MIN_FRAMES.
+    """
+    rates_mbit = rates_mbit or {}
+    total, why = 0, []
+    for rule in config.rules:
+        delay, rate = rule.action("delay"), rule.action("rate")
+        if rate is not None:
+            need = rate.params["limit"]
+            why.append(f"rule {rule.name}: rate limit {need} frames")
+        elif delay is not None:
+            p = delay.params
+            longest_ns = p["time"] + p["jitter"] * DIST_MAX[p["distribution"]]
+            ports = ["a", "b"] if rule.from_port == "any" else [rule.from_port]
+            mbit = sum(rates_mbit.get(port, ASSUMED_MBIT) for port in ports)
+            pps = mbit * 1e6 / (WIRE_MIN_FRAME * 8)
+            need = math.ceil(pps * longest_ns / 1e9)
+            why.append(f"rule {rule.name}: {longest_ns / 1e6:g} ms x {pps:,.0f} frames/s "
+                       f"({mbit} Mbit/s of {WIRE_MIN_FRAME}-byte frames) = {need} frames")
+        else:
+            continue
+        total += need
+    return max(total, POOL_MIN_FRAMES), why
+
+
+def check_pool(config, slot_size: int, rates_mbit: dict[str, int] | None = None) -> int:
+    """The pool size for config; SetupError when it does not fit POOL_MAX_BYTES."""
+    frames, why = pool_plan(config, rates_mbit)
+    if frames * slot_size > POOL_MAX_BYTES:
+        raise SetupError(
+            f"the delay buffers these rules need do not fit: {frames} frames x {slot_size} bytes = "
+            f"{frames * slot_size / 2**20:.0f} MiB, more than {POOL_MAX_BYTES >> 20} MiB ("
+            + "; ".join(why) + "); bound a rule's queue with `rate: {bitrate, limit}`, "
+            "or shorten its delay")
+    return frames
 
 
 def restore(saved: dict) -> None:
@@ -55,9 +122,12 @@ class RingAppliance(Appliance):
     drop_counters = ("ring_drops", "tx_full", "oversize")
 
     def set_up(self, program: bytes) -> None:
-        from ring import GRO, GSO, TSO, RingBridge, RingError, RingPort, set_offloads
+        from ring import GRO, GSO, TSO, RingBridge, RingError, RingPort, frame_size_for, set_offloads
 
         mtus, down = interface_mtus(self.config)
+        # before anything changes: a pool that cannot fit is an error at start
+        self.rates_mbit = {n: line_rate_mbit(p.interface) for n, p in self.config.ports.items()}
+        pool = check_pool(self.config, frame_size_for(max(mtus.values())), self.rates_mbit)
         self.changed.update(offloads={}, brought_up=[])
         for iface in sorted({p.interface for p in self.config.ports.values()}):
             try:
@@ -71,11 +141,13 @@ class RingAppliance(Appliance):
             for iface in down:
                 ipr.link("set", index=ipr.link_lookup(ifname=iface)[0], state="up")
         a, b = (RingPort(p.interface, p.vlan, mtus[n]) for n, p in sorted(self.config.ports.items()))
-        self.bridge = RingBridge(a, b)
+        self.bridge = RingBridge(a, b, pool_frames=pool)
 
     def load(self, program: bytes, config):
         if any(rule.action("python") for rule in config.rules):
             raise SetupError("python hooks are not carried by ring mode yet: use --mode nfqueue or apply")
+        # on reload: the new rules' delay buffers must fit (else the old rules stay); the pool only grows
+        self.bridge.set_pool(check_pool(config, self.bridge.slot_size, getattr(self, "rates_mbit", None)))
         return self.bridge.load(program, self.seed)
 
     def forward(self) -> None:
@@ -83,6 +155,12 @@ class RingAppliance(Appliance):
 
     def data_stats(self) -> dict:
         return self.bridge.stats()
+
+    def snapshot(self) -> dict:
+        snap = super().snapshot()
+        for rule, held in zip(snap["rules"], self.bridge.rule_held(len(snap["rules"]))):
+            rule["held"] = held   # frames of the rule waiting in the delay queue now
+        return snap
 
     def tear_down(self) -> None:
         if getattr(self, "bridge", None):

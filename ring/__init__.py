@@ -46,7 +46,7 @@ class RingBridge:
         cfg.ifname = self._names
         cfg.vlan = [a.vlan or 0, b.vlan or 0]
         cfg.mtu = [a.mtu, b.mtu]
-        cfg.frame_size = frame_size_for(max(a.mtu, b.mtu))
+        cfg.frame_size = self.slot_size = frame_size_for(max(a.mtu, b.mtu))
         cfg.ring_frames = ring_frames
         cfg.pool_frames = pool_frames
         err = ffi.new("char[256]")
@@ -79,7 +79,23 @@ class RingBridge:
         return {
             "ports": {name: {c: getattr(s.port[i], c) for c in PORT_COUNTERS} for i, name in enumerate("ab")},
             "not_ours": s.not_ours, "queued": s.queued, "pool_full": s.pool_full, "loops": s.loops,
+            "pool_frames": s.pool_frames,
+            "release_late": {"hist_lt_us": dict(zip(("1", "2", "5", "10", "20", "50", "100", "more"),
+                                                    list(s.late_hist))),
+                             "max_ns": s.late_max_ns, "sum_ns": s.late_sum_ns},
         }
+
+    def set_pool(self, frames: int) -> None:
+        """Grows the delay pool to frames buffers (between runs only; it never shrinks)."""
+        rc = lib.rs_bridge_set_pool(self._bridge, frames)
+        if rc < 0:
+            raise RingError(-rc, f"cannot grow the delay pool to {frames} buffers")
+
+    def rule_held(self, n_rules: int) -> list[int]:
+        """Frames of each rule of the running program waiting in the delay queue now."""
+        out = ffi.new("uint32_t[]", max(n_rules, 1))
+        lib.rs_bridge_rule_held(self._bridge, out, n_rules)
+        return list(out)[:n_rules]
 
     def close(self) -> None:
         if self._bridge is not None:

@@ -49,12 +49,13 @@ struct rs_link {
 	uint64_t ring_drops;       /* PACKET_STATISTICS, accumulated (reading resets it) */
 };
 
-/* a delayed frame: its departure, arrival order (ties), buffer and egress */
+/* a delayed frame: its departure, arrival order (ties), buffer, egress, rule */
 struct rs_qent {
 	uint64_t dep, seq;
 	uint32_t slot, len;
 	uint16_t copies;
 	uint8_t port, pcp;
+	uint16_t rule, gen;	/* the rule that delayed it, under program generation gen */
 };
 
 struct rs_bridge {
@@ -71,6 +72,8 @@ struct rs_bridge {
 	uint32_t *free_slots;
 	struct rs_qent *heap;
 	uint64_t seq;
+	uint16_t gen;                   /* bumped by each rs_bridge_set_program */
+	uint32_t held[RS_MAX_RULES];    /* frames in the delay queue per rule of the running program */
 	uint8_t work[WORK_CAP];
 };
 
@@ -235,6 +238,44 @@ void rs_bridge_set_program(struct rs_bridge *b, const uint8_t *prog, uint32_t le
 	b->prog = prog;
 	b->prog_len = len;
 	b->state = state;
+	/* rule indexes change meaning: frames still queued count for no rule now */
+	b->gen++;
+	memset(b->held, 0, sizeof(b->held));
+}
+
+int rs_bridge_set_pool(struct rs_bridge *b, uint32_t frames)
+{
+	uint8_t *pool;
+	uint32_t *free_slots;
+	struct rs_qent *heap;
+	uint32_t i;
+
+	if (frames <= b->pool_frames)
+		return 0;	/* never shrinks: queued frames may sit in any slot */
+	pool = realloc(b->pool, (size_t)frames * b->slot_size + 1);
+	if (!pool)
+		return -ENOMEM;
+	b->pool = pool;
+	free_slots = realloc(b->free_slots, sizeof(uint32_t) * (frames + 1));
+	if (!free_slots)
+		return -ENOMEM;
+	b->free_slots = free_slots;
+	heap = realloc(b->heap, sizeof(struct rs_qent) * (frames + 1));
+	if (!heap)
+		return -ENOMEM;
+	b->heap = heap;
+	for (i = b->pool_frames; i < frames; i++)
+		b->free_slots[b->nfree++] = i;
+	b->pool_frames = frames;
+	return 0;
+}
+
+void rs_bridge_rule_held(struct rs_bridge *b, uint32_t *out, uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++)
+		out[i] = i < RS_MAX_RULES ? b->held[i] : 0;
 }
 
 void rs_bridge_stop(struct rs_bridge *b)
@@ -336,7 +377,7 @@ static struct rs_qent heap_pop(struct rs_bridge *b)
 }
 
 static void enqueue(struct rs_bridge *b, int out, const uint8_t *f, uint32_t len, uint32_t pcp,
-		    uint32_t copies, uint64_t dep)
+		    uint32_t copies, uint64_t dep, int32_t rule)
 {
 	struct rs_qent e;
 
@@ -352,6 +393,10 @@ static void enqueue(struct rs_bridge *b, int out, const uint8_t *f, uint32_t len
 	e.copies = (uint16_t)copies;
 	e.port = (uint8_t)out;
 	e.pcp = (uint8_t)pcp;
+	e.rule = rule >= 0 && rule < RS_MAX_RULES ? (uint16_t)rule : UINT16_MAX;
+	e.gen = b->gen;
+	if (e.rule != UINT16_MAX)
+		b->held[e.rule]++;
 	heap_push(b, e);
 }
 
@@ -359,11 +404,26 @@ static int release_due(struct rs_bridge *b, uint64_t now)
 {
 	int n = 0;
 
+	static const uint64_t bound[7] = { 1000, 2000, 5000, 10000, 20000, 50000, 100000 };
+
 	while (b->nheap && b->heap[0].dep <= now) {
 		struct rs_qent e = heap_pop(b);
+		uint64_t late = now - e.dep;
+		int k = 0;
+
+		if (now != UINT64_MAX) {
+			while (k < 7 && late >= bound[k])
+				k++;
+			b->st.late_hist[k]++;
+			b->st.late_sum_ns += late;
+			if (late > b->st.late_max_ns)
+				b->st.late_max_ns = late;
+		}
 
 		emit(b, e.port, b->pool + (size_t)e.slot * b->slot_size, e.len, e.pcp, e.copies);
 		b->free_slots[b->nfree++] = e.slot;
+		if (e.gen == b->gen && e.rule != UINT16_MAX && b->held[e.rule])
+			b->held[e.rule]--;
 		n++;
 	}
 	return n;
@@ -456,7 +516,7 @@ static void handle_rx(struct rs_bridge *b, struct rs_link *l, struct tpacket2_hd
 	if (v.verdict != RS_V_FORWARD)
 		return;
 	if (v.delay_ns)
-		enqueue(b, port ^ 1, w, v.len, pcp, v.copies, now + v.delay_ns);
+		enqueue(b, port ^ 1, w, v.len, pcp, v.copies, now + v.delay_ns, v.rule);
 	else
 		emit(b, port ^ 1, w, v.len, pcp, v.copies);
 }
@@ -557,6 +617,7 @@ void rs_bridge_stats(struct rs_bridge *b, struct rs_bridge_stats *out)
 		for (j = 0; j < b->link[i].nports; j++)
 			out->port[b->link[i].port[j]].ring_drops = b->link[i].ring_drops;
 	out->queued = b->nheap;
+	out->pool_frames = b->pool_frames;
 }
 
 void rs_bridge_close(struct rs_bridge *b)

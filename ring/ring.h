@@ -27,6 +27,12 @@ struct rs_bridge_stats {
 	uint64_t not_ours;    /* frames on a port's interface that belong to no port */
 	uint64_t queued;      /* frames waiting in the delay queue now */
 	uint64_t pool_full;   /* delayed frames dropped: no buffer left */
+	uint64_t pool_frames; /* buffers in the delay pool */
+	/* delayed frames: how late the loop released them after their departure time
+	 * (ppoll wake-up and loop), count by bound: < 1, 2, 5, 10, 20, 50, 100 us, more */
+	uint64_t late_hist[8];
+	uint64_t late_max_ns;
+	uint64_t late_sum_ns;
 	uint64_t loops;
 };
 
@@ -54,6 +60,12 @@ int rs_bridge_run(struct rs_bridge *b, int timeout_ms);
 void rs_bridge_stop(struct rs_bridge *b);
 
 void rs_bridge_stats(struct rs_bridge *b, struct rs_bridge_stats *out);
+
+/* Grows the delay pool to frames buffers (never shrinks); 0 or -ENOMEM (the old pool stays). Between runs only. */
+int rs_bridge_set_pool(struct rs_bridge *b, uint32_t frames);
+
+/* Frames of rules 0..n-1 of the running program waiting in the delay queue now. */
+void rs_bridge_rule_held(struct rs_bridge *b, uint32_t *out, uint32_t n);
 
 /* Sends every queued frame now (used on exit) and closes everything. */
 void rs_bridge_close(struct rs_bridge *b);

@@ -1114,12 +1114,24 @@ static void act_corrupt(struct rs_ctx *c, const uint8_t *o)
 	c->vflags |= RS_VF_CORRUPTED | RS_VF_MODIFIED;
 }
 
+/*
+ * Correlated loss as a two-state chain: after a loss the next frame is lost
+ * with c + (1-c)p, after a survivor with (1-c)p. The rate stays p and the
+ * lag-1 autocorrelation is c. (netem's u' = (1-c)r + cu narrows u around
+ * 1/2, so 10% with 25% correlation loses under 2%: the rate is not kept.)
+ * With c = 0 it is the plain draw r < p.
+ */
 static int act_loss(struct rs_ctx *c, const uint8_t *o)
 {
-	uint32_t p = le32(o);
-	uint32_t u = prng_corr(c->st, le32(o + 4), &c->rs->loss_last);
+	uint32_t p = le32(o), corr = le32(o + 4);
+	uint64_t q = (((1ull << 32) - corr) * (uint64_t)p) >> 32;
+	int lost;
 
-	return p == RS_PROB_ALWAYS || u < p;
+	if (c->rs->loss_last)
+		q += corr;
+	lost = p == RS_PROB_ALWAYS || prng_u32(c->st) < q;
+	c->rs->loss_last = (uint32_t)lost;
+	return lost;
 }
 
 /* Gilbert-Elliott: survive by the current state, then change state. */

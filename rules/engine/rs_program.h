@@ -172,7 +172,7 @@ struct rs_rule_state {
 	/* timing state */
 	uint64_t last_departure; /* keeps order under jitter */
 	uint64_t rate_busy_until;
-	uint32_t loss_last;      /* correlation memory */
+	uint32_t loss_last;      /* correlated loss: the last frame was lost */
 	uint32_t delay_last;
 	uint32_t reorder_count;
 	uint32_t ge_bad;         /* Gilbert-Elliott: in the bad state */
