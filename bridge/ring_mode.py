@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 
 from pyroute2 import IPRoute
 
@@ -117,9 +118,57 @@ def interface_mtus(config) -> tuple[dict[str, int], list[str]]:
     return mtus, down
 
 
+class HookWorker(threading.Thread):
+    """The slow path: frames of hook rules, from the C loop to Python and back.
+
+    One thread, so a rule's frames keep their order. It sleeps on the loop's
+    eventfd; frames of other rules never come here.
+    """
+
+    def __init__(self, bridge):
+        super().__init__(name="hooks", daemon=True)
+        from ring import ffi
+
+        self.bridge = bridge
+        self.hooks_by_generation: dict[int, object] = {}
+        self._stopping = False
+        self._meta = ffi.new("struct rs_hook_meta *")
+        self._out = ffi.new("struct rs_hook_meta *")
+        self._cap = bridge.slot_size
+        self._buf = ffi.new("uint8_t[]", self._cap)
+        self._ffi = ffi
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.bridge.hook_wake()
+        self.join(5)
+
+    def run(self) -> None:
+        fd = self.bridge.hook_fd()
+        while not self._stopping:
+            os.read(fd, 8)  # blocks, without the GIL, until the loop has frames for us
+            while (n := self.bridge.hook_take(self._meta, self._buf, self._cap)) > 0:
+                self._one(self._ffi.buffer(self._buf, n)[:])
+
+    def _one(self, frame: bytes) -> None:
+        m = self._meta
+        ingress = "ab"[m.port]
+        hooks = self.hooks_by_generation.get(m.gen)
+        # a frame queued under the program before a reload runs through that program's hook
+        made = hooks.run(m.rule, frame, ingress, m.timestamp_ns) if hooks and m.rule in hooks.by_rule \
+            else [(False, frame)]
+        for back, data in made:
+            self._out.port = m.port if back else m.port ^ 1
+            self._out.pcp = m.pcp
+            self._out.rule, self._out.gen, self._out.timestamp_ns = m.rule, m.gen, m.timestamp_ns
+            if not self.bridge.hook_put(self._out, data) and hooks and m.rule in hooks.by_rule:
+                hooks.by_rule[m.rule].counters["dropped"] += 1  # the queue back is full
+
+
 class RingAppliance(Appliance):
     mode = "ring"
     drop_counters = ("ring_drops", "tx_full", "oversize")
+    worker: HookWorker | None = None
 
     def set_up(self, program: bytes) -> None:
         from ring import GRO, GSO, TSO, RingBridge, RingError, RingPort, frame_size_for, set_offloads
@@ -144,13 +193,24 @@ class RingAppliance(Appliance):
         self.bridge = RingBridge(a, b, pool_frames=pool)
 
     def load(self, program: bytes, config):
-        if any(rule.action("python") for rule in config.rules):
-            raise SetupError("python hooks are not carried by ring mode yet: use --mode nfqueue or apply")
+        from bridge.hooks import Hooks
+
+        hooks = Hooks(config, self.mode)  # a hook that does not load refuses the program
         # on reload: the new rules' delay buffers must fit (else the old rules stay); the pool only grows
         self.bridge.set_pool(check_pool(config, self.bridge.slot_size, getattr(self, "rates_mbit", None)))
-        return self.bridge.load(program, self.seed)
+        engine = self.bridge.load(program, self.seed)
+        generation = self.bridge.set_hooks(set(hooks.by_rule))
+        self.hooks = hooks
+        if hooks and self.worker is None:
+            self.worker = HookWorker(self.bridge)
+        if self.worker:
+            self.worker.hooks_by_generation[generation] = hooks
+        return engine
 
     def forward(self) -> None:
+        if self.worker is not None and not self.worker.is_alive():
+            # started here, after set-up dropped privileges: threads keep the capabilities they start with
+            self.worker.start()
         self.bridge.run(self.slice_ms)
 
     def data_stats(self) -> dict:
@@ -163,5 +223,7 @@ class RingAppliance(Appliance):
         return snap
 
     def tear_down(self) -> None:
+        if self.worker is not None and self.worker.is_alive():
+            self.worker.stop()
         if getattr(self, "bridge", None):
             self.bridge.close()

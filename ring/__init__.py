@@ -80,6 +80,7 @@ class RingBridge:
             "ports": {name: {c: getattr(s.port[i], c) for c in PORT_COUNTERS} for i, name in enumerate("ab")},
             "not_ours": s.not_ours, "queued": s.queued, "pool_full": s.pool_full, "loops": s.loops,
             "pool_frames": s.pool_frames,
+            "hooks_slow_path": {"queued": s.hook_queued, "overflow": s.hook_overflow, "returned": s.hook_returned},
             "release_late": {"hist_lt_us": dict(zip(("1", "2", "5", "10", "20", "50", "100", "more"),
                                                     list(s.late_hist))),
                              "max_ns": s.late_max_ns, "sum_ns": s.late_sum_ns},
@@ -96,6 +97,28 @@ class RingBridge:
         out = ffi.new("uint32_t[]", max(n_rules, 1))
         lib.rs_bridge_rule_held(self._bridge, out, n_rules)
         return list(out)[:n_rules]
+
+    # ---- the slow path to Python hooks (see ring.h) ----
+    def set_hooks(self, rules: set[int]) -> int:
+        """Sends the frames of these rules (of the running program) to Python; returns its generation."""
+        flags = ffi.new("uint8_t[]", [1 if i in rules else 0 for i in range(256)])
+        lib.rs_bridge_set_hooks(self._bridge, flags, 256)
+        return lib.rs_bridge_generation(self._bridge)
+
+    def hook_fd(self) -> int:
+        return lib.rs_bridge_hook_fd(self._bridge)
+
+    def hook_take(self, meta, buf, cap: int) -> int:
+        """The next frame for a hook into buf (its length, 0 if none); its rs_hook_meta into meta."""
+        return lib.rs_bridge_hook_take(self._bridge, meta, buf, cap)
+
+    def hook_put(self, meta, frame: bytes) -> bool:
+        """A frame a hook sends out of port meta.port; False when the queue back is full."""
+        meta.len = len(frame)
+        return lib.rs_bridge_hook_put(self._bridge, meta, frame) == 0
+
+    def hook_wake(self) -> None:
+        lib.rs_bridge_hook_wake(self._bridge)
 
     def close(self) -> None:
         if self._bridge is not None:

@@ -25,6 +25,7 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -38,6 +39,7 @@
 #define WORK_CAP     (RS_MAX_FRAME + 64)
 #define VLAN_HLEN    4
 #define SNDBUF_BYTES (4 << 20)
+#define HOOKQ_SIZE   1024          /* frames on their way to or from the Python hooks */
 
 struct rs_link {
 	int fd;
@@ -58,6 +60,14 @@ struct rs_qent {
 	uint16_t rule, gen;	/* the rule that delayed it, under program generation gen */
 };
 
+/* single producer, single consumer; head and tail run free, masked by HOOKQ_SIZE */
+struct rs_hookq {
+	uint32_t head, tail;
+	struct rs_hook_meta *meta;
+	uint8_t *buf;
+	int efd;	/* the producer writes it, the consumer sleeps on it */
+};
+
 struct rs_bridge {
 	struct rs_link link[2];
 	int nlinks, port_link[2];
@@ -74,6 +84,9 @@ struct rs_bridge {
 	uint64_t seq;
 	uint16_t gen;                   /* bumped by each rs_bridge_set_program */
 	uint32_t held[RS_MAX_RULES];    /* frames in the delay queue per rule of the running program */
+	uint8_t hook_rule[RS_MAX_RULES];  /* rules whose frames go to Python */
+	struct rs_hookq to_py, from_py;
+	int hook_pending;               /* to_py got frames since the worker was last woken */
 	uint8_t work[WORK_CAP];
 };
 
@@ -186,6 +199,7 @@ struct rs_bridge *rs_bridge_open(const struct rs_bridge_config *cfg, char *err, 
 		return NULL;
 	}
 	b->link[0].fd = b->link[1].fd = -1;
+	b->to_py.efd = b->from_py.efd = -1;
 	for (p = 0; p < 2; p++) {
 		b->vlan[p] = cfg->vlan[p];
 		b->mtu[p] = cfg->mtu[p];
@@ -221,6 +235,18 @@ struct rs_bridge *rs_bridge_open(const struct rs_bridge_config *cfg, char *err, 
 	if (!b->pool || !b->free_slots || !b->heap) {
 		snprintf(err, errlen, "out of memory for %u delay buffers", b->pool_frames);
 		goto out;
+	}
+	for (i = 0; i < 2; i++) {
+		struct rs_hookq *q = i ? &b->from_py : &b->to_py;
+
+		q->meta = calloc(HOOKQ_SIZE, sizeof(*q->meta));
+		q->buf = malloc((size_t)HOOKQ_SIZE * b->slot_size);
+		/* the worker blocks on to_py's; the loop polls from_py's */
+		q->efd = eventfd(0, EFD_CLOEXEC | (i ? EFD_NONBLOCK : 0));
+		if (!q->meta || !q->buf || q->efd < 0) {
+			snprintf(err, errlen, "out of memory or eventfds for the hook queues");
+			goto out;
+		}
 	}
 	for (i = 0; i < b->pool_frames; i++)
 		b->free_slots[i] = b->pool_frames - 1 - i;
@@ -281,6 +307,78 @@ void rs_bridge_rule_held(struct rs_bridge *b, uint32_t *out, uint32_t n)
 void rs_bridge_stop(struct rs_bridge *b)
 {
 	b->stop = 1;
+}
+
+/* ---- the slow path to Python hooks ---- */
+
+static int hookq_push(struct rs_hookq *q, uint32_t slot_size, const struct rs_hook_meta *m, const uint8_t *f)
+{
+	uint32_t tail = q->tail, head = __atomic_load_n(&q->head, __ATOMIC_ACQUIRE);
+
+	if (tail - head >= HOOKQ_SIZE || m->len > slot_size)
+		return -1;
+	memcpy(q->buf + (size_t)(tail % HOOKQ_SIZE) * slot_size, f, m->len);
+	q->meta[tail % HOOKQ_SIZE] = *m;
+	__atomic_store_n(&q->tail, tail + 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
+static int hookq_pop(struct rs_hookq *q, uint32_t slot_size, struct rs_hook_meta *m, uint8_t *f, uint32_t cap)
+{
+	uint32_t head = q->head, tail = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE), len;
+
+	if (head == tail)
+		return 0;
+	*m = q->meta[head % HOOKQ_SIZE];
+	len = m->len < cap ? m->len : cap;
+	memcpy(f, q->buf + (size_t)(head % HOOKQ_SIZE) * slot_size, len);
+	__atomic_store_n(&q->head, head + 1, __ATOMIC_RELEASE);
+	return (int)len;
+}
+
+static void efd_signal(int efd)
+{
+	uint64_t one = 1;
+
+	if (write(efd, &one, sizeof(one)) < 0) {
+		/* the counter cannot overflow in practice; a lost wake-up only delays */
+	}
+}
+
+void rs_bridge_set_hooks(struct rs_bridge *b, const uint8_t *flags, uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; i < RS_MAX_RULES; i++)
+		b->hook_rule[i] = i < n ? flags[i] != 0 : 0;
+}
+
+int rs_bridge_hook_fd(struct rs_bridge *b)
+{
+	return b->to_py.efd;
+}
+
+int rs_bridge_hook_take(struct rs_bridge *b, struct rs_hook_meta *m, uint8_t *buf, uint32_t cap)
+{
+	return hookq_pop(&b->to_py, b->slot_size, m, buf, cap);
+}
+
+int rs_bridge_hook_put(struct rs_bridge *b, const struct rs_hook_meta *m, const uint8_t *frame)
+{
+	if (m->port > 1 || hookq_push(&b->from_py, b->slot_size, m, frame))
+		return -ENOSPC;
+	efd_signal(b->from_py.efd);
+	return 0;
+}
+
+void rs_bridge_hook_wake(struct rs_bridge *b)
+{
+	efd_signal(b->to_py.efd);
+}
+
+uint32_t rs_bridge_generation(struct rs_bridge *b)
+{
+	return b->gen;
 }
 
 /* ---- transmit ---- */
@@ -515,6 +613,19 @@ static void handle_rx(struct rs_bridge *b, struct rs_link *l, struct tpacket2_hd
 	rs_run(b->prog, b->prog_len, b->state, w, len, WORK_CAP, (uint32_t)port + 1, 0, now, &v);
 	if (v.verdict != RS_V_FORWARD)
 		return;
+	if (v.rule >= 0 && v.rule < RS_MAX_RULES && b->hook_rule[v.rule]) {
+		/* the slow path: this rule's frames leave when its Python hook says */
+		struct rs_hook_meta m = { .timestamp_ns = now, .len = v.len, .rule = (uint16_t)v.rule,
+					  .gen = b->gen, .port = (uint8_t)port, .pcp = (uint8_t)pcp };
+
+		if (hookq_push(&b->to_py, b->slot_size, &m, w)) {
+			b->st.hook_overflow++;
+		} else {
+			b->st.hook_queued++;
+			b->hook_pending = 1;
+		}
+		return;
+	}
 	if (v.delay_ns)
 		enqueue(b, port ^ 1, w, v.len, pcp, v.copies, now + v.delay_ns, v.rule);
 	else
@@ -539,10 +650,24 @@ static int link_rx(struct rs_bridge *b, struct rs_link *l)
 
 /* ---- the loop ---- */
 
+/* Frames the hooks gave back: out of the port they name. */
+static int hook_returns(struct rs_bridge *b)
+{
+	struct rs_hook_meta m;
+	int n = 0, len;
+
+	while ((len = hookq_pop(&b->from_py, b->slot_size, &m, b->work, WORK_CAP)) > 0) {
+		emit(b, m.port, b->work, (uint32_t)len, m.pcp, 0);
+		b->st.hook_returned++;
+		n++;
+	}
+	return n;
+}
+
 int rs_bridge_run(struct rs_bridge *b, int timeout_ms)
 {
 	uint64_t end = clock_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000ull;
-	struct pollfd pfd[2];
+	struct pollfd pfd[3];
 	int total = 0, i;
 
 	if (!b->prog)
@@ -554,6 +679,11 @@ int rs_bridge_run(struct rs_bridge *b, int timeout_ms)
 
 		for (i = 0; i < b->nlinks; i++)
 			n += link_rx(b, &b->link[i]);
+		if (b->hook_pending) {
+			efd_signal(b->to_py.efd);
+			b->hook_pending = 0;
+		}
+		n += hook_returns(b);
 		now = clock_ns(CLOCK_REALTIME);
 		n += release_due(b, now);
 		for (i = 0; i < b->nlinks; i++)
@@ -581,10 +711,21 @@ int rs_bridge_run(struct rs_bridge *b, int timeout_ms)
 			pfd[i].events = POLLIN;
 			pfd[i].revents = 0;
 		}
+		/* frames coming back from the hooks wake the loop too */
+		pfd[b->nlinks].fd = b->from_py.efd;
+		pfd[b->nlinks].events = POLLIN;
+		pfd[b->nlinks].revents = 0;
 		ts.tv_sec = (time_t)(wait / 1000000000ull);
 		ts.tv_nsec = (long)(wait % 1000000000ull);
-		if (ppoll(pfd, (nfds_t)b->nlinks, &ts, NULL) < 0 && errno != EINTR)
+		if (ppoll(pfd, (nfds_t)b->nlinks + 1, &ts, NULL) < 0 && errno != EINTR)
 			return -errno;
+		if (pfd[b->nlinks].revents & POLLIN) {
+			uint64_t count;
+
+			if (read(b->from_py.efd, &count, sizeof(count)) < 0) {
+				/* EAGAIN: another read took it */
+			}
+		}
 		for (i = 0; i < b->nlinks; i++) {
 			if (pfd[i].revents & POLLERR) {
 				/* link went down: read the error so poll stops reporting it */
@@ -626,13 +767,23 @@ void rs_bridge_close(struct rs_bridge *b)
 
 	if (!b)
 		return;
-	/* frames still held for a delay leave now rather than never */
+	/* frames still held for a delay, or back from a hook, leave now rather than never */
 	if (b->heap && b->link[0].map)
 		release_due(b, UINT64_MAX);
+	if (b->from_py.meta && b->link[0].map)
+		hook_returns(b);
 	for (i = 0; i < 2; i++) {
 		if (b->link[i].map && b->link[i].fd >= 0)
 			link_kick(b, &b->link[i]);
 		link_close(&b->link[i]);
+	}
+	for (i = 0; i < 2; i++) {
+		struct rs_hookq *q = i ? &b->from_py : &b->to_py;
+
+		if (q->efd >= 0)
+			close(q->efd);
+		free(q->meta);
+		free(q->buf);
 	}
 	free(b->pool);
 	free(b->free_slots);

@@ -33,7 +33,18 @@ struct rs_bridge_stats {
 	uint64_t late_hist[8];
 	uint64_t late_max_ns;
 	uint64_t late_sum_ns;
+	uint64_t hook_queued;   /* frames handed to the Python hooks */
+	uint64_t hook_overflow; /* hook frames dropped: the queue to Python was full */
+	uint64_t hook_returned; /* frames the hooks sent back to the loop */
 	uint64_t loops;
+};
+
+/* A frame on its way to a Python hook, or back from one (the slow path). */
+struct rs_hook_meta {
+	uint64_t timestamp_ns; /* receive time */
+	uint32_t len;
+	uint16_t rule, gen;    /* the rule that called the hook, under program generation gen */
+	uint8_t port, pcp;     /* to Python: ingress port (0 a, 1 b); back: egress port */
 };
 
 struct rs_bridge_config {
@@ -66,6 +77,21 @@ int rs_bridge_set_pool(struct rs_bridge *b, uint32_t frames);
 
 /* Frames of rules 0..n-1 of the running program waiting in the delay queue now. */
 void rs_bridge_rule_held(struct rs_bridge *b, uint32_t *out, uint32_t n);
+
+/*
+ * The slow path. rs_bridge_set_hooks marks the rules (flags[i] != 0) whose
+ * frames go to Python after the engine's actions; frames of other rules never
+ * do. A worker thread sleeps on rs_bridge_hook_fd (an eventfd), takes frames
+ * with rs_bridge_hook_take and gives back what leaves with rs_bridge_hook_put
+ * (one producer and one consumer on each side). rs_bridge_generation is the
+ * program generation that rs_hook_meta.gen refers to.
+ */
+void rs_bridge_set_hooks(struct rs_bridge *b, const uint8_t *flags, uint32_t n);
+int rs_bridge_hook_fd(struct rs_bridge *b);
+int rs_bridge_hook_take(struct rs_bridge *b, struct rs_hook_meta *m, uint8_t *buf, uint32_t cap);
+int rs_bridge_hook_put(struct rs_bridge *b, const struct rs_hook_meta *m, const uint8_t *frame);
+void rs_bridge_hook_wake(struct rs_bridge *b);
+uint32_t rs_bridge_generation(struct rs_bridge *b);
 
 /* Sends every queued frame now (used on exit) and closes everything. */
 void rs_bridge_close(struct rs_bridge *b);

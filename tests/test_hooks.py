@@ -164,3 +164,35 @@ def test_nfqueue_mode_runs_hooks_on_the_l3_packet(tmp_path):
         finally:
             tap_a.close()
             tap_b.close()
+
+
+def test_ring_mode_hooks_rewrite_answer_and_keep_order_while_other_rules_stay_in_c(tmp_path):
+    config = tmp_path / "ring.yaml"
+    config.write_text(HOOKS_YAML.read_text().replace("hooks_path: [hooks]", f"hooks_path: [{HOOKS_YAML.parent / 'hooks'}]")
+                      + "  - {name: fast, match: {ip_proto: udp, dst_port: 7}, actions: [{set: {dst_port: 9}}]}\n")
+    with Topology("rh") as topo:
+        tap_a, tap_b = FrameTap(topo.a, "a0"), FrameTap(topo.b, "b0")
+        try:
+            with Bridge(topo.br, config, tmp_path, mode="ring") as bridge:
+                for i in range(50):
+                    tap_a.send(bytes(udp(b"hello %d" % i)))
+                got = tap_b.receive(50, match=ours)
+                assert got == [bytes(udp(b"howdy, partner %d" % i)) for i in range(50)]  # in order
+
+                tap_a.send(bytes(udp(b"hello", dport=7)))  # another rule: stays in C, not rewritten by a hook
+                expected = udp(b"hello", dport=9)
+                del expected[IP].chksum, expected[UDP].chksum
+                assert tap_b.receive(1, match=ours) == [bytes(expected)]
+
+                who_has = Ether(src=MAC_A, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=MAC_A, psrc=HOST_A["v4"],
+                                                                          pdst="10.77.0.254")
+                tap_a.send(bytes(who_has))
+                answer = tap_a.receive(1, match=lambda f: f[6:12] == bytes.fromhex("0200000000fe"))
+                assert [Ether(f)[ARP].op for f in answer] == [2]
+                stats = bridge.stats()
+        finally:
+            tap_a.close()
+            tap_b.close()
+    assert stats["hooks"]["greet"]["calls"] == 50 and stats["hooks"]["proxy-arp"]["replies"] == 1
+    assert stats["hooks_slow_path"]["overflow"] == 0
+    assert stats["hooks_slow_path"]["queued"] >= 51
