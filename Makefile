@@ -12,7 +12,7 @@ ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
 RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/_ffi_build.py)
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo test setup apt vm-prepare fuzz fuzz-long bench-engine clean
+.PHONY: demo test setup apt vm-prepare fuzz fuzz-long bench-engine kmod bench-kernel clean
 
 setup: apt $(VENV)/.installed vm-prepare
 
@@ -62,6 +62,14 @@ fuzz-long:
 
 bench-engine: setup
 	$(PY) -m tests.bench_engine
+
+# reshaper.ko for the VM's Debian kernel (tests cache their own build in ~/.cache/reshaper/kmod)
+kmod: setup
+	$(MAKE) -C kmod KDIR=$$($(PY) -c 'from tests.vm import kdir; print(kdir())')
+
+# kernel bridge, module and ring mode side by side inside the VM
+bench-kernel: setup
+	$(PY) -m tests.kmod.bench_kernel
 
 clean:
 	rm -rf build $(VENV) *.egg-info rules/_engine*.so

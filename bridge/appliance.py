@@ -122,6 +122,12 @@ class Appliance:
     def tear_down(self) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def same_ports(old: Config, new: Config) -> bool:
+        """Whether a reload keeps the ports (else it is refused: the set-up is per port)."""
+        return {n: (p.interface, p.vlan) for n, p in old.ports.items()} == \
+            {n: (p.interface, p.vlan) for n, p in new.ports.items()}
+
     # ---- shared ----
     def snapshot(self) -> dict:
         """Counters, as `reshaper stats` shows them."""
@@ -146,8 +152,7 @@ class Appliance:
             problems = mode_problems(config, self.mode)
             if problems:
                 raise ConfigError(problems)
-            if {n: (p.interface, p.vlan) for n, p in config.ports.items()} != \
-               {n: (p.interface, p.vlan) for n, p in self.config.ports.items()}:
+            if not self.same_ports(self.config, config):
                 raise SetupError("ports changed: restart reshaper to move it to other interfaces")
             program = compile_rules(config)
         except ConfigError as exc:

@@ -23,8 +23,7 @@ def run(config_path: str, mode: str, control: str | None, status_interval: float
     elif mode == "nfqueue":
         from bridge.nfqueue_mode import NfqueueAppliance as Mode
     else:
-        log(f"mode {mode} is not available yet in this version; use --mode ring or nfqueue")
-        return 2
+        from bridge.kernel_mode import KernelAppliance as Mode
     try:
         return Mode(config, control, status_interval, seed, hooks_path).run()
     except SetupError as exc:

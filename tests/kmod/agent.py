@@ -1,0 +1,171 @@
+"""Runs inside the test VM: sends and captures frames, drives `reshaper run`.
+
+Standard library only: under TCG a Python start that imports pyroute2 costs
+about 10 s, this one about 2 s. The kernel-mode appliance runs in namespace
+`br`; this agent runs in namespace `h`, on the far end of the one veth pair
+(h0 <-> eth0): it sends the port's tagged frames on h0 and captures on h0
+what comes back with the other port's tag (the outer tag, taken off by the
+receive path, is put back from PACKET_AUXDATA). It talks to the appliance
+through its control socket (a file: reachable from any namespace) and
+signals (SIGHUP reloads).
+
+    python agent.py golden CASES.json RESULTS.json CONTROL CONFIG
+    python agent.py reload CONTROL CONFIG NEWFILE   install NEWFILE as CONFIG, SIGHUP, print stats
+    python agent.py stats CONTROL
+    python agent.py flood SECONDS PPS          frames through the bridge (h0)
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+IFACE = "h0"
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+PACKET_OUTGOING = 4
+TP_STATUS_VLAN_VALID = 0x10
+TP_STATUS_VLAN_TPID_VALID = 0x40
+
+
+def read_stats(path: str) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(path)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return json.loads(data)
+
+
+def wait_stats(path: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return read_stats(path)
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def reload(path: str, config_path: str, text: str, timeout: float = 20) -> dict:
+    """Writes the rule file, SIGHUP, waits until the appliance took it (or refused it)."""
+    before = wait_stats(path)
+    with open(config_path, "w") as f:
+        f.write(text)
+    os.kill(before["pid"], signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = read_stats(path)
+        if st["reloads"] > before["reloads"] or st["last_reload_error"] not in (None, before["last_reload_error"]):
+            return st
+        time.sleep(0.05)
+    raise TimeoutError("the appliance did not reload")
+
+
+def capture_socket() -> socket.socket:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    s.bind((IFACE, 0))
+    s.setblocking(False)
+    return s
+
+
+def receive(s: socket.socket) -> bytes | None:
+    """One frame arriving on IFACE (not our own), with its outer tag put back; None when none waits."""
+    while True:
+        try:
+            data, anc, _, addr = s.recvmsg(65600, socket.CMSG_SPACE(32))
+        except BlockingIOError:
+            return None
+        if addr[2] == PACKET_OUTGOING:
+            continue
+        for level, kind, aux in anc:
+            if level == SOL_PACKET and kind == PACKET_AUXDATA:
+                status, _, _, _, _, tci, tpid = struct.unpack("IIIHHHH", aux[:20])
+                if status & TP_STATUS_VLAN_VALID:
+                    tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
+                    data = data[:12] + struct.pack("!HH", tpid, tci) + data[12:]
+        return data
+
+
+def run_case(case: dict, tx: socket.socket) -> list:
+    cap = capture_socket()
+    while receive(cap) is not None:
+        pass
+    got = []
+    t0 = time.monotonic()
+    for at_ns, frame in case["in"]:
+        while (delay := t0 + at_ns / 1e9 - time.monotonic()) > 0:
+            time.sleep(min(delay, 0.001))
+        tx.send(bytes.fromhex(frame))
+    last = t0 + case["in"][-1][0] / 1e9 if case["in"] else t0
+    deadline = last + case.get("wait", 2.0)
+    quiet_until = None
+    while time.monotonic() < deadline:
+        frame = receive(cap)
+        if frame is None:
+            if len(got) >= case["expect"]:
+                quiet_until = quiet_until or time.monotonic() + case.get("grace", 0.15)
+                if time.monotonic() > quiet_until:
+                    break
+            time.sleep(0.001)
+            continue
+        got.append([round((time.monotonic() - t0) * 1e9), frame.hex()])
+    cap.close()
+    return got
+
+
+def golden(cases_path: str, results_path: str, control: str, config_path: str) -> None:
+    with open(cases_path) as f:
+        cases = json.load(f)
+    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    tx.bind((IFACE, 0))
+    results = {}
+    for case in cases:
+        st = reload(control, config_path, case["config"])
+        if st["last_reload_error"]:
+            results[case["name"]] = {"error": st["last_reload_error"]}
+            continue
+        frames = run_case(case, tx)
+        results[case["name"]] = {"frames": frames, "stats": read_stats(control)}
+    with open(results_path, "w") as f:
+        json.dump(results, f)
+
+
+def flood(seconds: float, pps: float) -> None:
+    """UDP frames tagged 100 (port a), some to port 9 (a delay rule may match them)."""
+    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    tx.bind((IFACE, 0))
+    ip = bytes.fromhex("450000260000000040110000" "0a000001" "0a000002")
+    frames = [bytes.fromhex("020000000002" "020000000001" "8100" "0064" "0800") + ip
+              + struct.pack("!HHHH", 1000, port, 18, 0) + b"0123456789" for port in (9, 10)]
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        tx.send(frames[n & 1])
+        n += 1
+        if pps and n % 10 == 0:
+            time.sleep(10 / pps)
+    print(n)
+
+
+if __name__ == "__main__":
+    cmd, *args = sys.argv[1:]
+    if cmd == "golden":
+        golden(*args)
+    elif cmd == "reload":  # CONTROL CONFIG NEWFILE: prints the stats after
+        with open(args[2]) as f:
+            print(json.dumps(reload(args[0], args[1], f.read())))
+    elif cmd == "stats":
+        print(json.dumps(wait_stats(args[0])))
+    elif cmd == "flood":
+        flood(float(args[0]), float(args[1]))
+    else:
+        sys.exit(f"unknown command {cmd}")

@@ -1,0 +1,129 @@
+"""Host side of the kernel-module tests and benchmark: build the module (cached
+by source hash), bundle the pure-Python dependencies, boot the VM and lay out
+the guest topology.
+
+Guest topology (per namespace pair; `br` and `h`, optionally `br2`/`h2`):
+
+    ns h:  h0  <---- veth ---->  eth0  :ns br
+                                  |-- eth0.100 --+
+                                  |-- eth0.200 --+-- rsbr0 (reshaper run --mode kernel)
+
+The host end h0 sends frames tagged 100 (port a) or 200 (port b) and sees
+what the bridge sends back out the other VLAN interface: exactly the golden
+cases' trunk-form frames. Trunk-form ports make `reshaper run` create the
+VLAN interfaces itself; VLAN-interface-form configs name them directly.
+
+Python under TCG is slow to start (pyroute2 over 9p took 40 s): its pure
+Python dependencies go into one zip that the guest copies to tmpfs and puts
+first on PYTHONPATH (10 s then; the stdlib-only agent starts in about 2 s).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+from tests.vm import CACHE as VM_CACHE, kdir, kernel_version
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("RESHAPER_KMOD_CACHE", VM_CACHE.parent / "kmod"))
+KMOD_FILES = ["Kbuild", "Makefile", "reshaper_main.c", "rs_engine.c", "reshaper_genl.h", "dkms.conf"]
+ENGINE_FILES = ["engine.c", "rs_program.h", "rs_compat.h", "rs_dist_tables.h"]
+GUEST_DIR = "/kmod"          # where the cache folder of this build is shared
+PY = f"{REPO}/.venv/bin/python"
+
+
+def _digest(paths: list[Path], extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for p in paths:
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_module(kver: str | None = None) -> Path:
+    """reshaper.ko for the VM kernel, built once per source hash; returns its folder
+    (which also holds the guest's Python bundle)."""
+    kver = kver or kernel_version()
+    sources = [REPO / "kmod" / f for f in KMOD_FILES] + [REPO / "rules/engine" / f for f in ENGINE_FILES]
+    out = CACHE / f"{kver}-{_digest(sources, kver)}"
+    if (out / "reshaper.ko").exists():
+        return out
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        src = Path(tmp) / "src"
+        subprocess.run(["make", "-s", "-C", str(REPO / "kmod"), "dkms-src", f"DEST={src}"], check=True,
+                       capture_output=True)
+        r = subprocess.run(["make", "-C", str(kdir(kver)), f"M={src}", "modules"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"module build failed:\n{r.stdout}\n{r.stderr}")
+        warnings = [line for line in r.stderr.splitlines() if "warning:" in line]
+        if warnings:
+            raise RuntimeError("module build warnings:\n" + "\n".join(warnings))
+        staged = Path(tmp) / "out"
+        staged.mkdir()
+        shutil.copy(src / "reshaper.ko", staged / "reshaper.ko")
+        if out.exists():
+            shutil.rmtree(out)
+        staged.rename(out)
+    return out
+
+
+def python_bundle(dest: Path) -> Path:
+    """pyroute2 and yaml compiled into one zip (dest/pydeps.zip), rebuilt when they change."""
+    import pyroute2
+    import yaml
+
+    site = Path(pyroute2.__file__).parent.parent
+    key = f"{pyroute2.__version__} {yaml.__version__} {Path(pyroute2.__file__).stat().st_mtime_ns}"
+    zpath, stamp = dest / "pydeps.zip", dest / "pydeps.key"
+    if zpath.exists() and stamp.exists() and stamp.read_text() == key:
+        return zpath
+    tmp = dest / "pydeps.zip.tmp"
+    with zipfile.PyZipFile(tmp, "w") as z:
+        z.writepy(str(site / "pyroute2"))
+        z.writepy(str(Path(yaml.__file__).parent))
+    tmp.rename(zpath)
+    stamp.write_text(key)
+    return zpath
+
+
+def shares(build: Path) -> dict[str, str]:
+    return {str(REPO): str(REPO), str(build): GUEST_DIR}
+
+
+# Run first in the guest: module, the Python bundle, helpers. Later commands
+# source /tmp/env.sh.
+GUEST_SETUP = f"""
+set -e
+cp {GUEST_DIR}/pydeps.zip /tmp/pydeps.zip
+cat >/tmp/env.sh <<'EOF'
+export PYTHONPATH=/tmp/pydeps.zip
+export RESHAPER_KMOD={GUEST_DIR}/reshaper.ko
+PY={PY}
+AGENT={REPO}/tests/kmod/agent.py
+cd {REPO}
+# topology NS_BR NS_H: veth h0 (in NS_H) <-> eth0 (in NS_BR), IPv6 off (no stray frames)
+topology() {{
+  ip netns add $1; ip netns add $2
+  for n in $1 $2; do
+    ip netns exec $n sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n $n link set lo up
+  done
+  ip link add eth0 netns $1 type veth peer name h0 netns $2
+  ip -n $1 link set eth0 up; ip -n $2 link set h0 up
+}}
+EOF
+. /tmp/env.sh
+modprobe bridge; modprobe 8021q
+insmod $RESHAPER_KMOD
+"""
+
+
+def run_command(config: str, control: str, extra: str = "") -> str:
+    """The appliance, as the operator starts it."""
+    return f"$PY -m bridge run {config} --mode kernel --control {control} {extra}"

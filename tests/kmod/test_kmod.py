@@ -1,0 +1,308 @@
+"""The kernel module in Debian's kernel, under qemu: golden frames through a real
+bridge whose ports are 8021q VLAN interfaces, counters over generic netlink, a
+refused program, CAP_NET_ADMIN, reload under traffic, unload and namespace exit
+under traffic with a clean kernel log. One VM boot for the file (tests/kmod/common.py
+describes the topology)."""
+from __future__ import annotations
+
+import difflib
+import json
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from rules.config import load_config
+from tests.kmod.common import GUEST_SETUP, build_module, python_bundle, run_command, shares
+from tests.test_golden import GOLDEN, Case, describe, one_bit_past
+from tests.vm import VM, assert_kernel_clean, kernel_problems, prepare
+
+CTL, CTL2 = "/tmp/ctl.sock", "/tmp/ctl2.sock"
+CFG, CFG2 = "/tmp/rules.yaml", "/tmp/rules2.yaml"
+# Golden cases whose outcome depends on when frames arrive (rate, jitter,
+# reorder) are the engine tests' business; everything else runs here.
+TIMING = {"delay-jitter", "rate", "rate-limit", "reorder"}
+DELAY_RULE = """version: 1
+ports: {a: {interface: eth0, vlan: 100}, b: {interface: eth0, vlan: 200}}
+rules:
+  - name: slow
+    match: {ip_proto: udp, dst_port: 9}
+    actions: [{delay: {time: 300ms}}, {set: {dscp: 4}}]
+  - name: mark
+    actions: [{set: {dscp: 8}}]
+"""
+SET_RULE = """version: 1
+ports: {a: {interface: eth0, vlan: 100}, b: {interface: eth0, vlan: 200}}
+rules:
+  - name: mark
+    actions: [{set: {dscp: 8}}, {duplicate: {copies: 1}}]
+"""
+
+# One Python process for the generic-netlink checks (each start costs ~10 s under TCG).
+GENL_CHECKS = r"""
+import json, os, sys
+from bridge import kernel_mode as kernel
+out = {}
+s = kernel.ReshaperSocket()
+out["stats"] = s.stats()
+good = open(sys.argv[1], "rb").read()
+for name, prog in {"bad_magic": b"XXXX" + good[4:], "short": good[:10],
+                   "bad_length": good + b"\0"}.items():
+    try:
+        s.load(prog, "eth0.100", "eth0.200")
+        out[name] = "accepted"
+    except kernel.KernelError as e:
+        out[name] = [str(e), e.code]
+try:
+    s.load(good, "eth0.100", "nosuch0")
+    out["bad_port"] = "accepted"
+except kernel.KernelError as e:
+    out["bad_port"] = [str(e), e.code]
+out["after"] = s.stats()
+pid = os.fork()
+if pid == 0:  # an unprivileged caller: no CAP_NET_ADMIN
+    os.setgid(65534); os.setuid(65534)
+    res = {}
+    for op, call in {"stats": lambda: s.stats(), "clear": lambda: s.clear(),
+                     "load": lambda: s.load(good, "eth0.100", "eth0.200")}.items():
+        try:
+            call(); res[op] = "allowed"
+        except kernel.KernelError as e:
+            res[op] = [str(e), e.code]
+    open("/tmp/nocap.json", "w").write(json.dumps(res))
+    os._exit(0)
+os.waitpid(pid, 0)
+out["nocap"] = json.load(open("/tmp/nocap.json"))
+print(json.dumps(out))
+"""
+
+
+def golden_cases() -> list[Case]:
+    return [Case(p) for p in sorted(GOLDEN.glob("*.yaml")) if p.stem not in TIMING]
+
+
+def tag(vid: int) -> bytes:
+    return bytes([0x81, 0x00, vid >> 8, vid & 0xff])
+
+
+def guest_case(case: Case) -> dict:
+    """The case as the agent sends it: trunk-form frames are what h0 sees already;
+    VLAN-interface-form frames get the port's tag on the wire."""
+    ports = load_config("-", case.config).ports
+    inputs = [(t, f) for t, f in case.inputs]
+    if ports["a"].vlan is not None:  # trunk form: a frame of the other port's VLAN is on that port
+        other = ports["b" if case.from_port == "a" else "a"].vlan
+        inputs = [(t, f) for t, f in inputs if not (f[12:14] == b"\x81\x00" and f[15] | (f[14] & 0xf) << 8 == other)]
+    if ports["a"].vlan is None:  # a: eth0.100 style: the wire carries the VLAN interface's tag
+        vid = int(ports[case.from_port].interface.rsplit(".", 1)[1])
+        inputs = [(t, f[:12] + tag(vid) + f[12:]) for t, f in inputs]
+    wait = 2.0 + max((hi for _, hi, _ in case.outputs), default=0) / 1e9
+    return {"name": case.name, "config": case.config, "in": [(t, f.hex()) for t, f in inputs],
+            "expect": len(case.outputs), "wait": wait}
+
+
+def expected_out(case: Case) -> list[tuple[int, bytes]]:
+    ports = load_config("-", case.config).ports
+    out_port = ports["b" if case.from_port == "a" else "a"]
+    frames = [(lo, f) for lo, _, f in case.outputs]
+    if out_port.vlan is None:
+        vid = int(out_port.interface.rsplit(".", 1)[1])
+        frames = [(lo, f[:12] + tag(vid) + f[12:]) for lo, f in frames]
+    return frames
+
+
+def compare(case: Case, got: list, stats: dict) -> list[str]:
+    want = expected_out(case)
+    # only frames from the case's own senders: the VM's interfaces send IGMP/ND of their own
+    senders = {f[6:12] for _, f in want} | {f[6:12] for _, f, *_ in case.inputs}
+    got = [(t, g) for t, g in ((t, bytes.fromhex(h)) for t, h in got) if g[6:12] in senders]
+    problems = []
+    if len(got) != len(want):
+        problems.append(f"expected {len(want)} frames out, got {len(got)}")
+    for j, ((lo, w), (t, g)) in enumerate(zip(want, got)):
+        ok = one_bit_past(w, g, 18) if "one-bit-flipped" in case.expect else w == g
+        if not ok:
+            problems.append(f"frame {j} differs:")
+            problems += difflib.unified_diff(describe(w), describe(g), "expected", "got", lineterm="")
+        if t < lo - 1_000_000:  # a delayed frame never leaves early (late is TCG)
+            problems.append(f"frame {j} left at {t / 1e6:.3f} ms, before {lo / 1e6:.3f} ms")
+    for _, g in got[len(want):]:
+        problems += ["unexpected frame:"] + describe(g)
+    counts = case.counts
+    engine = stats["engine"]
+    rules = {r["name"]: r for r in stats["rules"]}
+    for name, counters in counts.get("rules", {}).items():
+        have = {c: rules.get(name, {}).get(c) for c in counters}
+        if have != counters:
+            problems.append(f"rule {name}: expected {counters}, kernel counted {have}")
+    if "unmatched" in counts and engine["unmatched"] != counts["unmatched"]:
+        problems.append(f"unmatched: expected {counts['unmatched']}, kernel counted {engine['unmatched']}")
+    if "dropped" in counts and engine["dropped"] != sum(counts["dropped"].values()):
+        problems.append(f"dropped: expected {counts['dropped']}, kernel counted {engine['dropped']}")
+    if "frames_in" in counts:
+        want_in = counts["frames_in"] - counts.get("not_on_port", 0)
+        if engine["frames_in"] != want_in:
+            problems.append(f"frames_in: expected {want_in} on the ports, kernel counted {engine['frames_in']}")
+    return problems
+
+
+def ok(vm: VM, script: str, timeout: float = 120) -> str:
+    status, out = vm.run(". /tmp/env.sh\n" + textwrap.dedent(script), timeout)
+    assert status == 0, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def vm():
+    prepare(install=False)
+    build = build_module()
+    python_bundle(build)
+    cases = golden_cases()
+    (build / "cases.json").write_text(json.dumps([guest_case(c) for c in cases]))
+    with VM(shares=shares(build), cpus=2, memory_mb=1024) as v:
+        status, out = v.run(GUEST_SETUP, 60)
+        assert status == 0, out
+        # Two appliances start at once (Python starts take ~10 s each here): br/h
+        # for most tests, br2/h2 for the namespace-exit test at the end.
+        (build / "first.yaml").write_text(cases[0].config)
+        ok(v, f"""
+            topology br h; topology br2 h2
+            cp /kmod/first.yaml {CFG}; cp /kmod/first.yaml {CFG2}
+            ip netns exec br {run_command(CFG, CTL, "--status-interval 0")} >/tmp/reshaper.log 2>&1 &
+            echo $! >/tmp/reshaper.pid
+            ip netns exec br2 {run_command(CFG2, CTL2, "--status-interval 0")} >/tmp/reshaper2.log 2>&1 &
+            echo $! >/tmp/reshaper2.pid
+        """)
+        v.build = build
+        v.cases = cases
+        yield v
+    assert_kernel_clean(v.kernel_log)
+
+
+def agent(cmd: str, ns: str = "h") -> str:
+    return f"ip netns exec {ns} $PY -S $AGENT {cmd}"
+
+
+def test_golden_frames_through_the_bridge(vm):
+    """Every golden case that does not depend on timing: exact frames at the far
+    side, counters as the engine tests count them."""
+    t0 = time.monotonic()
+    out = ok(vm, f"""
+        {agent(f"golden /kmod/cases.json /tmp/results.json {CTL} {CFG}")} || {{ cat /tmp/reshaper.log; exit 1; }}
+        cat /tmp/results.json
+    """, timeout=300)
+    results = json.loads(out.strip().splitlines()[-1])
+    problems = []
+    for case in vm.cases:
+        r = results[case.name]
+        if "error" in r:
+            problems.append(f"{case.name}: reload refused: {r['error']}")
+            continue
+        if p := compare(case, r["frames"], r["stats"]):
+            problems.append(f"--- {case.name}\n" + "\n".join(p))
+    assert not problems, "\n".join(problems)
+    print(f"{len(vm.cases)} golden cases in {time.monotonic() - t0:.1f} s")
+
+
+def test_stats_bad_program_and_permissions_over_genetlink(vm):
+    (vm.build / "genl_checks.py").write_text(GENL_CHECKS)
+    vm.build.joinpath("good.bin").write_bytes(_compiled(SET_RULE))
+    mark = _write(vm, "set.yaml", SET_RULE)
+    out = ok(vm, f"""
+        {agent(f"reload {CTL} {CFG} {mark}")} >/dev/null
+        ip netns exec br $PY /kmod/genl_checks.py /kmod/good.bin
+    """)
+    res = json.loads(out.strip().splitlines()[-1])
+    stats = res["stats"]
+    assert stats["loaded"] and len(stats["rules"]) == 1 and {"matched", "bytes"} <= stats["rules"][0].keys()
+    assert set(stats["ports"]) == {"a", "b"} and "rx" in stats["ports"]["a"]
+    msg = "program refused by the kernel: "
+    assert res["bad_magic"] == [msg + "not a reshaper program (bad magic)", 22]
+    assert res["short"] == [msg + "program shorter than its header or its declared length", 22]
+    assert res["bad_length"][1] == 22 and res["bad_length"][0].startswith(msg)
+    assert res["bad_port"] == [msg + "no such interface", 19]
+    # refused programs left the loaded one: same rules, counters kept
+    assert res["after"]["loaded"] and len(res["after"]["rules"]) == 1
+    for op in ("stats", "clear", "load"):
+        assert res["nocap"][op][1] == 1 and "CAP_NET_ADMIN" in res["nocap"][op][0], res["nocap"]
+
+
+def _compiled(text: str) -> bytes:
+    from rules.compiler import compile_rules
+
+    return compile_rules(load_config("-", text))
+
+
+def _write(vm, name: str, text: str) -> str:
+    (vm.build / name).write_text(text)
+    return f"/kmod/{name}"
+
+
+def test_refused_reload_keeps_rules_and_counts_through_cli(vm):
+    bad = _write(vm, "bad.yaml", SET_RULE.replace("dscp: 8", "dscp: 99"))
+    good = _write(vm, "set.yaml", SET_RULE)
+    out = ok(vm, f"""
+        {agent(f"reload {CTL} {CFG} {good}")} >/dev/null
+        {agent("flood 0.5 2000")} >/dev/null
+        {agent(f"reload {CTL} {CFG} {bad}")}
+    """)
+    st = json.loads(out.strip().splitlines()[-1])
+    assert "dscp" in st["last_reload_error"]
+    assert [r["name"] for r in st["rules"]] == ["mark"] and st["rules"][0]["matched"] > 0
+    a, b = st["ports"]["a"], st["ports"]["b"]
+    assert a["rx"] == st["rules"][0]["matched"] and b["tx"] == 2 * a["rx"], st  # duplicate: 1 copy
+
+
+def test_reload_under_traffic(vm):
+    delay, mark = _write(vm, "delay.yaml", DELAY_RULE), _write(vm, "set.yaml", SET_RULE)
+    out = ok(vm, f"""
+        before=$({agent(f"stats {CTL}")} | python3 -c 'import json,sys; print(json.load(sys.stdin)["reloads"])')
+        {agent("flood 60 3000")} >/dev/null &
+        flood=$!
+        sleep 1
+        for i in 1 2 3; do  # programs replaced while frames wait in the delay queue
+            cp {delay} {CFG}; kill -HUP $(cat /tmp/reshaper.pid); sleep 0.6
+            cp {mark} {CFG}; kill -HUP $(cat /tmp/reshaper.pid); sleep 0.6
+        done
+        cp {delay} {CFG}; kill -HUP $(cat /tmp/reshaper.pid); sleep 1.5
+        echo before $before
+        {agent(f"stats {CTL}")}
+        kill $flood; wait
+    """, timeout=180)
+    before = int(out.split("before ")[1].split()[0])
+    st = json.loads(out.strip().splitlines()[-1])
+    assert st["last_reload_error"] is None and st["rules"][0]["name"] == "slow"
+    assert st["reloads"] >= before + 4, (before, st["reloads"])  # SIGHUPs close together may merge
+    assert st["ports"]["a"]["rx"] > 0 and st["rules"][0]["delayed"] > 0, st
+    assert not kernel_problems(vm.dmesg())
+
+
+def test_namespace_exit_and_unload_under_traffic(vm):
+    """Frames wait in the delay queues of two namespaces while traffic flows;
+    one namespace goes away (its appliance killed, no clear), then the module is
+    unloaded under traffic. Nothing may leak or oops."""
+    delay = _write(vm, "delay.yaml", DELAY_RULE)
+    out = ok(vm, f"""
+        {agent(f"reload {CTL2} {CFG2} {delay}", "h2")} >/dev/null
+        {agent(f"reload {CTL} {CFG} {delay}")} >/dev/null
+        {agent("flood 6 3000")} >/dev/null &
+        {agent("flood 3 3000", "h2")} >/dev/null &
+        sleep 2.5
+        echo queued2 $({agent(f"stats {CTL2}", "h2")} | python3 -c 'import json,sys; print(json.load(sys.stdin)["queued"])')
+        kill -KILL $(cat /tmp/reshaper2.pid)
+        ip netns del br2; ip netns del h2
+        sleep 1
+        echo queued $({agent(f"stats {CTL}")} | python3 -c 'import json,sys; print(json.load(sys.stdin)["queued"])')
+        rmmod reshaper && echo unloaded
+        wait
+        sleep 1
+        kill -TERM $(cat /tmp/reshaper.pid); wait $(cat /tmp/reshaper.pid) 2>/dev/null; true
+        grep -c . /proc/net/dev >/dev/null
+        dmesg | tail -5
+    """, timeout=180)
+    queued2 = int(out.split("queued2 ")[1].split()[0])
+    queued = int(out.split("queued ")[1].split()[0])
+    assert queued2 > 0 and queued > 0, out
+    assert "unloaded" in out, out
+    assert_kernel_clean(vm.dmesg())
