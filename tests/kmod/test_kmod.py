@@ -286,8 +286,9 @@ def test_namespace_exit_and_unload_under_traffic(vm):
     out = ok(vm, f"""
         {agent(f"reload {CTL2} {CFG2} {delay}", "h2")} >/dev/null
         {agent(f"reload {CTL} {CFG} {delay}")} >/dev/null
-        {agent("flood 6 3000")} >/dev/null &
-        {agent("flood 3 3000", "h2")} >/dev/null &
+        # long enough that frames still wait when counted: python starts slowly under TCG
+        {agent("flood 10 3000")} >/dev/null &
+        {agent("flood 8 3000", "h2")} >/dev/null 2>&1 &
         sleep 2.5
         echo queued2 $({agent(f"stats {CTL2}", "h2")} | python3 -c 'import json,sys; print(json.load(sys.stdin)["queued"])')
         kill -KILL $(cat /tmp/reshaper2.pid)
