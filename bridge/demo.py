@@ -7,14 +7,12 @@ it and the bridge's counters, then removes everything it made.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from bridge.control import read_stats
@@ -77,34 +75,9 @@ def demo_loss(topo: Topology, count: int = 200) -> None:
 
 
 def demo_tcp(topo: Topology, size: int = 4 << 20) -> None:
-    server = topo.b.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", 8000))
-    server.listen(1)
-    got = hashlib.sha256()
-    total = [0]
-
-    def serve():
-        conn, _ = server.accept()
-        with conn:
-            while chunk := conn.recv(65536):
-                got.update(chunk)
-                total[0] += len(chunk)
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    payload = os.urandom(size)
-    client = topo.a.socket(socket.AF_INET, socket.SOCK_STREAM)
-    start = time.monotonic()
-    client.connect((HOST_B["v4"], 8000))
-    client.sendall(payload)
-    client.close()
-    thread.join(30)
-    elapsed = time.monotonic() - start
-    same = got.digest() == hashlib.sha256(payload).digest()
-    say(f"  TCP: {total[0]:,} bytes from a to b in {elapsed:.2f} s, "
-        f"{'byte-exact' if same else 'CORRUPTED'} (no rule: forwarded as is)")
-    server.close()
+    received, intact, elapsed = topo.tcp_transfer(size)
+    say(f"  TCP: {received:,} bytes from a to b in {elapsed:.2f} s, "
+        f"{'byte-exact' if intact else 'CORRUPTED'} (no rule: forwarded as is)")
 
     blocked = topo.a.socket(socket.AF_INET, socket.SOCK_STREAM)
     blocked.settimeout(1)

@@ -15,8 +15,12 @@ ring slot holds; with them off the hosts send what a NIC would.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import socket
 import subprocess
+import threading
+import time
 
 from pyroute2 import IPRoute, netns
 
@@ -117,3 +121,33 @@ class Topology:
     def remove(self) -> None:
         for ns in (self.a, self.br, self.b):
             ns.remove()
+
+    def tcp_transfer(self, size: int, port: int = 8000, timeout: float = 60) -> tuple[int, bool, float]:
+        """size random bytes over TCP from host a to host b: (bytes received, intact, seconds)."""
+        server = self.b.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((HOST_B["v4"], port))
+        server.listen(1)
+        received = {"n": 0, "digest": None}
+
+        def serve():
+            conn, _ = server.accept()
+            h = hashlib.sha256()
+            with conn:
+                while chunk := conn.recv(1 << 16):
+                    h.update(chunk)
+                    received["n"] += len(chunk)
+            received["digest"] = h.digest()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        payload = os.urandom(size)
+        start = time.monotonic()
+        with self.a.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+            client.settimeout(timeout)
+            client.connect((HOST_B["v4"], port))
+            client.sendall(payload)
+        thread.join(timeout)
+        elapsed = time.monotonic() - start
+        server.close()
+        return received["n"], received["digest"] == hashlib.sha256(payload).digest(), elapsed
