@@ -7,24 +7,36 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/reshaper
-APT_PACKAGES := python3-venv python3-dev gcc clang libclang-rt-14-dev valgrind iproute2 iputils-ping iptables libnetfilter-queue-dev netsniff-ng strace
+# what the appliance and the demo need, then what the tests and benchmarks add
+APT_PACKAGES := python3-venv python3-dev gcc iproute2 iputils-ping iptables libnetfilter-queue-dev
+APT_TEST_PACKAGES := clang libclang-rt-14-dev valgrind netsniff-ng strace \
+  gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-system-arm qemu-user-static binfmt-support debootstrap
 ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
 RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/_ffi_build.py)
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo test setup apt vm-prepare fuzz fuzz-long bench-engine kmod bench-kernel clean
+.PHONY: demo test setup test-setup apt apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine kmod bench-kernel clean
 
-setup: apt $(VENV)/.installed vm-prepare
+setup: apt $(VENV)/.installed
+
+# the tests also need the fuzzer, qemu for the kernel-module VMs (x86 and armhf), cross compilers
+test-setup: setup apt-test vm-prepare armhf-prepare
 
 # apt-get only when something is missing: the common case costs one dpkg query
-apt:
-	@missing=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(APT_PACKAGES) 2>/dev/null \
-	  | awk '$$NF != "installed" {print $$1}'; \
-	  for p in $(APT_PACKAGES); do dpkg-query -W $$p >/dev/null 2>&1 || echo $$p; done | sort -u); \
+define apt_install
+	@missing=$$(for p in $(1); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "installing: $$missing"; \
+	  echo "installing:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+endef
+
+apt:
+	$(call apt_install,$(APT_PACKAGES))
+
+apt-test:
+	$(call apt_install,$(APT_TEST_PACKAGES))
 
 $(VENV)/.installed: pyproject.toml setup.py rules/_ffi_build.py $(ENGINE_SOURCES) $(RING_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,23 +45,34 @@ $(VENV)/.installed: pyproject.toml setup.py rules/_ffi_build.py $(ENGINE_SOURCES
 	touch $@
 
 # the Debian-kernel VM for kernel-module tests: host tools, kernel, initramfs, headers (cached)
-vm-prepare: $(VENV)/.installed
+vm-prepare: $(VENV)/.installed apt-test
 	$(PY) -m tests.vm prepare
+
+# armhf: kernel, busybox, a debootstrap rootfs tarball (~8 min cold, 1 s warm; ~/.cache/reshaper/armhf)
+armhf-prepare: $(VENV)/.installed apt-test
+	$(PY) -m tests.vm.armhf
+
+# BeagleBone bundle: armhf wheel, module for Debian's armmp kernel, DKMS sources (dist/beaglebone/)
+beaglebone: setup apt-test
+	deploy/beaglebone/build.sh
+
+bench-armhf: test-setup
+	$(PY) -m tests.armhf.bench_armhf
 
 demo: setup
 	$(VENV)/bin/reshaper demo
 
-test: setup fuzz
+test: test-setup fuzz
 	$(PY) -m pytest -q
 
 # libFuzzer with ASan+UBSan over random programs and frames; seeds from the examples
 FUZZ_BIN := build/fuzz_engine
-$(FUZZ_BIN): $(ENGINE_SOURCES)
+$(FUZZ_BIN): $(ENGINE_SOURCES) | apt-test
 	mkdir -p build
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	  rules/engine/fuzz_engine.c rules/engine/engine.c -o $@
 
-fuzz: setup $(FUZZ_BIN)
+fuzz: setup apt-test $(FUZZ_BIN)
 	rm -rf build/fuzz-corpus && mkdir -p build/fuzz-corpus
 	$(PY) -m tests.fuzz_seeds build/fuzz-corpus
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -max_len=4096 \
@@ -64,11 +87,11 @@ bench-engine: setup
 	$(PY) -m tests.bench_engine
 
 # reshaper.ko for the VM's Debian kernel (tests cache their own build in ~/.cache/reshaper/kmod)
-kmod: setup
+kmod: setup vm-prepare
 	$(MAKE) -C kmod KDIR=$$($(PY) -c 'from tests.vm import kdir; print(kdir())')
 
 # kernel bridge, module and ring mode side by side inside the VM
-bench-kernel: setup
+bench-kernel: setup vm-prepare
 	$(PY) -m tests.kmod.bench_kernel
 
 clean:

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Cross-build everything a BeagleBone Black (armhf, Cortex-A8) needs, from x86_64,
+# into dist/beaglebone/:
+#   reshaper-VER-cp311-cp311-linux_armv7l.whl   both cffi extensions, ARM EABI5
+#   reshaper-VER-KREL.ko                         the module for one kernel (default: Debian armmp)
+#   dkms/reshaper-VER/                           module sources + dkms.conf (rebuilt on the board)
+#   reshaper-beaglebone-VER.tar.gz               bundle: all of the above, install.sh,
+#                                                reshaper.service, an example rule file
+#
+#   deploy/beaglebone/build.sh [--kernel-release 6.1.0-50-armmp | --kernel-headers DIR]
+#                              [--no-module] [--out DIR]
+#
+# Idempotent. Debian packages (armhf libpython headers, armmp kernel headers) are
+# fetched with `apt-get download` and unpacked with `dpkg -x` (never installed:
+# installing armhf kernel headers through apt would remove the host gcc), cached in
+# ~/.cache/reshaper/armhf (RESHAPER_ARMHF_CACHE). Needs: gcc-arm-linux-gnueabihf,
+# dpkg --add-architecture armhf + apt-get update (done here when missing), the
+# project's .venv (make setup) for cffi/setuptools.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=${RESHAPER_ARMHF_CACHE:-$HOME/.cache/reshaper/armhf}
+OUT=$REPO/dist/beaglebone
+PY=${PYTHON:-$REPO/.venv/bin/python}
+CROSS=arm-linux-gnueabihf-
+KREL= KHEADERS= MODULE=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --kernel-release) KREL=$2; shift 2 ;;
+    --kernel-headers) KHEADERS=$2; shift 2 ;;
+    --no-module) MODULE=0; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+    *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '[build %5.1fs] %s\n' "$SECONDS" "$*"; }
+die() { echo "build.sh: $*" >&2; exit 1; }
+
+command -v ${CROSS}gcc >/dev/null || die "no ${CROSS}gcc: apt-get install gcc-arm-linux-gnueabihf"
+[ -x "$PY" ] || die "no $PY: run make setup first"
+mkdir -p "$CACHE/debs" "$OUT"
+
+# ---------------------------------------------------------------- Debian packages
+ensure_armhf_apt() {
+  if ! dpkg --print-foreign-architectures | grep -qx armhf; then
+    dpkg --add-architecture armhf
+    apt-get -q update || true   # a half-synced mirror index must not stop us
+  fi
+  apt-cache show libpython3.11-dev:armhf >/dev/null 2>&1 || apt-get -q update || true
+}
+
+# deb NAME[=VERSION] -> path of the cached .deb (downloaded once)
+deb() {
+  local spec=$1 name=${1%%=*} base f
+  base=${name%%:*}
+  f=$(ls "$CACHE"/debs/"${base}"_*.deb 2>/dev/null | sort -V | tail -1 || true)
+  if [ -z "$f" ]; then
+    ensure_armhf_apt
+    (cd "$CACHE/debs" && apt-get -q -o APT::Sandbox::User=root download "$spec" >&2) \
+      || die "apt-get download $spec failed"
+    f=$(ls "$CACHE"/debs/"${base}"_*.deb | sort -V | tail -1)
+  fi
+  echo "$f"
+}
+
+# unpack DEST PKG... : dpkg -x into DEST atomically
+unpack() {
+  local dest=$1; shift
+  [ -d "$dest" ] && return 0
+  rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
+  local p; for p in "$@"; do dpkg -x "$(deb "$p")" "$dest.tmp"; done
+  mv "$dest.tmp" "$dest"
+}
+
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/pyproject.toml")
+[ -n "$VERSION" ] || die "no version in pyproject.toml"
+
+# ---------------------------------------------------------------- (a) the wheel
+log "wheel: armhf libpython 3.11 headers and sysconfig"
+SYSROOT=$CACHE/python3.11-armhf
+unpack "$SYSROOT" libpython3.11-dev:armhf libpython3.11-stdlib:armhf libpython3.11-minimal:armhf
+SYSCFG_DIR=$SYSROOT/usr/lib/python3.11
+SYSCFG=$(basename "$(ls "$SYSCFG_DIR"/_sysconfigdata__linux_arm-linux-gnueabihf.py)" .py)
+# a folder with only the sysconfigdata: the armhf stdlib must not shadow the host's
+SYSCFG_ONLY=$CACHE/sysconfigdata
+mkdir -p "$SYSCFG_ONLY"; cp -L "$SYSCFG_DIR/$SYSCFG.py" "$SYSCFG_ONLY/"
+HOST_PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+[ "$HOST_PYVER" = 3.11 ] || die "the build Python must be 3.11 (is $HOST_PYVER): the wheel is cp311"
+
+# Build from a snapshot of the working tree (tracked and new files, not what
+# .gitignore or dist/ holds): its build/ and egg-info belong to the x86 install.
+SRC=$CACHE/src
+rm -rf "$SRC"; mkdir -p "$SRC"
+(cd "$REPO" && git ls-files -z -co --exclude-standard | grep -zv '^dist/' | xargs -0 tar cf - --ignore-failed-read 2>/dev/null) | tar xf - -C "$SRC"
+WHEELS=$CACHE/wheels; rm -rf "$WHEELS"; mkdir -p "$WHEELS"
+log "wheel: building with ${CROSS}gcc"
+(
+  cd "$SRC"
+  # sysconfig of the armhf interpreter: compiler, flags, platform (linux-armv7l)
+  export _PYTHON_SYSCONFIGDATA_NAME=$SYSCFG
+  export _PYTHON_HOST_PLATFORM=linux-armv7l
+  export PYTHONPATH=$SYSCFG_ONLY
+  export CC="${CROSS}gcc" LDSHARED="${CROSS}gcc -shared" AR="${CROSS}ar"
+  # Debian's /usr/include/python3.11/pyconfig.h picks <arm-linux-gnueabihf/python3.11/pyconfig.h>
+  export CFLAGS="-I$SYSROOT/usr/include/python3.11 -I$SYSROOT/usr/include -march=armv7-a -mfpu=vfpv3-d16 -mfloat-abi=hard"
+  export LDFLAGS=""
+  "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" . 2>&1 | grep -v "^$" || true
+) >"$CACHE/wheel-build.log" 2>&1 || true
+WHEEL=$(ls "$WHEELS"/reshaper-"$VERSION"-cp311-cp311-linux_armv7l.whl 2>/dev/null || true)
+[ -n "$WHEEL" ] || { cat "$CACHE/wheel-build.log"; die "no armhf wheel built"; }
+# every shared object must be ARM
+check=$(mktemp -d)
+(cd "$check" && "$PY" -m zipfile -e "$WHEEL" .)
+nso=0
+for so in $(find "$check" -name '*.so'); do
+  nso=$((nso + 1))
+  hdr=$(readelf -h "$so")
+  grep -q "Machine:.*ARM" <<<"$hdr" && grep -q "Flags:.*Version5 EABI.*hard-float" <<<"$hdr" \
+    || { rm -rf "$check"; die "$(basename "$so") is not an ARM EABI5 hard-float object"; }
+  log "wheel: ${so#$check/}: $(file -b "$so" | cut -d, -f1-3)"
+done
+rm -rf "$check"
+[ "$nso" -eq 2 ] || die "expected 2 extensions in the wheel, found $nso"
+rm -f "$OUT"/reshaper-*-linux_armv7l.whl
+cp "$WHEEL" "$OUT/"
+WHEEL=$OUT/$(basename "$WHEEL")
+log "wheel: $(basename "$WHEEL") ($(du -k "$WHEEL" | cut -f1) KiB)"
+
+# pure-Python dependencies as wheels, the versions this tree is tested with
+# (Debian bookworm's python3-scapy 2.5 and python3-pyroute2 0.7 are too old);
+# cffi's backend and PyYAML come from Debian's python3-cffi-backend/python3-yaml
+DEPS=$CACHE/pydeps
+mkdir -p "$DEPS"
+rm -rf "$OUT/deps"; mkdir -p "$OUT/deps"
+for pkg in scapy pyroute2; do
+  ver=$("$PY" -c "import importlib.metadata as m; print(m.version('$pkg'))")
+  f=$(ls "$DEPS"/"$pkg"-"$ver"-*none-any.whl 2>/dev/null | head -1 || true)
+  if [ -z "$f" ]; then
+    "$PY" -m pip download -q --no-deps --only-binary=:all: --dest "$DEPS" "$pkg==$ver" >&2
+    f=$(ls "$DEPS"/"$pkg"-"$ver"-*none-any.whl | head -1)
+  fi
+  cp "$f" "$OUT/deps/"
+done
+log "deps: $(cd "$OUT/deps" && echo *)"
+
+# ---------------------------------------------------------------- (b) the module
+DKMS=$OUT/dkms/reshaper-$VERSION
+rm -rf "$OUT/dkms"; mkdir -p "$OUT/dkms"
+make -s -C "$REPO/kmod" dkms-src DEST="$DKMS"
+sed -i "s/^PACKAGE_VERSION=.*/PACKAGE_VERSION=\"$VERSION\"/" "$DKMS/dkms.conf"
+log "dkms: source tree $DKMS"
+
+# KREL=6.1.0-50-armmp -> unpacked, fixed headers tree; prints KDIR
+armmp_kdir() {
+  local krel=$1 abi=${1%-armmp} root ver
+  root=$CACHE/kernel/$krel/headers
+  if [ ! -d "$root" ]; then
+    local hdeb; hdeb=$(deb "linux-headers-$krel:armhf")
+    ver=$(dpkg-deb -f "$hdeb" Version)
+    # host-side kbuild tools (fixdep, modpost) run on x86_64: the amd64 package,
+    # same upstream version as the headers
+    [ -e "$(ls "$CACHE"/debs/linux-kbuild-6.1_"$ver"_amd64.deb 2>/dev/null)" ] \
+      || (cd "$CACHE/debs" && apt-get -q -o APT::Sandbox::User=root download "linux-kbuild-6.1:amd64=$ver" >&2)
+    unpack "$root" "linux-headers-$krel:armhf" "linux-headers-$abi-common"
+    dpkg -x "$CACHE/debs/linux-kbuild-6.1_${ver}_amd64.deb" "$root"
+  fi
+  local tree=$root/usr/src/linux-headers-$krel
+  # "include /usr/src/linux-headers-X-common/Makefile" -> the unpacked one
+  sed -i -E "s#^include \S*/usr/src/#include $root/usr/src/#" "$tree/Makefile"
+  echo "$tree"
+}
+
+default_krel() {
+  local cached
+  cached=$(ls -d "$CACHE"/kernel/*-armmp 2>/dev/null | sort -V | tail -1 || true)
+  if [ -n "$cached" ]; then basename "$cached"; return; fi
+  ensure_armhf_apt
+  apt-cache depends linux-image-armmp:armhf | sed -n 's/.*Depends: linux-image-\(.*-armmp\).*/\1/p' | head -1
+}
+
+KO=
+if [ "$MODULE" = 1 ]; then
+  if [ -n "$KHEADERS" ]; then
+    KDIR=$(cd "$KHEADERS" && pwd)
+    KREL=$(make -s -C "$KDIR" kernelrelease 2>/dev/null || basename "$KDIR")
+  else
+    KREL=${KREL:-$(default_krel)}
+    [ -n "$KREL" ] || die "cannot find the armmp kernel release (apt-cache depends linux-image-armmp:armhf)"
+    case $KREL in *-armmp) ;; *) die "--kernel-release: only Debian armmp releases can be fetched; use --kernel-headers DIR" ;; esac
+    log "module: headers for $KREL"
+    KDIR=$(armmp_kdir "$KREL")
+  fi
+  KB=$CACHE/kmod-build/$KREL
+  rm -rf "$KB"; mkdir -p "$KB"; cp -r "$DKMS"/. "$KB"/
+  log "module: make -C $KDIR M=... ARCH=arm CROSS_COMPILE=$CROSS"
+  make -C "$KDIR" M="$KB" ARCH=arm CROSS_COMPILE=$CROSS modules >"$KB/build.log" 2>&1 \
+    || { cat "$KB/build.log"; die "module build failed"; }
+  ! grep -q "warning:" "$KB/build.log" || { grep "warning:" "$KB/build.log"; die "module build warnings"; }
+  readelf -h "$KB/reshaper.ko" | grep -q "Machine:.*ARM" || die "reshaper.ko is not ARM"
+  KO=$OUT/reshaper-$VERSION-$KREL.ko
+  rm -f "$OUT"/reshaper-*.ko
+  ${CROSS}strip --strip-debug -o "$KO" "$KB/reshaper.ko"
+  log "module: $(basename "$KO"), vermagic: $(modinfo -F vermagic "$KO")"
+fi
+
+# ---------------------------------------------------------------- (c) the bundle
+NAME=reshaper-beaglebone-$VERSION
+B=$CACHE/bundle/$NAME
+rm -rf "$CACHE/bundle"; mkdir -p "$B/module"
+cp "$WHEEL" "$B/"
+cp -r "$OUT/deps" "$B/deps"
+[ -z "$KO" ] || cp "$KO" "$B/module/"
+cp -r "$DKMS" "$B/dkms"
+cp "$HERE/install.sh" "$HERE/reshaper.service" "$B/"
+cp "$HERE/rules.example.yaml" "$B/rules.example.yaml"
+[ ! -f "$HERE/README.md" ] || cp "$HERE/README.md" "$B/README.md"
+chmod +x "$B/install.sh"
+{ echo "version=$VERSION"; echo "wheel=$(basename "$WHEEL")"
+  echo "module=${KO:+module/$(basename "$KO")}"; echo "kernel=${KREL:-}"
+  echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"; } >"$B/BUILD-INFO"
+tar czf "$OUT/$NAME.tar.gz.tmp" -C "$CACHE/bundle" "$NAME"
+mv "$OUT/$NAME.tar.gz.tmp" "$OUT/$NAME.tar.gz"
+log "bundle: $OUT/$NAME.tar.gz ($(du -k "$OUT/$NAME.tar.gz" | cut -f1) KiB)"

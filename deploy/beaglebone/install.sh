@@ -1,0 +1,199 @@
+#!/bin/bash
+# Runs ON THE BOARD as root, from the unpacked bundle (deploy.sh does this over SSH):
+#
+#   ./install.sh --rules FILE [--mode ring|kernel|nfqueue] [--vlans 100,200] [--interface eth0]
+#   ./install.sh --rules FILE --rules-only     swap the rule file, reload (no restart)
+#   ./install.sh --rollback                    previous wheel and rule file back, restart
+#
+# Installs into /opt/reshaper/venv (system site packages: Debian's python3-cffi-backend,
+# -yaml, -scapy, -pyroute2), the module (DKMS when kernel headers exist, else the
+# prebuilt one when its vermagic matches `uname -r`), persistent VLAN interfaces
+# (systemd-networkd or ifupdown), /etc/reshaper/rules.yaml, and the hardened unit.
+# Re-running upgrades in place. Every step says what it did; any failure stops it.
+set -euo pipefail
+cd "$(dirname "$0")"
+MODE= VLANS= IFACE= RULES= RULES_ONLY=0 ROLLBACK=0
+PREFIX=/opt/reshaper ETC=/etc/reshaper
+while [ $# -gt 0 ]; do
+  case $1 in
+    --mode) MODE=$2; shift 2 ;;
+    --vlans) VLANS=$2; shift 2 ;;
+    --interface) IFACE=$2; shift 2 ;;
+    --rules) RULES=$2; shift 2 ;;
+    --rules-only) RULES_ONLY=1; shift ;;
+    --rollback) ROLLBACK=1; shift ;;
+    *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+say() { echo "[install] $*"; }
+die() { echo "[install] ERROR: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root"
+. ./BUILD-INFO 2>/dev/null || true
+# mode/interface: flags, else what the last install recorded, else defaults
+[ -f $ETC/install.conf ] && . $ETC/install.conf
+MODE=${MODE:-${LAST_MODE:-ring}} IFACE=${IFACE:-${LAST_IFACE:-eth0}} VLANS=${VLANS:-${LAST_VLANS:-}}
+case $MODE in ring|kernel|nfqueue) ;; *) die "--mode must be ring, kernel or nfqueue" ;; esac
+RESHAPER=$PREFIX/venv/bin/reshaper
+mkdir -p $ETC
+
+stats_ok() {  # the service answers `reshaper stats` (Python starts slowly on a Cortex-A8)
+  local i
+  for i in $(seq 1 ${1:-90}); do
+    if ! systemctl is-active -q reshaper; then
+      [ "$(systemctl show -p ActiveState --value reshaper)" = failed ] && break
+    elif $RESHAPER stats >/tmp/reshaper-stats.txt 2>&1; then
+      say "service active; reshaper stats:"; sed 's/^/    /' /tmp/reshaper-stats.txt; return 0
+    fi
+    sleep 1
+  done
+  systemctl status --no-pager reshaper || true
+  journalctl -u reshaper -n 30 --no-pager || true
+  return 1
+}
+
+install_rules() {  # validate with the board's own reshaper, keep the previous one
+  [ -n "$RULES" ] || die "--rules FILE is required"
+  install -m 0644 "$RULES" $ETC/rules.yaml.new
+  $RESHAPER check $ETC/rules.yaml.new --mode "$MODE" >/dev/null \
+    || { $RESHAPER check $ETC/rules.yaml.new --mode "$MODE" || true; rm -f $ETC/rules.yaml.new; die "rule file refused"; }
+  [ -f $ETC/rules.yaml ] && cp -p $ETC/rules.yaml $ETC/rules.yaml.prev
+  mv $ETC/rules.yaml.new $ETC/rules.yaml
+  say "rules: $ETC/rules.yaml"
+}
+
+if [ "$ROLLBACK" = 1 ]; then
+  prev=$(cat $PREFIX/wheels/previous 2>/dev/null || true)
+  [ -n "$prev" ] && [ -f "$PREFIX/wheels/$prev" ] || die "no previous version recorded"
+  $PREFIX/venv/bin/pip install -q --no-deps --force-reinstall --no-index "$PREFIX/wheels/$prev"
+  cur=$(cat $PREFIX/wheels/current); echo "$prev" >$PREFIX/wheels/current; echo "$cur" >$PREFIX/wheels/previous
+  [ -f $ETC/rules.yaml.prev ] && { cp -p $ETC/rules.yaml $ETC/rules.yaml.tmp; mv $ETC/rules.yaml.prev $ETC/rules.yaml; mv $ETC/rules.yaml.tmp $ETC/rules.yaml.prev; }
+  systemctl restart reshaper; stats_ok; say "rolled back to $prev"; exit 0
+fi
+
+if [ "$RULES_ONLY" = 1 ]; then
+  [ -x $RESHAPER ] || die "reshaper is not installed here yet: run a full deploy first"
+  install_rules
+  systemctl reload reshaper
+  sleep 2
+  stats_ok 30
+  say "rules swapped and reloaded (no restart)"; exit 0
+fi
+
+# ---- Python: venv with Debian's compiled dependencies, our wheel without deps
+need=
+for p in python3-venv python3-cffi-backend python3-yaml python3-scapy python3-pyroute2 iproute2 kmod; do
+  dpkg-query -W -f='${Status}' $p 2>/dev/null | grep -q "ok installed" || need="$need $p"
+done
+if [ -n "$need" ]; then
+  say "apt-get install$need"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $need \
+    || die "could not install$need (the board needs its apt sources reachable once)"
+fi
+# Debian's python3-venv brings pip (ensurepip, offline)
+[ -x $PREFIX/venv/bin/pip ] || python3 -m venv --system-site-packages $PREFIX/venv
+mkdir -p $PREFIX/wheels
+wheel=$(ls ./reshaper-*-linux_armv7l.whl | head -1); [ -n "$wheel" ] || die "no wheel in the bundle"
+cp "$wheel" $PREFIX/wheels/
+new=$(basename "$wheel")
+cur=$(cat $PREFIX/wheels/current 2>/dev/null || true)
+# pure-Python dependencies shipped in the bundle (scapy, pyroute2: newer than Debian's)
+$PREFIX/venv/bin/python -m pip install -q --no-deps --no-index --disable-pip-version-check deps/*.whl
+$PREFIX/venv/bin/python -m pip install -q --no-deps --force-reinstall --no-index \
+  --disable-pip-version-check "$PREFIX/wheels/$new"
+[ -n "$cur" ] && [ "$cur" != "$new" ] && echo "$cur" >$PREFIX/wheels/previous
+echo "$new" >$PREFIX/wheels/current
+cp -f README.md $PREFIX/ 2>/dev/null || true
+ln -sf $PREFIX/venv/bin/reshaper /usr/local/bin/reshaper
+$PREFIX/venv/bin/python -c 'import rules._engine, ring._ring' || die "the wheel's extensions do not load"
+say "python: $($RESHAPER --version 2>/dev/null || echo reshaper) from $new in $PREFIX/venv"
+
+# ---- modules loaded at boot (the service has no CAP_SYS_MODULE)
+mods="8021q bridge"
+[ "$MODE" = nfqueue ] && mods="$mods br_netfilter nfnetlink_queue xt_NFQUEUE xt_physdev"
+if [ "$MODE" = kernel ]; then
+  krel=$(uname -r)
+  dver=${version:-0.1.0}
+  if command -v dkms >/dev/null && [ -e /lib/modules/$krel/build ]; then
+    for old in $(dkms status reshaper 2>/dev/null | sed -n 's#^reshaper[/,] *\([^,:]*\).*#\1#p' | sort -u); do
+      [ "$old" = "$dver" ] || dkms remove -m reshaper -v "$old" --all || true
+    done
+    rm -rf /usr/src/reshaper-$dver; cp -r dkms/reshaper-$dver /usr/src/
+    dkms remove -m reshaper -v $dver --all >/dev/null 2>&1 || true
+    dkms install -m reshaper -v $dver -k $krel || die "DKMS build failed for $krel"
+    say "module: built by DKMS for $krel"
+  else
+    ko=$(ls module/*.ko 2>/dev/null | head -1 || true)
+    want=$(modinfo -F vermagic "$ko" 2>/dev/null | cut -d' ' -f1 || true)
+    if [ -n "$ko" ] && [ "$want" = "$krel" ]; then
+      mkdir -p /lib/modules/$krel/updates
+      install -m 0644 "$ko" /lib/modules/$krel/updates/reshaper.ko
+      depmod "$krel"
+      say "module: prebuilt $(basename "$ko") installed for $krel"
+    else
+      die "kernel mode needs reshaper.ko for kernel $krel: the bundle's module is for '${want:-none}'.
+  Install this kernel's headers (BeagleBoard images: apt-get install linux-headers-$krel; Debian: same)
+  and dkms (apt-get install dkms), then run the deploy again: DKMS builds it from dkms/ and rebuilds
+  it on kernel upgrades. Or use --mode ring, which needs no module."
+    fi
+  fi
+  mods="$mods reshaper"
+  rmmod reshaper 2>/dev/null || true   # an upgrade replaces the loaded one (the service restarts below)
+fi
+printf '%s\n' $mods >/etc/modules-load.d/reshaper.conf
+for m in $mods; do
+  if [ "$m" = reshaper ]; then systemctl stop reshaper 2>/dev/null || true; rmmod reshaper 2>/dev/null || true; fi
+  modprobe $m || die "modprobe $m failed"
+done
+say "modules: $mods (/etc/modules-load.d/reshaper.conf)"
+
+# ---- VLAN interfaces, persistent
+if [ -n "$VLANS" ]; then
+  ip link show "$IFACE" >/dev/null 2>&1 || die "no interface $IFACE"
+  if systemctl is-active -q systemd-networkd && networkctl status "$IFACE" >/dev/null 2>&1 \
+      && netfile=$(networkctl status "$IFACE" 2>/dev/null | sed -n 's/^ *Network File: \(\/.*\)/\1/p') \
+      && [ -n "$netfile" ] && [ -f "$netfile" ]; then
+    dropin="$netfile.d"; mkdir -p "$dropin"
+    : >"$dropin/reshaper-vlans.conf.tmp"; echo "[Network]" >>"$dropin/reshaper-vlans.conf.tmp"
+    for v in ${VLANS//,/ }; do
+      n=$IFACE.$v
+      printf '[NetDev]\nName=%s\nKind=vlan\n\n[VLAN]\nId=%s\n' "$n" "$v" >/etc/systemd/network/20-reshaper-$n.netdev
+      printf '[Match]\nName=%s\n\n[Link]\nRequiredForOnline=no\n\n[Network]\nLinkLocalAddressing=no\nLLDP=no\nEmitLLDP=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n' "$n" \
+        >/etc/systemd/network/20-reshaper-$n.network
+      echo "VLAN=$n" >>"$dropin/reshaper-vlans.conf.tmp"
+    done
+    mv "$dropin/reshaper-vlans.conf.tmp" "$dropin/reshaper-vlans.conf"
+    networkctl reload; networkctl reconfigure "$IFACE" || true
+    say "vlans: systemd-networkd ($netfile + $dropin/reshaper-vlans.conf)"
+  elif [ -f /etc/network/interfaces ]; then
+    grep -qE '^\s*source(-directory)?\s+/etc/network/interfaces.d' /etc/network/interfaces \
+      || echo "source /etc/network/interfaces.d/*" >>/etc/network/interfaces
+    mkdir -p /etc/network/interfaces.d
+    f=/etc/network/interfaces.d/reshaper-vlans
+    : >$f.tmp
+    for v in ${VLANS//,/ }; do
+      n=$IFACE.$v
+      printf 'auto %s\niface %s inet manual\n  pre-up ip link show %s >/dev/null 2>&1 || ip link add link %s name %s type vlan id %s\n  up ip link set %s up\n  post-down ip link del %s\n\n' \
+        "$n" "$n" "$n" "$IFACE" "$n" "$v" "$n" "$n" >>$f.tmp
+    done
+    mv $f.tmp $f
+    say "vlans: ifupdown ($f)"
+  else
+    die "neither systemd-networkd manages $IFACE nor /etc/network/interfaces exists: create the VLAN interfaces yourself"
+  fi
+  for v in ${VLANS//,/ }; do  # now, whatever the network manager does later
+    ip link show $IFACE.$v >/dev/null 2>&1 || ip link add link "$IFACE" name "$IFACE.$v" type vlan id "$v"
+    ip link set "$IFACE.$v" up
+  done
+  ip link set "$IFACE" up
+fi
+printf 'LAST_MODE=%s\nLAST_IFACE=%s\nLAST_VLANS=%s\n' "$MODE" "$IFACE" "$VLANS" >$ETC/install.conf
+
+# ---- rules, unit, start
+install_rules
+echo "RESHAPER_MODE=$MODE" >$ETC/reshaper.env
+install -m 0644 reshaper.service /etc/systemd/system/reshaper.service
+systemctl daemon-reload
+systemctl enable -q reshaper
+systemctl restart reshaper
+stats_ok || die "reshaper did not come up (journalctl -u reshaper)"
+say "done: reshaper $new, mode $MODE"

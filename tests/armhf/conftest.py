@@ -1,0 +1,31 @@
+"""armhf tests share one run of deploy/beaglebone/build.sh (into the armhf cache,
+not dist/): the wheel and the module they test are the ones the board gets."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.vm import armhf
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def bb_build() -> dict:
+    missing = armhf.missing_host_packages()
+    assert not missing, f"missing host packages {missing}: run make setup"
+    armhf.enable_binfmt()
+    out = armhf.CACHE / "test-dist"
+    t0 = time.monotonic()
+    r = subprocess.run(["bash", str(REPO / "deploy/beaglebone/build.sh"), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wheels = sorted(out.glob("reshaper-*-cp311-cp311-linux_armv7l.whl"))
+    kos = sorted(out.glob("reshaper-*.ko"))
+    bundles = sorted(out.glob("reshaper-beaglebone-*.tar.gz"))
+    assert len(wheels) == 1 and len(kos) == 1 and len(bundles) == 1, r.stdout
+    print(f"build.sh: {time.monotonic() - t0:.1f} s")
+    return {"wheel": wheels[0], "ko": kos[0], "bundle": bundles[0], "log": r.stdout}
