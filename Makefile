@@ -15,7 +15,7 @@ ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
 RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/_ffi_build.py)
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo test setup test-setup apt apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine kmod bench-kernel clean
+.PHONY: demo test setup test-setup apt apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine kmod bench-kernel bench bench-vm clean
 
 setup: apt $(VENV)/.installed
 
@@ -89,6 +89,14 @@ bench-engine: setup
 # reshaper.ko for the VM's Debian kernel (tests cache their own build in ~/.cache/reshaper/kmod)
 kmod: setup vm-prepare
 	$(MAKE) -C kmod KDIR=$$($(PY) -c 'from tests.vm import kdir; print(kdir())')
+
+# every mode side by side: throughput, latency, CPU per frame, report and plots
+bench: setup apt-test
+	$(VENV)/bin/reshaper bench --out build/bench
+
+# the same inside the Debian-kernel VM, kernel mode included
+bench-vm: setup vm-prepare
+	$(VENV)/bin/reshaper bench --vm --out build/bench-vm
 
 # kernel bridge, module and ring mode side by side inside the VM
 bench-kernel: setup vm-prepare

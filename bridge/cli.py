@@ -129,6 +129,12 @@ def cmd_demo(args) -> int:
     return run_demo()
 
 
+def cmd_bench(args) -> int:
+    from bridge.bench import main as bench_main
+
+    return bench_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reshaper",
@@ -170,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the appliance in network namespaces, with real traffic")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="the modes side by side: loss-free rate, latency, CPU per frame")
+    from bridge.bench import add_arguments as bench_arguments
+    bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

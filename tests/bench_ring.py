@@ -35,11 +35,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,8 +46,10 @@ import time
 from pathlib import Path
 
 import yaml
-from pyroute2 import IPRoute
 
+from bridge.bench import (Trafgen, build_shim, cpu_times, frame_mix, link_stats, machine,  # noqa: F401
+                          net_rx_softirqs, ns_write, percentile, proc_cpu, qemu_running, set_rps,
+                          trafgen_config)
 from bridge.netns import HOST_B, Topology
 from ring import GRO, GSO, TSO, set_offloads
 from tests.live import Bridge
@@ -67,86 +67,7 @@ NUD_NOARP = 0x40
 USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
-# ---- frames --------------------------------------------------------------------
-
-def frame_mix(size: int) -> list[tuple[str, bytes]]:
-    """Five frames of `size` bytes, named after the rule of five-rules.yaml each one hits."""
-    from scapy.layers.inet import IP, TCP, UDP
-    from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import Ether
-
-    eth = Ether(src=SRC_MAC, dst=DST_MAC)
-    heads = [
-        ("dns-rewrite", eth / IP(src="10.77.0.1", dst=HOST_B["v4"], ttl=64) / UDP(sport=40000, dport=53)),
-        ("web-to-proxy", eth / IP(src="10.0.0.5", dst=HOST_B["v4"]) / TCP(sport=40001, dport=80, flags="A")),
-        ("syn-mark", eth / IP(src="10.77.0.1", dst=HOST_B["v4"]) / TCP(sport=40002, dport=443, flags="S")),
-        ("v6-hoplimit", eth / IPv6(src="fd77::1", dst="2001:db8::1", hlim=64) / UDP(sport=40003, dport=9)),
-        ("no-rule", eth / IP(src="10.77.0.1", dst=HOST_B["v4"]) / UDP(sport=40004, dport=9)),
-    ]
-    frames = []
-    for name, head in heads:
-        pad = size - len(head)
-        if pad < 0:
-            raise SystemExit(f"size {size} is smaller than the {name} frame's headers ({len(head)} bytes)")
-        frames.append((name, bytes(head / (b"\x00" * pad))))
-    return frames
-
-
-def trafgen_config(frames: list[tuple[str, bytes]]) -> str:
-    return "".join(f"/* {name} */\n{{ {', '.join(f'0x{b:02x}' for b in data)} }}\n" for name, data in frames)
-
-
 # ---- counters ------------------------------------------------------------------
-
-def link_stats(ipr: IPRoute, ifname: str) -> dict:
-    link = ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0]
-    return dict(link.get_attr("IFLA_STATS64"))
-
-
-def cpu_times() -> dict[int, dict[str, int]]:
-    """Per CPU, ticks of /proc/stat."""
-    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            m = re.match(r"cpu(\d+) (.*)", line)
-            if m:
-                out[int(m.group(1))] = dict(zip(names, map(int, m.group(2).split())))
-    return out
-
-
-def net_rx_softirqs() -> dict[int, int]:
-    with open("/proc/softirqs") as f:
-        lines = f.read().splitlines()
-    cpus = [int(c[3:]) for c in lines[0].split()]
-    for line in lines[1:]:
-        fields = line.split()
-        if fields[0] == "NET_RX:":
-            return dict(zip(cpus, map(int, fields[1:])))
-    return {}
-
-
-def proc_cpu(pid: int) -> dict:
-    """utime+stime (ticks), on-CPU ns of all threads (schedstat), context switches."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    ticks = utime + stime
-    run_ns = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                run_ns += int(f.read().split()[0])
-        except OSError:
-            pass
-    ctx = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                key, value = line.split(":")
-                ctx[key.split("_")[0]] = int(value)
-    return {"ticks": ticks, "utime": utime, "stime": stime, "run_ns": run_ns, **ctx}
-
 
 class Probe:
     """Counter snapshots: a0 and b0 (pyroute2), CPUs, softirqs, the forwarder."""
@@ -228,18 +149,6 @@ def delta(before: dict, after: dict) -> dict:
 
 # ---- the forwarders --------------------------------------------------------------
 
-def ns_write(ns, path: str, value: str) -> None:
-    """Writes a /proc/sys/net file as seen from inside a namespace."""
-    ns.run(["/bin/sh", "-c", f"test -e {path} && echo {value} > {path} || true"], check=True)
-
-
-def set_rps(ns, ifname: str, mask: int) -> None:
-    """RPS mask of a port's receive queue: /sys of the namespace, mounted in a private mount namespace."""
-    ns.run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-            f"mount -t sysfs sysfs /sys && echo {mask:x} > /sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
-           check=True)
-
-
 class KernelBridge:
     def __init__(self, topo: Topology, rps: bool = False):
         self.topo = topo
@@ -306,73 +215,6 @@ def ring_configs(tmp: Path) -> dict[str, Path]:
 
 # ---- generator and ping ------------------------------------------------------------
 
-# trafgen has no send-buffer option, and when its frames are freed on the other CPU (RPS) it
-# aborts with "Flushing TX_RING failed: Resource temporarily unavailable" once the default
-# send buffer is charged full; net.core.wmem_default cannot be set inside a namespace.
-# This preload gives each AF_PACKET socket it opens a 4 MB buffer (SO_SNDBUFFORCE), always,
-# so that every mode runs the same generator.
-SNDBUF_SHIM = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <sys/socket.h>
-int socket(int domain, int type, int protocol)
-{
-	static int (*real)(int, int, int);
-	int fd, size = 4 << 20;
-
-	if (!real)
-		real = (int (*)(int, int, int))dlsym(RTLD_NEXT, "socket");
-	fd = real(domain, type, protocol);
-	if (fd >= 0 && domain == AF_PACKET)
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size));
-	return fd;
-}
-"""
-
-
-def build_shim(tmp: Path) -> Path:
-    src, lib = tmp / "sndbuf_shim.c", tmp / "sndbuf_shim.so"
-    src.write_text(SNDBUF_SHIM)
-    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(src), "-ldl"], check=True)
-    return lib
-
-
-class Trafgen:
-    def __init__(self, topo: Topology, cfg: Path, log: Path, shim: Path):
-        self.env = {**os.environ, "LD_PRELOAD": str(shim)}
-        self.argv = ["taskset", "-c", str(GEN_CPU), "trafgen", "--dev", "a0", "--conf", str(cfg),
-                     "--cpus", "1", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats"]
-        self.log = log
-        self.topo = topo
-        self.proc = None
-
-    def start(self) -> None:
-        self._log = open(self.log, "w")
-        # cwd: trafgen leaves .tmp_mmap.* files in its working directory
-        self.proc = self.topo.a.popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True, env=self.env, cwd=self.log.parent)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            # trafgen forks one worker per CPU: signal the whole group it leads
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        self.proc = None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 def ping_rtts(topo: Topology, count: int, interval: float) -> list[float]:
     """Per-packet RTTs in µs from ping a -> b, pinned to the generator's CPU."""
     base = ["taskset", "-c", str(GEN_CPU), "ping", "-n", "-W", "1", "-i", str(interval)]
@@ -381,37 +223,7 @@ def ping_rtts(topo: Topology, count: int, interval: float) -> list[float]:
     return [float(t) * 1000 for t in re.findall(r"time=([\d.]+) ms", out)]
 
 
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
 # ---- machine ------------------------------------------------------------------------
-
-def machine() -> dict:
-    with open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    # %CPU over one second (ps shows lifetime averages): the second of top's two samples
-    text = subprocess.run(["top", "-b", "-n", "2", "-d", "1", "-w", "200"], capture_output=True, text=True).stdout
-    last = text.split("PID USER")[-1].splitlines()[1:]
-    busy = []
-    for line in last:
-        f = line.split()
-        if len(f) >= 12 and float(f[8].replace(",", ".")) >= 5.0:
-            busy.append(f"{f[11]} {f[8]} %")
-    return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu_model": model,
-            "loadavg": open("/proc/loadavg").read().split()[:3],
-            "busy_processes": busy[:6],
-            "qemu_running": any("qemu" in line for line in
-                                subprocess.run(["ps", "-eo", "comm"], capture_output=True, text=True).stdout.split())}
-
-
-def qemu_running() -> bool:
-    return "qemu" in subprocess.run(["ps", "-eo", "comm"], capture_output=True, text=True).stdout
-
 
 def wait_idle(limit: float) -> dict:
     """Waits (up to limit s) until every CPU was >= 90 % idle for a second: others share this machine."""
