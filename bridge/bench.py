@@ -63,7 +63,8 @@ CACHE = Path(os.environ.get("RESHAPER_CACHE", Path.home() / ".cache" / "reshaper
 GEN_CPU, FWD_CPU = 0, 1
 SRC_MAC, DST_MAC = "02:00:00:00:aa:01", "02:00:00:00:bb:01"
 BRIDGE_DEV = "rsbench0"
-ALL_MODES = ("ring", "nfqueue", "kernel", "linux-bridge", "python")
+ALL_MODES = ("ring", "nfqueue", "kernel", "linux-bridge", "python", "bridge-netfilter", "nfqueue-accept")
+DEFAULT_MODES = ALL_MODES[:5]  # bridge-netfilter and nfqueue-accept: NFQUEUE's yardsticks, on request
 USERSPACE = ("ring", "nfqueue", "python")
 KERNEL_PATHS = ("kernel", "linux-bridge")
 LOSS_FREE = 0.001          # RFC 2544 style: loss below 0.1 %
@@ -401,6 +402,56 @@ class LinuxBridge:
             found = ipr.link_lookup(ifname=BRIDGE_DEV)
             if found:
                 ipr.link("del", index=found[0])
+
+
+class BridgeNetfilter(LinuxBridge):
+    """The Linux bridge with br_netfilter on and one iptables/ip6tables rule every bridged packet passes."""
+    name = "bridge-netfilter"
+    target = ["-j", "ACCEPT"]
+
+    def _rule(self, op: str) -> None:
+        for tool in ("iptables", "ip6tables"):
+            self.topo.br.run([tool, "-w", op, "FORWARD", "-m", "physdev", "--physdev-is-bridged", *self.target],
+                             check=op == "-I", capture_output=True)
+
+    def start(self) -> None:
+        super().start()
+        for proto in ("iptables", "ip6tables"):
+            ns_write(self.topo.br, f"/proc/sys/net/bridge/bridge-nf-call-{proto}", "1")
+        self._rule("-I")
+
+    def stop(self) -> None:
+        self._rule("-D")
+        for proto in ("iptables", "ip6tables"):
+            ns_write(self.topo.br, f"/proc/sys/net/bridge/bridge-nf-call-{proto}", "0")
+        super().stop()
+
+
+NFQUEUE_ACCEPT_QUEUE = 7190
+
+
+class NfqueueAccept(BridgeNetfilter):
+    """What many would write first: every bridged packet to NFQUEUE, a bare Python accept loop."""
+    name = "nfqueue-accept"
+    target = ["-j", "NFQUEUE", "--queue-num", str(NFQUEUE_ACCEPT_QUEUE), "--queue-bypass"]
+    pid = None
+
+    def start(self) -> None:
+        code = ("from netfilterqueue import NetfilterQueue\n"
+                "q = NetfilterQueue()\n"
+                f"q.bind({NFQUEUE_ACCEPT_QUEUE}, lambda packet: packet.accept(), max_len=4096)\n"
+                "q.run()\n")
+        self.proc = self.topo.br.popen([*RT_PREFIX, "taskset", "-c", str(FWD_CPU), sys.executable, "-c", code],
+                                       stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        time.sleep(0.5)  # bound before the rule sends it packets
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
 
 
 class Reshaper:
@@ -921,6 +972,10 @@ def run_bench(args) -> dict:
                 for mode in runnable:
                     if mode == "linux-bridge":
                         dut = LinuxBridge(topo)
+                    elif mode == "bridge-netfilter":
+                        dut = BridgeNetfilter(topo)
+                    elif mode == "nfqueue-accept":
+                        dut = NfqueueAccept(topo)
                     elif mode == "python":
                         dut = NaivePython(topo, tmp)
                     else:
@@ -1176,7 +1231,8 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
 
     rows = results["summary"]["rows"]
     modes = [m for m in results["modes"] if any(r["mode"] == m for r in rows)]
-    colors = {m: c for m, c in zip(ALL_MODES, ("tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple"))}
+    colors = {m: c for m, c in zip(ALL_MODES, ("tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple",
+                                               "tab:olive", "tab:brown"))}
     sub = " (VM)" if results["where"] == "vm" else ""
     written = []
 
@@ -1367,7 +1423,7 @@ def main(args) -> int:
     args.command_line = "reshaper bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 and \
         sys.argv[1] == "bench" else "reshaper " + " ".join(sys.argv[1:])
     q = args.quick
-    args.modes = [m for m in (args.modes or ("ring,nfqueue,linux-bridge,python" if q else ",".join(ALL_MODES)))
+    args.modes = [m for m in (args.modes or ("ring,nfqueue,linux-bridge,python" if q else ",".join(DEFAULT_MODES)))
                   .split(",") if m]
     if bad := [m for m in args.modes if m not in ALL_MODES]:
         log(f"reshaper bench: unknown modes {','.join(bad)} (known: {','.join(ALL_MODES)})")
