@@ -73,8 +73,9 @@ class Appliance:
     drop_counters: tuple[str, ...] = ()  # port counters the status line adds up as drops
 
     def __init__(self, config: Config, control_path: str | None, status_interval: float, seed: int,
-                 hooks_path: list[str] | None = None):
+                 hooks_path: list[str] | None = None, busy_poll_us: int = 0):
         self.config = config
+        self.busy_poll_us = busy_poll_us  # ring mode: poll this long after the last frame before sleeping
         self.hooks_path = hooks_path  # from the command line, beside the file's own
         self.control_path = control_path or default_control_path()
         self.status_interval = status_interval

@@ -82,7 +82,8 @@ def cmd_apply(args) -> int:
 def cmd_run(args) -> int:
     from bridge.run import run
 
-    return run(args.config, args.mode, args.control, args.status_interval, args.seed, args.hooks_path)
+    return run(args.config, args.mode, args.control, args.status_interval, args.seed, args.hooks_path,
+               args.busy_poll)
 
 
 def cmd_stats(args) -> int:
@@ -167,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between status lines, 0 for none (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the engine's PRNG (default 0)")
     p.add_argument("--hooks-path", action="append", metavar="DIR", help="a directory python hooks may come from")
+    p.add_argument("--busy-poll", type=int, default=0, metavar="US",
+                   help="ring mode: keep polling the rings US microseconds after the last frame before sleeping "
+                        "(lower latency, a core's worth of CPU while traffic flows; default 0)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("stats", help="counters of the running instance")

@@ -190,7 +190,7 @@ class RingAppliance(Appliance):
             for iface in down:
                 ipr.link("set", index=ipr.link_lookup(ifname=iface)[0], state="up")
         a, b = (RingPort(p.interface, p.vlan, mtus[n]) for n, p in sorted(self.config.ports.items()))
-        self.bridge = RingBridge(a, b, pool_frames=pool)
+        self.bridge = RingBridge(a, b, pool_frames=pool, busy_poll_us=self.busy_poll_us)
 
     def load(self, program: bytes, config):
         from bridge.hooks import Hooks

@@ -8,7 +8,7 @@ from rules.config import ConfigError, load_config, mode_problems
 
 
 def run(config_path: str, mode: str, control: str | None, status_interval: float, seed: int,
-        hooks_path: list[str] | None = None) -> int:
+        hooks_path: list[str] | None = None, busy_poll_us: int = 0) -> int:
     try:
         config = load_config(config_path, hooks_path=hooks_path)
         problems = mode_problems(config, mode)
@@ -25,7 +25,7 @@ def run(config_path: str, mode: str, control: str | None, status_interval: float
     else:
         from bridge.kernel_mode import KernelAppliance as Mode
     try:
-        return Mode(config, control, status_interval, seed, hooks_path).run()
+        return Mode(config, control, status_interval, seed, hooks_path, busy_poll_us).run()
     except SetupError as exc:
         log(str(exc))
         return 1

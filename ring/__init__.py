@@ -40,7 +40,8 @@ def frame_size_for(mtu: int) -> int:
 class RingBridge:
     """Two ports joined by the engine, on AF_PACKET rings."""
 
-    def __init__(self, a: RingPort, b: RingPort, ring_frames: int = 4096, pool_frames: int = 4096):
+    def __init__(self, a: RingPort, b: RingPort, ring_frames: int = 4096, pool_frames: int = 4096,
+                 busy_poll_us: int = 0):
         self._names = [ffi.new("char[]", p.interface.encode()) for p in (a, b)]
         cfg = ffi.new("struct rs_bridge_config *")
         cfg.ifname = self._names
@@ -49,6 +50,7 @@ class RingBridge:
         cfg.frame_size = self.slot_size = frame_size_for(max(a.mtu, b.mtu))
         cfg.ring_frames = ring_frames
         cfg.pool_frames = pool_frames
+        cfg.busy_poll_ns = busy_poll_us * 1000
         err = ffi.new("char[256]")
         self._bridge = lib.rs_bridge_open(cfg, err, 256)
         if self._bridge == ffi.NULL:

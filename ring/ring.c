@@ -82,6 +82,7 @@ struct rs_bridge {
 	uint32_t *free_slots;
 	struct rs_qent *heap;
 	uint64_t seq;
+	uint64_t busy_poll_ns, last_active;
 	uint16_t gen;                   /* bumped by each rs_bridge_set_program */
 	uint32_t held[RS_MAX_RULES];    /* frames in the delay queue per rule of the running program */
 	uint8_t hook_rule[RS_MAX_RULES];  /* rules whose frames go to Python */
@@ -228,6 +229,7 @@ struct rs_bridge *rs_bridge_open(const struct rs_bridge_config *cfg, char *err, 
 			goto out;
 
 	b->pool_frames = cfg->pool_frames;
+	b->busy_poll_ns = cfg->busy_poll_ns;
 	b->slot_size = cfg->frame_size;
 	b->pool = malloc((size_t)b->pool_frames * b->slot_size + 1);
 	b->free_slots = malloc(sizeof(uint32_t) * (b->pool_frames + 1));
@@ -697,7 +699,13 @@ int rs_bridge_run(struct rs_bridge *b, int timeout_ms)
 		mono = clock_ns(CLOCK_MONOTONIC);
 		if (mono >= end)
 			break;
-		if (n)
+		if (n) {
+			b->last_active = mono;
+			continue;
+		}
+		/* busy polling: a sleeping loop pays a wake-up (tens of us) per idle-to-busy frame */
+		if (b->busy_poll_ns && mono - b->last_active < b->busy_poll_ns &&
+		    !(b->nheap && b->heap[0].dep <= now))
 			continue;
 		wait = end - mono;
 		if (b->nheap) {

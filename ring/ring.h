@@ -54,6 +54,7 @@ struct rs_bridge_config {
 	uint32_t frame_size;    /* ring slot size, a power of two >= 2048 */
 	uint32_t ring_frames;   /* slots per ring */
 	uint32_t pool_frames;   /* buffers for delayed frames */
+	uint64_t busy_poll_ns;  /* keep polling the rings this long after the last frame before sleeping */
 };
 
 struct rs_bridge;

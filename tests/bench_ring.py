@@ -59,7 +59,8 @@ FIVE_RULES = REPO / "rules" / "examples" / "five-rules.yaml"
 GEN_CPU, FWD_CPU = 0, 1
 SRC_MAC, DST_MAC = "02:00:00:00:aa:01", "02:00:00:00:bb:01"
 BRIDGE_DEV = "rsbench0"
-MODES = ("kernel", "ring", "ring-5", "kernel-rps")
+MODES = ("kernel", "ring", "ring-5", "kernel-rps", "ring-5-busy")
+BUSY_POLL_US = 20_000  # ring-5-busy: longer than the ping interval, so the loop never sleeps under ping
 DEFAULT_MODES = ("kernel", "ring", "ring-5")
 AF_BRIDGE = 7
 NTF_MASTER = 0x04
@@ -190,7 +191,8 @@ class RingForwarder:
         self.pid = None
 
     def start(self) -> None:
-        self.bridge = Bridge(self.topo.br, self.config, self.tmp, mode="ring")
+        extra = ["--busy-poll", str(BUSY_POLL_US)] if self.name.endswith("-busy") else []
+        self.bridge = Bridge(self.topo.br, self.config, self.tmp, mode="ring", extra=extra)
         # pinned before it starts, so that every thread (the control thread too) inherits it
         self.bridge.argv = ["taskset", "-c", str(FWD_CPU), *self.bridge.argv]
         self.bridge.start()
@@ -210,7 +212,7 @@ def ring_configs(tmp: Path) -> dict[str, Path]:
     doc["ports"] = {"a": "a1", "b": "b1"}
     five = tmp / "ring-5.yaml"
     five.write_text(f"# {FIVE_RULES.relative_to(REPO)} with plain ports\n" + yaml.safe_dump(doc, sort_keys=False))
-    return {"ring": plain, "ring-5": five}
+    return {"ring": plain, "ring-5": five, "ring-5-busy": five}
 
 
 # ---- generator and ping ------------------------------------------------------------

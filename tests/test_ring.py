@@ -309,3 +309,15 @@ def test_missing_interface_is_a_clear_error(tmp_path, topo):
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith(
         "port b: no interface eth9.100 (create it: ip link add link eth9 name eth9.100 type vlan id 100)")
+
+
+def test_busy_poll_forwards_the_same(tmp_path, topo, taps):
+    tap_a, tap_b = taps
+    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path, extra=["--busy-poll", "5000"]):
+        udp = v4udp(MAC_A, MAC_B, 1234, 7)
+        tap_a.send(bytes(udp))
+        expected = udp.copy()
+        expected[UDP].dport = 9000
+        expected[IP].tos = 46 << 2
+        assert tap_b.receive(1, match=ours) == [rebuilt(expected)]
+        assert topo.a.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
