@@ -173,6 +173,7 @@ class Live:
 
     def __init__(self, prefix: str = "bt", rt: bool = False):
         self.rt = rt
+        self.busy_poll = 0  # --busy-poll US for the bridge
         from bridge.netns import Topology
         self.topo = Topology(prefix).__enter__()
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-timing-"))
@@ -183,7 +184,8 @@ class Live:
         self.stop()
         path = self.tmp / "rules.yaml"
         path.write_text(config_text)
-        bridge = Bridge(self.topo.br, path, self.tmp, extra=("--seed", str(seed)))
+        extra = ("--seed", str(seed)) + (("--busy-poll", str(self.busy_poll)) if self.busy_poll else ())
+        bridge = Bridge(self.topo.br, path, self.tmp, extra=extra)
         if self.rt:   # SCHED_FIFO: the appliance is not queued behind other work on a busy machine
             bridge.argv = ["chrt", "-f", "50", *bridge.argv]
         self.bridge = bridge.start()
@@ -328,6 +330,7 @@ def main(argv=None) -> int:
     ap.add_argument("--offline", action="store_true", help="loss offline only (no namespaces)")
     ap.add_argument("--json")
     ap.add_argument("--rt", action="store_true", help="run the bridge SCHED_FIFO (chrt -f 50)")
+    ap.add_argument("--busy-poll", type=int, default=0, metavar="US", help="run the bridge with --busy-poll US")
     ap.add_argument("--rt-generator", action="store_true", help="the generator SCHED_FIFO 40 too (harmful)")
     args = ap.parse_args(argv)
     parts = args.only or ["delay", "loss", "rate"]
@@ -336,6 +339,9 @@ def main(argv=None) -> int:
     global RT_GENERATOR
     RT_GENERATOR = args.rt_generator
     live = None if args.offline else Live(rt=args.rt)
+    if live:
+        live.busy_poll = args.busy_poll
+    out["busy_poll_us"] = args.busy_poll
     out["rt"] = args.rt
     try:
         if "delay" in parts and live:
