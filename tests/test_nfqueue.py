@@ -4,13 +4,12 @@ host a (a0) <-> a1 [bridge rsbrN, reshaper --mode nfqueue] b1 <-> b0 (host b)
 """
 import signal
 
-import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from bridge.netns import HOST_A, HOST_B, Topology
-from tests.live import Bridge, FrameTap
+from bridge.netns import HOST_A, HOST_B
+from tests.live import Bridge
 from tests.test_ring import MAC_A, MAC_B, ours, rebuilt, write_config
 
 PLAIN = "version: 1\nports: {a: a1, b: b1}\n"
@@ -29,20 +28,6 @@ RULES = PLAIN + """rules:
     match: {ip_proto: tcp, dst_port: 23}
     actions: [drop]
 """
-
-
-@pytest.fixture
-def topo():
-    with Topology("rn") as t:
-        yield t
-
-
-@pytest.fixture
-def taps(topo):
-    a, b = FrameTap(topo.a, "a0"), FrameTap(topo.b, "b0")
-    yield a, b
-    a.close()
-    b.close()
 
 
 def iptables_rules(topo) -> str:

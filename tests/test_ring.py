@@ -9,14 +9,13 @@ import socket
 import threading
 import time
 
-import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 
-from bridge.netns import HOST_A, HOST_B, Topology
+from bridge.netns import HOST_A, HOST_B
 from ring import GRO, GSO, TSO, set_offloads
-from tests.live import Bridge, FrameTap
+from tests.live import Bridge
 
 MAC_A, MAC_B = "02:00:00:00:0a:01", "02:00:00:00:0b:01"
 PLAIN = "version: 1\nports: {a: a1, b: b1}\n"
@@ -26,20 +25,6 @@ TRUNK = "version: 1\nports: {a: {interface: a1, vlan: 100}, b: {interface: b1, v
 def ours(frame: bytes) -> bool:
     """Frames the test crafted (other traffic, IPv6 router solicitations and the like, is ignored)."""
     return frame[6:12] in (bytes.fromhex(MAC_A.replace(":", "")), bytes.fromhex(MAC_B.replace(":", "")))
-
-
-@pytest.fixture
-def topo():
-    with Topology("rt") as t:
-        yield t
-
-
-@pytest.fixture
-def taps(topo):
-    a, b = FrameTap(topo.a, "a0"), FrameTap(topo.b, "b0")
-    yield a, b
-    a.close()
-    b.close()
 
 
 def write_config(tmp_path, text, name="rules.yaml"):
@@ -62,6 +47,16 @@ def v4udp(src_mac, dst_mac, sport, dport, payload=b"payload", **ip):
         UDP(sport=sport, dport=dport) / payload
 
 
+def assert_to_9000(tap_a, tap_b):
+    """A UDP frame to port 7 from a leaves b as RULES' first rule says: port 9000, DSCP 46."""
+    udp = v4udp(MAC_A, MAC_B, 1234, 7)
+    tap_a.send(bytes(udp))
+    expected = udp.copy()
+    expected[UDP].dport = 9000
+    expected[IP].tos = 46 << 2
+    assert tap_b.receive(1, match=ours) == [rebuilt(expected)]
+
+
 RULES = PLAIN + """rules:
   - name: to-9000
     from: a
@@ -80,12 +75,7 @@ RULES = PLAIN + """rules:
 def test_frames_leave_as_the_rules_say_both_directions(tmp_path, topo, taps):
     tap_a, tap_b = taps
     with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path) as bridge:
-        udp = v4udp(MAC_A, MAC_B, 1234, 7)
-        tap_a.send(bytes(udp))
-        expected = udp.copy()
-        expected[UDP].dport = 9000
-        expected[IP].tos = 46 << 2
-        assert tap_b.receive(1, match=ours) == [rebuilt(expected)]
+        assert_to_9000(tap_a, tap_b)
 
         v6 = Ether(src=MAC_B, dst=MAC_A) / IPv6(src=HOST_B["v6"], dst=HOST_A["v6"], hlim=9) / \
             TCP(sport=80, dport=5555, flags="SA") / b"reply"
@@ -314,10 +304,5 @@ def test_missing_interface_is_a_clear_error(tmp_path, topo):
 def test_busy_poll_forwards_the_same(tmp_path, topo, taps):
     tap_a, tap_b = taps
     with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path, extra=["--busy-poll", "5000"]):
-        udp = v4udp(MAC_A, MAC_B, 1234, 7)
-        tap_a.send(bytes(udp))
-        expected = udp.copy()
-        expected[UDP].dport = 9000
-        expected[IP].tos = 46 << 2
-        assert tap_b.receive(1, match=ours) == [rebuilt(expected)]
+        assert_to_9000(tap_a, tap_b)
         assert topo.a.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
