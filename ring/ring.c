@@ -850,9 +850,17 @@ int rs_drop_capabilities(uint64_t keep)
 	struct __user_cap_data_struct data[2];
 	int cap;
 
-	for (cap = 0; cap <= 63; cap++)
-		if (!(keep & (1ull << cap)) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) && errno != EINVAL)
+	/*
+	 * The bounding set shrinks only with CAP_SETPCAP (a systemd unit's
+	 * CapabilityBoundingSet usually leaves it out): then it stays as the
+	 * unit made it, and the permitted set below is what counts.
+	 */
+	for (cap = 0; cap <= 63; cap++) {
+		if (keep & (1ull << cap) || prctl(PR_CAPBSET_READ, cap, 0, 0, 0) <= 0)
+			continue;
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) && errno != EPERM)
 			return -errno;
+	}
 	memset(data, 0, sizeof(data));
 	data[0].effective = data[0].permitted = (uint32_t)keep;
 	data[1].effective = data[1].permitted = (uint32_t)(keep >> 32);
