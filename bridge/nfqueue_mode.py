@@ -109,8 +109,9 @@ class NfqueueAppliance(Appliance):
             q.bind(QUEUE_BASE + i, lambda pkt, port=port: self._packet(pkt, port), max_len=QUEUE_MAXLEN)
             self.queues.append(q)
         self.poller = select.poll()
-        for q in self.queues:
-            self.poller.register(q.get_fd(), select.POLLIN)
+        self.by_fd = {q.get_fd(): (q, port) for q, port in zip(self.queues, "ab")}
+        for fd in self.by_fd:
+            self.poller.register(fd, select.POLLIN)
 
     def _make_bridge(self, ifaces: dict[str, str]) -> None:
         with IPRoute() as ipr:
@@ -213,11 +214,11 @@ class NfqueueAppliance(Appliance):
             if self.held:
                 wait = max(0, min(wait, self.held[0][0] - now))
             for fd, _ in self.poller.poll(wait / 1e6):
-                q = self.queues[0] if fd == self.queues[0].get_fd() else self.queues[1]
+                q, port = self.by_fd[fd]
                 try:
                     q.run(block=False)  # every packet waiting, one recv() each, no blocking
                 except OSError as exc:
-                    self.counters["a" if q is self.queues[0] else "b"]["queue_errors"] += 1
+                    self.counters[port]["queue_errors"] += 1
                     log(f"queue read failed: {exc}")
             self._release()
 
