@@ -81,6 +81,20 @@ RT_PREFIX: list[str] = []   # --rt: ["chrt", "-f", "50"] for the user-space forw
 STAMP = struct.Struct("!QQ")   # sequence, send time (CLOCK_REALTIME ns), as tests/bench_timing.py
 
 
+def unwind_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every finally runs and nothing is left behind. Only in
+    this process: pyroute2 forks helpers (netns.create) that get SIGTERM and must just die."""
+    main_pid = os.getpid()
+
+    def on_term(*_):
+        if os.getpid() != main_pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -1224,6 +1238,15 @@ def report(results: dict) -> str:
     return "\n".join(out)
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(results: dict, out_dir: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -1248,11 +1271,7 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     ax.set_title(f"Throughput vs frame size{sub}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = out_dir / "throughput.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    written.append(p)
+    written.append(_save(fig, out_dir / "throughput.png"))
 
     sizes = sorted({r["size"] for r in rows})
     fig, axes = plt.subplots(1, max(1, len(sizes)), figsize=(5.5 * max(1, len(sizes)), 4.5), squeeze=False)
@@ -1273,11 +1292,7 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
         ax.set_title(f"Latency CDF, {size} B{sub}")
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    p = out_dir / "latency_cdf.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    written.append(p)
+    written.append(_save(fig, out_dir / "latency_cdf.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     width = 0.8 / max(1, len(modes))
@@ -1296,11 +1311,7 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     ax.set_title(f"CPU per frame at 90 % of the loss-free rate{sub}")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = out_dir / "cpu_per_frame.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    written.append(p)
+    written.append(_save(fig, out_dir / "cpu_per_frame.png"))
     return written
 
 
@@ -1457,15 +1468,7 @@ def main(args) -> int:
     if (os.cpu_count() or 1) < 2:
         log("reshaper bench: needs two CPUs (generator and device under test each get one)")
         return 2
-    main_pid = os.getpid()
-
-    def on_term(*_):
-        if os.getpid() != main_pid:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-        sys.exit(143)
-
-    signal.signal(signal.SIGTERM, on_term)
+    unwind_on_sigterm()
     out_dir = Path(args.out)
     if args.rt:
         RT_PREFIX[:] = ["chrt", "-f", "50"]

@@ -37,7 +37,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ import yaml
 
 from bridge.bench import (Trafgen, build_shim, cpu_times, frame_mix, link_stats, machine,  # noqa: F401
                           net_rx_softirqs, ns_write, percentile, proc_cpu, qemu_running, set_rps,
-                          trafgen_config)
+                          trafgen_config, unwind_on_sigterm)
 from bridge.netns import HOST_B, Topology
 from ring import GRO, GSO, TSO, set_offloads
 from tests.live import Bridge
@@ -503,17 +502,7 @@ def main(argv=None) -> int:
         p.error("needs root (network namespaces, AF_PACKET)")
     if (os.cpu_count() or 1) < 2:
         p.error("needs two CPUs: the generator and the forwarder each get one")
-    # SIGTERM unwinds like Ctrl-C: every finally runs, nothing is left behind. Only in this
-    # process: pyroute2 forks helpers (netns.create) that get SIGTERM and must just die.
-    main_pid = os.getpid()
-
-    def on_term(*_):
-        if os.getpid() != main_pid:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-        sys.exit(143)
-
-    signal.signal(signal.SIGTERM, on_term)
+    unwind_on_sigterm()
     results = run(args)
     summary = summarise(results, args)
     print(report(results, summary, args))

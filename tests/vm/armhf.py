@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .runner import _cpio_newc, _pdeathsig, kernel_problems
+from .runner import _cpio_newc, _pdeathsig, _unpack, kernel_problems
 
 CACHE = Path(os.environ.get("RESHAPER_ARMHF_CACHE", Path.home() / ".cache/reshaper/armhf"))
 CROSS = "arm-linux-gnueabihf-"
@@ -121,14 +121,8 @@ def deb(spec: str) -> Path:
 
 
 def unpack(dest: Path, specs: list[str]) -> Path:
-    if not dest.exists():
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for s in specs:
-            subprocess.run(["dpkg", "-x", str(deb(s)), str(tmp)], check=True)
-        tmp.rename(dest)
-    return dest
+    """The armhf packages unpacked into dest (the x86 runner's unpacking, armhf downloads)."""
+    return _unpack(dest, specs, fetch=deb)
 
 
 def kernel_release() -> str:

@@ -130,14 +130,15 @@ def _deb(name: str) -> Path:
     return found[-1]
 
 
-def _unpack(dest: Path, packages: list[str]) -> Path:
-    """dpkg -x the packages into dest, atomically (a half-unpacked tree never counts)."""
+def _unpack(dest: Path, packages: list[str], fetch=_deb) -> Path:
+    """dpkg -x the packages (each a .deb from fetch(name)) into dest, atomically
+    (a half-unpacked tree never counts)."""
     if not dest.exists():
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for p in packages:
-            subprocess.run(["dpkg", "-x", str(_deb(p)), str(tmp)], check=True)
+            subprocess.run(["dpkg", "-x", str(fetch(p)), str(tmp)], check=True)
         tmp.rename(dest)
     return dest
 
