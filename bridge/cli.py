@@ -136,10 +136,19 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("reshaper")
+    except PackageNotFoundError:   # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reshaper",
         description="Packet-reshaping bridge: rewrite, drop, duplicate, delay and shape frames between two VLANs.")
+    parser.add_argument("--version", action="version", version=f"reshaper {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="validate a configuration and summarise its program")

@@ -170,6 +170,12 @@ if [ -n "$VLANS" ]; then
     mkdir -p /etc/network/interfaces.d
     f=/etc/network/interfaces.d/reshaper-vlans
     : >$f.tmp
+    # the trunk port itself must come up at boot, with no address, unless the image configures it
+    others=$(ls /etc/network/interfaces /etc/network/interfaces.d/* 2>/dev/null | grep -v '/reshaper-vlans' || true)
+    # shellcheck disable=SC2086
+    if ! grep -qsE "^\s*iface\s+$IFACE\s" $others; then
+      printf 'auto %s\niface %s inet manual\n  up ip link set %s up\n\n' "$IFACE" "$IFACE" "$IFACE" >>$f.tmp
+    fi
     for v in ${VLANS//,/ }; do
       n=$IFACE.$v
       printf 'auto %s\niface %s inet manual\n  pre-up ip link show %s >/dev/null 2>&1 || ip link add link %s name %s type vlan id %s\n  up ip link set %s up\n  post-down ip link del %s\n\n' \
@@ -180,11 +186,11 @@ if [ -n "$VLANS" ]; then
   else
     die "neither systemd-networkd manages $IFACE nor /etc/network/interfaces exists: create the VLAN interfaces yourself"
   fi
+  ip link set "$IFACE" up   # first: a VLAN interface cannot come up on a lower one that is down
   for v in ${VLANS//,/ }; do  # now, whatever the network manager does later
     ip link show $IFACE.$v >/dev/null 2>&1 || ip link add link "$IFACE" name "$IFACE.$v" type vlan id "$v"
     ip link set "$IFACE.$v" up
   done
-  ip link set "$IFACE" up
 fi
 printf 'LAST_MODE=%s\nLAST_IFACE=%s\nLAST_VLANS=%s\n' "$MODE" "$IFACE" "$VLANS" >$ETC/install.conf
 

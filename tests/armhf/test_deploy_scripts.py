@@ -1,6 +1,6 @@
 """deploy/beaglebone scripts, on this machine (no board): they parse, the unit
 is well formed, and deploy.sh refuses a bad rule file before it touches the
-network. The emulated-board deploy is `make test-armhf-e2e` (not yet written)."""
+network. The deploy to an emulated board is test_board_deploy.py."""
 from __future__ import annotations
 
 import subprocess

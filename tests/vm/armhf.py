@@ -180,12 +180,14 @@ poweroff -f
 """
 
 
-def initramfs(krel: str, files: dict[str, bytes | Path], script: str) -> Path:
-    """busybox + the kernel's MODULES + files {guest path: content}; /test.sh = script."""
+def initramfs(krel: str, files: dict[str, bytes | Path], script: str, init: str = INIT,
+              modules: list[str] = MODULES) -> Path:
+    """busybox + the kernel's modules (with dependencies) + files {guest path: content};
+    /init = init (@MODULES@ replaced by the module list), /test.sh = script."""
     _, image = kernel_image(krel)
     bb = busybox()
     blobs = {k: (v.read_bytes() if isinstance(v, Path) else v) for k, v in files.items()}
-    h = hashlib.sha256(repr((VERSION, krel, MODULES, INIT, script)).encode())
+    h = hashlib.sha256(repr((VERSION, krel, modules, init, script)).encode())
     for k in sorted(blobs):
         h.update(k.encode() + b"\0" + blobs[k])
     out = CACHE / "initramfs" / f"{krel}-{h.hexdigest()[:12]}.cpio"
@@ -195,7 +197,7 @@ def initramfs(krel: str, files: dict[str, bytes | Path], script: str) -> Path:
     mods = image / "lib/modules" / krel
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         root = Path(tmp)
-        for d in ["bin", "proc", "sys", "dev", "tmp", "run"]:
+        for d in ["bin", "proc", "sys", "dev", "tmp", "run", "newroot"]:
             (root / d).mkdir()
         shutil.copy(bb, root / "bin/busybox")
         applets = _sh("qemu-arm-static", str(bb), "--list").split()
@@ -207,7 +209,7 @@ def initramfs(krel: str, files: dict[str, bytes | Path], script: str) -> Path:
         for name in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
             if (mods / name).exists():
                 shutil.copy(mods / name, dst / name)
-        for m in MODULES:
+        for m in modules:
             deps = _sh("modprobe", "-d", str(image), "-S", krel, "--show-depends", m)
             for ko in re.findall(r"^insmod (\S+)", deps, re.M):
                 rel = Path(ko).relative_to(mods)
@@ -219,7 +221,7 @@ def initramfs(krel: str, files: dict[str, bytes | Path], script: str) -> Path:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
             p.chmod(0o755)
-        (root / "init").write_text(INIT.replace("@MODULES@", " ".join(MODULES)))
+        (root / "init").write_text(init.replace("@MODULES@", " ".join(modules)))
         (root / "init").chmod(0o755)
         (root / "test.sh").write_text(script)
         data = _cpio_newc(root, [("dev/console", 0o20600, 5, 1), ("dev/null", 0o20666, 1, 3)])
