@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -31,6 +32,20 @@ class SetupError(Exception):
 
 def log(message: str) -> None:
     print(f"{STATUS_PREFIX}{message}", file=sys.stderr, flush=True)
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) what the service is doing; nothing when not under systemd.
+    The protocol is one datagram to $NOTIFY_SOCKET ('@' names an abstract socket)."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(state.encode(), address)
+    except OSError as exc:   # a notification lost is not worth stopping the bridge for
+        log(f"sd_notify: {exc}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -146,6 +161,13 @@ class Appliance:
             "hooks": self.hooks.counters() if getattr(self, "hooks", None) else {},
         }
 
+    def summary(self) -> str:
+        ports = ", ".join(f"{n} = {p.interface}{f' vlan {p.vlan}' if p.vlan else ''}"
+                          for n, p in sorted(self.config.ports.items()))
+        reload = (f"; last reload refused: {self.last_reload_error.splitlines()[0]}"
+                  if self.last_reload_error else "")
+        return f"{self.mode} mode: {ports}; {len(self.config.rules)} rules{reload}"
+
     def reload(self) -> None:
         """Validates first; on any error the running program stays."""
         try:
@@ -197,9 +219,8 @@ class Appliance:
             signal.signal(signal.SIGHUP, lambda *_: setattr(self, "_reload", True))
             signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
             signal.signal(signal.SIGINT, lambda *_: setattr(self, "_stop", True))
-            ports = ", ".join(f"{n} = {p.interface}{f' vlan {p.vlan}' if p.vlan else ''}"
-                              for n, p in sorted(self.config.ports.items()))
-            log(f"{self.mode} mode: {ports}; {len(self.config.rules)} rules; stats on {self.control_path}")
+            log(f"{self.summary()}; stats on {self.control_path}")
+            sd_notify(f"READY=1\nSTATUS={self.summary()}")
             self._loop()
             return 0
         except (SetupError, OSError) as exc:
@@ -222,10 +243,13 @@ class Appliance:
             self.forward()
             if self._reload:
                 self._reload = False
+                sd_notify("RELOADING=1")
                 self.reload()
+                sd_notify(f"READY=1\nSTATUS={self.summary()}")
             now = time.monotonic()
             if self.status_interval and now - last >= self.status_interval:
                 line, previous = self.status(previous, now - last)
                 log(line)
                 last = now
+        sd_notify("STOPPING=1")
         log("exiting")

@@ -242,6 +242,27 @@ def test_reload_with_a_broken_file_changes_nothing(tmp_path, topo, taps):
         assert Ether(frame)[UDP].dport == 9000
 
 
+def test_systemd_hears_ready_reloading_and_stopping(tmp_path, topo):
+    """Type=notify (the BeagleBone unit): READY=1 once forwarding; RELOADING=1 then READY=1
+    around a reload, a refused one naming its error in STATUS; STOPPING=1 on SIGTERM."""
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(10)
+        config = write_config(tmp_path, RELOAD_A)
+        bridge = Bridge(topo.br, config, tmp_path)
+        bridge.env["NOTIFY_SOCKET"] = str(path)
+        with bridge:
+            assert sock.recv(4096).decode() == "READY=1\nSTATUS=ring mode: a = a1, b = b1; 1 rules"
+            config.write_text(PLAIN + "rules:\n  - {name: second, actions: [{delay: {time: 10}}]}\n")
+            bridge.send_signal(signal.SIGHUP)
+            assert sock.recv(4096) == b"RELOADING=1"
+            status = sock.recv(4096).decode()
+            assert status.startswith("READY=1\nSTATUS=ring mode: a = a1, b = b1; 1 rules; last reload refused: "
+                                     f"{config}:4:45: error: rule 'second': delay: time:"), status
+        assert sock.recv(4096) == b"STOPPING=1"
+
+
 def test_link_down_and_up_is_survived(tmp_path, topo):
     with Bridge(topo.br, write_config(tmp_path, PLAIN), tmp_path) as bridge:
         assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0

@@ -92,6 +92,9 @@ def test_deploy_installs_service_that_rewrites_frames(board, ring_deployed):
     assert "[install] python: reshaper 0.1.0 from reshaper-0.1.0-cp311-cp311-linux_armv7l.whl" in out, out
     assert "[install] done: reshaper reshaper-0.1.0-cp311-cp311-linux_armv7l.whl, mode ring" in out, out
     assert board.ssh("systemctl is-enabled reshaper").stdout.strip() == "enabled"
+    # Type=notify: systemd shows what the appliance told it once it was forwarding
+    assert board.ssh("systemctl show -p StatusText --value reshaper").stdout.strip() == \
+        "ring mode: a = eth0.100, b = eth0.200; 4 rules"
     # frames tagged 100 (port a) leave tagged 200 (port b): voice marked DSCP 46, telnet dropped,
     # other traffic untouched; from b nothing is marked (the rule is `from: a`)
     got = exchange(board, [udp(100, 5060), telnet(100), udp(100, 7000),
