@@ -96,34 +96,41 @@ SRC=$CACHE/src
 rm -rf "$SRC"; mkdir -p "$SRC"
 (cd "$REPO" && git ls-files -z -co --exclude-standard | grep -zv '^dist/' | xargs -0 tar cf - --ignore-failed-read 2>/dev/null) | tar xf - -C "$SRC"
 WHEELS=$CACHE/wheels; rm -rf "$WHEELS"; mkdir -p "$WHEELS"
+# cross_wheel DIR LOG [CFLAGS [LDFLAGS]]: pip wheel of a source tree, for armhf CPython 3.11
+cross_wheel() {
+  (
+    cd "$1"
+    # sysconfig of the armhf interpreter: compiler, flags, platform (linux-armv7l)
+    export _PYTHON_SYSCONFIGDATA_NAME=$SYSCFG
+    export _PYTHON_HOST_PLATFORM=linux-armv7l
+    export PYTHONPATH=$SYSCFG_ONLY
+    export CC="${CROSS}gcc" LDSHARED="${CROSS}gcc -shared" AR="${CROSS}ar"
+    # Debian's /usr/include/python3.11/pyconfig.h picks <arm-linux-gnueabihf/python3.11/pyconfig.h>
+    export CFLAGS="-I$SYSROOT/usr/include/python3.11 -I$SYSROOT/usr/include -march=armv7-a -mfpu=vfpv3-d16 -mfloat-abi=hard ${3:-}"
+    export LDFLAGS="${4:-}"
+    "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" . 2>&1 | grep -v "^$" || true
+  ) >"$2" 2>&1 || true
+}
 log "wheel: building with ${CROSS}gcc"
-(
-  cd "$SRC"
-  # sysconfig of the armhf interpreter: compiler, flags, platform (linux-armv7l)
-  export _PYTHON_SYSCONFIGDATA_NAME=$SYSCFG
-  export _PYTHON_HOST_PLATFORM=linux-armv7l
-  export PYTHONPATH=$SYSCFG_ONLY
-  export CC="${CROSS}gcc" LDSHARED="${CROSS}gcc -shared" AR="${CROSS}ar"
-  # Debian's /usr/include/python3.11/pyconfig.h picks <arm-linux-gnueabihf/python3.11/pyconfig.h>
-  export CFLAGS="-I$SYSROOT/usr/include/python3.11 -I$SYSROOT/usr/include -march=armv7-a -mfpu=vfpv3-d16 -mfloat-abi=hard"
-  export LDFLAGS=""
-  "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" . 2>&1 | grep -v "^$" || true
-) >"$CACHE/wheel-build.log" 2>&1 || true
+cross_wheel "$SRC" "$CACHE/wheel-build.log"
 WHEEL=$(ls "$WHEELS"/reshaper-"$VERSION"-cp311-cp311-linux_armv7l.whl 2>/dev/null || true)
 [ -n "$WHEEL" ] || { cat "$CACHE/wheel-build.log"; die "no armhf wheel built"; }
-# every shared object must be ARM
-check=$(mktemp -d)
-(cd "$check" && "$PY" -m zipfile -e "$WHEEL" .)
-nso=0
-for so in $(find "$check" -name '*.so'); do
-  nso=$((nso + 1))
-  hdr=$(readelf -h "$so")
-  grep -q "Machine:.*ARM" <<<"$hdr" && grep -q "Flags:.*Version5 EABI.*hard-float" <<<"$hdr" \
-    || { rm -rf "$check"; die "$(basename "$so") is not an ARM EABI5 hard-float object"; }
-  log "wheel: ${so#$check/}: $(file -b "$so" | cut -d, -f1-3)"
-done
-rm -rf "$check"
-[ "$nso" -eq 2 ] || die "expected 2 extensions in the wheel, found $nso"
+# arm_wheel_check WHEEL N: the wheel holds N shared objects, each ARM EABI5 hard-float
+arm_wheel_check() {
+  local check nso=0 so hdr
+  check=$(mktemp -d)
+  (cd "$check" && "$PY" -m zipfile -e "$1" .)
+  for so in $(find "$check" -name '*.so'); do
+    nso=$((nso + 1))
+    hdr=$(readelf -h "$so")
+    grep -q "Machine:.*ARM" <<<"$hdr" && grep -q "Flags:.*Version5 EABI.*hard-float" <<<"$hdr" \
+      || { rm -rf "$check"; die "$(basename "$so") is not an ARM EABI5 hard-float object"; }
+    log "wheel: ${so#$check/}: $(file -b "$so" | cut -d, -f1-3)"
+  done
+  rm -rf "$check"
+  [ "$nso" -eq "$2" ] || die "expected $2 extensions in $(basename "$1"), found $nso"
+}
+arm_wheel_check "$WHEEL" 2
 rm -f "$OUT"/reshaper-*-linux_armv7l.whl
 cp "$WHEEL" "$OUT/"
 WHEEL=$OUT/$(basename "$WHEEL")
@@ -144,6 +151,33 @@ for pkg in scapy pyroute2; do
   fi
   cp "$f" "$OUT/deps/"
 done
+# netfilterqueue (--mode nfqueue) is compiled: cross-built from its sdist against Debian's
+# armhf libnetfilter-queue (the board needs libnetfilter-queue1, which install.sh installs)
+NFQ_VER=$("$PY" -c "import importlib.metadata as m; print(m.version('NetfilterQueue'))")
+NFQ_SDIST=$(ls "$DEPS"/[Nn]etfilter[Qq]ueue-"$NFQ_VER".tar.gz 2>/dev/null | head -1 || true)
+if [ -z "$NFQ_SDIST" ]; then
+  "$PY" -m pip download -q --no-deps --no-binary=:all: --dest "$DEPS" "NetfilterQueue==$NFQ_VER" >&2
+  NFQ_SDIST=$(ls "$DEPS"/[Nn]etfilter[Qq]ueue-"$NFQ_VER".tar.gz | head -1)
+fi
+NFQ_ROOT=$CACHE/netfilter-queue-armhf
+unpack "$NFQ_ROOT" libnetfilter-queue-dev:armhf libnetfilter-queue1:armhf libnfnetlink-dev:armhf \
+  libnfnetlink0:armhf libmnl0:armhf
+NFQ_SRC=$CACHE/netfilterqueue-src
+rm -rf "$NFQ_SRC"; mkdir -p "$NFQ_SRC"
+tar xzf "$NFQ_SDIST" -C "$NFQ_SRC" --strip-components=1
+# the sdist's pre-generated _impl.c predates Python 3.11: regenerate it with Cython here
+# (a build-time tool on x86_64; the cross build below then compiles only C)
+CYTHON=$CACHE/cython-3.0
+[ -d "$CYTHON" ] || { "$PY" -m pip install -q --target "$CYTHON.tmp" "Cython>=3.0,<3.1" >&2 && mv "$CYTHON.tmp" "$CYTHON"; }
+(cd "$NFQ_SRC" && PYTHONPATH=$CYTHON "$PY" -m cython --3str netfilterqueue/_impl.pyx -o netfilterqueue/_impl.c) \
+  || die "cython failed on NetfilterQueue"
+NFQ_LIB=$NFQ_ROOT/usr/lib/arm-linux-gnueabihf
+cross_wheel "$NFQ_SRC" "$CACHE/netfilterqueue-build.log" "-I$NFQ_ROOT/usr/include" \
+  "-L$NFQ_LIB -Wl,-rpath-link,$NFQ_LIB"
+NFQ_WHEEL=$(ls "$WHEELS"/[Nn]etfilter[Qq]ueue-"$NFQ_VER"-cp311-cp311-linux_armv7l.whl 2>/dev/null || true)
+[ -n "$NFQ_WHEEL" ] || { cat "$CACHE/netfilterqueue-build.log"; die "no armhf NetfilterQueue wheel built"; }
+arm_wheel_check "$NFQ_WHEEL" 1
+cp "$NFQ_WHEEL" "$OUT/deps/"
 log "deps: $(cd "$OUT/deps" && echo *)"
 
 # ---------------------------------------------------------------- (b) the module
@@ -185,7 +219,10 @@ KO=
 if [ "$MODULE" = 1 ]; then
   if [ -n "$KHEADERS" ]; then
     KDIR=$(cd "$KHEADERS" && pwd)
-    KREL=$(make -s -C "$KDIR" kernelrelease 2>/dev/null || basename "$KDIR")
+    # the release modules get as vermagic: UTS_RELEASE (on Debian's headers `make kernelrelease`
+    # and include/config/kernel.release say the upstream 6.1.176, not 6.1.0-50-armmp)
+    KREL=$(sed -n 's/^#define UTS_RELEASE "\(.*\)"/\1/p' "$KDIR/include/generated/utsrelease.h" 2>/dev/null || true)
+    [ -n "$KREL" ] || die "$KDIR: no include/generated/utsrelease.h (not a prepared kernel headers tree)"
   else
     KREL=${KREL:-$(default_krel)}
     [ -n "$KREL" ] || die "cannot find the armmp kernel release (apt-cache depends linux-image-armmp:armhf)"
@@ -200,6 +237,8 @@ if [ "$MODULE" = 1 ]; then
     || { cat "$KB/build.log"; die "module build failed"; }
   ! grep -q "warning:" "$KB/build.log" || { grep "warning:" "$KB/build.log"; die "module build warnings"; }
   readelf -h "$KB/reshaper.ko" | grep -q "Machine:.*ARM" || die "reshaper.ko is not ARM"
+  vermagic=$(modinfo -F vermagic "$KB/reshaper.ko")
+  [ "${vermagic%% *}" = "$KREL" ] || die "module built for ${vermagic%% *}, expected $KREL"
   KO=$OUT/reshaper-$VERSION-$KREL.ko
   rm -f "$OUT"/reshaper-*.ko
   ${CROSS}strip --strip-debug -o "$KO" "$KB/reshaper.ko"

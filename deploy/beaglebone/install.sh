@@ -81,7 +81,9 @@ fi
 
 # ---- Python: venv with Debian's compiled dependencies, our wheel without deps
 need=
-for p in python3-venv python3-cffi-backend python3-yaml python3-scapy python3-pyroute2 iproute2 kmod; do
+pkgs="python3-venv python3-cffi-backend python3-yaml python3-scapy python3-pyroute2 iproute2 kmod"
+[ "$MODE" = nfqueue ] && pkgs="$pkgs libnetfilter-queue1 iptables"   # the bundle's netfilterqueue links it
+for p in $pkgs; do
   dpkg-query -W -f='${Status}' $p 2>/dev/null | grep -q "ok installed" || need="$need $p"
 done
 if [ -n "$need" ]; then
@@ -105,6 +107,9 @@ echo "$new" >$PREFIX/wheels/current
 cp -f README.md $PREFIX/ 2>/dev/null || true
 ln -sf $PREFIX/venv/bin/reshaper /usr/local/bin/reshaper
 $PREFIX/venv/bin/python -c 'import rules._engine, ring._ring' || die "the wheel's extensions do not load"
+if [ "$MODE" = nfqueue ]; then
+  $PREFIX/venv/bin/python -c 'import netfilterqueue' || die "netfilterqueue does not load (libnetfilter-queue1?)"
+fi
 say "python: $($RESHAPER --version 2>/dev/null || echo reshaper) from $new in $PREFIX/venv"
 
 # ---- modules loaded at boot (the service has no CAP_SYS_MODULE)

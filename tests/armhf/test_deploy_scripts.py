@@ -25,7 +25,7 @@ def test_example_rules_valid_in_every_mode():
 
 def test_unit_is_hardened():
     unit = (BB / "reshaper.service").read_text()
-    for line in ("ExecStart=/opt/reshaper/venv/bin/reshaper run /etc/reshaper/rules.yaml --mode ${RESHAPER_MODE}",
+    for line in ("Type=notify", "ExecStart=/opt/reshaper/venv/bin/reshaper run /etc/reshaper/rules.yaml --mode ${RESHAPER_MODE}",
                  "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
                  "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ReadWritePaths=/run/reshaper"):
@@ -41,3 +41,20 @@ def test_deploy_refuses_bad_rules_without_connecting(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "nothing deployed" in r.stderr and "connecting" not in r.stdout, r.stdout + r.stderr
     assert "dscp" in r.stdout + r.stderr
+
+
+def test_build_for_a_kernel_headers_tree(bb_build, tmp_path):
+    """--kernel-headers DIR (a board's own kernel): the module is built against that tree and
+    named for its release. Here the tree is Debian's armmp one build.sh unpacked for bb_build."""
+    from tests.vm import armhf
+    krel = armhf.kernel_release()
+    tree = armhf.CACHE / "kernel" / krel / "headers/usr/src" / f"linux-headers-{krel}"
+    r = subprocess.run(["bash", str(BB / "build.sh"), "--kernel-headers", str(tree), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ko = tmp_path / f"reshaper-0.1.0-{krel}.ko"
+    vermagic = subprocess.run(["modinfo", "-F", "vermagic", str(ko)], capture_output=True, text=True).stdout
+    assert vermagic.split()[0] == krel and "ARMv7" in vermagic.split(), vermagic
+    assert f"kernel={krel}" in subprocess.run(["tar", "xzOf", str(tmp_path / "reshaper-beaglebone-0.1.0.tar.gz"),
+                                               "reshaper-beaglebone-0.1.0/BUILD-INFO"],
+                                              capture_output=True, text=True).stdout
