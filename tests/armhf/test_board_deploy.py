@@ -7,7 +7,7 @@ The tests share one board and run in order, as an operator would: deploy the
 example rule file (ring mode) and see frames tagged 100 leave tagged 200,
 rewritten; swap the rules without a restart; reboot and find everything back;
 re-deploy in kernel mode over the top (the prebuilt module, as its vermagic
-matches the board's kernel)."""
+matches the board's kernel), then in nfqueue mode."""
 from __future__ import annotations
 
 import json
@@ -151,3 +151,14 @@ def test_redeploy_in_kernel_mode_upgrades_in_place(board, bb_build, ring_deploye
     assert got == [udp(200, 5060, tos=46 << 2), udp(200, 7000)]
     rules = {r["name"]: r for r in stats(board)["rules"]}
     assert (rules["mark-voice"]["matched"], rules["no-telnet"]["dropped"]) == (1, 1)
+
+
+def test_redeploy_in_nfqueue_mode(board, bb_build, ring_deployed):
+    """The bundle's cross-built NetfilterQueue wheel: bridge + br_netfilter + iptables NFQUEUE."""
+    r = deploy(board, bb_build["bundle"], BB / "rules.example.yaml", "--mode", "nfqueue")
+    assert "mode nfqueue" in r.stdout, r.stdout
+    got = exchange(board, [udp(100, 5060), telnet(100), udp(100, 7000)], 2)
+    assert got == [udp(200, 5060, tos=46 << 2), udp(200, 7000)]
+    rules = {r["name"]: r for r in stats(board)["rules"]}
+    assert (rules["mark-voice"]["matched"], rules["no-telnet"]["dropped"]) == (1, 1)
+    assert "RESHAPER" in board.ssh("iptables -S").stdout

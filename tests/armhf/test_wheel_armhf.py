@@ -51,7 +51,7 @@ def test_wheel_installs_and_passes_golden_cases(bb_build, root, tmp_path):
         /opt/reshaper/venv/bin/pip install -q --no-deps --no-index --disable-pip-version-check {bb_build['wheel'].name}
         rm -rf deps
         ! command -v gcc cc
-        /opt/reshaper/venv/bin/python -c 'import platform, rules._engine, ring._ring, rules; print("ARCH", platform.machine(), rules._engine.__file__)'
+        /opt/reshaper/venv/bin/python -c 'import platform, rules._engine, ring._ring, rules, netfilterqueue; print("ARCH", platform.machine(), rules._engine.__file__)'
         # one Python start for all cases (each costs seconds under qemu-user): the CLI's own main()
         /opt/reshaper/venv/bin/python - <<'PY'
 import contextlib, io, os, sys

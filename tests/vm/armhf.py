@@ -44,10 +44,11 @@ HOST_TOOLS = {  # binary -> Debian package
 HOST_FILES = {"/usr/arm-linux-gnueabihf/include/stdio.h": "libc6-dev-armhf-cross"}
 MODULES = ["8021q", "bridge", "veth"]
 # the debootstrap rootfs: what the wheel test, callgrind and the emulated board need
-# (systemd, udev, sshd, ifupdown: the same rootfs boots as the emulated board)
+# (systemd, udev, sshd, ifupdown: the same rootfs boots as the emulated board; iptables and
+# libnetfilter-queue1, which install.sh would fetch with apt for nfqueue mode: the board is offline)
 ROOTFS_PACKAGES = ["python3", "python3-venv", "python3-cffi-backend", "python3-yaml", "python3-scapy",
                    "python3-pyroute2", "valgrind", "iproute2", "kmod", "systemd-sysv", "udev",
-                   "openssh-server", "ifupdown", "procps"]
+                   "openssh-server", "ifupdown", "procps", "iptables", "libnetfilter-queue1"]
 SUITE = "bookworm"
 MIRROR = os.environ.get("RESHAPER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
@@ -313,6 +314,9 @@ def ensure_rootfs_tarball() -> Path:
             subprocess.run(["tar", "cf", f"{tar}.tmp", "--numeric-owner", "-C", str(work), "."], check=True)
             os.rename(f"{tar}.tmp", tar)
             shutil.rmtree(work, ignore_errors=True)
+            for stale in CACHE.glob(f"rootfs-{SUITE}-*.tar"):   # made for another package list
+                if stale != tar:
+                    stale.unlink()
     return tar
 
 

@@ -116,6 +116,9 @@ def image() -> dict:
         tmp.rename(paths["disk"])
         shutil.rmtree(root)
         (d / "done").touch()
+        for stale in armhf.CACHE.glob("board-*"):   # images of an older rootfs, kernel or layout
+            if stale != d:
+                shutil.rmtree(stale, ignore_errors=True)
     return paths
 
 
