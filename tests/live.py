@@ -55,20 +55,26 @@ class FrameTap:
                 break
             self.sock.settimeout(left)
             try:
-                data, ancdata, _, addr = self.sock.recvmsg(65536, 256)
+                data = self.read()
             except socket.timeout:
                 break
-            if addr[2] == socket.PACKET_OUTGOING:
-                continue
-            for level, kind, payload in ancdata:
-                if level == SOL_PACKET and kind == PACKET_AUXDATA:
-                    status, _, _, _, _, tci, tpid = AUXDATA.unpack(payload[:AUXDATA.size])
-                    if status & TP_STATUS_VLAN_VALID:
-                        tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
-                        data = data[:12] + struct.pack("!HH", tpid, tci) + data[12:]
-            if match is None or match(data):
+            if data is not None and (match is None or match(data)):
                 frames.append(data)
         return frames
+
+    def read(self) -> bytes | None:
+        """One frame as it was on the wire (a tag the kernel took off is put back); None for
+        one this host sent."""
+        data, ancdata, _, addr = self.sock.recvmsg(65536, 256)
+        if addr[2] == socket.PACKET_OUTGOING:
+            return None
+        for level, kind, payload in ancdata:
+            if level == SOL_PACKET and kind == PACKET_AUXDATA:
+                status, _, _, _, _, tci, tpid = AUXDATA.unpack(payload[:AUXDATA.size])
+                if status & TP_STATUS_VLAN_VALID:
+                    tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
+                    data = data[:12] + struct.pack("!HH", tpid, tci) + data[12:]
+        return data
 
     def close(self) -> None:
         self.sock.close()

@@ -49,7 +49,7 @@ def exchange(board: Board, frames: list[bytes], want: int, timeout: float = 15) 
     for f in frames:
         board.trunk.send(f)
         time.sleep(0.05)
-    return board.trunk.recv(want, timeout, keep=lambda f: f[6:12] in OURS)
+    return board.trunk.receive(want, timeout, match=lambda f: f[6:12] in OURS)
 
 
 def deploy(board: Board, bundle: Path, rules: Path, *args: str) -> subprocess.CompletedProcess:

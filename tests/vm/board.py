@@ -3,7 +3,7 @@ booted with systemd on qemu-system-arm's virt board, as deploy.sh finds a real o
 
     with Board() as board:                      # boots; ssh answers
         board.ssh("systemctl is-active reshaper")
-        board.trunk.send(frame); board.trunk.recv(...)
+        board.trunk.send(frame); board.trunk.receive(...)
 
 Like a BeagleBone managed over its USB network, the board has two NICs:
   * eth0, the VLAN trunk (the port a managed switch would feed): qemu carries its
@@ -30,6 +30,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.live import FrameTap
 
 from . import armhf
 from .runner import _pdeathsig
@@ -122,8 +124,9 @@ def image() -> dict:
     return paths
 
 
-class Trunk:
-    """The board's eth0 from here: each UDP datagram on loopback is one Ethernet frame."""
+class Trunk(FrameTap):
+    """The board's eth0 from here: each UDP datagram on loopback is one Ethernet frame
+    (qemu's socket netdev), sent and received as a FrameTap's."""
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -134,32 +137,8 @@ class Trunk:
     def send(self, frame: bytes) -> None:
         self.sock.sendto(frame, ("127.0.0.1", self.guest_port))
 
-    def recv(self, count: int, timeout: float, keep=lambda f: True) -> list[bytes]:
-        """Frames that keep() accepts, until count of them or timeout seconds of nothing more."""
-        got: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < count and (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                frame = self.sock.recv(65536)
-            except socket.timeout:
-                break
-            if keep(frame):
-                got.append(frame)
-        return got
-
-    def drain(self) -> None:
-        self.sock.setblocking(False)
-        try:
-            while True:
-                self.sock.recv(65536)
-        except BlockingIOError:
-            pass
-        finally:
-            self.sock.setblocking(True)
-
-    def close(self) -> None:
-        self.sock.close()
+    def read(self) -> bytes:
+        return self.sock.recv(65536)
 
 
 class Board:
