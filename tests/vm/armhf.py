@@ -40,6 +40,8 @@ HOST_TOOLS = {  # binary -> Debian package
     "debootstrap": "debootstrap",
     "arm-linux-gnueabihf-gcc": "gcc-arm-linux-gnueabihf",
     "depmod": "kmod",
+    "ssh": "openssh-client",   # deploy.sh to the emulated board (board.py)
+    "mkfs.ext4": "e2fsprogs",
 }
 HOST_FILES = {"/usr/arm-linux-gnueabihf/include/stdio.h": "libc6-dev-armhf-cross"}
 MODULES = ["8021q", "bridge", "veth"]
