@@ -74,7 +74,7 @@ def _free_port(kind: int) -> int:
 
 
 def image() -> dict:
-    """The board's disk image, initramfs and keys, built once (about a minute)."""
+    """The board's disk image, initramfs and keys, built once (about 6 s) per rootfs and kernel."""
     krel = armhf.kernel_release()
     zimage, kimage = armhf.kernel_image(krel)
     tar = armhf.ensure_rootfs_tarball()
