@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .runner import _cpio_newc, _pdeathsig, _unpack, kernel_problems
+from .runner import _copy_modules, _cpio_newc, _pdeathsig, _unpack, kernel_problems
 
 CACHE = Path(os.environ.get("RESHAPER_ARMHF_CACHE", Path.home() / ".cache/reshaper/armhf"))
 CROSS = "arm-linux-gnueabihf-"
@@ -197,7 +197,6 @@ def initramfs(krel: str, files: dict[str, bytes | Path], script: str, init: str 
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    mods = image / "lib/modules" / krel
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         root = Path(tmp)
         for d in ["bin", "proc", "sys", "dev", "tmp", "run", "newroot"]:
@@ -207,18 +206,7 @@ def initramfs(krel: str, files: dict[str, bytes | Path], script: str, init: str 
         for a in applets:
             if a != "busybox":
                 os.symlink("busybox", root / "bin" / a)
-        dst = root / "lib/modules" / krel
-        dst.mkdir(parents=True)
-        for name in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
-            if (mods / name).exists():
-                shutil.copy(mods / name, dst / name)
-        for m in modules:
-            deps = _sh("modprobe", "-d", str(image), "-S", krel, "--show-depends", m)
-            for ko in re.findall(r"^insmod (\S+)", deps, re.M):
-                rel = Path(ko).relative_to(mods)
-                (dst / rel.parent).mkdir(parents=True, exist_ok=True)
-                shutil.copy(ko, dst / rel)
-        subprocess.run(["depmod", "-b", str(root), krel], check=True)
+        _copy_modules(image, krel, modules, root)
         for path, data in blobs.items():
             p = root / path.lstrip("/")
             p.parent.mkdir(parents=True, exist_ok=True)

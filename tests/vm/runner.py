@@ -309,6 +309,24 @@ def _host_fingerprint(paths: list[str]) -> str:
     return "".join(f"{p}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns};" for p in paths)
 
 
+def _copy_modules(image: Path, kver: str, modules: list[str], root: Path) -> None:
+    """Each of modules, with its dependencies, from the unpacked kernel tree image into
+    the initramfs tree root; then a fresh index (depmod)."""
+    mods = image / "lib/modules" / kver
+    dst = root / "lib/modules" / kver
+    dst.mkdir(parents=True)
+    for name in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
+        if (mods / name).exists():
+            shutil.copy(mods / name, dst / name)
+    for m in modules:
+        deps = _sh("modprobe", "-d", str(image), "-S", kver, "--show-depends", m)
+        for ko in re.findall(r"^insmod (\S+)", deps, re.M):
+            rel = Path(ko).relative_to(mods)
+            (dst / rel.parent).mkdir(parents=True, exist_ok=True)
+            shutil.copy(ko, dst / rel)
+    subprocess.run(["depmod", "-b", str(root), kver], check=True)
+
+
 def initramfs(kver: str, idle_timeout: int = 1800) -> Path:
     image = CACHE / kver / "image"
     bins = {"ip": "/usr/sbin/ip", "tc": "/usr/sbin/tc"}
@@ -341,18 +359,7 @@ def initramfs(kver: str, idle_timeout: int = 1800) -> Path:
             wrapper.chmod(0o755)
         for lib in libs:  # copied under the name ldd printed (follows symlinks)
             shutil.copy(lib, root / ("lib64" if "/ld-linux" in lib else "bb/lib") / Path(lib).name)
-        # modules: each requested one with its dependencies, then a fresh index
-        dst_mods = root / "lib/modules" / kver
-        dst_mods.mkdir(parents=True)
-        for name in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
-            shutil.copy(mods / name, dst_mods / name)
-        for m in MODULES:
-            deps = _sh("modprobe", "-d", str(image), "-S", kver, "--show-depends", m)
-            for ko in re.findall(r"^insmod (\S+)", deps, re.M):
-                rel = Path(ko).relative_to(mods)
-                (dst_mods / rel.parent).mkdir(parents=True, exist_ok=True)
-                shutil.copy(ko, dst_mods / rel)
-        subprocess.run(["depmod", "-b", str(root), kver], check=True)
+        _copy_modules(image, kver, MODULES, root)
         init = INIT.replace("@BOOT_MODULES@", " ".join(BOOT_MODULES))
         init = init.replace("@IDLE_TICKS@", str(idle_timeout * 10))
         (root / "init").write_text(init)
