@@ -46,9 +46,9 @@ from pathlib import Path
 
 import yaml
 
-from bridge.bench import (Trafgen, build_shim, cpu_times, frame_mix, link_stats, machine,  # noqa: F401
-                          net_rx_softirqs, ns_write, percentile, proc_cpu, qemu_running, set_rps,
-                          trafgen_config, unwind_on_sigterm)
+from bridge.bench import (BRIDGE_DEV, LinuxBridge, Trafgen, build_shim, cpu_times, frame_mix,  # noqa: F401
+                          link_stats, machine, net_rx_softirqs, percentile, proc_cpu, qemu_running,
+                          set_rps, trafgen_config, unwind_on_sigterm)
 from bridge.netns import HOST_B, Topology
 from ring import GRO, GSO, TSO, set_offloads
 from tests.live import Bridge
@@ -56,14 +56,9 @@ from tests.live import Bridge
 REPO = Path(__file__).resolve().parent.parent
 FIVE_RULES = REPO / "rules" / "examples" / "five-rules.yaml"
 GEN_CPU, FWD_CPU = 0, 1
-SRC_MAC, DST_MAC = "02:00:00:00:aa:01", "02:00:00:00:bb:01"
-BRIDGE_DEV = "rsbench0"
 MODES = ("kernel", "ring", "ring-5", "kernel-rps", "ring-5-busy")
 BUSY_POLL_US = 20_000  # ring-5-busy: longer than the ping interval, so the loop never sleeps under ping
 DEFAULT_MODES = ("kernel", "ring", "ring-5")
-AF_BRIDGE = 7
-NTF_MASTER = 0x04
-NUD_NOARP = 0x40
 USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -149,36 +144,22 @@ def delta(before: dict, after: dict) -> dict:
 
 # ---- the forwarders --------------------------------------------------------------
 
-class KernelBridge:
+class KernelBridge(LinuxBridge):
+    """bridge.bench's plain Linux bridge (br_netfilter hooks off, static FDB entry), optionally
+    with a1's receive steered to the forwarder's CPU (RPS), as reshaper's path is."""
+
     def __init__(self, topo: Topology, rps: bool = False):
-        self.topo = topo
+        super().__init__(topo)
         self.name = "kernel-rps" if rps else "kernel"
         self.rps = rps
-        self.pid = None
-        self.bridge = None
 
     def start(self) -> None:
-        ns = self.topo.br
         if self.rps:
-            # the bridge path gets the forwarder's CPU, like reshaper: a1's receive moves there
-            set_rps(ns, "a1", 1 << FWD_CPU)
-        # a plain bridge: br_netfilter is built into this kernel, its hooks off here
-        for proto in ("iptables", "ip6tables", "arptables"):
-            ns_write(ns, f"/proc/sys/net/bridge/bridge-nf-call-{proto}", "0")
-        with ns.ipr() as ipr:
-            ipr.link("add", ifname=BRIDGE_DEV, kind="bridge", br_stp_state=0, br_forward_delay=0)
-            br = ipr.link_lookup(ifname=BRIDGE_DEV)[0]
-            for ifname in ("a1", "b1"):
-                ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], master=br)
-            ipr.link("set", index=br, state="up")
-            b1 = ipr.link_lookup(ifname="b1")[0]
-            ipr.neigh("add", family=AF_BRIDGE, ifindex=b1, lladdr=DST_MAC, state=NUD_NOARP, flags=NTF_MASTER)
+            set_rps(self.topo.br, "a1", 1 << FWD_CPU)
+        super().start()
 
     def stop(self) -> None:
-        with self.topo.br.ipr() as ipr:
-            found = ipr.link_lookup(ifname=BRIDGE_DEV)
-            if found:
-                ipr.link("del", index=found[0])
+        super().stop()
         if self.rps:
             set_rps(self.topo.br, "a1", 0)
 
