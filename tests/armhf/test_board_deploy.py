@@ -52,12 +52,17 @@ def exchange(board: Board, frames: list[bytes], want: int, timeout: float = 15) 
     return board.trunk.receive(want, timeout, match=lambda f: f[6:12] in OURS)
 
 
-def deploy(board: Board, bundle: Path, rules: Path, *args: str) -> subprocess.CompletedProcess:
+def run_deploy(board: Board, rules: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+    """deploy.sh HOST RULES ARGS against the board, with its port, key and known host key."""
     env = dict(os.environ, RESHAPER_SSH_OPTS=" ".join(board.ssh_options()))
+    return subprocess.run(["bash", str(BB / "deploy.sh"), board.host, str(rules), "--port", str(board.ssh_port),
+                           "--identity", str(board.key), *args],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def deploy(board: Board, bundle: Path, rules: Path, *args: str) -> subprocess.CompletedProcess:
     t0 = time.monotonic()
-    r = subprocess.run(["bash", str(BB / "deploy.sh"), board.host, str(rules), "--port", str(board.ssh_port),
-                        "--identity", str(board.key), "--bundle", str(bundle), *args],
-                       env=env, capture_output=True, text=True, timeout=1200)
+    r = run_deploy(board, rules, "--bundle", str(bundle), *args)
     print(f"deploy.sh {' '.join(args)}: {time.monotonic() - t0:.1f} s")
     assert r.returncode == 0, r.stdout + r.stderr + board.ssh("journalctl -u reshaper -n 40 --no-pager",
                                                                check=False).stdout
@@ -126,10 +131,7 @@ def test_rules_only_swaps_rules_without_restart(board, bb_build, ring_deployed, 
     # a bad rule file is refused here, before anything is copied; the board keeps the old one
     bad = tmp_path / "bad.yaml"
     bad.write_text(rules.read_text().replace("dscp: 10", "dscp: 99"))
-    env = dict(os.environ, RESHAPER_SSH_OPTS=" ".join(board.ssh_options()))
-    r = subprocess.run(["bash", str(BB / "deploy.sh"), board.host, str(bad), "--rules-only",
-                        "--port", str(board.ssh_port), "--identity", str(board.key)],
-                       env=env, capture_output=True, text=True, timeout=120)
+    r = run_deploy(board, bad, "--rules-only", timeout=120)
     assert r.returncode == 1 and f"{bad}:" in r.stdout + r.stderr and "nothing deployed" in r.stderr
     assert board.ssh("grep -c 'dscp: 10' /etc/reshaper/rules.yaml").stdout.strip() == "1"
 
