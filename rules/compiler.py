@@ -30,7 +30,7 @@ _FROM = {"any": lib.RS_FROM_ANY, "a": lib.RS_FROM_A, "b": lib.RS_FROM_B}
 
 
 def probability(p: float) -> int:
-    """A probability as the engine's u32 threshold (event when prng_u32() < p)."""
+    """A probability as the engine's u32 threshold (event when rs_prng_u32() < p)."""
     if p >= 1.0:
         return lib.RS_PROB_ALWAYS
     return min(round(p * 2**32), lib.RS_PROB_ALWAYS - 1)

@@ -32,37 +32,37 @@
 #include "rs_program.h"
 #include "rs_dist_tables.h"
 
-#define ETH_HLEN	14
-#define ETH_P_IP	0x0800
-#define ETH_P_IPV6	0x86dd
-#define ETH_P_8021Q	0x8100
-#define ETH_P_8021AD	0x88a8
-#define IPPROTO_ICMP	1
-#define IPPROTO_TCP	6
-#define IPPROTO_UDP	17
-#define IPPROTO_ICMPV6	58
+#define RS_ETH_HLEN	14
+#define RS_ETH_P_IP	0x0800
+#define RS_ETH_P_IPV6	0x86dd
+#define RS_ETH_P_8021Q	0x8100
+#define RS_ETH_P_8021AD	0x88a8
+#define RS_IPPROTO_ICMP	1
+#define RS_IPPROTO_TCP	6
+#define RS_IPPROTO_UDP	17
+#define RS_IPPROTO_ICMPV6	58
 #define RS_MAX_TAGS	2
 #define RS_MAX_EXTHDRS	8
-#define NSEC_PER_SEC	1000000000ull
+#define RS_NSEC_PER_SEC	1000000000ull
 
 /* ---- byte access ---- */
 
-static uint32_t le16(const uint8_t *b)
+static uint32_t rs_le16(const uint8_t *b)
 {
 	return (uint32_t)b[0] | (uint32_t)b[1] << 8;
 }
 
-static uint32_t le32(const uint8_t *b)
+static uint32_t rs_le32(const uint8_t *b)
 {
-	return le16(b) | le16(b + 2) << 16;
+	return rs_le16(b) | rs_le16(b + 2) << 16;
 }
 
-static uint64_t le64(const uint8_t *b)
+static uint64_t rs_le64(const uint8_t *b)
 {
-	return (uint64_t)le32(b) | (uint64_t)le32(b + 4) << 32;
+	return (uint64_t)rs_le32(b) | (uint64_t)rs_le32(b + 4) << 32;
 }
 
-static uint32_t be16(const uint8_t *b)
+static uint32_t rs_be16(const uint8_t *b)
 {
 	return (uint32_t)b[0] << 8 | b[1];
 }
@@ -70,13 +70,13 @@ static uint32_t be16(const uint8_t *b)
 /* ---- verifier ---- */
 
 /* timing ops a rule may hold once each (loss and loss_ge are one loss) */
-#define T_LOSS    0x1
-#define T_DELAY   0x2
-#define T_REORDER 0x4
-#define T_RATE    0x8
+#define RS_T_LOSS    0x1
+#define RS_T_DELAY   0x2
+#define RS_T_REORDER 0x4
+#define RS_T_RATE    0x8
 
 /* Fixed operand length of each opcode; -1: variable, -2: unknown. */
-static int op_fixed_len(uint32_t op)
+static int rs_op_fixed_len(uint32_t op)
 {
 	switch (op) {
 	case RS_M_ETH:		return 13;
@@ -105,15 +105,15 @@ static int op_fixed_len(uint32_t op)
 	return -2;
 }
 
-static int is_match_op(uint32_t op)
+static int rs_is_match_op(uint32_t op)
 {
 	return op >= RS_M_ETH && op <= RS_M_BYTES;
 }
 
 /* Operand length check; o is inside the rule, n its length. */
-static int verify_oplen(uint32_t op, const uint8_t *o, uint32_t n)
+static int rs_verify_oplen(uint32_t op, const uint8_t *o, uint32_t n)
 {
-	int fixed = op_fixed_len(op);
+	int fixed = rs_op_fixed_len(op);
 
 	if (fixed >= 0)
 		return n == (uint32_t)fixed ? 0 : -RS_E_OPLEN;
@@ -123,16 +123,16 @@ static int verify_oplen(uint32_t op, const uint8_t *o, uint32_t n)
 	return n >= 4 && n == 4 + 2 * (uint32_t)o[3] ? 0 : -RS_E_OPLEN;
 }
 
-static int verify_bytes_op(const uint8_t *o)
+static int rs_verify_bytes_op(const uint8_t *o)
 {
-	if (o[0] > RS_BASE_L4 || le16(o + 1) >= 0xffff)
+	if (o[0] > RS_BASE_L4 || rs_le16(o + 1) >= 0xffff)
 		return -RS_E_OPERAND;
 	return o[3] >= 1 && o[3] <= RS_MAX_BYTES ? 0 : -RS_E_OPERAND;
 }
 
-static int verify_set_field(const uint8_t *o)
+static int rs_verify_set_field(const uint8_t *o)
 {
-	uint32_t v = le16(o + 1);
+	uint32_t v = rs_le16(o + 1);
 
 	switch (o[0]) {
 	case RS_F_DSCP:		return v <= 63 ? 0 : -RS_E_OPERAND;
@@ -147,7 +147,7 @@ static int verify_set_field(const uint8_t *o)
 }
 
 /* Operand ranges; the length is already right. */
-static int verify_operands(uint32_t op, const uint8_t *o)
+static int rs_verify_operands(uint32_t op, const uint8_t *o)
 {
 	uint32_t i;
 
@@ -168,48 +168,48 @@ static int verify_operands(uint32_t op, const uint8_t *o)
 		if (o[1] < 1 || o[1] > RS_MAX_RANGES)
 			return -RS_E_OPERAND;
 		for (i = 0; i < o[1]; i++)
-			if (le16(o + 2 + 4 * i) > le16(o + 4 + 4 * i))
+			if (rs_le16(o + 2 + 4 * i) > rs_le16(o + 4 + 4 * i))
 				return -RS_E_OPERAND;
 		return 0;
 	case RS_M_BYTES:
 	case RS_A_PAYLOAD:
-		return verify_bytes_op(o);
+		return rs_verify_bytes_op(o);
 	case RS_A_SET_FIELD:
-		return verify_set_field(o);
+		return rs_verify_set_field(o);
 	case RS_A_PUSH_VLAN:
 		/* any other TPID would hide the tag from the parser */
-		return le16(o) == ETH_P_8021Q || le16(o) == ETH_P_8021AD ?
+		return rs_le16(o) == RS_ETH_P_8021Q || rs_le16(o) == RS_ETH_P_8021AD ?
 			0 : -RS_E_OPERAND;
 	case RS_A_TRUNCATE:
-		return le16(o) >= ETH_HLEN ? 0 : -RS_E_OPERAND;
+		return rs_le16(o) >= RS_ETH_HLEN ? 0 : -RS_E_OPERAND;
 	case RS_A_DUPLICATE:
 		return o[0] >= 1 && o[0] <= RS_MAX_COPIES ? 0 : -RS_E_OPERAND;
 	case RS_A_DELAY:
-		if (le64(o) > RS_MAX_DELAY_NS || le64(o + 8) > RS_MAX_DELAY_NS)
+		if (rs_le64(o) > RS_MAX_DELAY_NS || rs_le64(o + 8) > RS_MAX_DELAY_NS)
 			return -RS_E_OPERAND;
 		return o[16] <= RS_DIST_PARETONORMAL ? 0 : -RS_E_OPERAND;
 	case RS_A_RATE:
-		if (le64(o) == 0)
+		if (rs_le64(o) == 0)
 			return -RS_E_OPERAND;
-		return le16(o + 10) >= 1 ? 0 : -RS_E_OPERAND;
+		return rs_le16(o + 10) >= 1 ? 0 : -RS_E_OPERAND;
 	}
 	return 0;
 }
 
-static uint32_t timing_bit(uint32_t op)
+static uint32_t rs_timing_bit(uint32_t op)
 {
 	switch (op) {
 	case RS_A_LOSS:
-	case RS_A_LOSS_GE:	return T_LOSS;
-	case RS_A_DELAY:	return T_DELAY;
-	case RS_A_REORDER:	return T_REORDER;
-	case RS_A_RATE:		return T_RATE;
+	case RS_A_LOSS_GE:	return RS_T_LOSS;
+	case RS_A_DELAY:	return RS_T_DELAY;
+	case RS_A_REORDER:	return RS_T_REORDER;
+	case RS_A_RATE:		return RS_T_RATE;
 	}
 	return 0;
 }
 
 /* One rule of rlen bytes (rlen >= 8, inside the program). */
-static int verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
+static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
 {
 	uint32_t nm = r[4], nops = r[4] + r[5], off = RS_RULE_HDR_LEN;
 	uint32_t k, seen = 0, prev = 0;
@@ -217,7 +217,7 @@ static int verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
 
 	if (r[2] > RS_FROM_B)
 		return -RS_E_OPERAND;
-	if ((r[3] & ~RS_RF_ALL) || le16(r + 6))
+	if ((r[3] & ~RS_RF_ALL) || rs_le16(r + 6))
 		return -RS_E_FLAGS;
 	if (r[4] > RS_MAX_OPS || r[5] > RS_MAX_OPS)
 		return -RS_E_RULES;
@@ -230,22 +230,22 @@ static int verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
 			return -RS_E_RULES;
 		op = r[off];
 		n = r[off + 1];
-		if (op_fixed_len(op) == -2 || is_match_op(op) != (k < nm))
+		if (rs_op_fixed_len(op) == -2 || rs_is_match_op(op) != (k < nm))
 			return -RS_E_OPCODE;
 		if (rlen - off - RS_OP_HDR_LEN < n)
 			return -RS_E_RULES;
-		err = verify_oplen(op, r + off + 2, n);
+		err = rs_verify_oplen(op, r + off + 2, n);
 		if (!err)
-			err = verify_operands(op, r + off + 2);
+			err = rs_verify_operands(op, r + off + 2);
 		if (err)
 			return err;
 
-		bit = timing_bit(op);
+		bit = rs_timing_bit(op);
 		if ((seen & bit) || (prev == RS_A_REORDER && op != RS_A_DELAY))
 			return -RS_E_ORDER;
 		seen |= bit;
 		if (op == RS_A_RATE)
-			*limit = le16(r + off + 2 + 10);
+			*limit = rs_le16(r + off + 2 + 10);
 		prev = op;
 		off += RS_OP_HDR_LEN + n;
 	}
@@ -260,22 +260,22 @@ static int verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
  * length, operand ranges, timing-op order). On success sets the state size:
  * state header, one rs_rule_state per rule, 8 bytes per rate queue slot.
  */
-static int verify_program(const uint8_t *prog, uint32_t len, uint32_t *size)
+static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size)
 {
 	uint32_t n, i, off = RS_HDR_LEN, limit, sum = 0;
 	int err;
 
 	if (!prog || len < RS_HDR_LEN)
 		return -RS_E_SHORT;
-	if (le32(prog) != RS_MAGIC)
+	if (rs_le32(prog) != RS_MAGIC)
 		return -RS_E_MAGIC;
-	if (le16(prog + 4) != RS_VERSION)
+	if (rs_le16(prog + 4) != RS_VERSION)
 		return -RS_E_VERSION;
-	if (len > RS_MAX_PROGRAM_LEN || le32(prog + 12) != len)
+	if (len > RS_MAX_PROGRAM_LEN || rs_le32(prog + 12) != len)
 		return -RS_E_SHORT;
-	if ((le16(prog + 6) & ~RS_PF_ALL) || le16(prog + 10))
+	if ((rs_le16(prog + 6) & ~RS_PF_ALL) || rs_le16(prog + 10))
 		return -RS_E_FLAGS;
-	n = le16(prog + 8);
+	n = rs_le16(prog + 8);
 	if (n > RS_MAX_RULES)
 		return -RS_E_RULES;
 
@@ -284,10 +284,10 @@ static int verify_program(const uint8_t *prog, uint32_t len, uint32_t *size)
 
 		if (len - off < RS_RULE_HDR_LEN)
 			return -RS_E_RULES;
-		rlen = le16(prog + off);
+		rlen = rs_le16(prog + off);
 		if (rlen < RS_RULE_HDR_LEN || rlen > len - off)
 			return -RS_E_RULES;
-		err = verify_rule(prog + off, rlen, &limit);
+		err = rs_verify_rule(prog + off, rlen, &limit);
 		if (err)
 			return err;
 		sum += limit;	/* <= 256 * 65535: no overflow */
@@ -305,7 +305,7 @@ static int verify_program(const uint8_t *prog, uint32_t len, uint32_t *size)
 int rs_program_verify(const uint8_t *prog, uint32_t len, uint32_t *state_size)
 {
 	uint32_t size = 0;
-	int err = verify_program(prog, len, &size);
+	int err = rs_verify_program(prog, len, &size);
 
 	if (!err && state_size)
 		*state_size = size;
@@ -314,11 +314,11 @@ int rs_program_verify(const uint8_t *prog, uint32_t len, uint32_t *state_size)
 
 /* ---- PRNG: xoshiro128** seeded through splitmix64 ------------------------
  * The 128-bit xoshiro state is kept as prng[0] = s0 | s1 << 32 and
- * prng[1] = s2 | s3 << 32. Seeding: x = seed; prng[0] = splitmix64(&x);
- * prng[1] = splitmix64(&x) (an all-zero result, which xoshiro cannot leave,
+ * prng[1] = s2 | s3 << 32. Seeding: x = seed; prng[0] = rs_splitmix64(&x);
+ * prng[1] = rs_splitmix64(&x) (an all-zero result, which xoshiro cannot leave,
  * becomes s0 = 1). 32-bit arithmetic suits the Cortex-A8.
  */
-static uint64_t splitmix64(uint64_t *x)
+static uint64_t rs_splitmix64(uint64_t *x)
 {
 	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
 
@@ -327,40 +327,40 @@ static uint64_t splitmix64(uint64_t *x)
 	return z ^ (z >> 31);
 }
 
-static uint32_t rotl32(uint32_t x, int k)
+static uint32_t rs_rotl32(uint32_t x, int k)
 {
 	return (x << k) | (x >> (32 - k));
 }
 
-static uint32_t prng_u32(struct rs_state *st)
+static uint32_t rs_prng_u32(struct rs_state *st)
 {
 	uint32_t s0 = (uint32_t)st->prng[0], s1 = (uint32_t)(st->prng[0] >> 32);
 	uint32_t s2 = (uint32_t)st->prng[1], s3 = (uint32_t)(st->prng[1] >> 32);
-	uint32_t r = rotl32(s1 * 5, 7) * 9, t = s1 << 9;
+	uint32_t r = rs_rotl32(s1 * 5, 7) * 9, t = s1 << 9;
 
 	s2 ^= s0;
 	s3 ^= s1;
 	s1 ^= s2;
 	s0 ^= s3;
 	s2 ^= t;
-	s3 = rotl32(s3, 11);
+	s3 = rs_rotl32(s3, 11);
 	st->prng[0] = s0 | (uint64_t)s1 << 32;
 	st->prng[1] = s2 | (uint64_t)s3 << 32;
 	return r;
 }
 
 /* An event of probability p: always draws one number, so runs stay aligned. */
-static int prng_event(struct rs_state *st, uint32_t p)
+static int rs_prng_event(struct rs_state *st, uint32_t p)
 {
-	uint32_t r = prng_u32(st);
+	uint32_t r = rs_prng_u32(st);
 
 	return p == RS_PROB_ALWAYS || r < p;
 }
 
 /* netem's correlated draw as PROGRAM.md writes it; *last keeps the memory */
-static uint32_t prng_corr(struct rs_state *st, uint32_t corr, uint32_t *last)
+static uint32_t rs_prng_corr(struct rs_state *st, uint32_t corr, uint32_t *last)
 {
-	uint64_t r = prng_u32(st);
+	uint64_t r = rs_prng_u32(st);
 	uint32_t u = (uint32_t)((((1ull << 32) - corr) * r +
 				 (uint64_t)corr * *last) >> 32);
 
@@ -370,7 +370,7 @@ static uint32_t prng_corr(struct rs_state *st, uint32_t corr, uint32_t *last)
 
 /* ---- state ---- */
 
-static struct rs_rule_state *rule_states(struct rs_state *st)
+static struct rs_rule_state *rs_rule_states(struct rs_state *st)
 {
 	return (struct rs_rule_state *)(st + 1);
 }
@@ -389,18 +389,18 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 	for (i = 0; i < state_size; i++)
 		p[i] = 0;
 	/* a state that does not fit its program stays empty: rs_run passes */
-	if (verify_program(prog, prog_len, &size) || size > state_size)
+	if (rs_verify_program(prog, prog_len, &size) || size > state_size)
 		return;
 
-	st->prng[0] = splitmix64(&x);
-	st->prng[1] = splitmix64(&x);
+	st->prng[0] = rs_splitmix64(&x);
+	st->prng[1] = rs_splitmix64(&x);
 	if (!st->prng[0] && !st->prng[1])
 		st->prng[0] = 1;
-	n = le16(prog + 8);
+	n = rs_le16(prog + 8);
 	st->n_rules = n;
 	st->size = size;
 
-	rs = rule_states(st);
+	rs = rs_rule_states(st);
 	qoff = (uint32_t)sizeof(*st) + n * (uint32_t)sizeof(*rs);
 	off = RS_HDR_LEN;
 	for (i = 0; i < n; i++) {
@@ -409,13 +409,13 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 
 		for (k = 0; k < nops; k++) {
 			if (r[o] == RS_A_RATE) {
-				rs[i].rate_limit = le16(r + o + 2 + 10);
+				rs[i].rate_limit = rs_le16(r + o + 2 + 10);
 				rs[i].rate_queue = qoff;
 				qoff += 8 * rs[i].rate_limit;
 			}
 			o += RS_OP_HDR_LEN + r[o + 1];
 		}
-		off += le16(r);
+		off += rs_le16(r);
 	}
 }
 
@@ -439,26 +439,26 @@ struct rs_pkt {
 	uint32_t hdr_end;	/* end of everything parsed */
 };
 
-static int is_vlan_tpid(uint32_t t)
+static int rs_is_vlan_tpid(uint32_t t)
 {
-	return t == ETH_P_8021Q || t == ETH_P_8021AD;
+	return t == RS_ETH_P_8021Q || t == RS_ETH_P_8021AD;
 }
 
 /* TCP, UDP, ICMP/ICMPv6 header at p->l4; a bogus one is just absent. */
-static void parse_l4(struct rs_pkt *p)
+static void rs_parse_l4(struct rs_pkt *p)
 {
 	uint32_t room = p->l3_end - p->l4, hl = 0, ck = 0;
 
-	if (p->proto == IPPROTO_TCP && room >= 20) {
+	if (p->proto == RS_IPPROTO_TCP && room >= 20) {
 		hl = (uint32_t)(p->b[p->l4 + 12] >> 4) * 4;
 		ck = 16;
 		if (hl < 20 || hl > room)
 			hl = 0;
-	} else if (p->proto == IPPROTO_UDP && room >= 8) {
+	} else if (p->proto == RS_IPPROTO_UDP && room >= 8) {
 		hl = 8;
 		ck = 6;
-	} else if (((p->proto == IPPROTO_ICMP && p->ipv == 4) ||
-		    (p->proto == IPPROTO_ICMPV6 && p->ipv == 6)) && room >= 4) {
+	} else if (((p->proto == RS_IPPROTO_ICMP && p->ipv == 4) ||
+		    (p->proto == RS_IPPROTO_ICMPV6 && p->ipv == 6)) && room >= 4) {
 		hl = 4;
 		ck = 2;
 	}
@@ -469,7 +469,7 @@ static void parse_l4(struct rs_pkt *p)
 	}
 }
 
-static int parse_ipv4(struct rs_pkt *p)
+static int rs_parse_ipv4(struct rs_pkt *p)
 {
 	const uint8_t *h = p->b + p->l3;
 	uint32_t room = p->len - p->l3, hl, tot;
@@ -477,37 +477,37 @@ static int parse_ipv4(struct rs_pkt *p)
 	if (room < 20 || (h[0] >> 4) != 4)
 		return -1;
 	hl = (uint32_t)(h[0] & 0xf) * 4;
-	tot = be16(h + 2);
+	tot = rs_be16(h + 2);
 	if (hl < 20 || hl > room || tot < hl || tot > room)
 		return -1;
 	p->ipv = 4;
 	p->iphl = hl;
 	p->l3_end = p->l3 + tot;
 	p->proto = h[9];
-	p->frag = (be16(h + 6) & 0x3fff) != 0;	/* MF or an offset */
+	p->frag = (rs_be16(h + 6) & 0x3fff) != 0;	/* MF or an offset */
 	p->hdr_end = p->l3 + hl;
 	p->l4 = p->l3 + hl;
-	p->has_l4off = (be16(h + 6) & 0x1fff) == 0;
+	p->has_l4off = (rs_be16(h + 6) & 0x1fff) == 0;
 	return 0;
 }
 
-static int is_ext_hdr(uint32_t nh)
+static int rs_is_ext_hdr(uint32_t nh)
 {
 	return nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51;
 }
 
-static int parse_ipv6(struct rs_pkt *p)
+static int rs_parse_ipv6(struct rs_pkt *p)
 {
 	const uint8_t *h = p->b + p->l3;
 	uint32_t room = p->len - p->l3, off, nh, i, first = 1;
 
-	if (room < 40 || (h[0] >> 4) != 6 || 40 + be16(h + 4) > room)
+	if (room < 40 || (h[0] >> 4) != 6 || 40 + rs_be16(h + 4) > room)
 		return -1;
 	p->ipv = 6;
-	p->l3_end = p->l3 + 40 + be16(h + 4);
+	p->l3_end = p->l3 + 40 + rs_be16(h + 4);
 	nh = h[6];
 	off = p->l3 + 40;
-	for (i = 0; i < RS_MAX_EXTHDRS && is_ext_hdr(nh); i++) {
+	for (i = 0; i < RS_MAX_EXTHDRS && rs_is_ext_hdr(nh); i++) {
 		uint32_t hl;
 
 		if (p->l3_end - off < 8)
@@ -515,7 +515,7 @@ static int parse_ipv6(struct rs_pkt *p)
 		if (nh == 44) {
 			hl = 8;
 			p->frag = 1;
-			if (be16(p->b + off + 2) & 0xfff8)
+			if (rs_be16(p->b + off + 2) & 0xfff8)
 				first = 0;
 		} else if (nh == 51) {
 			hl = ((uint32_t)p->b[off + 1] + 2) * 4;
@@ -531,12 +531,12 @@ static int parse_ipv6(struct rs_pkt *p)
 	p->hdr_end = off;
 	p->l4 = off;
 	/* more than 8 extension headers: the upper layer is not reached */
-	p->has_l4off = first && !is_ext_hdr(nh);
+	p->has_l4off = first && !rs_is_ext_hdr(nh);
 	return 0;
 }
 
 /* Fills p from p->b/len; returns -1 for a malformed frame. */
-static int parse(struct rs_pkt *p)
+static int rs_parse(struct rs_pkt *p)
 {
 	uint32_t off = 12, i;
 	int err;
@@ -550,36 +550,36 @@ static int parse(struct rs_pkt *p)
 		if (p->len < 1)
 			return -1;
 		if ((p->b[0] >> 4) == 4)
-			p->eth_type = ETH_P_IP;
+			p->eth_type = RS_ETH_P_IP;
 		else if ((p->b[0] >> 4) == 6)
-			p->eth_type = ETH_P_IPV6;
+			p->eth_type = RS_ETH_P_IPV6;
 		else
 			return -1;
 	} else {
-		if (p->len < ETH_HLEN)
+		if (p->len < RS_ETH_HLEN)
 			return -1;
-		p->eth_type = be16(p->b + off);
-		for (i = 0; i < RS_MAX_TAGS && is_vlan_tpid(p->eth_type); i++) {
+		p->eth_type = rs_be16(p->b + off);
+		for (i = 0; i < RS_MAX_TAGS && rs_is_vlan_tpid(p->eth_type); i++) {
 			if (p->len - off < 8)	/* tag + next ethertype */
 				return -1;
 			off += 4;
 			p->ntags++;
-			p->eth_type = be16(p->b + off);
+			p->eth_type = rs_be16(p->b + off);
 		}
 		p->l3 = off + 2;
 		p->hdr_end = p->l3;
 	}
 
-	if (p->eth_type == ETH_P_IP)
-		err = parse_ipv4(p);
-	else if (p->eth_type == ETH_P_IPV6)
-		err = parse_ipv6(p);
+	if (p->eth_type == RS_ETH_P_IP)
+		err = rs_parse_ipv4(p);
+	else if (p->eth_type == RS_ETH_P_IPV6)
+		err = rs_parse_ipv6(p);
 	else
 		return 0;
 	if (err)
 		return err;
 	if (p->has_l4off)
-		parse_l4(p);
+		rs_parse_l4(p);
 	return 0;
 }
 
@@ -587,9 +587,9 @@ static int parse(struct rs_pkt *p)
  * Re-parse after a length change. A frame an action made unparsable keeps
  * going with no IP fields (it is not re-classified as malformed).
  */
-static void reparse(struct rs_pkt *p)
+static void rs_reparse(struct rs_pkt *p)
 {
-	if (parse(p)) {
+	if (rs_parse(p)) {
 		/* tags and ethertype parsed before the failure stay valid */
 		p->ipv = p->proto = p->frag = p->has_l4off = 0;
 		p->l4hl = p->ck = 0;
@@ -599,7 +599,7 @@ static void reparse(struct rs_pkt *p)
 /* ---- field access ---- */
 
 /* Gets a field of RS_F_*; returns -1 when the frame does not have it. */
-static int field_get(const struct rs_pkt *p, uint32_t f, uint32_t rx_len,
+static int rs_field_get(const struct rs_pkt *p, uint32_t f, uint32_t rx_len,
 		     uint32_t *val)
 {
 	const uint8_t *h = p->b + p->l3;
@@ -612,7 +612,7 @@ static int field_get(const struct rs_pkt *p, uint32_t f, uint32_t rx_len,
 	case RS_F_VLAN_PCP:
 		if (!p->ntags)
 			return -1;
-		*val = be16(p->b + 14);
+		*val = rs_be16(p->b + 14);
 		*val = f == RS_F_VLAN ? *val & 0xfff : *val >> 13;
 		return 0;
 	case RS_F_IP_PROTO:
@@ -620,10 +620,10 @@ static int field_get(const struct rs_pkt *p, uint32_t f, uint32_t rx_len,
 		return p->ipv ? 0 : -1;
 	case RS_F_SRC_PORT:
 	case RS_F_DST_PORT:
-		if (!p->l4hl || (p->proto != IPPROTO_TCP &&
-				 p->proto != IPPROTO_UDP))
+		if (!p->l4hl || (p->proto != RS_IPPROTO_TCP &&
+				 p->proto != RS_IPPROTO_UDP))
 			return -1;
-		*val = be16(p->b + p->l4 + (f == RS_F_DST_PORT ? 2 : 0));
+		*val = rs_be16(p->b + p->l4 + (f == RS_F_DST_PORT ? 2 : 0));
 		return 0;
 	case RS_F_DSCP:
 		if (p->ipv == 4)
@@ -647,9 +647,9 @@ static int field_get(const struct rs_pkt *p, uint32_t f, uint32_t rx_len,
 
 /* Where base+offset..+n lies in the frame; -1 if those bytes do not exist.
  * L3 and L4 bases reach only to the end of the IP packet (never padding). */
-static int bytes_at(const struct rs_pkt *p, const uint8_t *o, uint32_t *at)
+static int rs_bytes_at(const struct rs_pkt *p, const uint8_t *o, uint32_t *at)
 {
-	uint32_t start, end, n = o[3], off = le16(o + 1);
+	uint32_t start, end, n = o[3], off = rs_le16(o + 1);
 
 	if (o[0] == RS_BASE_L2) {
 		start = 0;
@@ -670,7 +670,7 @@ static int bytes_at(const struct rs_pkt *p, const uint8_t *o, uint32_t *at)
 }
 
 /* Offset of an IP address of the packet's own family, or -1. */
-static int ip_addr_at(const struct rs_pkt *p, uint32_t which, uint32_t family,
+static int rs_ip_addr_at(const struct rs_pkt *p, uint32_t which, uint32_t family,
 		      uint32_t *at, uint32_t *n)
 {
 	if (!p->ipv || p->ipv != family)
@@ -687,7 +687,7 @@ static int ip_addr_at(const struct rs_pkt *p, uint32_t which, uint32_t family,
 
 /* ---- matching ---- */
 
-static int masked_eq(const uint8_t *a, const uint8_t *v, const uint8_t *m,
+static int rs_masked_eq(const uint8_t *a, const uint8_t *v, const uint8_t *m,
 		     uint32_t n)
 {
 	uint32_t i;
@@ -698,7 +698,7 @@ static int masked_eq(const uint8_t *a, const uint8_t *v, const uint8_t *m,
 	return 1;
 }
 
-static int match_op(const struct rs_pkt *p, uint32_t op, const uint8_t *o,
+static int rs_match_op(const struct rs_pkt *p, uint32_t op, const uint8_t *o,
 		    uint32_t rx_len)
 {
 	uint32_t at, n, val, i;
@@ -707,34 +707,34 @@ static int match_op(const struct rs_pkt *p, uint32_t op, const uint8_t *o,
 	case RS_M_ETH:
 		if (p->l3mode)
 			return 0;
-		return masked_eq(p->b + (o[0] == RS_DST ? 0 : 6), o + 1, o + 7, 6);
+		return rs_masked_eq(p->b + (o[0] == RS_DST ? 0 : 6), o + 1, o + 7, 6);
 	case RS_M_RANGE:
-		if (field_get(p, o[0], rx_len, &val))
+		if (rs_field_get(p, o[0], rx_len, &val))
 			return 0;
 		for (i = 0; i < o[1]; i++)
-			if (val >= le16(o + 2 + 4 * i) && val <= le16(o + 4 + 4 * i))
+			if (val >= rs_le16(o + 2 + 4 * i) && val <= rs_le16(o + 4 + 4 * i))
 				return 1;
 		return 0;
 	case RS_M_HAS_VLAN:
 		return p->ntags > 0;
 	case RS_M_IP:
-		if (ip_addr_at(p, o[0], o[1], &at, &n))
+		if (rs_ip_addr_at(p, o[0], o[1], &at, &n))
 			return 0;
-		return masked_eq(p->b + at, o + 2, o + 18, n);
+		return rs_masked_eq(p->b + at, o + 2, o + 18, n);
 	case RS_M_TCP_FLAGS:
-		if (!p->l4hl || p->proto != IPPROTO_TCP)
+		if (!p->l4hl || p->proto != RS_IPPROTO_TCP)
 			return 0;
 		return (p->b[p->l4 + 13] & o[0]) == o[1];
 	case RS_M_BYTES:
-		if (bytes_at(p, o, &at))
+		if (rs_bytes_at(p, o, &at))
 			return 0;
-		return masked_eq(p->b + at, o + 4, o + 4 + o[3], o[3]);
+		return rs_masked_eq(p->b + at, o + 4, o + 4 + o[3], o[3]);
 	}
 	return 0;
 }
 
 /* Returns the offset of the rule's first action op if all matches hold. */
-static int rule_matches(const struct rs_pkt *p, const uint8_t *r,
+static int rs_rule_matches(const struct rs_pkt *p, const uint8_t *r,
 			uint32_t port, uint32_t rx_len, uint32_t *act)
 {
 	uint32_t k, off = RS_RULE_HDR_LEN;
@@ -743,7 +743,7 @@ static int rule_matches(const struct rs_pkt *p, const uint8_t *r,
 	    (r[2] == RS_FROM_B && port != RS_PORT_B))
 		return 0;
 	for (k = 0; k < r[4]; k++) {
-		if (!match_op(p, r[off], r + off + 2, rx_len))
+		if (!rs_match_op(p, r[off], r + off + 2, rx_len))
 			return 0;
 		off += RS_OP_HDR_LEN + r[off + 1];
 	}
@@ -753,7 +753,7 @@ static int rule_matches(const struct rs_pkt *p, const uint8_t *r,
 
 /* ---- checksums (RFC 1071 sums, RFC 1624 updates) ---- */
 
-static uint32_t csum_fold(uint32_t s)
+static uint32_t rs_csum_fold(uint32_t s)
 {
 	while (s >> 16)
 		s = (s & 0xffff) + (s >> 16);
@@ -761,44 +761,44 @@ static uint32_t csum_fold(uint32_t s)
 }
 
 /* RFC 1624 eqn 3: HC' = ~(~HC + ~m + m') */
-static uint32_t csum_update(uint32_t hc, uint32_t m, uint32_t m_new)
+static uint32_t rs_csum_update(uint32_t hc, uint32_t m, uint32_t m_new)
 {
-	return ~csum_fold((~hc & 0xffff) + (~m & 0xffff) + m_new) & 0xffff;
+	return ~rs_csum_fold((~hc & 0xffff) + (~m & 0xffff) + m_new) & 0xffff;
 }
 
-static void put_be16(uint8_t *b, uint32_t v)
+static void rs_put_be16(uint8_t *b, uint32_t v)
 {
 	b[0] = (uint8_t)(v >> 8);
 	b[1] = (uint8_t)v;
 }
 
-static int has_pseudo_hdr(const struct rs_pkt *p)
+static int rs_has_pseudo_hdr(const struct rs_pkt *p)
 {
-	return p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP ||
-	       (p->proto == IPPROTO_ICMPV6 && p->ipv == 6);
+	return p->proto == RS_IPPROTO_TCP || p->proto == RS_IPPROTO_UDP ||
+	       (p->proto == RS_IPPROTO_ICMPV6 && p->ipv == 6);
 }
 
 /* Folds the change of one 16-bit quantity m -> m_new into the L4 checksum:
  * a UDP checksum of 0 (none) stays 0, a computed 0 is sent as 0xffff. */
-static void l4_csum_update(struct rs_pkt *p, uint32_t m, uint32_t m_new)
+static void rs_l4_csum_update(struct rs_pkt *p, uint32_t m, uint32_t m_new)
 {
-	uint32_t hc = be16(p->b + p->ck);
+	uint32_t hc = rs_be16(p->b + p->ck);
 
-	if (p->proto == IPPROTO_UDP && hc == 0)
+	if (p->proto == RS_IPPROTO_UDP && hc == 0)
 		return;
-	hc = csum_update(hc, m, m_new);
-	if (p->proto == IPPROTO_UDP && hc == 0)
+	hc = rs_csum_update(hc, m, m_new);
+	if (p->proto == RS_IPPROTO_UDP && hc == 0)
 		hc = 0xffff;
-	put_be16(p->b + p->ck, hc);
+	rs_put_be16(p->b + p->ck, hc);
 }
 
-static int overlaps(uint32_t a, uint32_t n, uint32_t b, uint32_t m)
+static int rs_overlaps(uint32_t a, uint32_t n, uint32_t b, uint32_t m)
 {
 	return a < b + m && b < a + n;
 }
 
 /* The 16-bit word at w of a region ending at end; bytes past it count 0. */
-static uint32_t region_word(uint32_t hi, uint32_t lo, uint32_t w, uint32_t end)
+static uint32_t rs_region_word(uint32_t hi, uint32_t lo, uint32_t w, uint32_t end)
 {
 	return hi << 8 | (w + 1 < end ? lo : 0);
 }
@@ -813,7 +813,7 @@ static uint32_t region_word(uint32_t hi, uint32_t lo, uint32_t w, uint32_t end)
  * every checksum region starts at an even offset. Returns 1 if any byte
  * changed.
  */
-static int pkt_write(struct rs_pkt *p, uint32_t off, uint32_t n,
+static int rs_pkt_write(struct rs_pkt *p, uint32_t off, uint32_t n,
 		     const uint8_t *val, const uint8_t *mask)
 {
 	uint32_t w, end = off + n, changed = 0, ps = 0, pe = 0;
@@ -821,9 +821,9 @@ static int pkt_write(struct rs_pkt *p, uint32_t off, uint32_t n,
 
 	if (off > p->len || n > p->len - off)
 		return 0;
-	fix_ip = p->ipv == 4 && !overlaps(off, n, p->l3 + 10, 2);
-	fix_l4 = p->ck && !overlaps(off, n, p->ck, 2);
-	if (fix_l4 && has_pseudo_hdr(p)) {
+	fix_ip = p->ipv == 4 && !rs_overlaps(off, n, p->l3 + 10, 2);
+	fix_l4 = p->ck && !rs_overlaps(off, n, p->ck, 2);
+	if (fix_l4 && rs_has_pseudo_hdr(p)) {
 		ps = p->l3 + (p->ipv == 4 ? 12 : 8);
 		pe = p->l3 + (p->ipv == 4 ? 20 : 40);
 	}
@@ -848,27 +848,27 @@ static int pkt_write(struct rs_pkt *p, uint32_t off, uint32_t n,
 			continue;
 		changed = 1;
 		if (fix_ip && w >= p->l3 && w < p->l3 + p->iphl) {
-			uint32_t hc = be16(p->b + p->l3 + 10);
+			uint32_t hc = rs_be16(p->b + p->l3 + 10);
 
-			put_be16(p->b + p->l3 + 10,
-				 csum_update(hc, o[0] << 8 | o[1],
+			rs_put_be16(p->b + p->l3 + 10,
+				 rs_csum_update(hc, o[0] << 8 | o[1],
 					     nw[0] << 8 | nw[1]));
 		}
 		if (fix_l4 && w >= p->l4 && w < p->l3_end)
-			l4_csum_update(p, region_word(o[0], o[1], w, p->l3_end),
-				       region_word(nw[0], nw[1], w, p->l3_end));
+			rs_l4_csum_update(p, rs_region_word(o[0], o[1], w, p->l3_end),
+				       rs_region_word(nw[0], nw[1], w, p->l3_end));
 		else if (fix_l4 && w >= ps && w < pe)
-			l4_csum_update(p, o[0] << 8 | o[1], nw[0] << 8 | nw[1]);
+			rs_l4_csum_update(p, o[0] << 8 | o[1], nw[0] << 8 | nw[1]);
 	}
 	return changed;
 }
 
-static int pkt_write16(struct rs_pkt *p, uint32_t off, uint32_t v)
+static int rs_pkt_write16(struct rs_pkt *p, uint32_t off, uint32_t v)
 {
 	uint8_t b[2];
 
-	put_be16(b, v);
-	return pkt_write(p, off, 2, b, 0);
+	rs_put_be16(b, v);
+	return rs_pkt_write(p, off, 2, b, 0);
 }
 
 /* ---- run context ---- */
@@ -883,13 +883,13 @@ struct rs_ctx {
 	uint32_t skip_delay;	/* reorder sent this frame ahead */
 };
 
-static void skipped(struct rs_ctx *c)
+static void rs_skipped(struct rs_ctx *c)
 {
 	c->rs->skipped++;
 	c->vflags |= RS_VF_SKIPPED;
 }
 
-static void modified(struct rs_ctx *c, int changed)
+static void rs_modified(struct rs_ctx *c, int changed)
 {
 	if (changed)
 		c->vflags |= RS_VF_MODIFIED;
@@ -897,41 +897,41 @@ static void modified(struct rs_ctx *c, int changed)
 
 /* ---- rewriting actions ---- */
 
-static void act_set_eth(struct rs_ctx *c, const uint8_t *o)
+static void rs_act_set_eth(struct rs_ctx *c, const uint8_t *o)
 {
 	if (c->p.l3mode) {
-		skipped(c);
+		rs_skipped(c);
 		return;
 	}
-	modified(c, pkt_write(&c->p, o[0] == RS_DST ? 0 : 6, 6, o + 1, 0));
+	rs_modified(c, rs_pkt_write(&c->p, o[0] == RS_DST ? 0 : 6, 6, o + 1, 0));
 }
 
-static void act_set_ip(struct rs_ctx *c, const uint8_t *o)
+static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
 {
 	uint32_t at, n;
 
-	if (ip_addr_at(&c->p, o[0], o[1], &at, &n)) {
-		skipped(c);
+	if (rs_ip_addr_at(&c->p, o[0], o[1], &at, &n)) {
+		rs_skipped(c);
 		return;
 	}
-	modified(c, pkt_write(&c->p, at, n, o + 2, 0));
+	rs_modified(c, rs_pkt_write(&c->p, at, n, o + 2, 0));
 }
 
 /* Writes v into the bits of mask (a big-endian 16-bit view) at off. */
-static int write_bits16(struct rs_pkt *p, uint32_t off, uint32_t v,
+static int rs_write_bits16(struct rs_pkt *p, uint32_t off, uint32_t v,
 			uint32_t mask)
 {
 	uint8_t b[2], m[2];
 
-	put_be16(b, v);
-	put_be16(m, mask);
-	return pkt_write(p, off, 2, b, m);
+	rs_put_be16(b, v);
+	rs_put_be16(m, mask);
+	return rs_pkt_write(p, off, 2, b, m);
 }
 
-static void act_set_field(struct rs_ctx *c, const uint8_t *o)
+static void rs_act_set_field(struct rs_ctx *c, const uint8_t *o)
 {
 	struct rs_pkt *p = &c->p;
-	uint32_t f = o[0], v = le16(o + 1), l3 = p->l3;
+	uint32_t f = o[0], v = rs_le16(o + 1), l3 = p->l3;
 	int ch = 0, ok = 1;
 
 	switch (f) {
@@ -939,17 +939,17 @@ static void act_set_field(struct rs_ctx *c, const uint8_t *o)
 	case RS_F_ECN:
 		/* IPv4: TOS byte; IPv6: traffic class straddles bytes 0-1 */
 		if (p->ipv == 4)
-			ch = write_bits16(p, l3, f == RS_F_DSCP ? v << 2 : v,
+			ch = rs_write_bits16(p, l3, f == RS_F_DSCP ? v << 2 : v,
 					  f == RS_F_DSCP ? 0x00fc : 0x0003);
 		else if (p->ipv == 6)
-			ch = write_bits16(p, l3, f == RS_F_DSCP ? v << 6 : v << 4,
+			ch = rs_write_bits16(p, l3, f == RS_F_DSCP ? v << 6 : v << 4,
 					  f == RS_F_DSCP ? 0x0fc0 : 0x0030);
 		else
 			ok = 0;
 		break;
 	case RS_F_TTL:
 		if (p->ipv)
-			ch = write_bits16(p, l3 + (p->ipv == 4 ? 8 : 6),
+			ch = rs_write_bits16(p, l3 + (p->ipv == 4 ? 8 : 6),
 					  p->ipv == 4 ? v << 8 : v,
 					  p->ipv == 4 ? 0xff00 : 0x00ff);
 		else
@@ -957,16 +957,16 @@ static void act_set_field(struct rs_ctx *c, const uint8_t *o)
 		break;
 	case RS_F_SRC_PORT:
 	case RS_F_DST_PORT:
-		if (p->l4hl && (p->proto == IPPROTO_TCP ||
-				p->proto == IPPROTO_UDP))
-			ch = pkt_write16(p, p->l4 + (f == RS_F_DST_PORT ? 2 : 0), v);
+		if (p->l4hl && (p->proto == RS_IPPROTO_TCP ||
+				p->proto == RS_IPPROTO_UDP))
+			ch = rs_pkt_write16(p, p->l4 + (f == RS_F_DST_PORT ? 2 : 0), v);
 		else
 			ok = 0;
 		break;
 	case RS_F_VLAN:
 	case RS_F_VLAN_PCP:
 		if (p->ntags)
-			ch = write_bits16(p, 14, f == RS_F_VLAN ? v : v << 13,
+			ch = rs_write_bits16(p, 14, f == RS_F_VLAN ? v : v << 13,
 					  f == RS_F_VLAN ? 0x0fff : 0xe000);
 		else
 			ok = 0;
@@ -975,140 +975,140 @@ static void act_set_field(struct rs_ctx *c, const uint8_t *o)
 		ok = 0;
 	}
 	if (!ok)
-		skipped(c);
-	modified(c, ch);
+		rs_skipped(c);
+	rs_modified(c, ch);
 }
 
 /* Returns 1 when the frame is dropped for its TTL. */
-static int act_dec_ttl(struct rs_ctx *c)
+static int rs_act_dec_ttl(struct rs_ctx *c)
 {
 	struct rs_pkt *p = &c->p;
 	uint32_t ttl;
 
-	if (field_get(p, RS_F_TTL, 0, &ttl)) {
-		skipped(c);
+	if (rs_field_get(p, RS_F_TTL, 0, &ttl)) {
+		rs_skipped(c);
 		return 0;
 	}
 	if (ttl <= 1)
 		return 1;
 	if (p->ipv == 4)
-		modified(c, write_bits16(p, p->l3 + 8, (ttl - 1) << 8, 0xff00));
+		rs_modified(c, rs_write_bits16(p, p->l3 + 8, (ttl - 1) << 8, 0xff00));
 	else
-		modified(c, write_bits16(p, p->l3 + 6, ttl - 1, 0x00ff));
+		rs_modified(c, rs_write_bits16(p, p->l3 + 6, ttl - 1, 0x00ff));
 	return 0;
 }
 
-static void act_push_vlan(struct rs_ctx *c, const uint8_t *o)
+static void rs_act_push_vlan(struct rs_ctx *c, const uint8_t *o)
 {
 	struct rs_pkt *p = &c->p;
 	uint32_t i;
 
 	if (p->l3mode || p->cap - p->len < 4 || p->len + 4 > RS_MAX_FRAME) {
-		skipped(c);
+		rs_skipped(c);
 		return;
 	}
 	for (i = p->len; i > 12; i--)
 		p->b[i + 3] = p->b[i - 1];
-	put_be16(p->b + 12, le16(o));
-	put_be16(p->b + 14, le16(o + 2));
+	rs_put_be16(p->b + 12, rs_le16(o));
+	rs_put_be16(p->b + 14, rs_le16(o + 2));
 	p->len += 4;
 	c->vflags |= RS_VF_MODIFIED;
-	reparse(p);
+	rs_reparse(p);
 }
 
-static void act_pop_vlan(struct rs_ctx *c)
+static void rs_act_pop_vlan(struct rs_ctx *c)
 {
 	struct rs_pkt *p = &c->p;
 	uint32_t i;
 
 	if (!p->ntags) {
-		skipped(c);
+		rs_skipped(c);
 		return;
 	}
 	for (i = 12; i + 4 < p->len; i++)
 		p->b[i] = p->b[i + 4];
 	p->len -= 4;
 	c->vflags |= RS_VF_MODIFIED;
-	reparse(p);
+	rs_reparse(p);
 }
 
-static void act_payload(struct rs_ctx *c, const uint8_t *o)
+static void rs_act_payload(struct rs_ctx *c, const uint8_t *o)
 {
 	uint32_t at;
 
-	if (bytes_at(&c->p, o, &at)) {
-		skipped(c);
+	if (rs_bytes_at(&c->p, o, &at)) {
+		rs_skipped(c);
 		return;
 	}
-	modified(c, pkt_write(&c->p, at, o[3], o + 4, o + 4 + o[3]));
+	rs_modified(c, rs_pkt_write(&c->p, at, o[3], o + 4, o + 4 + o[3]));
 }
 
 /* One's complement sum of [from, to), aligned as in a region starting even. */
-static uint32_t csum_span(const uint8_t *b, uint32_t from, uint32_t to)
+static uint32_t rs_csum_span(const uint8_t *b, uint32_t from, uint32_t to)
 {
 	uint32_t s = 0, i;
 
 	for (i = from; i < to; i++)
 		s += (i & 1) ? b[i] : (uint32_t)b[i] << 8;
-	return csum_fold(s);
+	return rs_csum_fold(s);
 }
 
 /*
  * Shortens the IP packet to end at cut (headers whole, cut < l3_end): the
  * removed bytes leave the L4 checksum, the pseudo-header length follows,
- * then UDP length and IP length are rewritten through pkt_write. Fragments
+ * then UDP length and IP length are rewritten through rs_pkt_write. Fragments
  * get their IP length only: their L4 checksum covers the whole datagram.
  */
-static void shorten_ip(struct rs_pkt *p, uint32_t cut)
+static void rs_shorten_ip(struct rs_pkt *p, uint32_t cut)
 {
 	uint32_t new_l4 = cut - p->l4;
 
 	if (p->ck && !p->frag) {
 		uint32_t old_ph = p->l3_end - p->l4;
 
-		l4_csum_update(p, csum_span(p->b, cut, p->l3_end), 0);
-		if (p->proto == IPPROTO_UDP)
-			old_ph = be16(p->b + p->l4 + 4);
-		if (has_pseudo_hdr(p))
-			l4_csum_update(p, old_ph, new_l4);
-		if (p->proto == IPPROTO_UDP)
-			pkt_write16(p, p->l4 + 4, new_l4);
+		rs_l4_csum_update(p, rs_csum_span(p->b, cut, p->l3_end), 0);
+		if (p->proto == RS_IPPROTO_UDP)
+			old_ph = rs_be16(p->b + p->l4 + 4);
+		if (rs_has_pseudo_hdr(p))
+			rs_l4_csum_update(p, old_ph, new_l4);
+		if (p->proto == RS_IPPROTO_UDP)
+			rs_pkt_write16(p, p->l4 + 4, new_l4);
 	}
 	if (p->ipv == 4)
-		pkt_write16(p, p->l3 + 2, cut - p->l3);
+		rs_pkt_write16(p, p->l3 + 2, cut - p->l3);
 	else
-		pkt_write16(p, p->l3 + 4, cut - p->l3 - 40);
+		rs_pkt_write16(p, p->l3 + 4, cut - p->l3 - 40);
 }
 
-static void act_truncate(struct rs_ctx *c, const uint8_t *o)
+static void rs_act_truncate(struct rs_ctx *c, const uint8_t *o)
 {
 	struct rs_pkt *p = &c->p;
-	uint32_t cut = le16(o);
+	uint32_t cut = rs_le16(o);
 
 	if (cut >= p->len)
 		return;
 	if (p->ipv && cut >= p->hdr_end && cut < p->l3_end)
-		shorten_ip(p, cut);
+		rs_shorten_ip(p, cut);
 	p->len = cut;
 	c->vflags |= RS_VF_MODIFIED;
-	reparse(p);
+	rs_reparse(p);
 }
 
 /* ---- random and timing actions ---- */
 
-static void act_corrupt(struct rs_ctx *c, const uint8_t *o)
+static void rs_act_corrupt(struct rs_ctx *c, const uint8_t *o)
 {
 	struct rs_pkt *p = &c->p;
-	uint32_t start = p->l3mode ? 0 : ETH_HLEN, bit;
+	uint32_t start = p->l3mode ? 0 : RS_ETH_HLEN, bit;
 
-	if (!prng_event(c->st, le32(o)))
+	if (!rs_prng_event(c->st, rs_le32(o)))
 		return;
 	if (p->len <= start) {
-		skipped(c);
+		rs_skipped(c);
 		return;
 	}
 	/* bit index = draw * nbits / 2^32, nbits < 2^20: no division */
-	bit = (uint32_t)(((uint64_t)prng_u32(c->st) * ((p->len - start) * 8)) >> 32);
+	bit = (uint32_t)(((uint64_t)rs_prng_u32(c->st) * ((p->len - start) * 8)) >> 32);
 	p->b[start + (bit >> 3)] ^= (uint8_t)(1u << (bit & 7));
 	c->rs->corrupted++;
 	c->vflags |= RS_VF_CORRUPTED | RS_VF_MODIFIED;
@@ -1121,33 +1121,33 @@ static void act_corrupt(struct rs_ctx *c, const uint8_t *o)
  * 1/2, so 10% with 25% correlation loses under 2%: the rate is not kept.)
  * With c = 0 it is the plain draw r < p.
  */
-static int act_loss(struct rs_ctx *c, const uint8_t *o)
+static int rs_act_loss(struct rs_ctx *c, const uint8_t *o)
 {
-	uint32_t p = le32(o), corr = le32(o + 4);
+	uint32_t p = rs_le32(o), corr = rs_le32(o + 4);
 	uint64_t q = (((1ull << 32) - corr) * (uint64_t)p) >> 32;
 	int lost;
 
 	if (c->rs->loss_last)
 		q += corr;
-	lost = p == RS_PROB_ALWAYS || prng_u32(c->st) < q;
+	lost = p == RS_PROB_ALWAYS || rs_prng_u32(c->st) < q;
 	c->rs->loss_last = (uint32_t)lost;
 	return lost;
 }
 
 /* Gilbert-Elliott: survive by the current state, then change state. */
-static int act_loss_ge(struct rs_ctx *c, const uint8_t *o)
+static int rs_act_loss_ge(struct rs_ctx *c, const uint8_t *o)
 {
 	struct rs_rule_state *rs = c->rs;
-	int keep = prng_event(c->st, le32(o + (rs->ge_bad ? 8 : 12)));
+	int keep = rs_prng_event(c->st, rs_le32(o + (rs->ge_bad ? 8 : 12)));
 
-	if (!rs->ge_bad && prng_event(c->st, le32(o)))
+	if (!rs->ge_bad && rs_prng_event(c->st, rs_le32(o)))
 		rs->ge_bad = 1;
-	else if (rs->ge_bad && prng_event(c->st, le32(o + 4)))
+	else if (rs->ge_bad && rs_prng_event(c->st, rs_le32(o + 4)))
 		rs->ge_bad = 0;
 	return !keep;
 }
 
-static const int32_t *dist_table(uint32_t dist)
+static const int32_t *rs_dist_table(uint32_t dist)
 {
 	switch (dist) {
 	case RS_DIST_NORMAL:	return rs_dist_normal;
@@ -1157,7 +1157,7 @@ static const int32_t *dist_table(uint32_t dist)
 }
 
 /* (a * u) >> 32 for a < 2^40, without a 128-bit product */
-static uint64_t mul_u32_shr32(uint64_t a, uint32_t u)
+static uint64_t rs_mul_u32_shr32(uint64_t a, uint32_t u)
 {
 	return (a >> 32) * u + (((a & 0xffffffffull) * u) >> 32);
 }
@@ -1169,18 +1169,18 @@ static uint64_t mul_u32_shr32(uint64_t a, uint32_t u)
  * zero) in 1/65536 units, then |jitter * D| >> 16 with D's sign. Clamped
  * at 0.
  */
-static uint64_t delay_offset(const uint8_t *o, uint32_t u)
+static uint64_t rs_delay_offset(const uint8_t *o, uint32_t u)
 {
-	uint64_t time = le64(o), jitter = le64(o + 8), mag;
+	uint64_t time = rs_le64(o), jitter = rs_le64(o + 8), mag;
 	const int32_t *t;
 	int64_t d, diff;
 	uint32_t i, f;
 
 	if (o[16] == RS_DIST_UNIFORM) {
-		mag = mul_u32_shr32(2 * jitter, u);
+		mag = rs_mul_u32_shr32(2 * jitter, u);
 		return time + mag >= jitter ? time + mag - jitter : 0;
 	}
-	t = dist_table(o[16]);
+	t = rs_dist_table(o[16]);
 	i = u >> 22;
 	f = (u >> 6) & 0xffff;
 	diff = (int64_t)t[i + 1] - t[i];
@@ -1194,7 +1194,7 @@ static uint64_t delay_offset(const uint8_t *o, uint32_t u)
 	return time >= mag ? time - mag : 0;
 }
 
-static void act_delay(struct rs_ctx *c, const uint8_t *o)
+static void rs_act_delay(struct rs_ctx *c, const uint8_t *o)
 {
 	struct rs_rule_state *rs = c->rs;
 	uint32_t u;
@@ -1203,8 +1203,8 @@ static void act_delay(struct rs_ctx *c, const uint8_t *o)
 		c->skip_delay = 0;
 		return;
 	}
-	u = prng_corr(c->st, le32(o + 17), &rs->delay_last);
-	c->dep += delay_offset(o, u);
+	u = rs_prng_corr(c->st, rs_le32(o + 17), &rs->delay_last);
+	c->dep += rs_delay_offset(o, u);
 	if (!(c->rflags & RS_RF_REORDER_ON_JITTER) && c->dep < rs->last_departure)
 		c->dep = rs->last_departure;
 	rs->last_departure = c->dep;
@@ -1212,13 +1212,13 @@ static void act_delay(struct rs_ctx *c, const uint8_t *o)
 }
 
 /* netem: if (gap == 0 || counter < gap - 1 || draw >= prob) delay, ++counter */
-static void act_reorder(struct rs_ctx *c, const uint8_t *o)
+static void rs_act_reorder(struct rs_ctx *c, const uint8_t *o)
 {
 	struct rs_rule_state *rs = c->rs;
-	uint32_t prob = le32(o), gap = le32(o + 4);
+	uint32_t prob = rs_le32(o), gap = rs_le32(o + 4);
 
 	if (gap == 0 || rs->reorder_count < gap - 1 ||
-	    !prng_event(c->st, prob)) {
+	    !rs_prng_event(c->st, prob)) {
 		rs->reorder_count++;
 		return;
 	}
@@ -1229,11 +1229,11 @@ static void act_reorder(struct rs_ctx *c, const uint8_t *o)
 }
 
 /* Returns 1 when the rule's queue is full (frame dropped). */
-static int act_rate(struct rs_ctx *c, const uint8_t *o)
+static int rs_act_rate(struct rs_ctx *c, const uint8_t *o)
 {
 	struct rs_rule_state *rs = c->rs;
-	uint64_t rate = le64(o), bytes, start;
-	int64_t sz = (int64_t)c->p.len + (int16_t)le16(o + 8);
+	uint64_t rate = rs_le64(o), bytes, start;
+	int64_t sz = (int64_t)c->p.len + (int16_t)rs_le16(o + 8);
 	uint64_t *q;
 	uint32_t tail;
 
@@ -1254,7 +1254,7 @@ static int act_rate(struct rs_ctx *c, const uint8_t *o)
 
 	bytes = sz > 0 ? (uint64_t)sz : 0;
 	start = c->dep > rs->rate_busy_until ? c->dep : rs->rate_busy_until;
-	c->dep = start + rs_div64(bytes * 8 * NSEC_PER_SEC, rate);
+	c->dep = start + rs_div64(bytes * 8 * RS_NSEC_PER_SEC, rate);
 	rs->rate_busy_until = c->dep;
 
 	tail = rs->rate_head + rs->rate_count;
@@ -1266,7 +1266,7 @@ static int act_rate(struct rs_ctx *c, const uint8_t *o)
 }
 
 /* Runs the actions; returns a drop reason or RS_R_NONE. */
-static uint32_t run_actions(struct rs_ctx *c, const uint8_t *r, uint32_t off)
+static uint32_t rs_run_actions(struct rs_ctx *c, const uint8_t *r, uint32_t off)
 {
 	uint32_t k;
 
@@ -1276,38 +1276,38 @@ static uint32_t run_actions(struct rs_ctx *c, const uint8_t *r, uint32_t off)
 
 		off += RS_OP_HDR_LEN + r[off + 1];
 		switch (op) {
-		case RS_A_SET_ETH:	act_set_eth(c, o); break;
-		case RS_A_SET_IP:	act_set_ip(c, o); break;
-		case RS_A_SET_FIELD:	act_set_field(c, o); break;
+		case RS_A_SET_ETH:	rs_act_set_eth(c, o); break;
+		case RS_A_SET_IP:	rs_act_set_ip(c, o); break;
+		case RS_A_SET_FIELD:	rs_act_set_field(c, o); break;
 		case RS_A_DEC_TTL:
-			if (act_dec_ttl(c)) {
+			if (rs_act_dec_ttl(c)) {
 				c->rs->dropped++;
 				return RS_R_TTL;
 			}
 			break;
-		case RS_A_PUSH_VLAN:	act_push_vlan(c, o); break;
-		case RS_A_POP_VLAN:	act_pop_vlan(c); break;
-		case RS_A_PAYLOAD:	act_payload(c, o); break;
-		case RS_A_TRUNCATE:	act_truncate(c, o); break;
+		case RS_A_PUSH_VLAN:	rs_act_push_vlan(c, o); break;
+		case RS_A_POP_VLAN:	rs_act_pop_vlan(c); break;
+		case RS_A_PAYLOAD:	rs_act_payload(c, o); break;
+		case RS_A_TRUNCATE:	rs_act_truncate(c, o); break;
 		case RS_A_DROP:
 			c->rs->dropped++;
 			return RS_R_RULE;
 		case RS_A_DUPLICATE:
-			if (prng_event(c->st, le32(o + 1)))
+			if (rs_prng_event(c->st, rs_le32(o + 1)))
 				c->copies += o[0];
 			break;
-		case RS_A_CORRUPT:	act_corrupt(c, o); break;
+		case RS_A_CORRUPT:	rs_act_corrupt(c, o); break;
 		case RS_A_LOSS:
 		case RS_A_LOSS_GE:
-			if (op == RS_A_LOSS ? act_loss(c, o) : act_loss_ge(c, o)) {
+			if (op == RS_A_LOSS ? rs_act_loss(c, o) : rs_act_loss_ge(c, o)) {
 				c->rs->lost++;
 				return RS_R_LOSS;
 			}
 			break;
-		case RS_A_DELAY:	act_delay(c, o); break;
-		case RS_A_REORDER:	act_reorder(c, o); break;
+		case RS_A_DELAY:	rs_act_delay(c, o); break;
+		case RS_A_REORDER:	rs_act_reorder(c, o); break;
 		case RS_A_RATE:
-			if (act_rate(c, o)) {
+			if (rs_act_rate(c, o)) {
 				c->rs->queue_drops++;
 				return RS_R_QUEUE;
 			}
@@ -1319,7 +1319,7 @@ static uint32_t run_actions(struct rs_ctx *c, const uint8_t *r, uint32_t off)
 
 /* ---- entry point ---- */
 
-static void verdict_drop(struct rs_state *st, struct rs_verdict *v,
+static void rs_verdict_drop(struct rs_state *st, struct rs_verdict *v,
 			 uint32_t reason)
 {
 	v->verdict = RS_V_DROP;
@@ -1329,7 +1329,7 @@ static void verdict_drop(struct rs_state *st, struct rs_verdict *v,
 	st->counters.dropped++;
 }
 
-static int direction_ok(uint32_t pflags, uint32_t port)
+static int rs_direction_ok(uint32_t pflags, uint32_t port)
 {
 	if (port == RS_PORT_A)
 		return (pflags & RS_PF_FWD_A_TO_B) != 0;
@@ -1357,13 +1357,13 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 
 	/* a state rs_state_init() did not set up for this program: pass */
 	if (!prog || prog_len < RS_HDR_LEN || !st || !st->size ||
-	    st->n_rules != le16(prog + 8))
+	    st->n_rules != rs_le16(prog + 8))
 		return;
 	st->counters.frames_in++;
-	pflags = le16(prog + 6);
+	pflags = rs_le16(prog + 6);
 
-	if (!direction_ok(pflags, port)) {
-		verdict_drop(st, v, RS_R_DIRECTION);
+	if (!rs_direction_ok(pflags, port)) {
+		rs_verdict_drop(st, v, RS_R_DIRECTION);
 		return;
 	}
 
@@ -1371,11 +1371,11 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 	c.p.len = len;
 	c.p.cap = cap;
 	c.p.l3mode = run_flags & RS_RUN_L3;
-	if (!frame || len > cap || len > RS_MAX_FRAME || parse(&c.p)) {
+	if (!frame || len > cap || len > RS_MAX_FRAME || rs_parse(&c.p)) {
 		st->counters.malformed++;
 		v->flags = RS_VF_MALFORMED;
 		if (pflags & RS_PF_MALFORMED_DROP)
-			verdict_drop(st, v, RS_R_MALFORMED);
+			rs_verdict_drop(st, v, RS_R_MALFORMED);
 		else
 			st->counters.forwarded++;
 		return;
@@ -1384,21 +1384,21 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 	n = st->n_rules;
 	for (i = 0; i < n; i++) {
 		r = prog + off;
-		if (rule_matches(&c.p, r, port, len, &act))
+		if (rs_rule_matches(&c.p, r, port, len, &act))
 			break;
-		off += le16(r);
+		off += rs_le16(r);
 	}
 	if (i == n) {
 		st->counters.unmatched++;
 		if (pflags & RS_PF_DEFAULT_DROP)
-			verdict_drop(st, v, RS_R_DEFAULT);
+			rs_verdict_drop(st, v, RS_R_DEFAULT);
 		else
 			st->counters.forwarded++;
 		return;
 	}
 
 	c.st = st;
-	c.rs = rule_states(st) + i;
+	c.rs = rs_rule_states(st) + i;
 	c.rflags = r[3];
 	c.now = c.dep = now_ns;
 	c.copies = c.vflags = c.skip_delay = 0;
@@ -1406,11 +1406,11 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 	c.rs->bytes += len;
 	v->rule = (int32_t)i;
 
-	reason = run_actions(&c, r, act);
+	reason = rs_run_actions(&c, r, act);
 	v->len = c.p.len;
 	v->flags = c.vflags;
 	if (reason != RS_R_NONE) {
-		verdict_drop(st, v, reason);
+		rs_verdict_drop(st, v, reason);
 		return;
 	}
 	v->copies = c.copies;
@@ -1433,20 +1433,20 @@ int rs_csum_complete(uint8_t *frame, uint32_t len, uint32_t run_flags)
 	p.b = frame;
 	p.len = p.cap = len;
 	p.l3mode = run_flags & RS_RUN_L3;
-	if (!frame || len > RS_MAX_FRAME || parse(&p) || !p.l4hl || p.frag ||
-	    !has_pseudo_hdr(&p))
+	if (!frame || len > RS_MAX_FRAME || rs_parse(&p) || !p.l4hl || p.frag ||
+	    !rs_has_pseudo_hdr(&p))
 		return 0;
 	l4len = p.l3_end - p.l4;
 	/* pseudo-header: addresses, protocol, L4 length */
 	alen = p.ipv == 4 ? 8 : 32;
-	s = csum_span(p.b + p.l3 + (p.ipv == 4 ? 12 : 8), 0, alen);
+	s = rs_csum_span(p.b + p.l3 + (p.ipv == 4 ? 12 : 8), 0, alen);
 	s += p.proto + (l4len & 0xffff) + (l4len >> 16);
-	put_be16(p.b + p.ck, 0);
+	rs_put_be16(p.b + p.ck, 0);
 	for (i = p.l4; i < p.l3_end; i++)
 		s += (((i - p.l4) & 1) ? p.b[i] : (uint32_t)p.b[i] << 8);
-	s = ~csum_fold(csum_fold(s)) & 0xffff;
-	if (s == 0 && p.proto == IPPROTO_UDP)
+	s = ~rs_csum_fold(rs_csum_fold(s)) & 0xffff;
+	if (s == 0 && p.proto == RS_IPPROTO_UDP)
 		s = 0xffff;
-	put_be16(p.b + p.ck, s);
+	rs_put_be16(p.b + p.ck, s);
 	return 1;
 }

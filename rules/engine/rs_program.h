@@ -105,7 +105,7 @@
 #define RS_DIST_PARETO       2
 #define RS_DIST_PARETONORMAL 3
 
-/* probabilities: an event happens when prng_u32() < p; 0xffffffff = always */
+/* probabilities: an event happens when rs_prng_u32() < p; 0xffffffff = always */
 #define RS_PROB_ALWAYS 0xffffffffu
 
 #define RS_MAX_COPIES 16
