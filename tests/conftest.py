@@ -1,8 +1,12 @@
-"""Fixtures of the live tests: a fresh namespace topology, and taps on its hosts' interfaces."""
+"""Fixtures of the live tests: a fresh namespace topology, and taps on its hosts' interfaces;
+the session's closing lines name the kernel headers the module was built against."""
+import time
+
 import pytest
 
 from bridge.netns import Topology
 from tests.live import FrameTap
+from tests.vm.runner import HEADERS_BUILT_AGAINST, apt_lists_time
 
 
 @pytest.fixture
@@ -17,3 +21,11 @@ def taps(topo):
     yield a, b
     a.close()
     b.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if HEADERS_BUILT_AGAINST:
+        built = ", ".join(f"{flavour} {abi}" for flavour, abi in sorted(HEADERS_BUILT_AGAINST.items()))
+        lists = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(apt_lists_time()))
+        terminalreporter.write_line(f"kernel module built against: {built} "
+                                    f"(apt package lists of {lists})")

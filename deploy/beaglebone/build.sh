@@ -2,7 +2,8 @@
 # Cross-build everything a BeagleBone Black (armhf, Cortex-A8) needs, from x86_64,
 # into dist/beaglebone/:
 #   reshaper-VER-cp311-cp311-linux_armv7l.whl   both cffi extensions, ARM EABI5
-#   reshaper-VER-KREL.ko                         the module for one kernel (default: Debian armmp)
+#   reshaper-VER-KREL.ko                         the module for one kernel (default: the newest
+#                                                Debian armmp release in apt's lists)
 #   dkms/reshaper-VER/                           module sources + dkms.conf (rebuilt on the board)
 #   reshaper-beaglebone-VER.tar.gz               bundle: all of the above, install.sh,
 #                                                reshaper.service, an example rule file
@@ -207,12 +208,18 @@ armmp_kdir() {
   echo "$tree"
 }
 
+# the armmp release Debian's linux-image-armmp points at in apt's lists (the one a board
+# gets on its next upgrade); the newest cached one only when apt names none
 default_krel() {
-  local cached
-  cached=$(ls -d "$CACHE"/kernel/*-armmp 2>/dev/null | sort -V | tail -1 || true)
-  if [ -n "$cached" ]; then basename "$cached"; return; fi
+  local krel cached
   ensure_armhf_apt
-  apt-cache depends linux-image-armmp:armhf | sed -n 's/.*Depends: linux-image-\(.*-armmp\).*/\1/p' | head -1
+  krel=$(apt-cache depends linux-image-armmp:armhf 2>/dev/null \
+    | sed -n 's/.*Depends: linux-image-\(.*-armmp\)$/\1/p' | head -1)
+  if [ -z "$krel" ]; then
+    cached=$(ls -d "$CACHE"/kernel/*-armmp 2>/dev/null | sort -V | tail -1 || true)
+    [ -z "$cached" ] || { krel=$(basename "$cached"); log "apt names no armmp kernel: using the cached $krel" >&2; }
+  fi
+  echo "$krel"
 }
 
 KO=

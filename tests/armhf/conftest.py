@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.vm import armhf
+from tests.vm.runner import HEADERS_BUILT_AGAINST
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,13 +20,17 @@ def bb_build() -> dict:
     assert not missing, f"missing host packages {missing}: run make setup"
     armhf.enable_binfmt()
     out = armhf.CACHE / "test-dist"
+    krel = armhf.kernel_release()
     t0 = time.monotonic()
-    r = subprocess.run(["bash", str(REPO / "deploy/beaglebone/build.sh"), "--out", str(out)],
-                       capture_output=True, text=True)
+    r = subprocess.run(["bash", str(REPO / "deploy/beaglebone/build.sh"), "--out", str(out),
+                        "--kernel-release", krel], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     wheels = sorted(out.glob("reshaper-*-cp311-cp311-linux_armv7l.whl"))
     kos = sorted(out.glob("reshaper-*.ko"))
     bundles = sorted(out.glob("reshaper-beaglebone-*.tar.gz"))
     assert len(wheels) == 1 and len(kos) == 1 and len(bundles) == 1, r.stdout
-    print(f"build.sh: {time.monotonic() - t0:.1f} s")
-    return {"wheel": wheels[0], "ko": kos[0], "bundle": bundles[0], "log": r.stdout}
+    print(f"build.sh: {time.monotonic() - t0:.1f} s, module for {krel}")
+    HEADERS_BUILT_AGAINST["armmp"] = krel
+    kdir = armhf.CACHE / "kernel" / krel / "headers/usr/src" / f"linux-headers-{krel}"
+    return {"wheel": wheels[0], "ko": kos[0], "bundle": bundles[0], "log": r.stdout, "krel": krel,
+            "kdir": kdir}

@@ -46,9 +46,7 @@ def test_deploy_refuses_bad_rules_without_connecting(tmp_path):
 def test_build_for_a_kernel_headers_tree(bb_build, tmp_path):
     """--kernel-headers DIR (a board's own kernel): the module is built against that tree and
     named for its release. Here the tree is Debian's armmp one build.sh unpacked for bb_build."""
-    from tests.vm import armhf
-    krel = armhf.kernel_release()
-    tree = armhf.CACHE / "kernel" / krel / "headers/usr/src" / f"linux-headers-{krel}"
+    krel, tree = bb_build["krel"], bb_build["kdir"]
     r = subprocess.run(["bash", str(BB / "build.sh"), "--kernel-headers", str(tree), "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rules.compiler import compile_rules
 from rules.config import load_config
+from tests.engine_names import collisions, kernel_macros
 from tests.vm import armhf
 
 HERE = Path(__file__).resolve().parent
@@ -91,3 +92,12 @@ def test_module_rewrites_bridged_frames_in_armmp_kernel(bb_build):
     assert stats["a"]["rx"] == N and stats["b"]["tx"] == N, out
     assert stats["a"]["dropped"] == stats["a"]["errors"] == 0, out
     assert not res.kernel_problems, res.console[-5000:]
+
+
+def test_no_armmp_kernel_macro_spells_an_engine_identifier(bb_build):
+    """The newest armmp headers (where 6.1.0-57's field_get() broke the build) against
+    the engine's names, as Kbuild compiles the engine into the module."""
+    macros = kernel_macros(bb_build["kdir"], ("ARCH=arm", f"CROSS_COMPILE={armhf.CROSS}"))
+    assert "__LINUX_ARM_ARCH__" in macros, sorted(macros)[:20]   # the ARM tree, not the host's
+    print(f"armmp {bb_build['krel']}: {len(macros)} kernel macros")
+    assert collisions(macros) == {}

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from rules.config import load_config
+from tests.engine_names import collisions, kernel_macros
 from tests.kmod.common import GUEST_SETUP, build_module, python_bundle, run_command, shares
 from tests.test_golden import GOLDEN, Case, describe, one_bit_past
-from tests.vm import VM, assert_kernel_clean, kernel_problems, prepare
+from tests.vm import VM, assert_kernel_clean, kdir, kernel_problems, kernel_version, prepare
 
 CTL, CTL2 = "/tmp/ctl.sock", "/tmp/ctl2.sock"
 CFG, CFG2 = "/tmp/rules.yaml", "/tmp/rules2.yaml"
@@ -182,6 +183,15 @@ def vm():
 
 def agent(cmd: str, ns: str = "h") -> str:
     return f"ip netns exec {ns} $PY -S $AGENT {cmd}"
+
+
+def test_no_amd64_kernel_macro_spells_an_engine_identifier():
+    """The newest amd64 headers against the engine's names, as Kbuild compiles the engine
+    into the module (tests/engine_names.py says why)."""
+    macros = kernel_macros(kdir(kernel_version()))
+    assert "CONFIG_X86_64" in macros, sorted(macros)[:20]
+    print(f"amd64 {kernel_version()}: {len(macros)} kernel macros")
+    assert collisions(macros) == {}
 
 
 def test_golden_frames_through_the_bridge(vm):

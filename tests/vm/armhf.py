@@ -18,6 +18,7 @@ is no Python in the guest: tests bring static helpers (cross-compiled C).
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -28,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .runner import _copy_modules, _cpio_newc, _pdeathsig, _unpack, kernel_problems
+from .runner import (_copy_modules, _cpio_newc, _pdeathsig, _unpack, kernel_problems, pick_kernel,
+                     prune_other_abis)
 
 CACHE = Path(os.environ.get("RESHAPER_ARMHF_CACHE", Path.home() / ".cache/reshaper/armhf"))
 CROSS = "arm-linux-gnueabihf-"
@@ -128,20 +130,13 @@ def unpack(dest: Path, specs: list[str]) -> Path:
     return _unpack(dest, specs, fetch=deb)
 
 
+@functools.cache
 def kernel_release() -> str:
-    """6.1.0-N-armmp: what is cached (build.sh caches it too), else apt's newest."""
-    if env := os.environ.get("RESHAPER_ARMHF_KERNEL"):
-        return env
-    cached = sorted((p.name for p in (CACHE / "kernel").glob("*-armmp")),
-                    key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"[.-]", v)])
-    if cached:
-        return cached[-1]
+    """6.1.0-N-armmp: the newest in the archive (RESHAPER_ARMHF_KERNEL pins one), the
+    release build.sh builds the module for and the emulated board boots."""
     ensure_armhf_apt()
-    out = _sh("apt-cache", "depends", "linux-image-armmp:armhf")
-    m = re.search(r"Depends: linux-image-(\S+-armmp)\b", out)
-    if not m:
-        raise ArmError(f"cannot find the armmp kernel in apt:\n{out}")
-    return m.group(1)
+    return pick_kernel(os.environ.get("RESHAPER_ARMHF_KERNEL"), "linux-image-armmp:armhf", "armmp",
+                       [p.name for p in (CACHE / "kernel").glob("*-armmp")])
 
 
 def kernel_image(krel: str) -> tuple[Path, Path]:
@@ -343,6 +338,8 @@ def prepare(install: bool = True) -> dict:
         raise ArmError(f"missing host packages: {' '.join(missing)}")
     enable_binfmt()
     krel = kernel_release()
+    for folder in ("kernel", "debs", "kmod-build"):
+        prune_other_abis(CACHE / folder, krel)
     zimage, _ = kernel_image(krel)
     busybox()
     return {"krel": krel, "kernel": zimage, "rootfs": ensure_rootfs_tarball()}

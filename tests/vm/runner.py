@@ -16,6 +16,7 @@ from __future__ import annotations
 import bz2
 import ctypes
 import fcntl
+import functools
 import hashlib
 import lzma
 import math
@@ -25,6 +26,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import zlib
@@ -104,29 +106,77 @@ def vm_available() -> bool:
 
 # ---------------------------------------------------------------- kernel cache
 
-def kernel_version() -> str:
-    """ABI like 6.1.0-56-amd64: pinned to what is cached, else the newest in apt."""
-    if env := os.environ.get("RESHAPER_VM_KERNEL"):
-        return env
-    cached = sorted((p.parent.parent.name for p in CACHE.glob("*-amd64/image/boot")),
-                    key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"[.-]", v)])
+APT_LISTS = Path("/var/lib/apt/lists")
+APT_LISTS_MAX_AGE = 6 * 3600  # s: older package lists are refreshed before asking for the newest kernel
+HEADERS_BUILT_AGAINST: dict[str, str] = {}  # flavour -> ABI, for the test session's summary
+
+
+def _version_key(version: str) -> list:
+    return [int(x) if x.isdigit() else x for x in re.split(r"[.-]", version)]
+
+
+def apt_lists_time() -> float:
+    """When the package lists were last fetched (0: never)."""
+    return max((p.stat().st_mtime for p in APT_LISTS.glob("*_InRelease")), default=0.0)
+
+
+def refresh_apt_lists(max_age: float = APT_LISTS_MAX_AGE) -> None:
+    if time.time() - apt_lists_time() > max_age:
+        # a half-synced mirror index (seen for bookworm-security armhf) must not stop us
+        subprocess.run(["apt-get", "-q", "update"], check=False, stdout=subprocess.DEVNULL)
+
+
+def newest_kernel_abi(meta: str, flavour: str) -> str | None:
+    """The ABI (6.1.0-57-amd64) that Debian's metapackage (linux-image-amd64) points
+    at now: the point release users get next. None when apt cannot say."""
+    refresh_apt_lists()
+    r = subprocess.run(["apt-cache", "depends", meta], capture_output=True, text=True)
+    m = re.search(rf"Depends: linux-image-(\S+-{flavour})\b", r.stdout)
+    return m.group(1) if m else None
+
+
+def pick_kernel(pinned: str | None, meta: str, flavour: str, cached: list[str]) -> str:
+    """A pinned ABI, else the archive's newest, else (apt unreachable) the newest cached."""
+    if pinned:
+        return pinned
+    if newest := newest_kernel_abi(meta, flavour):
+        return newest
     if cached:
-        return cached[-1]
-    out = _sh("apt-cache", "depends", "linux-image-amd64")
-    if "Depends:" not in out:  # no package lists yet
-        subprocess.run(["apt-get", "-q", "update"], check=True)
-        out = _sh("apt-cache", "depends", "linux-image-amd64")
-    m = re.search(r"Depends: linux-image-(\S+-amd64)", out)
-    if not m:
-        raise VMError(f"cannot find the kernel version from apt:\n{out}")
-    return m.group(1)
+        newest_cached = max(cached, key=_version_key)
+        print(f"warning: apt does not say which {meta} is newest; using the cached {newest_cached}",
+              file=sys.stderr)
+        return newest_cached
+    raise VMError(f"cannot find the kernel version: apt-cache depends {meta} names none")
 
 
-def _deb(name: str) -> Path:
-    found = sorted((CACHE / "debs").glob(f"{name}_*.deb"))
+@functools.cache
+def kernel_version() -> str:
+    """ABI like 6.1.0-57-amd64: the newest in the archive (RESHAPER_VM_KERNEL pins one),
+    so that a new point release breaks our build before it breaks a user's."""
+    return pick_kernel(os.environ.get("RESHAPER_VM_KERNEL"), "linux-image-amd64", "amd64",
+                       [p.parent.parent.name for p in CACHE.glob("*-amd64/image/boot")])
+
+
+ABI_NAME = re.compile(r"\b(\d+\.\d+\.0-\d+)-(?:amd64|armmp|common)(?![a-z0-9-])")
+
+
+def prune_other_abis(folder: Path, kver: str) -> None:
+    """Remove what folder caches for kernel ABIs other than kver's (6.1.0-50-amd64 trees,
+    linux-headers-6.1.0-50-common debs...): each ABI is hundreds of MB."""
+    keep = kver.rsplit("-", 1)[0]
+    for old in folder.glob("*"):
+        if (m := ABI_NAME.search(old.name)) and m.group(1) != keep:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _deb(spec: str) -> Path:
+    """NAME or NAME=VERSION -> the cached .deb, downloaded once."""
+    name, _, version = spec.partition("=")
+    pattern = f"{name}_{version or '*'}_*.deb"
+    found = sorted((CACHE / "debs").glob(pattern))
     if not found:
-        _apt("download", name)
-        found = sorted((CACHE / "debs").glob(f"{name}_*.deb"))
+        _apt("download", spec)
+        found = sorted((CACHE / "debs").glob(pattern))
     return found[-1]
 
 
@@ -151,14 +201,18 @@ def kdir(kver: str | None = None) -> Path:
     series = ".".join(base.split(".")[:2])
     root = CACHE / kver / "headers"
     if not root.exists():
+        headers = _deb(f"linux-headers-{kver}")
+        # the build tools of the same upstream version as the headers, not an older cached one
+        version = _sh("dpkg-deb", "-f", str(headers), "Version").strip()
         _unpack(root, [f"linux-headers-{kver}", f"linux-headers-{base}-common",
-                       f"linux-kbuild-{series}"])
+                       f"linux-kbuild-{series}={version}"])
     tree = root / "usr/src" / f"linux-headers-{kver}"
     mk = tree / "Makefile"
     text = mk.read_text()  # "include /usr/src/linux-headers-X-common/Makefile"
     fixed = re.sub(r"^include \S*/usr/src/", f"include {root}/usr/src/", text, flags=re.M)
     if fixed != text:
         mk.write_text(fixed)
+    HEADERS_BUILT_AGAINST["amd64"] = kver
     return tree
 
 
@@ -384,6 +438,8 @@ def prepare(install: bool = True, headers: bool = True) -> dict:
     with open(CACHE / ".lock", "w") as lock:  # concurrent pytest workers build once
         fcntl.flock(lock, fcntl.LOCK_EX)
         kver = kernel_version()
+        prune_other_abis(CACHE, kver)
+        prune_other_abis(CACHE / "debs", kver)
         paths = {"kver": kver, "kernel": kernel_image(kver), "initrd": initramfs(kver)}
         if headers:
             paths["kdir"] = kdir(kver)
