@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 
 from bridge.control import RUN_DIR, ControlServer, default_control_path, netns_id
@@ -58,8 +59,10 @@ def _pid_alive(pid: int) -> bool:
     return pid > 0
 
 
-def clean_stale_state(config: Config) -> None:
-    """Undoes what killed runs on these interfaces (in this namespace) left behind."""
+def clean_stale_state(config: Config, namespace_wide: bool) -> None:
+    """Refuses to start beside a live instance that holds these ports, or (namespace_wide)
+    beside another instance of a mode that holds what a namespace has one of; undoes what
+    killed runs left behind there."""
     ifaces = {p.interface for p in config.ports.values()}
     if not os.path.isdir(RUN_DIR):
         return
@@ -72,10 +75,14 @@ def clean_stale_state(config: Config) -> None:
                 saved = json.load(f)
         except (OSError, ValueError):
             continue
-        if not ifaces & set(saved.get("interfaces", [])):
+        shared = sorted(ifaces & set(saved.get("interfaces", [])))
+        if not shared and not (namespace_wide and saved.get("namespace_wide")):
             continue
         if _pid_alive(saved.get("pid", 0)):
-            raise SetupError(f"another reshaper (pid {saved['pid']}) runs on these ports; state in {path}")
+            what = (f"on {', '.join(shared)}" if shared else
+                    f"in {saved.get('mode')} mode in this network namespace, which has one {saved.get('mode')} "
+                    f"data path")
+            raise SetupError(f"another reshaper (pid {saved['pid']}) runs {what}; state in {path}")
         log(f"a previous run (pid {saved.get('pid')}, {saved.get('mode')} mode) did not exit cleanly: "
             f"restoring its interface settings")
         importlib.import_module(f"bridge.{saved['mode']}_mode").restore(saved)
@@ -84,6 +91,7 @@ def clean_stale_state(config: Config) -> None:
 
 class Appliance:
     mode = ""
+    namespace_wide = False  # the mode holds what a namespace has one of (the module's program, NFQUEUE numbers)
     slice_ms = 100
     drop_counters: tuple[str, ...] = ()  # port counters the status line adds up as drops
 
@@ -92,18 +100,20 @@ class Appliance:
         self.config = config
         self.busy_poll_us = busy_poll_us  # ring mode: poll this long after the last frame before sleeping
         self.hooks_path = hooks_path  # from the command line, beside the file's own
-        self.control_path = control_path or default_control_path()
+        ifaces = sorted({p.interface for p in config.ports.values()})
+        self.control_path = control_path or default_control_path(ifaces)
         self.status_interval = status_interval
         self.seed = seed
         self.engine = None
         self.control = None
-        self.reloads = 0
+        self.reloads = self.reloads_refused = 0
         self.last_reload_error: str | None = None
+        self.swap_lock = threading.Lock()  # held while a reload swaps engine and config, and by snapshot()
         self.started = time.time()
         self._reload = self._stop = False
-        ifaces = sorted({p.interface for p in config.ports.values()})
         self.state_path = os.path.join(RUN_DIR, f"state-{netns_id()}-{'-'.join(ifaces)}.json")
-        self.changed = {"mode": self.mode, "pid": os.getpid(), "interfaces": ifaces}
+        self.changed = {"mode": self.mode, "pid": os.getpid(), "interfaces": ifaces,
+                        "namespace_wide": self.namespace_wide}
 
     # ---- for the modes ----
     def record(self) -> None:
@@ -147,19 +157,21 @@ class Appliance:
     # ---- shared ----
     def snapshot(self) -> dict:
         """Counters, as `reshaper stats` shows them."""
-        stats = self.data_stats()
-        engine = self.engine
-        for name, port in self.config.ports.items():
-            stats["ports"][name].update(interface=port.interface, vlan=port.vlan)
-        return {
-            "mode": self.mode, "pid": os.getpid(), "config": self.config.path,
-            "uptime_s": round(time.time() - self.started, 3),
-            "reloads": self.reloads, "last_reload_error": self.last_reload_error,
-            **stats,
-            "engine": engine.counters(),
-            "rules": [{"name": rule.name, **engine.rule_counters(i)} for i, rule in enumerate(self.config.rules)],
-            "hooks": self.hooks.counters() if getattr(self, "hooks", None) else {},
-        }
+        with self.swap_lock:
+            stats = self.data_stats()
+            engine, config = self.engine, self.config
+            for name, port in config.ports.items():
+                stats["ports"][name].update(interface=port.interface, vlan=port.vlan)
+            return {
+                "mode": self.mode, "pid": os.getpid(), "config": config.path,
+                "uptime_s": round(time.time() - self.started, 3),
+                "reloads": self.reloads, "reloads_refused": self.reloads_refused,
+                "last_reload_error": self.last_reload_error,
+                **stats,
+                "engine": engine.counters(),
+                "rules": [{"name": rule.name, **engine.rule_counters(i)} for i, rule in enumerate(config.rules)],
+                "hooks": self.hooks.counters() if getattr(self, "hooks", None) else {},
+            }
 
     def summary(self) -> str:
         ports = ", ".join(f"{n} = {p.interface}{f' vlan {p.vlan}' if p.vlan else ''}"
@@ -169,7 +181,9 @@ class Appliance:
         return f"{self.mode} mode: {ports}; {len(self.config.rules)} rules{reload}"
 
     def reload(self) -> None:
-        """Validates first; on any error the running program stays."""
+        """Loads, checks, compiles and installs the file again. Whatever fails on the way
+        (a bad file, a program the engine or the kernel refuses, a hook that does not load,
+        a bug of ours), the running program stays; the error is logged and `stats` shows it."""
         try:
             config = load_config(self.config.path, hooks_path=self.hooks_path)
             problems = mode_problems(config, self.mode)
@@ -178,34 +192,34 @@ class Appliance:
             if not self.same_ports(self.config, config):
                 raise SetupError("ports changed: restart reshaper to move it to other interfaces")
             program = compile_rules(config)
+            # between two slices of forwarding: no frame sees a half-loaded program
+            engine = self.load(program, config)
         except ConfigError as exc:
-            self.last_reload_error = str(exc)
             for d in exc.diagnostics:
                 log(str(d))
-            log("reload refused; the previous rules keep running")
+            self._refused(str(exc), "reload refused; the previous rules keep running")
             return
-        except SetupError as exc:
-            self.last_reload_error = str(exc)
-            log(f"reload refused: {exc}; the previous rules keep running")
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            error = str(exc) if isinstance(exc, SetupError) else f"{type(exc).__name__}: {exc}"
+            self._refused(error, f"reload refused: {error}; the previous rules keep running")
             return
-        # between two slices of forwarding: no frame sees a half-loaded program
-        try:
-            engine = self.load(program, config)
-        except Exception as exc:  # e.g. a hook that does not load: the old program stays
-            self.last_reload_error = str(exc)
-            log(f"reload refused: {exc}; the previous rules keep running")
-            return
-        self.engine = engine
-        self.config = config
-        self.reloads += 1
-        self.last_reload_error = None
+        with self.swap_lock:   # the control thread never sees one program's rules with another's counters
+            self.engine, self.config = engine, config
+            self.reloads += 1
+            self.last_reload_error = None
         log(f"reloaded {config.path}: {len(config.rules)} rules")
+
+    def _refused(self, error: str, message: str) -> None:
+        with self.swap_lock:
+            self.last_reload_error = error
+            self.reloads_refused += 1
+        log(message)
 
     def run(self) -> int:
         from ring import drop_capabilities
 
         os.makedirs(RUN_DIR, exist_ok=True)
-        clean_stale_state(self.config)
+        clean_stale_state(self.config, self.namespace_wide)
         program = compile_rules(self.config)
         self.record()
         try:

@@ -87,13 +87,24 @@ def cmd_run(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from bridge.control import default_control_path, read_stats
+    from bridge.control import RUN_DIR, instances_here, read_stats
 
-    path = args.control or default_control_path()
+    path = args.control
+    if path is None:
+        found = instances_here()
+        if len(found) != 1:
+            print(f"reshaper stats: no instance runs in this network namespace ({RUN_DIR})" if not found else
+                  f"reshaper stats: {len(found)} instances run in this network namespace; name one with "
+                  f"--control: {', '.join(found)}", file=sys.stderr)
+            return EXIT_INVALID
+        path = found[0]
     try:
         stats = read_stats(path)
     except (OSError, ValueError) as exc:
         print(f"reshaper stats: no running instance answers on {path}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if "error" in stats:
+        print(f"reshaper stats: the instance on {path} answered: {stats['error']}", file=sys.stderr)
         return EXIT_INVALID
     if args.json:
         print(json.dumps(stats, indent=2))
@@ -172,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="CONFIG")
     p.add_argument("--mode", choices=MODES, default="ring", help="data path (default ring)")
     p.add_argument("--control", metavar="PATH", help="control socket for `reshaper stats` "
-                   "(default: one per network namespace under /run/reshaper)")
+                   "(default: one per instance under /run/reshaper, named after the namespace and the ports)")
     p.add_argument("--status-interval", type=float, default=5.0, metavar="S",
                    help="seconds between status lines, 0 for none (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the engine's PRNG (default 0)")
@@ -183,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("stats", help="counters of the running instance")
-    p.add_argument("--control", metavar="PATH", help="control socket of the instance")
+    p.add_argument("--control", metavar="PATH",
+                   help="control socket of the instance (default: the one instance of this network namespace)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_stats)
 

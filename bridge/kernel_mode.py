@@ -269,6 +269,7 @@ def restore(saved: dict) -> None:
 
 class KernelAppliance(Appliance):
     mode = "kernel"
+    namespace_wide = True   # one program per network namespace in the module
     drop_counters = ("dropped", "oversize", "errors")
 
     def set_up(self, program: bytes) -> None:

@@ -84,6 +84,7 @@ def restore(saved: dict) -> None:
 
 class NfqueueAppliance(Appliance):
     mode = "nfqueue"
+    namespace_wide = True   # one iptables chain and fixed queue numbers (QUEUE_BASE) per namespace
     drop_counters = ("dropped", "queue_errors")
 
     def set_up(self, program: bytes) -> None:
