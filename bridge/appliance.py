@@ -192,8 +192,13 @@ class Appliance:
             if not self.same_ports(self.config, config):
                 raise SetupError("ports changed: restart reshaper to move it to other interfaces")
             program = compile_rules(config)
-            # between two slices of forwarding: no frame sees a half-loaded program
-            engine = self.load(program, config)
+            # between two slices of forwarding: no frame sees a half-loaded program. Under the
+            # lock: the control thread never sees one program's rules with another's counters
+            # (kernel mode's counters are the module's, which has the new program once load returns)
+            with self.swap_lock:
+                self.engine, self.config = self.load(program, config), config
+                self.reloads += 1
+                self.last_reload_error = None
         except ConfigError as exc:
             for d in exc.diagnostics:
                 log(str(d))
@@ -203,10 +208,6 @@ class Appliance:
             error = str(exc) if isinstance(exc, SetupError) else f"{type(exc).__name__}: {exc}"
             self._refused(error, f"reload refused: {error}; the previous rules keep running")
             return
-        with self.swap_lock:   # the control thread never sees one program's rules with another's counters
-            self.engine, self.config = engine, config
-            self.reloads += 1
-            self.last_reload_error = None
         log(f"reloaded {config.path}: {len(config.rules)} rules")
 
     def _refused(self, error: str, message: str) -> None:

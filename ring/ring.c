@@ -40,6 +40,8 @@
 #define VLAN_HLEN    4
 #define SNDBUF_BYTES (4 << 20)
 #define HOOKQ_SIZE   1024          /* frames on their way to or from the Python hooks */
+#define NSEC_PER_S   1000000000ull
+#define RX_STAMP_MAX_AGE_NS NSEC_PER_S /* an older receive stamp means the wall clock stepped */
 
 struct rs_link {
 	int fd;
@@ -83,6 +85,8 @@ struct rs_bridge {
 	struct rs_qent *heap;
 	uint64_t seq;
 	uint64_t busy_poll_ns, last_active;
+	uint64_t mono_now;              /* CLOCK_MONOTONIC at the top of this loop iteration */
+	int64_t real_minus_mono;        /* CLOCK_REALTIME - CLOCK_MONOTONIC, sampled with it */
 	uint16_t gen;                   /* bumped by each rs_bridge_set_program */
 	uint32_t held[RS_MAX_RULES];    /* frames in the delay queue per rule of the running program */
 	uint8_t hook_rule[RS_MAX_RULES];  /* rules whose frames go to Python */
@@ -98,7 +102,31 @@ static uint64_t clock_ns(clockid_t id)
 	struct timespec ts;
 
 	clock_gettime(id, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return (uint64_t)ts.tv_sec * NSEC_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Departures are timed on CLOCK_MONOTONIC: a board without a real-time clock (the
+ * BeagleBone) has its wall clock stepped by NTP after boot, and a delay timed on it
+ * would hold frames for the size of the step. The ring's receive stamps are wall
+ * clock; each is moved onto the monotonic clock with the offset sampled beside
+ * mono_now, unless a step between receipt and now makes it implausible.
+ */
+static void sample_clocks(struct rs_bridge *b)
+{
+	uint64_t real = clock_ns(CLOCK_REALTIME);
+
+	b->mono_now = clock_ns(CLOCK_MONOTONIC);
+	b->real_minus_mono = (int64_t)(real - b->mono_now);
+}
+
+static uint64_t rx_time(const struct rs_bridge *b, const struct tpacket2_hdr *h)
+{
+	int64_t t = (int64_t)((uint64_t)h->tp_sec * NSEC_PER_S + h->tp_nsec) - b->real_minus_mono;
+
+	if (t <= 0 || (uint64_t)t > b->mono_now || b->mono_now - (uint64_t)t > RX_STAMP_MAX_AGE_NS)
+		return b->mono_now;
+	return (uint64_t)t;
 }
 
 /* ---- opening ---- */
@@ -611,7 +639,7 @@ static void handle_rx(struct rs_bridge *b, struct rs_link *l, struct tpacket2_hd
 	if (h->tp_status & TP_STATUS_CSUMNOTREADY)
 		ps->csum_completed += (uint64_t)rs_csum_complete(w, len, 0);
 
-	now = (uint64_t)h->tp_sec * 1000000000ull + h->tp_nsec;
+	now = rx_time(b, h);
 	rs_run(b->prog, b->prog_len, b->state, w, len, WORK_CAP, (uint32_t)port + 1, 0, now, &v);
 	if (v.verdict != RS_V_FORWARD)
 		return;
@@ -668,17 +696,18 @@ static int hook_returns(struct rs_bridge *b)
 
 int rs_bridge_run(struct rs_bridge *b, int timeout_ms)
 {
-	uint64_t end = clock_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000ull;
+	uint64_t end = clock_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * (NSEC_PER_S / 1000);
 	struct pollfd pfd[3];
 	int total = 0, i;
 
 	if (!b->prog)
 		return -EINVAL;
 	for (;;) {
-		uint64_t mono, now, wait;
+		uint64_t now, wait;
 		struct timespec ts;
 		int n = 0;
 
+		sample_clocks(b);
 		for (i = 0; i < b->nlinks; i++)
 			n += link_rx(b, &b->link[i]);
 		if (b->hook_pending) {
@@ -686,7 +715,7 @@ int rs_bridge_run(struct rs_bridge *b, int timeout_ms)
 			b->hook_pending = 0;
 		}
 		n += hook_returns(b);
-		now = clock_ns(CLOCK_REALTIME);
+		now = clock_ns(CLOCK_MONOTONIC);
 		n += release_due(b, now);
 		for (i = 0; i < b->nlinks; i++)
 			link_kick(b, &b->link[i]);
@@ -696,18 +725,17 @@ int rs_bridge_run(struct rs_bridge *b, int timeout_ms)
 			b->stop = 0;
 			break;
 		}
-		mono = clock_ns(CLOCK_MONOTONIC);
-		if (mono >= end)
+		if (now >= end)
 			break;
 		if (n) {
-			b->last_active = mono;
+			b->last_active = now;
 			continue;
 		}
 		/* busy polling: a sleeping loop pays a wake-up (tens of us) per idle-to-busy frame */
-		if (b->busy_poll_ns && mono - b->last_active < b->busy_poll_ns &&
+		if (b->busy_poll_ns && now - b->last_active < b->busy_poll_ns &&
 		    !(b->nheap && b->heap[0].dep <= now))
 			continue;
-		wait = end - mono;
+		wait = end - now;
 		if (b->nheap) {
 			uint64_t due = b->heap[0].dep > now ? b->heap[0].dep - now : 0;
 
@@ -723,8 +751,8 @@ int rs_bridge_run(struct rs_bridge *b, int timeout_ms)
 		pfd[b->nlinks].fd = b->from_py.efd;
 		pfd[b->nlinks].events = POLLIN;
 		pfd[b->nlinks].revents = 0;
-		ts.tv_sec = (time_t)(wait / 1000000000ull);
-		ts.tv_nsec = (long)(wait % 1000000000ull);
+		ts.tv_sec = (time_t)(wait / NSEC_PER_S);
+		ts.tv_nsec = (long)(wait % NSEC_PER_S);
 		if (ppoll(pfd, (nfds_t)b->nlinks + 1, &ts, NULL) < 0 && errno != EINTR)
 			return -errno;
 		if (pfd[b->nlinks].revents & POLLIN) {

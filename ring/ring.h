@@ -41,7 +41,7 @@ struct rs_bridge_stats {
 
 /* A frame on its way to a Python hook, or back from one (the slow path). */
 struct rs_hook_meta {
-	uint64_t timestamp_ns; /* receive time */
+	uint64_t timestamp_ns; /* receive time, CLOCK_MONOTONIC (ring.c, rx_time) */
 	uint32_t len;
 	uint16_t rule, gen;    /* the rule that called the hook, under program generation gen */
 	uint8_t port, pcp;     /* to Python: ingress port (0 a, 1 b); back: egress port */

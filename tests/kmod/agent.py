@@ -13,6 +13,8 @@ signals (SIGHUP reloads).
     python agent.py reload CONTROL CONFIG NEWFILE   install NEWFILE as CONFIG, SIGHUP, print stats
     python agent.py stats CONTROL
     python agent.py flood SECONDS PPS          frames through the bridge (h0)
+    python agent.py probe COUNT [STEP_S]       frames to UDP port 9 one at a time: their times through
+                                               (STEP_S: the wall clock stepped while the first is held)
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 
@@ -139,13 +142,19 @@ def golden(cases_path: str, results_path: str, control: str, config_path: str) -
         json.dump(results, f)
 
 
+def udp_frame(port: int, payload: bytes = b"0123456789") -> bytes:
+    """A UDP frame tagged 100 (port a); port 9 is what the tests' delay rules match."""
+    assert len(payload) == 10   # the lengths below
+    ip = bytes.fromhex("450000260000000040110000" "0a000001" "0a000002")
+    return bytes.fromhex("020000000002" "020000000001" "8100" "0064" "0800") + ip \
+        + struct.pack("!HHHH", 1000, port, 18, 0) + payload
+
+
 def flood(seconds: float, pps: float) -> None:
-    """UDP frames tagged 100 (port a), some to port 9 (a delay rule may match them)."""
+    """UDP frames, every other one to port 9."""
     tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     tx.bind((IFACE, 0))
-    ip = bytes.fromhex("450000260000000040110000" "0a000001" "0a000002")
-    frames = [bytes.fromhex("020000000002" "020000000001" "8100" "0064" "0800") + ip
-              + struct.pack("!HHHH", 1000, port, 18, 0) + b"0123456789" for port in (9, 10)]
+    frames = [udp_frame(port) for port in (9, 10)]
     end = time.monotonic() + seconds
     n = 0
     while time.monotonic() < end:
@@ -154,6 +163,32 @@ def flood(seconds: float, pps: float) -> None:
         if pps and n % 10 == 0:
             time.sleep(10 / pps)
     print(n)
+
+
+def probe(count: int, step_s: int = 0) -> None:
+    """COUNT frames to UDP port 9, one at a time: prints each one's time through the
+    bridge (ms, monotonic clock), null for one not back within 5 s, as JSON. With step_s,
+    the wall clock is stepped by that many seconds while the first frame is held."""
+    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    tx.bind((IFACE, 0))
+    cap = capture_socket()
+    times = []
+    for i in range(count):
+        payload = b"probe%05d" % i
+        t0 = time.monotonic()
+        tx.send(udp_frame(9, payload))
+        if i == 0 and step_s:
+            subprocess.run(["/usr/bin/date", "-s", f"@{int(time.time()) + step_s}"], check=True,
+                           stdout=subprocess.DEVNULL)
+        took = None
+        while took is None and time.monotonic() - t0 < 5:
+            frame = receive(cap)
+            if frame is None:
+                time.sleep(0.0005)
+            elif frame.endswith(payload) and frame[12:16] == bytes.fromhex("810000c8"):  # tagged 200
+                took = round((time.monotonic() - t0) * 1000, 1)
+        times.append(took)
+    print(json.dumps(times))
 
 
 if __name__ == "__main__":
@@ -167,5 +202,7 @@ if __name__ == "__main__":
         print(json.dumps(wait_stats(args[0])))
     elif cmd == "flood":
         flood(float(args[0]), float(args[1]))
+    elif cmd == "probe":
+        probe(*map(int, args))
     else:
         sys.exit(f"unknown command {cmd}")

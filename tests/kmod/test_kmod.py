@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -286,6 +287,38 @@ def test_reload_under_traffic(vm):
     assert st["reloads"] >= before + 4, (before, st["reloads"])  # SIGHUPs close together may merge
     assert st["ports"]["a"]["rx"] > 0 and st["rules"][0]["delayed"] > 0, st
     assert not kernel_problems(vm.dmesg())
+
+
+def test_delays_survive_a_wall_clock_step(vm):
+    """A board without an RTC has its wall clock stepped by NTP after boot. Ring mode (in
+    br3) and kernel mode (in br) hold UDP port 9 for 300 ms (ring mode also through a rate
+    queue that has carried frames before) while the guest's clock is stepped back an hour,
+    and forward again, each step while a frame is held."""
+    delay = _write(vm, "delay.yaml", DELAY_RULE)
+    # ring mode's pool is sized for the delay at line rate: bound it with a rate queue
+    ring = _write(vm, "ring-delay.yaml", DELAY_RULE.replace("{delay: {time: 300ms}}",
+                                                            "{delay: {time: 300ms}}, {rate: {bitrate: 10mbit, limit: 1000}}"))
+    out = ok(vm, f"""
+        topology br3 h3
+        cp {ring} /tmp/ring.yaml
+        ip netns exec br3 $PY -m bridge run /tmp/ring.yaml --mode ring --control /tmp/ctl3.sock \
+            --status-interval 0 >/tmp/ring.log 2>&1 &
+        echo $! >/tmp/ring.pid
+        {agent(f"reload {CTL} {CFG} {delay}")} >/dev/null
+        {agent("stats /tmp/ctl3.sock", "h3")} >/dev/null
+        echo "ring-before $({agent("probe 2", "h3")})"
+        echo "ring-back $({agent("probe 3 -3600", "h3")})"
+        echo "kernel-back $({agent("probe 3 -3600")})"
+        echo "ring-forward $({agent("probe 3 3600", "h3")})"
+        echo "kernel-forward $({agent("probe 3 3600")})"
+        kill -TERM $(cat /tmp/ring.pid); wait $(cat /tmp/ring.pid); echo "ring exit $?"; cat /tmp/ring.log
+        ip netns del br3; ip netns del h3
+    """, timeout=240)
+    times = {m[0]: json.loads(m[1]) for m in re.findall(r"^([a-z]+-[a-z]+) (\[.*\])$", out, re.M)}
+    assert sorted(times) == ["kernel-back", "kernel-forward", "ring-back", "ring-before", "ring-forward"], out
+    for mode, took in times.items():   # 300 ms, and TCG's slowness on top; never an hour
+        assert all(t is not None and 290 <= t < 1500 for t in took), (mode, took, out)
+    assert "ring exit 0" in out, out
 
 
 def test_namespace_exit_and_unload_under_traffic(vm):
