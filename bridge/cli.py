@@ -34,9 +34,9 @@ def cmd_check(args) -> int:
 
     try:
         config = _load(args.config, args.mode, args.hooks_path)
+        program = compile_rules(config)
     except ConfigError as exc:
         return _report_errors(exc)
-    program = compile_rules(config)
     state_size = program_verify(program)
     print(f"{args.config}: ok")
     for name in ("a", "b"):
@@ -59,6 +59,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_apply(args) -> int:
+    import signal
+
     from bridge.apply import CaptureError, apply_capture
     from bridge.hooks import HookLoadError
 
@@ -69,12 +71,17 @@ def cmd_apply(args) -> int:
     try:
         result = apply_capture(config, args.input, args.output, args.from_port, args.seed,
                                replies_path=args.replies)
+    except ConfigError as exc:  # rules the compiler cannot build (rules/compiler.py)
+        return _report_errors(exc)
     except HookLoadError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
     except CaptureError as exc:
         print(f"reshaper apply: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except KeyboardInterrupt:  # the user's Ctrl-C (a hook's own KeyboardInterrupt is its error, bridge/hooks.py)
+        print(f"reshaper apply: interrupted; {args.output} not written", file=sys.stderr)
+        return 128 + signal.SIGINT  # what a shell reports for a command that SIGINT ended
     print(result.report())
     return EXIT_OK
 
@@ -170,13 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("apply", help="run the frames of a capture through the rules offline")
     p.add_argument("config", metavar="CONFIG")
-    p.add_argument("input", metavar="IN.pcap")
-    p.add_argument("output", metavar="OUT.pcap")
+    p.add_argument("input", metavar="IN.pcap", help="the frames that arrive: a pcap or pcapng capture of Ethernet")
+    p.add_argument("output", metavar="OUT.pcap",
+                   help="the frames that leave, with their departure times: pcapng if the name ends in .pcapng, "
+                        "else pcap (nanoseconds); written only if the whole capture went through")
     p.add_argument("--from", dest="from_port", choices=("a", "b"), default="a",
                    help="the port the captured frames arrive on (default a)")
     p.add_argument("--seed", type=int, default=0, help="seed of the engine's PRNG (default 0)")
     p.add_argument("--hooks-path", action="append", metavar="DIR", help="a directory python hooks may come from")
-    p.add_argument("--replies", metavar="REPLIES.pcap", help="where frames hooks send back by the ingress port go")
+    p.add_argument("--replies", metavar="REPLIES.pcap", help="where frames hooks send back by the ingress port go "
+                                                             "(pcapng or pcap by the name, as OUT)")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("run", help="the appliance: forward between the ports through the rules")

@@ -27,6 +27,7 @@ import select
 import subprocess
 import time
 import zlib
+from collections import deque
 
 from pyroute2 import IPRoute
 
@@ -113,6 +114,12 @@ class NfqueueAppliance(Appliance):
         self.by_fd = {q.get_fd(): (q, port) for q, port in zip(self.queues, "ab")}
         for fd in self.by_fd:
             self.poller.register(fd, select.POLLIN)
+        # hooks run on threads of their own (bridge/hooks.py): what they settle comes back to this loop,
+        # which alone gives verdicts, through a deque and a pipe that wakes its poll
+        self.awaiting: dict[int, tuple] = {}  # sequence -> (packet, port): packets waiting for their hook
+        self.hook_done: deque = deque()       # (sequence, frames) settled, in each rule's order
+        self.hook_wake_r, self.hook_wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.poller.register(self.hook_wake_r, select.POLLIN)
 
     def _make_bridge(self, ifaces: dict[str, str]) -> None:
         with IPRoute() as ipr:
@@ -151,6 +158,8 @@ class NfqueueAppliance(Appliance):
         # hooks load with the program, so a reload that cannot load one keeps the old pair
         hooks = Hooks(config, self.mode)
         engine = Engine(program, self.seed)
+        if getattr(self, "hooks", None) is not None:
+            self.hooks.close()  # its threads end once the packets it holds are settled
         self.hooks = hooks
         return engine
 
@@ -169,22 +178,13 @@ class NfqueueAppliance(Appliance):
             counters["dropped"] += 1
             return
         if verdict.rule in self.hooks.by_rule:
-            made = self.hooks.run(verdict.rule, out, port, now, l3=True)
-            if not made:
-                pkt.drop()
-                counters["dropped"] += 1
-                return
-            if len(made) > 1 or made[0][0]:
-                # a verdict passes one packet: the first that goes on; the rest cannot be sent
-                counters["hook_unsent"] += sum(1 for back, _ in made if back) + \
-                    max(0, sum(1 for back, _ in made if not back) - 1)
-            ahead = [frame for back, frame in made if not back]
-            if not ahead:
-                pkt.drop()
-                counters["dropped"] += 1
-                return
-            pkt.set_payload(ahead[0])
-        elif verdict.flags & lib.RS_VF_MODIFIED:
+            # the verdict waits for the hook, off this loop: other packets go on meanwhile
+            seq = self.seq
+            self.seq += 1
+            self.awaiting[seq] = (pkt, port)
+            self.hooks.submit(verdict.rule, out, port, now, lambda made: self._hook_settled(seq, made), l3=True)
+            return
+        if verdict.flags & lib.RS_VF_MODIFIED:
             pkt.set_payload(out)
         if verdict.delay_ns:
             heapq.heappush(self.held, (now + verdict.delay_ns, self.seq, pkt, port))
@@ -193,6 +193,37 @@ class NfqueueAppliance(Appliance):
             return
         pkt.accept()
         counters["tx"] += 1
+
+    def _hook_settled(self, seq: int, made) -> None:
+        """From a hook's thread (or the deadline's): the loop gives the verdict."""
+        self.hook_done.append((seq, made))
+        try:
+            os.write(self.hook_wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+
+    def _hook_verdicts(self) -> None:
+        while self.hook_done:
+            seq, made = self.hook_done.popleft()
+            if seq not in self.awaiting:
+                continue  # settled after tear_down let it go
+            pkt, port = self.awaiting.pop(seq)
+            counters = self.counters[port]
+            if len(made) > 1 or (made and made[0][0]):
+                # a verdict passes one packet: the first that goes on; the rest cannot be sent
+                counters["hook_unsent"] += sum(1 for back, _ in made if back) + \
+                    max(0, sum(1 for back, _ in made if not back) - 1)
+            ahead = [frame for back, frame in made if not back]
+            try:
+                if ahead:
+                    pkt.set_payload(ahead[0])
+                    pkt.accept()
+                    counters["tx"] += 1
+                else:
+                    pkt.drop()
+                    counters["dropped"] += 1
+            except OSError:
+                counters["queue_errors"] += 1
 
     def _release(self) -> None:
         now = time.monotonic_ns()
@@ -215,12 +246,21 @@ class NfqueueAppliance(Appliance):
             if self.held:
                 wait = max(0, min(wait, self.held[0][0] - now))
             for fd, _ in self.poller.poll(wait / 1e6):
+                if fd == self.hook_wake_r:
+                    while True:
+                        try:
+                            if not os.read(fd, 4096):
+                                break
+                        except BlockingIOError:
+                            break
+                    continue
                 q, port = self.by_fd[fd]
                 try:
                     q.run(block=False)  # every packet waiting, one recv() each, no blocking
                 except OSError as exc:
                     self.counters[port]["queue_errors"] += 1
                     log(f"queue read failed: {exc}")
+            self._hook_verdicts()
             self._release()
 
     def data_stats(self) -> dict:
@@ -235,5 +275,15 @@ class NfqueueAppliance(Appliance):
             except OSError:
                 pass
         self.held = []
+        if getattr(self, "hooks", None) is not None:
+            self.hooks.close()
+        if hasattr(self, "awaiting"):
+            self._hook_verdicts()
+            for pkt, _ in self.awaiting.values():
+                try:
+                    pkt.accept()  # a packet still waiting for its hook leaves as it came
+                except OSError:
+                    pass
+            self.awaiting = {}  # the wake pipe stays open: a hung hook's thread may still write to it
         for q in getattr(self, "queues", []):
             q.unbind()

@@ -121,8 +121,12 @@ def interface_mtus(config) -> tuple[dict[str, int], list[str]]:
 class HookWorker(threading.Thread):
     """The slow path: frames of hook rules, from the C loop to Python and back.
 
-    One thread, so a rule's frames keep their order. It sleeps on the loop's
-    eventfd; frames of other rules never come here.
+    This thread only carries frames: it sleeps on the loop's eventfd, hands each
+    frame to its rule's hook (bridge/hooks.py: a thread per hook, each frame
+    bounded by the hook's timeout) and puts what comes back, or the frame as
+    on_error says at the deadline, on the queue back to the loop, in the rule's
+    order. No hook code runs here, so nothing a hook does (raise SystemExit,
+    hang) ends or stalls it; frames of other rules never come here.
     """
 
     def __init__(self, bridge):
@@ -131,38 +135,68 @@ class HookWorker(threading.Thread):
 
         self.bridge = bridge
         self.hooks_by_generation: dict[int, object] = {}
+        self._current: int | None = None  # the generation of the running program
         self._stopping = False
         self._meta = ffi.new("struct rs_hook_meta *")
         self._out = ffi.new("struct rs_hook_meta *")
+        self._put_lock = threading.Lock()  # the queue back has one producer at a time (ring.c, hookq_push)
         self._cap = bridge.slot_size
         self._buf = ffi.new("uint8_t[]", self._cap)
         self._ffi = ffi
 
+    def add_generation(self, generation: int, hooks) -> None:
+        """The hooks of a newly loaded program. The previous program's stay for the frames it queued before
+        the reload, older ones go; hooks no longer current finish what they hold, then their threads end."""
+        for gen, old in list(self.hooks_by_generation.items()):
+            old.close()
+            if gen != self._current:
+                del self.hooks_by_generation[gen]
+        self.hooks_by_generation[generation] = hooks
+        self._current = generation
+
     def stop(self) -> None:
-        self._stopping = True
+        with self._put_lock:
+            self._stopping = True  # answers still to come must not reach a bridge about to close
+        for hooks in self.hooks_by_generation.values():
+            hooks.close()
         self.bridge.hook_wake()
         self.join(5)
 
     def run(self) -> None:
+        from bridge.appliance import log
+
         fd = self.bridge.hook_fd()
         while not self._stopping:
             os.read(fd, 8)  # blocks, without the GIL, until the loop has frames for us
-            while (n := self.bridge.hook_take(self._meta, self._buf, self._cap)) > 0:
-                self._one(self._ffi.buffer(self._buf, n)[:])
+            while not self._stopping and (n := self.bridge.hook_take(self._meta, self._buf, self._cap)) > 0:
+                try:
+                    self._one(self._ffi.buffer(self._buf, n)[:])
+                except Exception as exc:  # ours, not a hook's: logged, and the slow path goes on
+                    log(f"hook slow path: {exc.__class__.__name__}: {exc}")
 
     def _one(self, frame: bytes) -> None:
         m = self._meta
-        ingress = "ab"[m.port]
-        hooks = self.hooks_by_generation.get(m.gen)
+        port, pcp, rule, gen, stamp = m.port, m.pcp, m.rule, m.gen, m.timestamp_ns
         # a frame queued under the program before a reload runs through that program's hook
-        made = hooks.run(m.rule, frame, ingress, m.timestamp_ns) if hooks and m.rule in hooks.by_rule \
-            else [(False, frame)]
-        for back, data in made:
-            self._out.port = m.port if back else m.port ^ 1
-            self._out.pcp = m.pcp
-            self._out.rule, self._out.gen, self._out.timestamp_ns = m.rule, m.gen, m.timestamp_ns
-            if not self.bridge.hook_put(self._out, data) and hooks and m.rule in hooks.by_rule:
-                hooks.by_rule[m.rule].counters["dropped"] += 1  # the queue back is full
+        hooks = self.hooks_by_generation.get(gen)
+        if not hooks or rule not in hooks.by_rule:
+            self._put(port, pcp, rule, gen, stamp, [(False, frame)], None)
+            return
+        hook = hooks.by_rule[rule]
+        hooks.submit(rule, frame, "ab"[port], stamp,
+                     lambda made: self._put(port, pcp, rule, gen, stamp, made, hook))
+
+    def _put(self, port: int, pcp: int, rule: int, gen: int, stamp: int, made, hook) -> None:
+        """What a hook made of a frame, out of the ports it names (called from the hook's threads)."""
+        with self._put_lock:
+            if self._stopping:
+                return
+            out = self._out
+            for back, data in made:
+                out.port = port if back else port ^ 1
+                out.pcp, out.rule, out.gen, out.timestamp_ns = pcp, rule, gen, stamp
+                if not self.bridge.hook_put(out, data) and hook is not None:
+                    hook.counters["dropped"] += 1  # the queue back is full
 
 
 class RingAppliance(Appliance):
@@ -204,7 +238,7 @@ class RingAppliance(Appliance):
         if hooks and self.worker is None:
             self.worker = HookWorker(self.bridge)
         if self.worker:
-            self.worker.hooks_by_generation[generation] = hooks
+            self.worker.add_generation(generation, hooks)
         return engine
 
     def forward(self) -> None:

@@ -6,7 +6,7 @@ import sys
 import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
-from scapy.utils import RawPcapReader, RawPcapWriter, wrpcap
+from scapy.utils import RawPcapReader, RawPcapWriter
 
 T0 = 1_700_000_000
 
@@ -93,14 +93,20 @@ def test_not_a_capture_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bridge", "apply", str(config), str(tmp_path / "in.pcap"),
                              str(tmp_path / "out.pcap")], capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr.startswith(f"reshaper apply: {tmp_path / 'in.pcap'}: cannot read as a pcap capture")
+    assert result.stderr == (f"reshaper apply: {tmp_path / 'in.pcap'}: not a pcap or pcapng capture: it starts with "
+                             "74686973, not a pcap magic (a1b2c3d4 or a1b23c4d, either byte order) or a pcapng "
+                             "section header (0a0d0d0a)\n")
+    assert not (tmp_path / "out.pcap").exists()
 
 
 def test_other_link_types_are_refused(tmp_path):
     config = tmp_path / "rules.yaml"
     config.write_text(TRUNK)
-    wrpcap(str(tmp_path / "in.pcap"), [IP() / UDP()])  # linktype raw IP
+    with RawPcapWriter(str(tmp_path / "in.pcap"), linktype=101) as w:  # LINKTYPE_RAW: IP packets, no Ethernet
+        w.write_header(None)
+        w.write_packet(bytes(IP() / UDP()), sec=T0, usec=0)
     result = subprocess.run([sys.executable, "-m", "bridge", "apply", str(config), str(tmp_path / "in.pcap"),
                              str(tmp_path / "out.pcap")], capture_output=True, text=True)
     assert result.returncode == 1
-    assert "expected Ethernet (1)" in result.stderr
+    assert result.stderr == (f"reshaper apply: {tmp_path / 'in.pcap'}: file header: link type 101, not Ethernet (1): "
+                             "apply takes Ethernet frames only\n")

@@ -1,7 +1,10 @@
 """Python hooks: the shipped examples through `apply`, failures, loading rules, nfqueue live."""
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -39,8 +42,8 @@ def test_example_rewrites_a_udp_payload_to_another_length(tmp_path):
     result, out, _ = run_apply(tmp_path, load_config(str(HOOKS_YAML)), [udp(b"say hello!"), udp(b"hello", dport=53)])
     # the hook's frame, with IP and UDP lengths and both checksums as scapy computes them from scratch
     assert out == [bytes(udp(b"say howdy, partner!")), bytes(udp(b"hello", dport=53))]
-    assert result.hooks["greet"] == {"calls": 1, "errors": 0, "timeouts": 0, "dropped": 0, "frames_out": 1,
-                                     "replies": 0}
+    assert result.hooks["greet"] == {"calls": 1, "errors": 0, "timeouts": 0, "late": 0, "dropped": 0,
+                                     "frames_out": 1, "replies": 0}
 
 
 def test_example_answers_arp_for_its_address_back_out_of_the_ingress_port(tmp_path):
@@ -144,7 +147,7 @@ def test_cli_apply_runs_hooks(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bridge", "apply", str(HOOKS_YAML), str(tmp_path / "in.pcap"),
                              str(tmp_path / "out.pcap")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "hook of greet: calls 1, errors 0, timeouts 0, dropped 0, frames_out 1, replies 0" in result.stdout
+    assert "hook of greet: calls 1, errors 0, timeouts 0, late 0, dropped 0, frames_out 1, replies 0" in result.stdout
     assert [d for d, _ in RawPcapReader(str(tmp_path / "out.pcap"))] == [bytes(udp(b"howdy, partner"))]
 
 
@@ -196,3 +199,258 @@ def test_ring_mode_hooks_rewrite_answer_and_keep_order_while_other_rules_stay_in
     assert stats["hooks"]["greet"]["calls"] == 50 and stats["hooks"]["proxy-arp"]["replies"] == 1
     assert stats["hooks_slow_path"]["overflow"] == 0
     assert stats["hooks_slow_path"]["queued"] >= 51
+
+
+# ---- what a hook does cannot stop apply or the appliance; its timeout is a real bound ----
+
+# one frame per way out of a function that is not a return: each is the hook's error
+HOSTILE = ["sys.exit", "SystemExit", "KeyboardInterrupt", "GeneratorExit", "BaseException"]
+HOSTILE_HOOKS = """
+import sys
+import time
+
+
+def hostile(frame, ctx):
+    if frame.endswith(b"sys.exit"):
+        sys.exit(3)
+    if frame.endswith(b"SystemExit"):
+        raise SystemExit("bye")
+    if frame.endswith(b"KeyboardInterrupt"):
+        raise KeyboardInterrupt
+    if frame.endswith(b"GeneratorExit"):
+        raise GeneratorExit
+    if frame.endswith(b"BaseException"):
+        raise BaseException("out of the blue")
+    return frame.replace(b"hello", b"HELLO")
+
+
+def slow(frame, ctx):
+    time.sleep(0.8)
+    return frame.replace(b"slow", b"SLOW")
+
+
+def hung(frame, ctx):
+    time.sleep(1.2)
+    return None
+
+
+def quick(frame, ctx):
+    return frame.replace(b"quick", b"QUICK")
+"""
+HOSTILE_RULE = '  - {name: hostile, match: {ip_proto: udp, dst_port: 9999}, ' \
+               'actions: [{python: {call: "live_hooks:hostile", raw: true, timeout: 1s, on_error: %s}}]}\n'
+
+
+def hooks_config(tmp_path, rules: str) -> str:
+    (tmp_path / "hooks").mkdir(exist_ok=True)
+    (tmp_path / "hooks" / "live_hooks.py").write_text(HOSTILE_HOOKS)
+    path = tmp_path / "rules.yaml"
+    path.write_text("version: 1\nports: {a: a1, b: b1}\nhooks_path: hooks\nrules:\n" + rules)
+    return str(path)
+
+
+def hostile_frames():
+    return [udp(name.encode()) for name in HOSTILE] + [udp(b"hello")]
+
+
+@pytest.mark.parametrize("on_error", ["pass", "drop"])
+def test_a_hook_that_exits_or_raises_any_base_exception_is_its_error_in_apply(tmp_path, capsys, on_error):
+    config = load_config(hooks_config(tmp_path, HOSTILE_RULE % on_error))
+    result, out, _ = run_apply(tmp_path, config, hostile_frames())
+    passed = [bytes(f) for f in hostile_frames()[:-1]] if on_error == "pass" else []
+    assert out == passed + [bytes(udp(b"HELLO"))]
+    assert result.hooks["hostile"] == {"calls": 6, "errors": 5, "timeouts": 0, "late": 0,
+                                       "dropped": 0 if on_error == "pass" else 5,
+                                       "frames_out": 6 if on_error == "pass" else 1, "replies": 0}
+    err = capsys.readouterr().err
+    for line in ("SystemExit: 3", "SystemExit: bye", "KeyboardInterrupt", "GeneratorExit",
+                 "BaseException: out of the blue"):
+        assert f"\n{line}\n" in err
+
+
+def test_cli_apply_goes_on_after_a_hook_calls_sys_exit(tmp_path):
+    config = hooks_config(tmp_path, HOSTILE_RULE % "pass")
+    wrpcap(str(tmp_path / "in.pcap"), hostile_frames())
+    result = subprocess.run([sys.executable, "-m", "bridge", "apply", config, str(tmp_path / "in.pcap"),
+                             str(tmp_path / "out.pcap")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == ("hook of hostile: calls 6, errors 5, timeouts 0, late 0, dropped 0, "
+                                              "frames_out 6, replies 0")
+    assert [d for d, _ in RawPcapReader(str(tmp_path / "out.pcap"))] == \
+        [bytes(f) for f in hostile_frames()[:-1]] + [bytes(udp(b"HELLO"))]
+
+
+def test_timeouts_bound_apply_and_offline_times_ignore_the_wall_clock(tmp_path):
+    config = load_config(hooks_config(tmp_path, (
+        '  - {name: slow, match: {dst_port: 9001}, actions: [{python: {call: "live_hooks:slow", raw: true, '
+        'timeout: 2s}}]}\n'
+        '  - {name: hung, match: {dst_port: 9002}, actions: [{python: {call: "live_hooks:hung", raw: true, '
+        'timeout: 50ms}}]}\n')))
+    frames = [udp(b"slow", 9001), udp(b"hung 1", 9002), udp(b"hung 2", 9002), udp(b"slow too", 9001)]
+    start = time.monotonic()
+    result, _, _ = run_apply(tmp_path, config, frames)
+    elapsed = time.monotonic() - start
+    # slow answers in time (0.8 s each); hung's first call overruns at 50 ms, its second frame does not wait
+    # for it. Before: 0.8 + 1.2 + 1.2 + 0.8 s
+    assert elapsed < 2.5
+    # departures at the capture's times (nanosecond pcap), in ms from T0: what the hooks took is not in them
+    out = [((m.sec - T0) * 10**9 + m.usec, d) for d, m in RawPcapReader(str(tmp_path / "out.pcap"))]
+    assert out == [(0, bytes(udp(b"SLOW", 9001))), (1_000_000, bytes(udp(b"hung 1", 9002))),
+                   (2_000_000, bytes(udp(b"hung 2", 9002))), (3_000_000, bytes(udp(b"SLOW too", 9001)))]
+    assert result.hooks == {
+        "slow": {"calls": 2, "errors": 0, "timeouts": 0, "late": 0, "dropped": 0, "frames_out": 2, "replies": 0},
+        "hung": {"calls": 2, "errors": 0, "timeouts": 2, "late": 0, "dropped": 0, "frames_out": 2, "replies": 0}}
+
+
+def test_a_hook_in_an_endless_loop_cannot_hang_apply(tmp_path):
+    config = hook_config(tmp_path, "def fn(frame, ctx):\n    while True:\n        pass\n", ", timeout: 20ms")
+    wrpcap(str(tmp_path / "in.pcap"), [udp(b"%d" % i) for i in range(3)])
+    result = subprocess.run([sys.executable, "-m", "bridge", "apply", config.path, str(tmp_path / "in.pcap"),
+                             str(tmp_path / "out.pcap")], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == ("hook of h: calls 3, errors 0, timeouts 3, late 0, dropped 0, "
+                                              "frames_out 3, replies 0")
+    assert [d for d, _ in RawPcapReader(str(tmp_path / "out.pcap"))] == [bytes(udp(b"%d" % i)) for i in range(3)]
+
+
+def test_ctrl_c_still_stops_apply_while_a_hook_runs(tmp_path):
+    marker = tmp_path / "called"
+    config = hook_config(tmp_path, f"import pathlib, time\ndef fn(frame, ctx):\n"
+                                   f"    pathlib.Path({str(marker)!r}).touch()\n    time.sleep(0.2)\n"
+                                   f"    return frame\n", ", timeout: 5s")
+    wrpcap(str(tmp_path / "in.pcap"), [udp(b"%d" % i) for i in range(100)])
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "apply", config.path, str(tmp_path / "in.pcap"),
+                             str(tmp_path / "out.pcap")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert (proc.returncode, stdout) == (128 + signal.SIGINT, "")
+    assert stderr == f"reshaper apply: interrupted; {tmp_path / 'out.pcap'} not written\n"
+    assert not (tmp_path / "out.pcap").exists()
+
+
+def test_overdue_calls_settle_at_their_deadline_in_order_and_late_answers_are_discarded(tmp_path):
+    code = """
+    import time
+    def fn(frame, ctx):
+        if frame.endswith(b"sleep"):
+            time.sleep(0.5)
+        return frame + b"!"
+    """
+    hooks = Hooks(hook_config(tmp_path, code, ", raw: true, fix_checksums: false, timeout: 100ms"), "ring")
+    settled = []
+
+    def submit(payload):
+        frame = bytes(udp(payload))
+        hooks.submit(0, frame, "a", 0, lambda made: settled.append((payload, made, time.monotonic() - start)))
+
+    start = time.monotonic()
+    for payload in (b"a", b"sleep", b"b", b"c"):  # b and c wait behind the call that overruns
+        submit(payload)
+    time.sleep(0.25)
+    submit(b"d")      # while the call is overdue: on_error at once
+    time.sleep(0.5)
+    submit(b"e")      # the call came back (late): the hook answers again
+    time.sleep(0.1)
+    hooks.close()
+    assert [(p, made) for p, made, _ in settled] == [
+        (b"a", [(False, bytes(udp(b"a")) + b"!")]), (b"sleep", [(False, bytes(udp(b"sleep")))]),
+        (b"b", [(False, bytes(udp(b"b")))]), (b"c", [(False, bytes(udp(b"c")))]),
+        (b"d", [(False, bytes(udp(b"d")))]), (b"e", [(False, bytes(udp(b"e")) + b"!")])]
+    at = {p: t for p, _, t in settled}
+    assert 0.09 < at[b"sleep"] < 0.2  # at the deadline, not when the call returned
+    assert at[b"c"] - at[b"sleep"] < 0.01
+    assert 0.25 < at[b"d"] < 0.3
+    assert hooks.counters()["h"] == {"calls": 6, "errors": 0, "timeouts": 4, "late": 1, "dropped": 0,
+                                     "frames_out": 6, "replies": 0}
+    # closed and idle: the hook's thread and the watchdog end
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and any(t.name in ("hook h", "hook deadlines") for t in threading.enumerate()):
+        time.sleep(0.01)
+    assert [t.name for t in threading.enumerate() if t.name in ("hook h", "hook deadlines")] == []
+
+
+@pytest.mark.parametrize("mode", ["ring", "nfqueue"])
+def test_live_hooks_that_exit_or_raise_are_errors_and_the_bridge_goes_on(tmp_path, topo, taps, mode):
+    tap_a, tap_b = taps
+    with Bridge(topo.br, hooks_config(tmp_path, HOSTILE_RULE % "pass"), tmp_path, mode=mode) as bridge:
+        for frame in hostile_frames()[:-1]:
+            tap_a.send(bytes(frame))
+        assert tap_b.receive(5, match=ours) == [bytes(f) for f in hostile_frames()[:-1]]
+        time.sleep(0.3)  # a few slices of the loop later (ring mode's hook thread was started anew per slice)
+        tap_a.send(bytes(udp(b"hello")))
+        assert tap_b.receive(1, match=ours) == [bytes(udp(b"HELLO"))]
+        assert bridge.stats()["hooks"]["hostile"] == {"calls": 6, "errors": 5, "timeouts": 0, "late": 0,
+                                                      "dropped": 0, "frames_out": 6, "replies": 0}
+        assert bridge.proc.poll() is None
+    assert "SystemExit: 3" in bridge.log()
+
+
+@pytest.mark.parametrize("mode", ["ring", "nfqueue"])
+def test_live_a_reload_runs_the_edited_hook_on_threads_of_its_own(tmp_path, topo, taps, mode):
+    tap_a, tap_b = taps
+    config = hooks_config(tmp_path, HOSTILE_RULE % "pass")
+    with Bridge(topo.br, config, tmp_path, mode=mode) as bridge:
+        tap_a.send(bytes(udp(b"hello")))
+        assert tap_b.receive(1, match=ours) == [bytes(udp(b"HELLO"))]
+        hooks = tmp_path / "hooks" / "live_hooks.py"
+        # another size: a .pyc of the same second and size would be taken for the old source
+        hooks.write_text(hooks.read_text().replace('b"HELLO"', 'b"HOWDY"') + "# edited\n")
+        bridge.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while bridge.stats()["reloads"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tap_a.send(bytes(udp(b"hello")))
+        assert tap_b.receive(1, match=ours) == [bytes(udp(b"HOWDY"))]
+        assert bridge.stats()["hooks"]["hostile"]["calls"] == 1  # the new program's hooks count anew
+
+
+def arrivals(tap, count: int, start: float, timeout: float = 3.0) -> list[tuple[float, bytes]]:
+    """(seconds after start, frame) of count frames of ours, in the order they arrive."""
+    got = []
+    while len(got) < count and time.monotonic() < start + timeout:
+        got += [(time.monotonic() - start, f)
+                for f in tap.receive(1, timeout=start + timeout - time.monotonic(), match=ours)]
+    return got
+
+
+@pytest.mark.parametrize("mode", ["ring", "nfqueue"])
+def test_live_a_slow_or_hung_hook_holds_up_only_its_own_rule(tmp_path, topo, taps, mode):
+    tap_a, tap_b = taps
+    config = hooks_config(tmp_path, (
+        '  - {name: slow, match: {dst_port: 9001}, actions: [{python: {call: "live_hooks:slow", raw: true, '
+        'timeout: 2s}}]}\n'
+        '  - {name: hung, match: {dst_port: 9002}, actions: [{python: {call: "live_hooks:hung", raw: true, '
+        'timeout: 50ms}}]}\n'
+        '  - {name: quick, match: {dst_port: 9003}, actions: [{python: {call: "live_hooks:quick", raw: true, '
+        'timeout: 1s}}]}\n'
+        '  - {name: plain, match: {dst_port: 7}, actions: [{set: {dst_port: 9}}]}\n'))
+    slow, hung1, quick, plain, hung2 = (udp(b"slow", 9001), udp(b"hung 1", 9002), udp(b"quick", 9003),
+                                        udp(b"plain", 7), udp(b"hung 2", 9002))
+    with Bridge(topo.br, config, tmp_path, mode=mode) as bridge:
+        start = time.monotonic()
+        for frame in (slow, hung1, quick, plain, hung2):
+            tap_a.send(bytes(frame))
+        got = arrivals(tap_b, 5, start)
+        at = {f: t for t, f in got}
+        # another hook's frame and a frame of no hook are not held up by the slow or the hung one; the hung
+        # hook's frames leave as on_error says (pass) at its deadline, the second at once behind the first
+        fast = [bytes(udp(b"QUICK", 9003)), bytes(udp(b"plain", 9)), bytes(hung1), bytes(hung2)]
+        assert sorted(at) == sorted(fast + [bytes(udp(b"SLOW", 9001))])
+        assert all(at[f] < 0.5 for f in fast), got
+        assert at[bytes(hung1)] >= 0.05 and at[bytes(hung1)] <= at[bytes(hung2)]
+        assert at[bytes(udp(b"SLOW", 9001))] >= 0.8
+        deadline = time.monotonic() + 3
+        while bridge.stats()["hooks"]["hung"]["late"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the hung call returns after 1.2 s; what it returns is discarded
+        hooks = bridge.stats()["hooks"]
+    assert hooks["slow"] == {"calls": 1, "errors": 0, "timeouts": 0, "late": 0, "dropped": 0, "frames_out": 1,
+                             "replies": 0}
+    assert hooks["hung"] == {"calls": 2, "errors": 0, "timeouts": 2, "late": 1, "dropped": 0, "frames_out": 2,
+                             "replies": 0}
+    assert hooks["quick"]["frames_out"] == 1
