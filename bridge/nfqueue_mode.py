@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 import select
 import subprocess
 import time
@@ -69,9 +70,56 @@ def install_chain(ifaces: dict[str, str], fail_open: bool) -> None:
         _iptables(tool, "-I", "FORWARD", "1", "-m", "physdev", "--physdev-is-bridged", "-j", CHAIN)
 
 
+# IP in one 802.1Q tag goes to iptables too (rules see the packet inside, as in ring mode);
+# per network namespace
+FILTER_VLAN_TAGGED = "/proc/sys/net/bridge/bridge-nf-filter-vlan-tagged"
+
+
+def _ebtables(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["ebtables", *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise SetupError(f"ebtables {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def remove_bridge_filter(ifaces: list[str]) -> None:
+    """Removes exactly what install_bridge_filter made: the FORWARD jumps and the chain."""
+    for iface in ifaces:
+        while _ebtables("-D", "FORWARD", "-i", iface, "-j", CHAIN, check=False).returncode == 0:
+            pass
+    _ebtables("-F", CHAIN, check=False)
+    _ebtables("-X", CHAIN, check=False)
+
+
+def install_bridge_filter(drop_from: list[str]) -> None:
+    """Frames that never reach the queue (not IP, nor IP in one 802.1Q tag: ARP, other
+    ethertypes, two tags) get at the bridge what the engine gives an unmatched frame: dropped
+    when they enter by a port in drop_from (`default: drop`, or the direction `forward` leaves
+    out). Rules cannot match them in this mode (rules/config.py, mode_problems)."""
+    _ebtables("-N", CHAIN, "-P", "RETURN")
+    for proto in ("IPv4", "IPv6"):
+        _ebtables("-A", CHAIN, "-p", proto, "-j", "RETURN")
+        _ebtables("-A", CHAIN, "-p", "802_1Q", "--vlan-encap", proto, "-j", "RETURN")
+    for iface in drop_from:
+        _ebtables("-A", CHAIN, "-i", iface, "-j", "DROP")
+        _ebtables("-I", "FORWARD", "1", "-i", iface, "-j", CHAIN)
+
+
+def bridge_dropped(iface: str) -> int:
+    """Frames of iface the bridge filter dropped (its DROP rule's packet counter)."""
+    listing = _ebtables("-L", CHAIN, "--Lc", check=False).stdout
+    found = re.search(rf"^-i {re.escape(iface)} -j DROP\s*, pcnt = (\d+)", listing, re.M)
+    return int(found.group(1)) if found else 0
+
+
 def restore(saved: dict) -> None:
     if saved.get("chain"):
         remove_chain()
+    if saved.get("bridge_filter") is not None:
+        remove_bridge_filter(saved["bridge_filter"])
+    if saved.get("filter_vlan_tagged") is not None:
+        with open(FILTER_VLAN_TAGGED, "w") as f:
+            f.write(str(saved["filter_vlan_tagged"]))
     with IPRoute() as ipr:
         created = saved.get("bridge_created")
         if created and ipr.link_lookup(ifname=created):
@@ -86,7 +134,7 @@ def restore(saved: dict) -> None:
 class NfqueueAppliance(Appliance):
     mode = "nfqueue"
     namespace_wide = True   # one iptables chain and fixed queue numbers (QUEUE_BASE) per namespace
-    drop_counters = ("dropped", "queue_errors")
+    drop_counters = ("dropped", "queue_errors", "bridge_dropped")
 
     def set_up(self, program: bytes) -> None:
         from netfilterqueue import NetfilterQueue
@@ -95,8 +143,16 @@ class NfqueueAppliance(Appliance):
         if any(p.vlan for p in self.config.ports.values()):
             raise SetupError("nfqueue mode bridges interfaces: give ports as VLAN interfaces "
                              "(a: eth0.100), not trunk form")
-        self.changed.update(chain=False, bridge_created=None, bridge_reused=None)
+        self.changed.update(chain=False, bridge_created=None, bridge_reused=None, bridge_filter=None,
+                            filter_vlan_tagged=None)
         self._make_bridge(ifaces)
+        with open(FILTER_VLAN_TAGGED) as f:
+            tagged = int(f.read())
+        if not tagged:
+            self.changed["filter_vlan_tagged"] = tagged
+            self.record()
+            with open(FILTER_VLAN_TAGGED, "w") as f:
+                f.write("1")
         self.changed["chain"] = True
         self.record()
         remove_chain()  # a chain of ours without a state file (e.g. removed by hand): start clean
@@ -158,10 +214,24 @@ class NfqueueAppliance(Appliance):
         # hooks load with the program, so a reload that cannot load one keeps the old pair
         hooks = Hooks(config, self.mode)
         engine = Engine(program, self.seed)
+        self._filter_at_bridge(config)
         if getattr(self, "hooks", None) is not None:
             self.hooks.close()  # its threads end once the packets it holds are settled
         self.hooks = hooks
         return engine
+
+    def _filter_at_bridge(self, config) -> None:
+        """The bridge filter for config's default and forward (made anew at each load)."""
+        allowed = {"both": "ab", "a-to-b": "a", "b-to-a": "b"}[config.forward]
+        ifaces = {n: p.interface for n, p in config.ports.items()}
+        drop_from = [ifaces[n] for n in "ab" if config.default == "drop" or n not in allowed]
+        if self.changed.get("bridge_filter") is not None:
+            remove_bridge_filter(self.changed["bridge_filter"])
+        self.changed["bridge_filter"] = drop_from or None
+        self.record()
+        remove_bridge_filter(drop_from)   # one of ours without a state file: start clean
+        if drop_from:
+            install_bridge_filter(drop_from)
 
     def _packet(self, pkt, port: str) -> None:
         counters = self.counters[port]
@@ -264,8 +334,12 @@ class NfqueueAppliance(Appliance):
             self._release()
 
     def data_stats(self) -> dict:
-        return {"ports": {p: dict(c) for p, c in self.counters.items()},
-                "queued": len(self.held), "bridge": self.bridge_name}
+        ports = {p: dict(c) for p, c in self.counters.items()}
+        filtered = self.changed.get("bridge_filter") or []
+        for name, port in self.config.ports.items():
+            # dropped at the bridge, never queued (install_bridge_filter)
+            ports[name]["bridge_dropped"] = bridge_dropped(port.interface) if port.interface in filtered else 0
+        return {"ports": ports, "queued": len(self.held), "bridge": self.bridge_name}
 
     def tear_down(self) -> None:
         # held packets leave now rather than never; then the queues go

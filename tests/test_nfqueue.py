@@ -6,9 +6,10 @@ import signal
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from bridge.netns import HOST_A, HOST_B
+from bridge.nfqueue_mode import FILTER_VLAN_TAGGED
 from tests.live import Bridge
 from tests.test_ring import MAC_A, MAC_B, ours, rebuilt, write_config
 
@@ -130,3 +131,43 @@ def test_check_mode_nfqueue_refuses_what_it_cannot_do(tmp_path):
         "(use --mode ring or kernel)",
         "rule 'r': duplicate: a queue verdict passes one packet, NFQUEUE cannot send copies "
         "(use --mode ring or kernel)"]
+
+
+L2_ONLY = PLAIN + """default: drop
+forward: a-to-b
+rules:
+  - name: udp
+    match: {ip_proto: udp}
+    actions: [{set: {dscp: 10}}]
+"""
+
+
+def test_frames_the_queue_never_sees_follow_default_and_forward(tmp_path, topo, taps):
+    """ARP and other non-IP frames never reach NFQUEUE: with `default: drop` (or from the port
+    `forward` leaves out) the bridge drops them and counts them, as ring mode's engine drops
+    them; IP in an 802.1Q tag reaches the queue and the rules, as in ring mode."""
+    tap_a, tap_b = taps
+    arp = Ether(src=MAC_A, dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=MAC_A, psrc=HOST_A["v4"], pdst=HOST_B["v4"])
+    other = Ether(src=MAC_A, dst=MAC_B, type=0x88B5) / (b"local experimental" + bytes(28))
+    tagged = Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=7) / IP(src=HOST_A["v4"], dst=HOST_B["v4"]) / \
+        UDP(sport=1, dport=2) / b"tagged"
+    back = Ether(src=MAC_B, dst=MAC_A) / Dot1Q(vlan=7) / IP(src=HOST_B["v4"], dst=HOST_A["v4"]) / UDP(sport=2, dport=1)
+    expected = tagged.copy()
+    expected[IP].tos = 10 << 2
+    for mode in ("ring", "nfqueue"):
+        with Bridge(topo.br, write_config(tmp_path, L2_ONLY), tmp_path, mode=mode) as bridge:
+            for frame in (arp, other, tagged):
+                tap_a.send(bytes(frame))
+            assert tap_b.receive(3, timeout=1.5, match=ours) == [rebuilt(expected)], mode
+            tap_b.send(bytes(arp)[:6] + bytes.fromhex(MAC_B.replace(":", "")) + bytes(arp)[12:])
+            tap_b.send(bytes(back))
+            assert tap_a.receive(2, timeout=1.5, match=ours) == [], mode
+            stats = bridge.stats()
+        if mode == "nfqueue":
+            assert stats["ports"]["a"]["bridge_dropped"] == 2 and stats["ports"]["b"]["bridge_dropped"] == 1
+            # the hosts' own IPv6 neighbour discovery is queued (and dropped by default) too
+            assert stats["ports"]["a"]["tx"] == 1 and stats["ports"]["b"]["dropped"] >= 1, stats["ports"]
+    rules = topo.br.run(["ebtables", "-S"], capture_output=True, text=True).stdout
+    assert "RESHAPER" not in rules, rules
+    with open(FILTER_VLAN_TAGGED) as f:
+        assert f.read().strip() == "0"
