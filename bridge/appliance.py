@@ -225,6 +225,7 @@ class Appliance:
         self.record()
         try:
             self.set_up(program)
+            self.port_indexes = self.port_interfaces()
             self.engine = self.load(program, self.config)
             self.control = ControlServer(self.control_path, self.snapshot)
             # sockets are open; only undoing the set-up at exit needs a privilege.
@@ -240,6 +241,7 @@ class Appliance:
             return 0
         except (SetupError, OSError) as exc:
             log(str(exc))
+            sd_notify(f"STATUS={exc}")
             return 1
         finally:
             if self.control:
@@ -251,10 +253,31 @@ class Appliance:
             except FileNotFoundError:
                 pass
 
+    def port_interfaces(self) -> dict[str, tuple[str, int]]:
+        """{port: (interface, ifindex)} as they are now (ifindex 0: no such interface)."""
+        found = {}
+        for name, port in sorted(self.config.ports.items()):
+            try:
+                found[name] = (port.interface, socket.if_nametoindex(port.interface))
+            except OSError:
+                found[name] = (port.interface, 0)
+        return found
+
+    def check_ports(self) -> None:
+        """A port interface deleted under us (a USB NIC unplugged, its namespace gone, or made
+        anew with another index) leaves sockets and the module's program on a dead device:
+        SetupError, so that the run ends non-zero and the service manager starts it again."""
+        for name, (iface, index) in self.port_interfaces().items():
+            if index != self.port_indexes[name][1]:
+                raise SetupError(f"port {name}: interface {iface} went away"
+                                 + (" and came back as another interface" if index else "")
+                                 + "; exiting so that reshaper starts again on the interface as it is now")
+
     def _loop(self) -> None:
         last = time.monotonic()
         previous: dict = {}
         while not self._stop:
+            self.check_ports()
             self.forward()
             if self._reload:
                 self._reload = False

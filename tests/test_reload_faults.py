@@ -201,3 +201,23 @@ def test_a_second_kernel_mode_instance_is_refused(tmp_path, topo):
     assert (f"another reshaper (pid {sleeper.pid}) runs in kernel mode in this network namespace, which has "
             f"one kernel data path; state in {run_dir}/state-{netns}-x1-y1.json") in r.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == [f"state-{netns}-x1-y1.json"]
+
+
+@pytest.mark.parametrize("port", ["a1", "b1"])
+def test_a_port_interface_that_goes_away_ends_the_run(tmp_path, topo, port):
+    """Deleted under the running appliance (a USB NIC unplugged, its namespace torn down):
+    it says so and exits non-zero, so that systemd starts it again (Restart=on-failure)."""
+    config = tmp_path / "rules.yaml"
+    config.write_text(FIRST)
+    bridge = Bridge(topo.br, config, tmp_path).start()
+    try:
+        with topo.br.ipr() as ipr:
+            ipr.link("del", index=ipr.link_lookup(ifname=port)[0])
+        assert bridge.proc.wait(5) == 1
+    finally:
+        bridge.stop()
+    name = "a" if port == "a1" else "b"
+    assert (f"reshaper: port {name}: interface {port} went away; exiting so that reshaper starts again on "
+            f"the interface as it is now\n") in bridge.log()
+    assert "Traceback" not in bridge.log()
+    assert list((tmp_path / "run").glob("state-*.json")) == []   # what it changed was put back
