@@ -16,15 +16,20 @@
 # 4. checks that the service is active and `reshaper stats` answers
 # Re-running upgrades in place. --rules-only swaps the rule file and reloads
 # (systemctl reload: SIGHUP, no restart). --rollback goes back to the previous version.
+#
+# Remote commands are run by a shell on the board, as root: no local file name ever
+# goes into one. The rule file and the bundle are copied to fixed names (rules.yaml,
+# bundle.tar.gz) in a directory whose name is checked; the other arguments are checked
+# against strict patterns and quoted (q) all the same.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-usage() { sed -n 2,20p "$0"; exit 2; }
+usage() { sed -n 2,18p "$0"; exit 2; }
 [ $# -ge 1 ] || usage
 HOST=$1; shift
 RULES=
 if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then RULES=$1; shift; fi
-MODE= VLANS= IFACE=eth0 RULES_ONLY=0 ROLLBACK=0 BUNDLE= PORT= IDENTITY=
+MODE='' VLANS='' IFACE=eth0 RULES_ONLY=0 ROLLBACK=0 BUNDLE='' PORT='' IDENTITY=''
 while [ $# -gt 0 ]; do
   case $1 in
     --mode) MODE=$2; shift 2 ;;
@@ -39,12 +44,17 @@ while [ $# -gt 0 ]; do
     *) echo "deploy.sh: unknown argument $1" >&2; usage ;;
   esac
 done
-MODE_ARG=${MODE:+--mode $MODE}   # install.sh keeps the board's last mode when none is given
+MODE_ARG=()   # install.sh keeps the board's last mode when none is given
+[ -n "$MODE" ] && MODE_ARG=(--mode "$MODE")
 MODE=${MODE:-ring}
 case $MODE in ring|kernel|nfqueue) ;; *) echo "deploy.sh: --mode must be ring, kernel or nfqueue" >&2; exit 2 ;; esac
 [[ -z $VLANS || $VLANS =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "deploy.sh: --vlans is a list like 100,200" >&2; exit 2; }
 [[ $IFACE =~ ^[A-Za-z0-9_.-]+$ ]] || { echo "deploy.sh: bad --interface" >&2; exit 2; }
+[[ -z $PORT || $PORT =~ ^[0-9]+$ ]] || { echo "deploy.sh: --port is a number" >&2; exit 2; }
+# ssh and scp would take a HOST starting with - for an option
+[[ -n $HOST && $HOST != -* && $HOST != *[[:space:]]* ]] || { echo "deploy.sh: bad HOST '$HOST'" >&2; exit 2; }
 log() { printf '[deploy %4ds] %s\n' "$SECONDS" "$*"; }
+q() { local out; printf -v out '%q ' "$@"; printf '%s' "${out% }"; }   # words for a remote command line
 
 SSH_OPTS=(-o StrictHostKeyChecking=yes -o BatchMode=yes -o PasswordAuthentication=no
           -o KbdInteractiveAuthentication=no -o ConnectTimeout=20 -o ServerAliveInterval=15)
@@ -54,12 +64,12 @@ SSH_OPTS=(-o StrictHostKeyChecking=yes -o BatchMode=yes -o PasswordAuthenticatio
 [ -n "${RESHAPER_SSH_OPTS:-}" ] && SSH_OPTS+=(${RESHAPER_SSH_OPTS})
 SCP_OPTS=("${SSH_OPTS[@]}")
 [ -n "$PORT" ] && { SCP_OPTS=("${SSH_OPTS[@]/#-p/-P}"); }
-remote() { ssh "${SSH_OPTS[@]}" "$HOST" "$@"; }
+remote() { ssh "${SSH_OPTS[@]}" -- "$HOST" "$1"; }   # $1: one command line, built with q
 
 SUDO=sudo
 [[ $HOST == root@* ]] && SUDO=
 if [ "$ROLLBACK" = 0 ]; then
-  [ -n "$RULES" ] && [ -f "$RULES" ] || { echo "deploy.sh: no rule file ${RULES:-given}" >&2; exit 2; }
+  if [ -z "$RULES" ] || [ ! -f "$RULES" ]; then echo "deploy.sh: no rule file ${RULES:-given}" >&2; exit 2; fi
   # ---- 1. the rule file, here, before anything is copied
   RESHAPER=$REPO/.venv/bin/reshaper
   [ -x "$RESHAPER" ] || RESHAPER=$(command -v reshaper || true)
@@ -73,39 +83,56 @@ remote true || { echo "deploy.sh: cannot ssh to $HOST (host key in known_hosts? 
 if [ -z "$SUDO" ] || remote "[ \$(id -u) = 0 ]"; then SUDO=; else
   remote "sudo -n true" || { echo "deploy.sh: $HOST: the user needs passwordless sudo" >&2; exit 1; }
 fi
+# what is copied, under the names it gets on the board
+STAGE=$(mktemp -d "${TMPDIR:-/tmp}/reshaper-stage.XXXXXX")
+RDIR=
+cleanup() {
+  [ -n "$RDIR" ] && { remote "rm -rf $(q "$RDIR")" >/dev/null 2>&1 || true; }
+  rm -rf "$STAGE"
+}
+trap cleanup EXIT
+[ "$ROLLBACK" = 1 ] || cp -- "$RULES" "$STAGE/rules.yaml"
 RDIR=$(remote "mktemp -d /tmp/reshaper-deploy.XXXXXX")
-trap 'remote "rm -rf $RDIR" >/dev/null 2>&1 || true' EXIT
+# it goes into remote command lines and scp's target: mktemp's own pattern, nothing else
+[[ $RDIR =~ ^/tmp/reshaper-deploy\.[A-Za-z0-9]{6}$ ]] || { echo "deploy.sh: $HOST: unexpected temporary directory '$RDIR'" >&2; RDIR=; exit 1; }
 
 if [ "$ROLLBACK" = 1 ]; then
   scp -q "${SCP_OPTS[@]}" "$HERE/install.sh" "$HOST:$RDIR/"
-  remote "$SUDO bash $RDIR/install.sh --rollback"
+  remote "$SUDO bash $(q "$RDIR/install.sh" --rollback)"
   exit 0
 fi
 if [ "$RULES_ONLY" = 1 ]; then
   log "copying the rule file"
-  scp -q "${SCP_OPTS[@]}" "$HERE/install.sh" "$RULES" "$HOST:$RDIR/"
-  remote "$SUDO bash $RDIR/install.sh --rules-only --rules $RDIR/$(basename "$RULES") $MODE_ARG"
+  scp -q "${SCP_OPTS[@]}" "$HERE/install.sh" "$STAGE/rules.yaml" "$HOST:$RDIR/"
+  remote "$SUDO bash $(q "$RDIR/install.sh" --rules-only --rules "$RDIR/rules.yaml" "${MODE_ARG[@]}")"
   log "done: rules swapped on $HOST"
   exit 0
 fi
 
 # ---- 2. the bundle
+latest_bundle() {
+  local f
+  f=$(printf '%s\n' "$REPO"/dist/beaglebone/reshaper-beaglebone-*.tar.gz | sort -V | tail -1)
+  if [ -f "$f" ]; then printf '%s' "$f"; fi
+}
 if [ -z "$BUNDLE" ]; then
-  BUNDLE=$(ls "$REPO"/dist/beaglebone/reshaper-beaglebone-*.tar.gz 2>/dev/null | sort -V | tail -1 || true)
+  BUNDLE=$(latest_bundle)
   if [ -z "$BUNDLE" ]; then
     log "no bundle yet: running build.sh"
     "$HERE/build.sh"
-    BUNDLE=$(ls "$REPO"/dist/beaglebone/reshaper-beaglebone-*.tar.gz | sort -V | tail -1)
+    BUNDLE=$(latest_bundle)
   fi
 fi
+[ -f "$BUNDLE" ] || { echo "deploy.sh: no bundle ${BUNDLE:-built}" >&2; exit 2; }
 log "copying $(basename "$BUNDLE") ($(du -k "$BUNDLE" | cut -f1) KiB)"
-scp -q "${SCP_OPTS[@]}" "$BUNDLE" "$RULES" "$HOST:$RDIR/"
-NAME=$(basename "$BUNDLE" .tar.gz)
+cp -- "$BUNDLE" "$STAGE/bundle.tar.gz"
+scp -q "${SCP_OPTS[@]}" "$STAGE/bundle.tar.gz" "$STAGE/rules.yaml" "$HOST:$RDIR/"
 
 # ---- 3./4. install and check on the board
-ARGS="$MODE_ARG --interface $IFACE --rules $RDIR/$(basename "$RULES")"
-[ -n "$VLANS" ] && ARGS="$ARGS --vlans $VLANS"
-log "installing on $HOST: $ARGS"
-remote "cd $RDIR && tar xzf $(basename "$BUNDLE") && $SUDO bash $RDIR/$NAME/install.sh $ARGS"
+ARGS=("${MODE_ARG[@]}" --interface "$IFACE" --rules "$RDIR/rules.yaml")
+[ -n "$VLANS" ] && ARGS+=(--vlans "$VLANS")
+log "installing on $HOST: ${ARGS[*]}"
+# the bundle's one top directory (reshaper-beaglebone-VER) becomes bundle/, whatever the file was called
+remote "cd $(q "$RDIR") && mkdir bundle && tar xzf bundle.tar.gz -C bundle --strip-components=1 && $SUDO bash bundle/install.sh $(q "${ARGS[@]}")"
 remote "$SUDO systemctl is-active reshaper" >/dev/null
 log "done: reshaper is active on $HOST (mode $MODE); counters: ssh $HOST reshaper stats"

@@ -12,7 +12,7 @@
 # Re-running upgrades in place. Every step says what it did; any failure stops it.
 set -euo pipefail
 cd "$(dirname "$0")"
-MODE= VLANS= IFACE= RULES= RULES_ONLY=0 ROLLBACK=0
+MODE='' VLANS='' IFACE='' RULES='' RULES_ONLY=0 ROLLBACK=0
 PREFIX=/opt/reshaper ETC=/etc/reshaper
 while [ $# -gt 0 ]; do
   case $1 in
@@ -28,21 +28,29 @@ done
 say() { echo "[install] $*"; }
 die() { echo "[install] ERROR: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root"
+# shellcheck source=/dev/null  # written by build.sh
 . ./BUILD-INFO 2>/dev/null || true
 # mode/interface: flags, else what the last install recorded, else defaults
+# shellcheck source=/dev/null  # written by the last run, below
 [ -f $ETC/install.conf ] && . $ETC/install.conf
 MODE=${MODE:-${LAST_MODE:-ring}} IFACE=${IFACE:-${LAST_IFACE:-eth0}} VLANS=${VLANS:-${LAST_VLANS:-}}
 case $MODE in ring|kernel|nfqueue) ;; *) die "--mode must be ring, kernel or nfqueue" ;; esac
+# both end up in the ifupdown file, whose up/pre-up lines a shell runs, and in install.conf
+[[ $IFACE =~ ^[A-Za-z0-9_.-]{1,15}$ ]] || die "--interface: not an interface name: $IFACE"
+[[ -z $VLANS || $VLANS =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--vlans is a list like 100,200"
 RESHAPER=$PREFIX/venv/bin/reshaper
 mkdir -p $ETC
+# private (0600, unpredictable name): a fixed name in /tmp could be a planted symlink
+STATS_OUT=$(mktemp -t reshaper-stats.XXXXXX)
+trap 'rm -f "$STATS_OUT"' EXIT
 
 stats_ok() {  # the service answers `reshaper stats` (Python starts slowly on a Cortex-A8)
-  local i
-  for i in $(seq 1 ${1:-90}); do
+  local _
+  for _ in $(seq 1 "${1:-90}"); do
     if ! systemctl is-active -q reshaper; then
       [ "$(systemctl show -p ActiveState --value reshaper)" = failed ] && break
-    elif $RESHAPER stats >/tmp/reshaper-stats.txt 2>&1; then
-      say "service active; reshaper stats:"; sed 's/^/    /' /tmp/reshaper-stats.txt; return 0
+    elif $RESHAPER stats >"$STATS_OUT" 2>&1; then
+      say "service active; reshaper stats:"; sed 's/^/    /' "$STATS_OUT"; return 0
     fi
     sleep 1
   done
@@ -63,7 +71,7 @@ install_rules() {  # validate with the board's own reshaper, keep the previous o
 
 if [ "$ROLLBACK" = 1 ]; then
   prev=$(cat $PREFIX/wheels/previous 2>/dev/null || true)
-  [ -n "$prev" ] && [ -f "$PREFIX/wheels/$prev" ] || die "no previous version recorded"
+  if [ -z "$prev" ] || [ ! -f "$PREFIX/wheels/$prev" ]; then die "no previous version recorded"; fi
   $PREFIX/venv/bin/pip install -q --no-deps --force-reinstall --no-index "$PREFIX/wheels/$prev"
   cur=$(cat $PREFIX/wheels/current); echo "$prev" >$PREFIX/wheels/current; echo "$cur" >$PREFIX/wheels/previous
   [ -f $ETC/rules.yaml.prev ] && { cp -p $ETC/rules.yaml $ETC/rules.yaml.tmp; mv $ETC/rules.yaml.prev $ETC/rules.yaml; mv $ETC/rules.yaml.tmp $ETC/rules.yaml.prev; }
@@ -84,17 +92,18 @@ need=
 pkgs="python3-venv python3-cffi-backend python3-yaml python3-scapy python3-pyroute2 iproute2 kmod"
 [ "$MODE" = nfqueue ] && pkgs="$pkgs libnetfilter-queue1 iptables"   # the bundle's netfilterqueue links it
 for p in $pkgs; do
-  dpkg-query -W -f='${Status}' $p 2>/dev/null | grep -q "ok installed" || need="$need $p"
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
 done
 if [ -n "$need" ]; then
   say "apt-get install$need"
+  # shellcheck disable=SC2086  # a list of package names
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $need \
     || die "could not install$need (the board needs its apt sources reachable once)"
 fi
 # Debian's python3-venv brings pip (ensurepip, offline)
 [ -x $PREFIX/venv/bin/pip ] || python3 -m venv --system-site-packages $PREFIX/venv
 mkdir -p $PREFIX/wheels
-wheel=$(ls ./reshaper-*-linux_armv7l.whl | head -1); [ -n "$wheel" ] || die "no wheel in the bundle"
+wheels=(./reshaper-*-linux_armv7l.whl); wheel=${wheels[0]}; [ -f "$wheel" ] || die "no wheel in the bundle"
 cp "$wheel" $PREFIX/wheels/
 new=$(basename "$wheel")
 cur=$(cat $PREFIX/wheels/current 2>/dev/null || true)
@@ -118,20 +127,20 @@ mods="8021q bridge"
 if [ "$MODE" = kernel ]; then
   krel=$(uname -r)
   dver=${version:-0.1.0}
-  if command -v dkms >/dev/null && [ -e /lib/modules/$krel/build ]; then
+  if command -v dkms >/dev/null && [ -e "/lib/modules/$krel/build" ]; then
     for old in $(dkms status reshaper 2>/dev/null | sed -n 's#^reshaper[/,] *\([^,:]*\).*#\1#p' | sort -u); do
       [ "$old" = "$dver" ] || dkms remove -m reshaper -v "$old" --all || true
     done
-    rm -rf /usr/src/reshaper-$dver; cp -r dkms/reshaper-$dver /usr/src/
-    dkms remove -m reshaper -v $dver --all >/dev/null 2>&1 || true
-    dkms install -m reshaper -v $dver -k $krel || die "DKMS build failed for $krel"
+    rm -rf "/usr/src/reshaper-$dver"; cp -r "dkms/reshaper-$dver" /usr/src/
+    dkms remove -m reshaper -v "$dver" --all >/dev/null 2>&1 || true
+    dkms install -m reshaper -v "$dver" -k "$krel" || die "DKMS build failed for $krel"
     say "module: built by DKMS for $krel"
   else
-    ko=$(ls module/*.ko 2>/dev/null | head -1 || true)
+    kos=(module/*.ko); ko=${kos[0]}; [ -f "$ko" ] || ko=''
     want=$(modinfo -F vermagic "$ko" 2>/dev/null | cut -d' ' -f1 || true)
     if [ -n "$ko" ] && [ "$want" = "$krel" ]; then
-      mkdir -p /lib/modules/$krel/updates
-      install -m 0644 "$ko" /lib/modules/$krel/updates/reshaper.ko
+      mkdir -p "/lib/modules/$krel/updates"
+      install -m 0644 "$ko" "/lib/modules/$krel/updates/reshaper.ko"
       depmod "$krel"
       say "module: prebuilt $(basename "$ko") installed for $krel"
     else
@@ -144,12 +153,22 @@ if [ "$MODE" = kernel ]; then
   mods="$mods reshaper"
   rmmod reshaper 2>/dev/null || true   # an upgrade replaces the loaded one (the service restarts below)
 fi
+# shellcheck disable=SC2086  # one module a line
 printf '%s\n' $mods >/etc/modules-load.d/reshaper.conf
 for m in $mods; do
   if [ "$m" = reshaper ]; then systemctl stop reshaper 2>/dev/null || true; rmmod reshaper 2>/dev/null || true; fi
-  modprobe $m || die "modprobe $m failed"
+  modprobe "$m" || die "modprobe $m failed"
 done
 say "modules: $mods (/etc/modules-load.d/reshaper.conf)"
+# nfqueue mode: IP in an 802.1Q tag goes to iptables too (bridge/nfqueue_mode.py). The unit
+# cannot write /proc/sys (ProtectKernelTunables), so the system sets it at boot, after the
+# modules (systemd-sysctl runs after systemd-modules-load), and here now.
+if [ "$MODE" = nfqueue ]; then
+  echo "net.bridge.bridge-nf-filter-vlan-tagged = 1" >/etc/sysctl.d/60-reshaper.conf
+  sysctl -q -p /etc/sysctl.d/60-reshaper.conf || die "sysctl net.bridge.bridge-nf-filter-vlan-tagged failed"
+else
+  rm -f /etc/sysctl.d/60-reshaper.conf
+fi
 
 # ---- VLAN interfaces, persistent
 if [ -n "$VLANS" ]; then
@@ -161,9 +180,9 @@ if [ -n "$VLANS" ]; then
     : >"$dropin/reshaper-vlans.conf.tmp"; echo "[Network]" >>"$dropin/reshaper-vlans.conf.tmp"
     for v in ${VLANS//,/ }; do
       n=$IFACE.$v
-      printf '[NetDev]\nName=%s\nKind=vlan\n\n[VLAN]\nId=%s\n' "$n" "$v" >/etc/systemd/network/20-reshaper-$n.netdev
+      printf '[NetDev]\nName=%s\nKind=vlan\n\n[VLAN]\nId=%s\n' "$n" "$v" >"/etc/systemd/network/20-reshaper-$n.netdev"
       printf '[Match]\nName=%s\n\n[Link]\nRequiredForOnline=no\n\n[Network]\nLinkLocalAddressing=no\nLLDP=no\nEmitLLDP=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n' "$n" \
-        >/etc/systemd/network/20-reshaper-$n.network
+        >"/etc/systemd/network/20-reshaper-$n.network"
       echo "VLAN=$n" >>"$dropin/reshaper-vlans.conf.tmp"
     done
     mv "$dropin/reshaper-vlans.conf.tmp" "$dropin/reshaper-vlans.conf"
@@ -176,9 +195,11 @@ if [ -n "$VLANS" ]; then
     f=/etc/network/interfaces.d/reshaper-vlans
     : >$f.tmp
     # the trunk port itself must come up at boot, with no address, unless the image configures it
-    others=$(ls /etc/network/interfaces /etc/network/interfaces.d/* 2>/dev/null | grep -v '/reshaper-vlans' || true)
-    # shellcheck disable=SC2086
-    if ! grep -qsE "^\s*iface\s+$IFACE\s" $others; then
+    others=()
+    for o in /etc/network/interfaces /etc/network/interfaces.d/*; do
+      case $o in */reshaper-vlans*) ;; *) [ -f "$o" ] && others+=("$o") ;; esac
+    done
+    if ! grep -qsE "^\s*iface\s+$IFACE\s" "${others[@]}"; then
       printf 'auto %s\niface %s inet manual\n  up ip link set %s up\n\n' "$IFACE" "$IFACE" "$IFACE" >>$f.tmp
     fi
     for v in ${VLANS//,/ }; do
@@ -193,11 +214,12 @@ if [ -n "$VLANS" ]; then
   fi
   ip link set "$IFACE" up   # first: a VLAN interface cannot come up on a lower one that is down
   for v in ${VLANS//,/ }; do  # now, whatever the network manager does later
-    ip link show $IFACE.$v >/dev/null 2>&1 || ip link add link "$IFACE" name "$IFACE.$v" type vlan id "$v"
+    ip link show "$IFACE.$v" >/dev/null 2>&1 || ip link add link "$IFACE" name "$IFACE.$v" type vlan id "$v"
     ip link set "$IFACE.$v" up
   done
 fi
-printf 'LAST_MODE=%s\nLAST_IFACE=%s\nLAST_VLANS=%s\n' "$MODE" "$IFACE" "$VLANS" >$ETC/install.conf
+# sourced by the next run: quoted (%q), though the values were checked above
+printf 'LAST_MODE=%q\nLAST_IFACE=%q\nLAST_VLANS=%q\n' "$MODE" "$IFACE" "$VLANS" >$ETC/install.conf
 
 # ---- rules, unit, start
 install_rules

@@ -21,6 +21,7 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 
+from tests.armhf.test_deploy_scripts import EXPOSURE_MAX, exposure
 from tests.vm.board import Board
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,6 +97,9 @@ def test_deploy_installs_service_that_rewrites_frames(board, ring_deployed):
     assert "[install] vlans: ifupdown (/etc/network/interfaces.d/reshaper-vlans)" in out, out
     assert "[install] python: reshaper 0.1.0 from reshaper-0.1.0-cp311-cp311-linux_armv7l.whl" in out, out
     assert "[install] done: reshaper reshaper-0.1.0-cp311-cp311-linux_armv7l.whl, mode ring" in out, out
+    # install.sh's copy of `reshaper stats` was a private temporary file, gone with it; so is deploy.sh's directory
+    assert "[install] service active; reshaper stats:" in out, out
+    assert [f for f in board.ssh("ls -A /tmp").stdout.split() if f.startswith("reshaper-")] == []
     assert board.ssh("systemctl is-enabled reshaper").stdout.strip() == "enabled"
     # Type=notify: systemd shows what the appliance told it once it was forwarding
     assert board.ssh("systemctl show -p StatusText --value reshaper").stdout.strip() == \
@@ -117,14 +121,24 @@ def test_service_is_hardened(board, ring_deployed):
     assert caps["CapEff"] == cap_net_admin, status          # dropped after set-up
     assert caps["CapBnd"] == cap_net_admin | cap_net_raw, status   # the unit's bounding set
     assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), status
+    assert re.search(r"^Seccomp:\s+2$", status, re.M), status     # SystemCallFilter: a seccomp filter
+    # systemd's own rating of the unit as installed and running (5.3 MEDIUM before it was hardened)
+    report = board.ssh("systemd-analyze security --no-pager reshaper.service").stdout
+    level, rating = exposure(report)
+    print(f"systemd-analyze security reshaper.service on the board: {level} {rating}")
+    assert level <= EXPOSURE_MAX, report
 
 
 def test_rules_only_swaps_rules_without_restart(board, bb_build, ring_deployed, tmp_path):
     pid = main_pid(board)
-    rules = tmp_path / "rules.yaml"
+    # a name a shell would run a command from, here or on the board (in $HOME: cd; touch)
+    rules = tmp_path / "new rules $(cd;touch rs-injected).yaml"
+    injected_here = Path.home() / "rs-injected"
+    assert not injected_here.exists()
     rules.write_text((BB / "rules.example.yaml").read_text().replace("dscp: 46", "dscp: 10"))
     r = deploy(board, bb_build["bundle"], rules, "--rules-only")
     assert "[install] rules swapped and reloaded (no restart)" in r.stdout, r.stdout
+    assert board.ssh("ls -A ~ /tmp").stdout.split().count("rs-injected") == 0 and not injected_here.exists()
     assert main_pid(board) == pid
     assert exchange(board, [udp(100, 5060)], 1) == [udp(200, 5060, tos=10 << 2)]
     assert stats(board)["reloads"] == 1
