@@ -146,13 +146,7 @@ class NfqueueAppliance(Appliance):
         self.changed.update(chain=False, bridge_created=None, bridge_reused=None, bridge_filter=None,
                             filter_vlan_tagged=None)
         self._make_bridge(ifaces)
-        with open(FILTER_VLAN_TAGGED) as f:
-            tagged = int(f.read())
-        if not tagged:
-            self.changed["filter_vlan_tagged"] = tagged
-            self.record()
-            with open(FILTER_VLAN_TAGGED, "w") as f:
-                f.write("1")
+        self._filter_vlan_tagged()
         self.changed["chain"] = True
         self.record()
         remove_chain()  # a chain of ours without a state file (e.g. removed by hand): start clean
@@ -176,6 +170,26 @@ class NfqueueAppliance(Appliance):
         self.hook_done: deque = deque()       # (sequence, frames) settled, in each rule's order
         self.hook_wake_r, self.hook_wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poller.register(self.hook_wake_r, select.POLLIN)
+
+    def _filter_vlan_tagged(self) -> None:
+        """IP in one 802.1Q tag to iptables too: set here, or by the system where this process
+        may not see /proc/sys (the BeagleBone unit's ProcSubset=pid; install.sh sets it at boot)."""
+        try:
+            with open(FILTER_VLAN_TAGGED) as f:
+                if int(f.read()):
+                    return
+        except OSError:
+            log(f"cannot read {FILTER_VLAN_TAGGED}: IP in an 802.1Q tag reaches the rules only where the system "
+                "sets net.bridge.bridge-nf-filter-vlan-tagged=1")
+            return
+        self.changed["filter_vlan_tagged"] = 0
+        self.record()
+        try:
+            with open(FILTER_VLAN_TAGGED, "w") as f:
+                f.write("1")
+        except OSError as exc:
+            raise SetupError(f"{FILTER_VLAN_TAGGED}: {exc.strerror}: set net.bridge.bridge-nf-filter-vlan-tagged=1 "
+                             "(sysctl.d) so that IP in an 802.1Q tag reaches the rules") from None
 
     def _make_bridge(self, ifaces: dict[str, str]) -> None:
         with IPRoute() as ipr:
