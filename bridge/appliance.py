@@ -25,6 +25,10 @@ from rules.compiler import compile_rules
 from rules.config import Config, ConfigError, load_config, mode_problems
 
 STATUS_PREFIX = "reshaper: "
+# A Linux bridge of kernel or nfqueue mode forwards every frame to the other port, as ring
+# mode does (README, "One forwarding behaviour"): no MAC learning (ageing 0), and link-local
+# groups passed but 01:80:c2:00:00:00-02 (STP, pause, LACP), which the kernel never forwards
+WIRE_BRIDGE = {"br_ageing_time": 0, "br_group_fwd_mask": 0xFFF8}
 
 
 class SetupError(Exception):
@@ -225,7 +229,7 @@ class Appliance:
         self.record()
         try:
             self.set_up(program)
-            self.port_indexes = self.port_interfaces()
+            self.port_indexes = {iface: index for iface, index in self.port_interfaces().values()}
             self.engine = self.load(program, self.config)
             self.control = ControlServer(self.control_path, self.snapshot)
             # sockets are open; only undoing the set-up at exit needs a privilege.
@@ -266,9 +270,12 @@ class Appliance:
     def check_ports(self) -> None:
         """A port interface deleted under us (a USB NIC unplugged, its namespace gone, or made
         anew with another index) leaves sockets and the module's program on a dead device:
-        SetupError, so that the run ends non-zero and the service manager starts it again."""
+        SetupError, so that the run ends non-zero and the service manager starts it again.
+        Indexes are kept by interface name: a reload may name a port's interface otherwise
+        (kernel mode takes eth0.100 for {interface: eth0, vlan: 100}); it checked it exists."""
         for name, (iface, index) in self.port_interfaces().items():
-            if index != self.port_indexes[name][1]:
+            known = self.port_indexes.setdefault(iface, index)
+            if index != known or not index:
                 raise SetupError(f"port {name}: interface {iface} went away"
                                  + (" and came back as another interface" if index else "")
                                  + "; exiting so that reshaper starts again on the interface as it is now")

@@ -15,7 +15,7 @@ count against the queue's length (queue_maxlen); when it is full the kernel
 drops new packets.
 
 Set-up and what it leaves: if the two ports are already ports of one bridge it
-is reused and its nf_call switches are put back at exit; otherwise a bridge
+is reused (made a wire: WIRE_BRIDGE) and its switches are put back at exit; otherwise a bridge
 rsbr<N> is made and removed at exit. The iptables chain and the FORWARD jump
 are removed at exit, and by the next start after a crash (state file).
 """
@@ -32,7 +32,7 @@ from collections import deque
 
 from pyroute2 import IPRoute
 
-from bridge.appliance import Appliance, SetupError, log
+from bridge.appliance import WIRE_BRIDGE, Appliance, SetupError, log
 from rules._engine import lib
 from rules.binding import Engine
 
@@ -128,7 +128,8 @@ def restore(saved: dict) -> None:
         if reused and ipr.link_lookup(ifname=reused["name"]):
             ipr.link("set", index=ipr.link_lookup(ifname=reused["name"])[0],
                      kind="bridge", br_nf_call_iptables=reused["nf_call_iptables"],
-                     br_nf_call_ip6tables=reused["nf_call_ip6tables"])
+                     br_nf_call_ip6tables=reused["nf_call_ip6tables"],
+                     **{f"br_{k}": reused[k] for k in ("ageing_time", "group_fwd_mask") if reused.get(k) is not None})
 
 
 class NfqueueAppliance(Appliance):
@@ -206,16 +207,19 @@ class NfqueueAppliance(Appliance):
                 self.changed["bridge_reused"] = {
                     "name": self.bridge_name,
                     "nf_call_iptables": info.get_attr("IFLA_BR_NF_CALL_IPTABLES"),
-                    "nf_call_ip6tables": info.get_attr("IFLA_BR_NF_CALL_IP6TABLES")}
+                    "nf_call_ip6tables": info.get_attr("IFLA_BR_NF_CALL_IP6TABLES"),
+                    "ageing_time": info.get_attr("IFLA_BR_AGEING_TIME"),
+                    "group_fwd_mask": info.get_attr("IFLA_BR_GROUP_FWD_MASK")}
                 self.record()
                 index = ipr.link_lookup(ifname=self.bridge_name)[0]
-                ipr.link("set", index=index, kind="bridge", br_nf_call_iptables=1, br_nf_call_ip6tables=1)
+                ipr.link("set", index=index, kind="bridge", br_nf_call_iptables=1, br_nf_call_ip6tables=1,
+                         **WIRE_BRIDGE)
                 return
             self.bridge_name = f"rsbr{zlib.crc32(''.join(sorted(ifaces.values())).encode()) % 10000}"
             self.changed["bridge_created"] = self.bridge_name
             self.record()
             ipr.link("add", ifname=self.bridge_name, kind="bridge", br_stp_state=0, br_forward_delay=0,
-                     br_nf_call_iptables=1, br_nf_call_ip6tables=1)
+                     br_nf_call_iptables=1, br_nf_call_ip6tables=1, **WIRE_BRIDGE)
             bridge = ipr.link_lookup(ifname=self.bridge_name)[0]
             for iface in ifaces.values():
                 index = ipr.link_lookup(ifname=iface)[0]

@@ -171,3 +171,23 @@ def test_frames_the_queue_never_sees_follow_default_and_forward(tmp_path, topo, 
     assert "RESHAPER" not in rules, rules
     with open(FILTER_VLAN_TAGGED) as f:
         assert f.read().strip() == "0"
+
+
+def test_a_two_way_conversation_sent_from_one_side_crosses_whole(tmp_path, topo, taps):
+    """A capture of both directions replayed from one port: every frame crosses in every
+    mode (a two-port wire). A learning bridge would keep the replies, whose destination it
+    learned on the sending port, from crossing."""
+    tap_a, tap_b = taps
+    client, server = "02:00:00:00:0c:01", "02:00:00:00:0c:02"
+    conversation = []
+    for i in range(6):
+        src, dst = (client, server) if i % 2 == 0 else (server, client)
+        conversation.append(bytes(Ether(src=src, dst=dst) / IP(src=HOST_A["v4"], dst=HOST_B["v4"]) /
+                                  UDP(sport=1000 + i, dport=2000) / b"conversation"))
+    senders = {bytes.fromhex(m.replace(":", "")) for m in (client, server)}
+    for mode in ("ring", "nfqueue"):
+        with Bridge(topo.br, write_config(tmp_path, PLAIN), tmp_path, mode=mode):
+            for frame in conversation:
+                tap_a.send(frame)
+            got = tap_b.receive(len(conversation), timeout=2, match=lambda f: f[6:12] in senders)
+        assert got == conversation, mode
