@@ -34,8 +34,8 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
-from bridge.appliance import Appliance, SetupError
-from rules.config import Config
+from bridge.appliance import WIRE_BRIDGE, Appliance, SetupError
+from rules.config import KERNEL_MAX_PROGRAM_LEN, Config
 
 GENL_NAME = "reshaper"
 GENL_VERSION = 1
@@ -76,7 +76,7 @@ def _error(exc: NetlinkError, what: str) -> KernelError:
     code = exc.code
     text = exc.args[1] if len(exc.args) > 1 and exc.args[1] else os.strerror(code)
     if code == errno.EPERM:
-        text = "operation not permitted (needs CAP_NET_ADMIN in this network namespace)"
+        text = "operation not permitted (needs CAP_NET_ADMIN in the initial user namespace)"
     return KernelError(f"{what}: {text}", code)
 
 
@@ -106,6 +106,9 @@ class ReshaperSocket(GenericNetlinkSocket):
 
     def load(self, program: bytes, port_a: str, port_b: str, seed: int = 0) -> None:
         """Verified by the kernel; on refusal the loaded program stays (KernelError)."""
+        if len(program) > KERNEL_MAX_PROGRAM_LEN:  # `check --mode kernel` refuses it too (rules/config.py)
+            raise KernelError(f"program refused: {len(program)} bytes do not fit one netlink attribute "
+                              f"(at most {KERNEL_MAX_PROGRAM_LEN})")
         self._request(CMD_LOAD, [("RESHAPER_A_PROGRAM", program), ("RESHAPER_A_PORT_A", port_a),
                                  ("RESHAPER_A_PORT_B", port_b), ("RESHAPER_A_SEED", seed)],
                       "program refused by the kernel")
@@ -222,10 +225,7 @@ def set_up_bridge(config: Config, changed: dict, record) -> dict[str, str]:
         else:
             changed["made_bridge"] = True
             record()
-            # a hub (ageing 0) that also passes link-local groups as ring mode does;
-            # 01:80:c2:00:00:00-02 (STP, pause, LACP) the kernel never forwards
-            ipr.link("add", ifname=BRIDGE, kind="bridge", br_ageing_time=0, br_stp_state=0,
-                     br_group_fwd_mask=0xfff8)
+            ipr.link("add", ifname=BRIDGE, kind="bridge", br_stp_state=0, **WIRE_BRIDGE)
         br = ipr.link_lookup(ifname=BRIDGE)[0]
         for ifname in [*ports.values(), *{p.interface for p in config.ports.values()}]:
             idx = ipr.link_lookup(ifname=ifname)[0]

@@ -2,13 +2,16 @@
 
 The opcodes and field numbers come from rs_program.h through the cffi
 extension, so the compiler and the engine cannot disagree on them.
+rules/config.py checks the engine's limits at the place in the file that
+passes them; what it missed is a ConfigError here too, never another exception.
 """
 from __future__ import annotations
 
 import struct
 
 from rules._engine import lib
-from rules.config import ETH_TYPES, VLAN_TPIDS, Action, Config, Match, Rule
+from rules.binding import ProgramError, program_verify
+from rules.config import ETH_TYPES, VLAN_TPIDS, Action, Config, ConfigError, Diagnostic, Match, Rule
 
 _RANGE_FIELDS = {
     "vlan": lib.RS_F_VLAN, "vlan_pcp": lib.RS_F_VLAN_PCP, "ip_proto": lib.RS_F_IP_PROTO,
@@ -143,7 +146,19 @@ def compile_rule(rule: Rule) -> bytes:
 
 
 def compile_rules(config: Config) -> bytes:
-    """The program for a validated configuration."""
+    """The program for a validated configuration, accepted by the engine's verifier.
+
+    Raises ConfigError at the rule or the rules list when it cannot be built or verified.
+    """
+    compiled, problems = [], []
+    for r in config.rules:
+        try:
+            compiled.append(compile_rule(r))
+        except Exception as exc:  # e.g. struct.error: a value too large for its field
+            problems.append(Diagnostic.at(config.path, r.node.start_mark,
+                                          f"rule {r.name!r}: cannot be compiled ({type(exc).__name__}: {exc})"))
+    if problems:
+        raise ConfigError(problems)
     flags = 0
     if config.default == "drop":
         flags |= lib.RS_PF_DEFAULT_DROP
@@ -153,7 +168,12 @@ def compile_rules(config: Config) -> bytes:
         flags |= lib.RS_PF_FWD_B_TO_A
     if config.malformed == "drop":
         flags |= lib.RS_PF_MALFORMED_DROP
-    rules = b"".join(compile_rule(r) for r in config.rules)
+    rules = b"".join(compiled)
     length = lib.RS_HDR_LEN + len(rules)
-    header = struct.pack("<IHHHHI", lib.RS_MAGIC, lib.RS_VERSION, flags, len(config.rules), 0, length)
+    try:
+        header = struct.pack("<IHHHHI", lib.RS_MAGIC, lib.RS_VERSION, flags, len(config.rules), 0, length)
+        program_verify(header + rules)
+    except (struct.error, ProgramError) as exc:
+        mark = config.rules_node.start_mark if config.rules_node is not None else None
+        raise ConfigError([Diagnostic.at(config.path, mark, f"rules: {exc}")]) from None
     return header + rules

@@ -1,12 +1,16 @@
 """Loading and validating a reshaper configuration (version 1).
 
 The YAML is composed into nodes, not plain data, so that every error can name
-FILE:LINE:COL. Validation is complete before anything is compiled: all errors
-are collected and reported together, and a file with any error yields nothing.
+FILE:LINE:COL; the composer is bounded (_Loader), since a few bytes of aliases
+can stand for millions of nodes. Validation is complete before the program is
+built: all errors are collected and reported together, and a file with any
+error yields nothing. The engine's limits are checked at the rule or list that
+passes them, with the sizes the compiler gives its ops.
 """
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import ipaddress
 import os
 import re
@@ -14,7 +18,10 @@ from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from rules._engine import lib
 
 # ---- the result ---------------------------------------------------------------
 
@@ -70,6 +77,7 @@ class Config:
     malformed: str
     rules: list[Rule]
     hooks_path: list[str] = dataclasses.field(default_factory=list)  # where python hooks may come from
+    rules_node: Node | None = None  # the rules list: where what is wrong with the whole program is reported
 
 
 # ---- errors ---------------------------------------------------------------------
@@ -84,6 +92,12 @@ class Diagnostic:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.column}: error: {self.message}"
+
+    @classmethod
+    def at(cls, path: str, mark: Mark | None, message: str) -> Diagnostic:
+        """At a YAML mark (a node's start_mark); at 1:1 without one."""
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return cls(path, line, column, message)
 
 
 class ConfigError(Exception):
@@ -107,7 +121,12 @@ class _Invalid(Exception):
 _TIME_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
 _NUMBER = r"(\d+(?:\.\d+)?)"
-MAX_TIME_NS = 60 * 10**9
+MAX_TIME_NS = lib.RS_MAX_DELAY_NS
+MAX_BITRATE = 2**64 - 1  # RS_A_RATE carries bits per second as a u64 (rules/engine/rs_program.h)
+# kernel mode sends the program as one netlink attribute (RESHAPER_A_PROGRAM, kmod/reshaper_genl.h),
+# whose length is a u16 that counts the attribute's own 4-byte header
+NLA_HDRLEN = 4
+KERNEL_MAX_PROGRAM_LEN = 0xFFFF - NLA_HDRLEN
 
 ETH_TYPES = {"ipv4": 0x0800, "ipv6": 0x86DD, "arp": 0x0806}
 VLAN_TPIDS = (0x8100, 0x88A8)
@@ -116,14 +135,20 @@ TCP_FLAGS = {"fin": 1, "syn": 2, "rst": 4, "psh": 8, "ack": 16, "urg": 32, "ece"
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
 BASES = ("l2", "l3", "l4")
 
-_constructor = SafeConstructor()
-
 
 def _value(node: Node) -> Any:
-    """The Python value of a scalar node, as YAML's safe loader resolves it."""
+    """The Python value of a scalar node, as YAML's safe loader resolves it.
+
+    Its text when the loader cannot make that value (a date like 2024-13-01, an
+    integer of more digits than int() reads): the parsers then say what they expected.
+    """
     if not isinstance(node, ScalarNode):
         raise _Invalid(f"expected a single value, not a {_kind(node)}")
-    return _constructor.construct_object(node)
+    try:
+        # a constructor per value: one kept across loads keeps every node it constructed, so every file loaded
+        return SafeConstructor().construct_object(node)
+    except Exception:
+        return _text(node)
 
 
 def _text(node: Node) -> str:
@@ -147,10 +172,10 @@ def parse_time(node: Node) -> int:
     m = re.fullmatch(_NUMBER + r"\s*(ns|us|µs|ms|s)", text)
     if not m:
         raise _Invalid(f"expected a time with a unit (e.g. 250us, 20ms, 1s), got {text!r}")
-    ns = round(float(m.group(1)) * _TIME_UNITS[m.group(2)])
-    if ns > MAX_TIME_NS:
-        raise _Invalid(f"expected a time of at most 60s, got {text!r}")
-    return ns
+    ns = float(m.group(1)) * _TIME_UNITS[m.group(2)]
+    if ns > MAX_TIME_NS:  # before round(): a number of hundreds of digits is an infinite float
+        raise _Invalid(f"expected a time of at most {MAX_TIME_NS // _TIME_UNITS['s']}s, got {text!r}")
+    return round(ns)
 
 
 def parse_probability(node: Node) -> float:
@@ -163,10 +188,9 @@ def parse_probability(node: Node) -> float:
         value = _value(node)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Invalid(f"expected a probability (e.g. 1% or 0.01), got {text!r}")
-        value = float(value)
-    if not 0.0 <= value <= 1.0:
+    if not 0.0 <= value <= 1.0:  # before float(): an integer of hundreds of digits is no float
         raise _Invalid(f"expected a probability between 0% and 100%, got {text!r}")
-    return value
+    return float(value)
 
 
 def parse_bitrate(node: Node) -> int:
@@ -175,7 +199,10 @@ def parse_bitrate(node: Node) -> int:
     m = re.fullmatch(_NUMBER + r"\s*(bit|kbit|mbit|gbit)", text.lower())
     if not m:
         raise _Invalid(f"expected a bit rate with a unit (e.g. 512kbit, 10mbit, 1gbit), got {text!r}")
-    bps = round(float(m.group(1)) * _RATE_UNITS[m.group(2)])
+    bps = decimal.Decimal(m.group(1)) * _RATE_UNITS[m.group(2)]  # exact to the last bit, where a float rounds
+    if bps > MAX_BITRATE:
+        raise _Invalid(f"expected a bit rate of at most {MAX_BITRATE}bit, got {text!r}")
+    bps = round(bps)
     if bps <= 0:
         raise _Invalid(f"expected a bit rate above 0, got {text!r}")
     return bps
@@ -185,8 +212,8 @@ def parse_int(node: Node, lo: int, hi: int, what: str = "an integer") -> int:
     value = _value(node)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Invalid(f"expected {what} from {lo} to {hi}, got {_text(node)!r}")
-    if not lo <= value <= hi:
-        raise _Invalid(f"expected {what} from {lo} to {hi}, got {value}")
+    if not lo <= value <= hi:  # the text: str() of a 0x... integer of thousands of digits raises
+        raise _Invalid(f"expected {what} from {lo} to {hi}, got {_text(node)}")
     return value
 
 
@@ -213,8 +240,8 @@ def _parse_range(node: Node, lo: int, hi: int, names: dict[str, int] | None) -> 
         first = last = value
     elif isinstance(value, str) and names and value.lower() in names:
         first = last = names[value.lower()]
-    elif isinstance(value, str) and re.fullmatch(r"\s*\d+\s*-\s*\d+\s*", value):
-        first, last = (int(x) for x in value.split("-"))
+    elif isinstance(value, str) and (m := re.fullmatch(r"\s*(\d{1,10})\s*-\s*(\d{1,10})\s*", value)):
+        first, last = int(m.group(1)), int(m.group(2))  # digits bounded: int() refuses thousands
         if first > last:
             raise _Invalid(f"expected a range low-high, got {value!r} (low above high)")
     else:
@@ -234,7 +261,7 @@ def parse_mac(node: Node) -> tuple[bytes, bytes]:
         raise _Invalid(f"expected a MAC address like 02:00:00:00:00:01 (optional /mask), got {text!r}")
     if not mask:
         return mac, b"\xff" * 6
-    if mask.isdigit() and int(mask) <= 48:
+    if re.fullmatch(r"[0-9]{1,2}", mask) and int(mask) <= 48:
         bits = (1 << 48) - (1 << (48 - int(mask)))
         return mac, bits.to_bytes(6, "big")
     mask_bytes = _mac_bytes(mask)
@@ -491,9 +518,7 @@ class _Checker:
         self.errors: list[Diagnostic] = []
 
     def error(self, node: Node | None, message: str) -> None:
-        mark = node.start_mark if node is not None else None
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        self.errors.append(Diagnostic(self.path, line, col, message))
+        self.errors.append(Diagnostic.at(self.path, node.start_mark if node is not None else None, message))
 
     def parse(self, node: Node, parser, *args, context: str = "") -> Any:
         """Runs parser on node; on failure records the error and returns None."""
@@ -501,7 +526,9 @@ class _Checker:
             return parser(node, *args)
         except _Invalid as exc:
             self.error(exc.node or node, f"{context}{exc}")
-            return None
+        except Exception as exc:  # a value no parser foresaw is still an error at its node, not a traceback
+            self.error(node, f"{context}cannot read this value ({type(exc).__name__}: {exc})")
+        return None
 
 
 def _hook_call(node: Node) -> str:
@@ -523,24 +550,121 @@ def _hooks_path(node: Node, base: str) -> list[str]:
     return paths
 
 
+# Bounds on what a file may make the loader build, far above any rule file: the largest program the
+# engine takes (rules/engine/rs_program.h), written as verbosely as YAML allows, is about 60,000 nodes
+# nested 7 deep (tests/test_hostile_rules.py loads one).
+MAX_NODES = 100_000  # an alias counts as every node it repeats
+MAX_ALIASES = 10_000
+MAX_DEPTH = 32  # the composer recurses once per level
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A file the loader does not build (past a bound above, or a tag it cannot read), at problem_mark."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader with its composer bounded.
+
+    An alias repeats a whole subtree, so that a small file can stand for millions of
+    nodes for the checker to walk; each level of nesting is a level of recursion.
+    """
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.nodes = self.aliases = self.depth = 0
+        self.sizes: dict[str, int] = {}  # anchor -> nodes it stands for, once composed
+
+    def _refuse(self, event, message: str) -> None:
+        raise _Refused(problem=message, problem_mark=event.start_mark)
+
+    def _count(self, event, nodes: int) -> None:
+        self.nodes += nodes
+        if self.nodes > MAX_NODES:
+            self._refuse(event, f"the file stands for more than {MAX_NODES:,} YAML nodes (an alias counts as "
+                                "every node it repeats); a rule file needs far fewer")
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                self._refuse(event, f"more than {MAX_ALIASES:,} aliases (*name); a rule file needs far fewer")
+            node = super().compose_node(parent, index)
+            if event.anchor not in self.sizes:
+                self._refuse(event, f"alias *{event.anchor} stands for a node it is inside of (an endless structure)")
+            self._count(event, self.sizes[event.anchor])
+            return node
+        if event.tag not in (None, "!") and event.tag not in SafeConstructor.yaml_constructors:
+            self._refuse(event, f"unknown tag {event.tag!r}; expected plain YAML values")
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self._refuse(event, f"nested more than {MAX_DEPTH} levels deep; a rule file needs far fewer")
+        self._count(event, 1)
+        before = self.nodes
+        node = super().compose_node(parent, index)
+        self.depth -= 1
+        if event.anchor is not None:
+            self.sizes[event.anchor] = self.nodes - before + 1
+        return node
+
+
+# the line breaks YAML counts, so that positions found here agree with its marks
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """Line and column (from 1) of text[offset]."""
+    line, start = 1, 0
+    for m in _LINE_BREAK.finditer(text, 0, offset):
+        line, start = line + 1, m.end()
+    return line, offset - start + 1
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ConfigError([Diagnostic(path, 1, 1, f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[:exc.start].decode("utf-8")  # the decoder stopped at the first bad byte
+        line, col = _position(before, len(before))
+        raise ConfigError([Diagnostic(path, line, col, f"not valid UTF-8: byte 0x{data[exc.start]:02x} at byte "
+                                                       f"offset {exc.start} ({exc.reason})")]) from None
+
+
 def load_config(path: str, text: str | None = None, hooks_path: list[str] | None = None) -> Config:
     """Reads and validates a configuration file; raises ConfigError with every problem.
 
     hooks_path adds directories python hooks may be loaded from to the file's own hooks_path.
+    Whatever the file holds, ConfigError is the only exception; a Config returned compiles
+    to a program the engine's verifier accepts.
     """
     if text is None:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise ConfigError([Diagnostic(path, 1, 1, f"cannot read the file: {exc.strerror}")]) from None
+        text = _read(path)
+    try:
+        return _load(path, text, hooks_path)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the last line of defence: a problem the checks above did not foresee
+        raise ConfigError([Diagnostic(path, 1, 1, f"cannot check the file ({type(exc).__name__}: {exc})")]) from None
+
+
+def _load(path: str, text: str, hooks_path: list[str] | None) -> Config:
     chk = _Checker(path)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
+    except _Refused as exc:
+        raise ConfigError([Diagnostic.at(path, exc.problem_mark, exc.problem)]) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError([Diagnostic(path, line, col, f"not valid YAML: {exc.problem}")]) from None
+        raise ConfigError([Diagnostic.at(path, exc.problem_mark or exc.context_mark,
+                                         f"not valid YAML: {exc.problem}")]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow anywhere, such as a control character
+        line, col = _position(text, exc.position)
+        raise ConfigError([Diagnostic(path, line, col, f"not valid YAML: unacceptable character "
+                                                       f"U+{exc.character:04X}: {exc.reason}")]) from None
     if root is None:
         raise ConfigError([Diagnostic(path, 1, 1, "the file is empty; expected a mapping with version: 1, ports and rules")])
     top = chk.parse(root, _mapping, TOP_KEYS, chk)
@@ -555,7 +679,8 @@ def load_config(path: str, text: str | None = None, hooks_path: list[str] | None
     base = os.path.dirname(os.path.abspath(path))
     hooks = (chk.parse(top["hooks_path"], _hooks_path, base) or []) if "hooks_path" in top else []
     hooks += [os.path.abspath(h) for h in hooks_path or []]
-    rules = _load_rules(chk, top["rules"]) if "rules" in top else []
+    rules_node = top.get("rules")
+    rules = _load_rules(chk, rules_node) if rules_node is not None else []
     for rule in rules:
         hook = rule.action("python")
         if hook is not None and not hooks:
@@ -563,7 +688,10 @@ def load_config(path: str, text: str | None = None, hooks_path: list[str] | None
                                  "set hooks_path in the file (or give --hooks-path)")
     if chk.errors or version is None:
         raise ConfigError(chk.errors)
-    return Config(path, ports, forward, default, malformed, rules, hooks)
+    config = Config(path, ports, forward, default, malformed, rules, hooks, rules_node)
+    from rules.compiler import compile_rules  # it imports this module
+    compile_rules(config)  # what the checks missed and the engine refuses: a ConfigError too
+    return config
 
 
 def _load_ports(chk: _Checker, node: Node) -> dict[str, Port]:
@@ -616,9 +744,31 @@ def _load_rules(chk: _Checker, node: Node) -> list[Rule]:
         else:
             names[rule.name] = rule.node.start_mark.line + 1
         rules.append(rule)
-    if len(rules) > 256:
-        chk.error(node, f"expected at most 256 rules, got {len(rules)}")
+    _check_program(chk, rules, node)
     return rules
+
+
+def _check_program(chk: _Checker, rules: list[Rule], node: Node) -> None:
+    """The engine's limits on a program (rules/engine/rs_program.h), at the rule or the list past them;
+    the compiler says how many ops and bytes each rule takes."""
+    from rules.compiler import compile_action, compile_match  # it imports this module
+    length = lib.RS_HDR_LEN
+    for rule in rules:
+        ctx = f"rule {rule.name!r}: "
+        try:
+            ops = [compile_match(m) for m in rule.matches] + [op for a in rule.actions for op in compile_action(a)]
+        except Exception as exc:  # a value the parsers let through and the program cannot carry
+            chk.error(rule.node, f"{ctx}cannot be compiled ({type(exc).__name__}: {exc})")
+            continue
+        actions = len(ops) - len(rule.matches)
+        if actions > lib.RS_MAX_OPS:
+            per_field = " (a set takes one per field)" if rule.action("set") else ""
+            chk.error(rule.node, f"{ctx}expected at most {lib.RS_MAX_OPS} actions in a rule, got {actions}{per_field}")
+        length += lib.RS_RULE_HDR_LEN + sum(map(len, ops))
+    if len(rules) > lib.RS_MAX_RULES:
+        chk.error(node, f"expected at most {lib.RS_MAX_RULES} rules, got {len(rules)}")
+    elif length > lib.RS_MAX_PROGRAM_LEN:
+        chk.error(node, f"expected rules that compile to at most {lib.RS_MAX_PROGRAM_LEN} bytes, these take {length}")
 
 
 def _load_rule(chk: _Checker, node: Node) -> Rule | None:
@@ -857,6 +1007,12 @@ def mode_problems(config: Config, mode: str) -> list[Diagnostic]:
             if hook is not None:
                 chk.error(hook.node, f"rule {rule.name!r}: python hooks run in user space; the kernel module "
                                      "cannot call them (use --mode ring or nfqueue)")
+        from rules.compiler import compile_rules  # it imports this module
+        length = len(compile_rules(config))
+        if length > KERNEL_MAX_PROGRAM_LEN:
+            chk.error(config.rules_node, f"expected rules that compile to at most {KERNEL_MAX_PROGRAM_LEN} bytes for "
+                                         f"the kernel module, these take {length} (the program goes in one netlink "
+                                         "attribute; use --mode ring or nfqueue)")
         return chk.errors
     if mode != "nfqueue":
         return []

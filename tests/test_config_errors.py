@@ -16,9 +16,9 @@ def errors(text: str) -> list[str]:
     return [str(d) for d in info.value.diagnostics]
 
 
-def at(text: str, token: str, message: str) -> str:
-    """The diagnostic expected at the first occurrence of token in text."""
-    offset = text.index(token)
+def at(text: str, token: str, message: str, start: int = 0) -> str:
+    """The diagnostic expected at the first occurrence of token in text (from offset start)."""
+    offset = text.index(token, start)
     line = text.count("\n", 0, offset) + 1
     column = offset - (text.rfind("\n", 0, offset) + 1) + 1
     return f"r.yaml:{line}:{column}: error: {message}"
