@@ -142,6 +142,40 @@ static void rs_purge(struct rs_net *rn)
 	spin_unlock_bh(&rn->qlock);
 }
 
+/* Every queued frame leaves now (the program is cleared: nothing holds them any more). */
+static void rs_release_all(struct rs_net *rn)
+{
+	struct sk_buff_head all;
+	struct sk_buff *skb;
+
+	__skb_queue_head_init(&all);
+	spin_lock_bh(&rn->qlock);
+	skb_queue_splice_init(&rn->queue, &all);
+	spin_unlock_bh(&rn->qlock);
+	rcu_read_lock();
+	while ((skb = __skb_dequeue(&all)))
+		rs_xmit(rn, skb);
+	rcu_read_unlock();
+}
+
+/* A device going away takes the frames queued to leave by it, or still naming it, along. */
+static void rs_flush_dev(struct rs_net *rn, struct net_device *dev)
+{
+	struct sk_buff_head gone;
+	struct sk_buff *skb, *tmp;
+
+	__skb_queue_head_init(&gone);
+	spin_lock_bh(&rn->qlock);
+	skb_queue_walk_safe(&rn->queue, skb, tmp) {
+		if (RS_CB(skb)->ifindex == dev->ifindex || skb->dev == dev) {
+			__skb_unlink(skb, &rn->queue);
+			__skb_queue_tail(&gone, skb);
+		}
+	}
+	spin_unlock_bh(&rn->qlock);
+	__skb_queue_purge(&gone);
+}
+
 /* ---- the hook --------------------------------------------------------------- */
 
 /* The frame as on the ingress VLAN interface, writable, linear, with room. */
@@ -293,7 +327,12 @@ static struct rs_prog *rs_prog_get(struct rs_net *rn)
 	return rcu_dereference_protected(rn->prog, 1);	/* under genl_mutex */
 }
 
-/* Swaps the program; after the grace period no hook uses the old one. */
+/*
+ * Swaps the program; after the grace period no hook uses the old one. Frames already
+ * delayed (by either program: a hook may run the new one before the grace period ends)
+ * hold nothing of a program and leave at the time they were given; when the program
+ * is cleared, they leave at once.
+ */
 static void rs_prog_replace(struct rs_net *rn, struct rs_prog *p)
 {
 	struct rs_prog *old = rs_prog_get(rn);
@@ -302,7 +341,8 @@ static void rs_prog_replace(struct rs_net *rn, struct rs_prog *p)
 	if (!old)
 		return;
 	synchronize_net();
-	rs_purge(rn);	/* the old program's delayed frames */
+	if (!p)
+		rs_release_all(rn);
 	kvfree(old);
 }
 
@@ -383,7 +423,8 @@ static int rs_cmd_load(struct sk_buff *skb, struct genl_info *info)
 		return -EINVAL;
 	}
 
-	p = kvzalloc(struct_size(p, code, ALIGN(len, 8) + state_size), GFP_KERNEL);
+	/* charged to the caller's memory cgroup: a program's state can be large */
+	p = kvzalloc(struct_size(p, code, ALIGN(len, 8) + state_size), GFP_KERNEL_ACCOUNT);
 	if (!p)
 		return -ENOMEM;
 	spin_lock_init(&p->lock);
@@ -458,10 +499,15 @@ static const struct nla_policy rs_policy[RESHAPER_A_MAX + 1] = {
 	[RESHAPER_A_SEED]	= { .type = NLA_U64 },
 };
 
+/*
+ * CAP_NET_ADMIN in the initial user namespace (GENL_ADMIN_PERM), not in the namespace's
+ * owner (GENL_UNS_ADMIN_PERM): root of an unprivileged user namespace must not load
+ * programs (up to RS_MAX_STATE each) or steal RS_QUEUE_LIMIT skbs per namespace it makes.
+ */
 static const struct genl_small_ops rs_ops[] = {
-	{ .cmd = RESHAPER_CMD_LOAD, .doit = rs_cmd_load, .flags = GENL_UNS_ADMIN_PERM },
-	{ .cmd = RESHAPER_CMD_CLEAR, .doit = rs_cmd_clear, .flags = GENL_UNS_ADMIN_PERM },
-	{ .cmd = RESHAPER_CMD_GET_STATS, .doit = rs_cmd_get_stats, .flags = GENL_UNS_ADMIN_PERM },
+	{ .cmd = RESHAPER_CMD_LOAD, .doit = rs_cmd_load, .flags = GENL_ADMIN_PERM },
+	{ .cmd = RESHAPER_CMD_CLEAR, .doit = rs_cmd_clear, .flags = GENL_ADMIN_PERM },
+	{ .cmd = RESHAPER_CMD_GET_STATS, .doit = rs_cmd_get_stats, .flags = GENL_ADMIN_PERM },
 };
 
 static struct genl_family rs_family __ro_after_init = {
@@ -503,6 +549,19 @@ static void __net_exit rs_net_exit(struct net *net)
 	RCU_INIT_POINTER(rn->prog, NULL);
 }
 
+static int rs_netdev_event(struct notifier_block *nb, unsigned long event, void *ptr)
+{
+	struct net_device *dev = netdev_notifier_info_to_dev(ptr);
+
+	if (event == NETDEV_UNREGISTER)
+		rs_flush_dev(net_generic(dev_net(dev), rs_net_id), dev);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block rs_netdev_notifier = {
+	.notifier_call = rs_netdev_event,
+};
+
 static struct pernet_operations rs_net_ops = {
 	.init	= rs_net_init,
 	.exit	= rs_net_exit,
@@ -518,15 +577,24 @@ static int __init rs_init(void)
 	err = register_pernet_subsys(&rs_net_ops);
 	if (err)
 		return err;
+	err = register_netdevice_notifier(&rs_netdev_notifier);
+	if (err)
+		goto pernet;
 	err = genl_register_family(&rs_family);
 	if (err)
-		unregister_pernet_subsys(&rs_net_ops);
+		goto notifier;
+	return 0;
+notifier:
+	unregister_netdevice_notifier(&rs_netdev_notifier);
+pernet:
+	unregister_pernet_subsys(&rs_net_ops);
 	return err;
 }
 
 static void __exit rs_exit(void)
 {
 	genl_unregister_family(&rs_family);	/* no operation runs after this */
+	unregister_netdevice_notifier(&rs_netdev_notifier);
 	unregister_pernet_subsys(&rs_net_ops);	/* hooks, queues, programs */
 }
 

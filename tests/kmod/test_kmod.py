@@ -239,6 +239,98 @@ def test_stats_bad_program_and_permissions_over_genetlink(vm):
         assert res["nocap"][op][1] == 1 and "CAP_NET_ADMIN" in res["nocap"][op][0], res["nocap"]
 
 
+# Run in namespace br5 (ports eth0.100/eth0.200 of bridge rsbr5, no appliance): the
+# delay queue across a reload, a clear and a port interface that goes away.
+QUEUE_CHECKS = r"""
+import json, subprocess, sys, time
+from pyroute2 import IPRoute
+from bridge import kernel_mode as kernel
+delay5, plain, delay60 = (open(f"/kmod/{n}.bin", "rb").read() for n in ("delay5", "plain", "delay60"))
+s = kernel.ReshaperSocket()
+def flood(pps):  # for a second, frames tagged 100 from h0 (namespace h5): how many go to UDP port 9 (every other)
+    sent = subprocess.run(["ip", "netns", "exec", "h5", sys.executable, "-S", sys.argv[1], "flood", "1", str(pps)],
+                          check=True, capture_output=True, text=True).stdout
+    return (int(sent) + 1) // 2
+out = {}
+s.load(delay5, "eth0.100", "eth0.200"); out["sent"] = flood(40)
+out["held"] = s.stats()["queued"]
+s.load(plain, "eth0.100", "eth0.200")          # a reload: what is held stays held
+out["after_reload"] = s.stats()["queued"]
+time.sleep(6)
+out["after_5s"] = s.stats()["queued"]
+s.load(delay60, "eth0.100", "eth0.200"); out["sent60"] = flood(40)
+out["held60"] = s.stats()["queued"]
+s.clear()                                      # nothing holds them now: they leave at once
+out["after_clear"] = s.stats()["queued"]
+s.load(delay60, "eth0.100", "eth0.200"); out["sent60_again"] = flood(40)
+out["held60_again"] = s.stats()["queued"]
+with IPRoute() as ipr:                         # the egress port goes away with its frames
+    ipr.link("del", index=ipr.link_lookup(ifname="eth0.200")[0])
+st = s.stats()
+out["after_unregister"], out["queue_drops"] = st["queued"], st["queue_drops"]
+print(json.dumps(out))
+"""
+QUEUE_TOPOLOGY = """
+topology br5 h5
+ip -n br5 link add link eth0 name eth0.100 type vlan id 100
+ip -n br5 link add link eth0 name eth0.200 type vlan id 200
+ip -n br5 link add rsbr5 type bridge
+for i in eth0.100 eth0.200; do ip -n br5 link set $i master rsbr5; ip -n br5 link set $i up; done
+ip -n br5 link set rsbr5 up
+"""
+
+
+def test_delay_queue_across_reload_clear_and_a_port_going_away(vm):
+    """Frames already delayed leave at their time after a reload (they were purged), at once
+    when the program is cleared, and go with their egress device when it is unregistered
+    (they kept pointing at it)."""
+    (vm.build / "queue_checks.py").write_text(QUEUE_CHECKS)
+    for name, delay in (("delay5", "5s"), ("delay60", "60s")):
+        rule = DELAY_RULE.replace("300ms", delay).replace("{interface: eth0, vlan: 100}", "eth0.100") \
+            .replace("{interface: eth0, vlan: 200}", "eth0.200")
+        (vm.build / f"{name}.bin").write_bytes(_compiled(rule))
+    (vm.build / "plain.bin").write_bytes(_compiled("version: 1\nports: {a: eth0.100, b: eth0.200}\n"))
+    out = ok(vm, QUEUE_TOPOLOGY + """
+        ip netns exec br5 $PY /kmod/queue_checks.py $AGENT
+        ip netns del br5; ip netns del h5
+    """, timeout=240)
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["sent"] >= 10 and res["held"] == res["after_reload"] == res["sent"] and res["after_5s"] == 0, res
+    assert res["held60"] == res["sent60"] and res["after_clear"] == 0, res
+    assert res["held60_again"] == res["sent60_again"] and res["after_unregister"] == 0, res
+    assert res["queue_drops"] == 0, res
+    assert_kernel_clean(vm.dmesg())
+
+
+USERNS_CHECKS = r"""
+import json, sys
+from bridge import kernel_mode as kernel
+good = open(sys.argv[1], "rb").read()
+s, res = kernel.ReshaperSocket(), {}
+for op, call in {"stats": s.stats, "clear": s.clear, "load": lambda: s.load(good, "eth0.100", "eth0.200")}.items():
+    try:
+        call(); res[op] = "allowed"
+    except kernel.KernelError as e:
+        res[op] = [str(e), e.code]
+print(json.dumps(res))
+"""
+
+
+def test_root_of_a_user_namespace_is_refused(vm):
+    """CAP_NET_ADMIN in a user namespace of its own (what any user can make) is not enough:
+    loading programs needs it in the initial one."""
+    (vm.build / "userns_checks.py").write_text(USERNS_CHECKS)
+    vm.build.joinpath("good.bin").write_bytes(_compiled(SET_RULE))
+    out = ok(vm, """
+        /usr/bin/unshare --user --map-root-user --net sh -c 'id -u; $0 /kmod/userns_checks.py /kmod/good.bin' $PY
+    """)
+    uid, line = out.strip().splitlines()[-2:]
+    assert uid == "0", out     # root in there, with every capability of its user namespace
+    res = json.loads(line)
+    for op in ("stats", "clear", "load"):
+        assert res[op][1] == 1 and "CAP_NET_ADMIN" in res[op][0], res
+
+
 def _compiled(text: str) -> bytes:
     from rules.compiler import compile_rules
 
