@@ -1,5 +1,6 @@
 """Fixtures of the live tests: a fresh namespace topology, and taps on its hosts' interfaces;
 the session's closing lines name the kernel headers the module was built against."""
+import os
 import time
 
 import pytest
@@ -11,7 +12,8 @@ from tests.vm.runner import HEADERS_BUILT_AGAINST, apt_lists_time
 
 @pytest.fixture
 def topo():
-    with Topology("rt") as t:
+    # named per process: two test runs on one machine never share (and tear down) a namespace
+    with Topology(f"rt{os.getpid()}") as t:
         yield t
 
 
