@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/reshaper
 # what the appliance and the demo need, then what the tests and benchmarks add
 APT_PACKAGES := python3-venv python3-dev gcc iproute2 iputils-ping iptables libnetfilter-queue-dev
-APT_TEST_PACKAGES := clang libclang-rt-14-dev valgrind netsniff-ng strace tshark \
+APT_TEST_PACKAGES := clang libclang-rt-14-dev valgrind netsniff-ng strace tshark iperf3 \
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-system-arm qemu-user-static binfmt-support debootstrap
 ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
 RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/_ffi_build.py)

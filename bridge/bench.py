@@ -965,6 +965,10 @@ def run_bench(args) -> dict:
         for ifname in ("a1", "b1"):
             with topo.br.entered():
                 set_offloads(ifname, GRO | GSO | TSO, False)
+        # hosts that send wire-size frames, as "placement" above says (Topology leaves veth's defaults)
+        for ns, ifname in ((topo.a, "a0"), (topo.b, "b0")):
+            with ns.entered():
+                set_offloads(ifname, GSO | TSO, False)
         _static_neighbours(topo)
         # no stray IPv6 frames (router solicitations, MLD) from the bridge namespace's own devices
         for key in ("all", "default", "a1", "b1"):

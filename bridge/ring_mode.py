@@ -1,9 +1,14 @@
 """`reshaper run --mode ring`: the appliance on PACKET_MMAP rings.
 
 Set-up (pyroute2): the port interfaces must exist; a port that is down is
-brought up; GRO/GSO/TSO are turned off so that no frame larger than the MTU
-reaches the rings. The C loop (ring/ring.c) then runs in slices with the GIL
-released; between slices Python reloads, answers `stats` and prints status.
+brought up; GRO is turned off, so that the rules see (and time) the frames of
+the wire, not what the kernel merged. Super-frames still come from a veth or
+tap peer with TSO/GSO on (a container's, a VM's: their default); the rings take
+them whole with their GSO metadata, and TSO/GSO on the ports stay as they are,
+so a super-frame the rules leave whole is cut by the egress NIC, or the kernel,
+or not at all on the way to a local peer (ring/ring.c). The C loop then runs in
+slices with the GIL released; between slices Python reloads, answers `stats`
+and prints status.
 """
 from __future__ import annotations
 
@@ -205,7 +210,7 @@ class RingAppliance(Appliance):
     worker: HookWorker | None = None
 
     def set_up(self, program: bytes) -> None:
-        from ring import GRO, GSO, TSO, RingBridge, RingError, RingPort, frame_size_for, set_offloads
+        from ring import GRO, RingBridge, RingError, RingPort, frame_size_for, set_offloads
 
         mtus, down = interface_mtus(self.config)
         # before anything changes: a pool that cannot fit is an error at start
@@ -214,9 +219,9 @@ class RingAppliance(Appliance):
         self.changed.update(offloads={}, brought_up=[])
         for iface in sorted({p.interface for p in self.config.ports.values()}):
             try:
-                self.changed["offloads"][iface] = set_offloads(iface, GRO | GSO | TSO, False)
+                self.changed["offloads"][iface] = set_offloads(iface, GRO, False)
             except RingError as exc:
-                raise SetupError(f"cannot turn off GRO/GSO/TSO on {iface}: {exc}") from None
+                raise SetupError(f"cannot turn off GRO on {iface}: {exc}") from None
             self.record()
         self.changed["brought_up"] = down
         self.record()

@@ -13,7 +13,7 @@ from rules.binding import Engine
 ffi, lib = _ring.ffi, _ring.lib
 
 PORT_COUNTERS = ("rx", "rx_bytes", "tx", "tx_bytes", "ring_drops", "tx_full", "tx_errors", "oversize",
-                 "csum_completed")
+                 "csum_completed", "gso_rx", "gso_tx")
 GRO, GSO, TSO = 1, 2, 4
 
 
@@ -29,7 +29,8 @@ class RingPort:
 
 
 def frame_size_for(mtu: int) -> int:
-    """A ring slot (a power of two) that holds a frame of this MTU, two tags and the ring's header."""
+    """A ring slot (a power of two) that holds a frame of this MTU, two tags, the ring's header and the
+    virtio_net_hdr; super-frames (GSO, up to 64 KB) come whole through the socket instead (ring.c)."""
     need = mtu + 14 + 8 + 128
     size = 2048
     while size < need:

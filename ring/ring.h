@@ -3,7 +3,9 @@
  * Ring mode: the per-frame loop of the bridge, in C. AF_PACKET TPACKET_V2
  * RX and TX rings on each port's interface, the shared engine on every
  * frame, a timer queue for delayed frames. Python only opens, reloads,
- * reads counters and stops it.
+ * reads counters and stops it. Super-frames (GSO: the 64 KB TCP/UDP segments
+ * a veth or tap peer with TSO/GSO hands over) arrive whole with their
+ * virtio_net_hdr; ring.c says how the rules and the counters see them.
  */
 #ifndef RS_RING_H
 #define RS_RING_H
@@ -11,15 +13,19 @@
 #include <stdint.h>
 
 struct rs_port_stats {
-	uint64_t rx;          /* frames taken from the RX ring for this port */
+	/* rx, tx and their bytes count wire frames: a super-frame counts as its segments */
+	uint64_t rx;          /* frames received for this port */
 	uint64_t rx_bytes;
-	uint64_t tx;          /* frames handed to the TX ring */
+	uint64_t tx;          /* frames sent */
 	uint64_t tx_bytes;
-	uint64_t ring_drops;  /* PACKET_STATISTICS tp_drops: RX ring was full */
-	uint64_t tx_full;     /* TX ring had no free slot: dropped */
-	uint64_t tx_errors;   /* send() failed (e.g. link down); frames stay queued */
-	uint64_t oversize;    /* longer than the ring slot or the egress MTU: dropped */
+	uint64_t ring_drops;  /* no room in the kernel to hand a frame over: RX ring full
+			       * (PACKET_STATISTICS tp_drops), or a super-frame met a full receive buffer */
+	uint64_t tx_full;     /* TX ring had no free slot, or a super-frame no send buffer: dropped */
+	uint64_t tx_errors;   /* send() failed (e.g. link down); ring frames stay queued */
+	uint64_t oversize;    /* longer than the egress MTU, or a super-frame of a kind not cut here: dropped */
 	uint64_t csum_completed; /* CHECKSUM_PARTIAL frames completed before the rules */
+	uint64_t gso_rx;      /* super-frames received */
+	uint64_t gso_tx;      /* super-frames sent whole (the kernel or the NIC cuts them) */
 };
 
 struct rs_bridge_stats {
@@ -51,7 +57,8 @@ struct rs_bridge_config {
 	const char *ifname[2];  /* interface of port a, b (may be the same in trunk form) */
 	uint32_t vlan[2];       /* trunk form: the port's VLAN id; 0: plain or VLAN interface */
 	uint32_t mtu[2];        /* egress MTU of each port */
-	uint32_t frame_size;    /* ring slot size, a power of two >= 2048 */
+	uint32_t frame_size;    /* ring slot size, a power of two >= 2048: a frame of the MTU (larger ones
+				 * come through the socket, ring.c) */
 	uint32_t ring_frames;   /* slots per ring */
 	uint32_t pool_frames;   /* buffers for delayed frames */
 	uint64_t busy_poll_ns;  /* keep polling the rings this long after the last frame before sleeping */
@@ -62,7 +69,9 @@ struct rs_bridge;
 /* Opens sockets and rings; on error returns NULL and writes why into err. */
 struct rs_bridge *rs_bridge_open(const struct rs_bridge_config *cfg, char *err, uint32_t errlen);
 
-/* Makes prog (verified) and state the program for the next frame. The caller keeps both alive. */
+/* Makes prog (verified) and state the program for the next frame. The caller keeps both alive.
+ * state is the engine's (struct rs_state and the rules' states, rs_program.h): super-frames that
+ * run the rules once get their counters made what the segments would have given. */
 void rs_bridge_set_program(struct rs_bridge *b, const uint8_t *prog, uint32_t len, void *state);
 
 /* Forwards for up to timeout_ms (or until rs_bridge_stop); returns frames handled, or -errno. */
