@@ -191,3 +191,16 @@ def test_a_two_way_conversation_sent_from_one_side_crosses_whole(tmp_path, topo,
                 tap_a.send(frame)
             got = tap_b.receive(len(conversation), timeout=2, match=lambda f: f[6:12] in senders)
         assert got == conversation, mode
+
+
+def test_offloaded_tcp_reaches_the_rules_as_wire_packets(tmp_path, topo):
+    """Hosts at their default offloads hand the bridge 64 KB TCP super-frames. NFQUEUE gets
+    them segmented (python-netfilterqueue does not ask for NFQA_CFG_F_GSO, so the kernel
+    segments before queueing): a rule counts and loses wire packets, and TCP recovers."""
+    config = PLAIN + "rules:\n  - name: tcp\n    match: {ip_proto: tcp}\n    actions: [{loss: {probability: 10%}}]\n"
+    with Bridge(topo.br, write_config(tmp_path, config), tmp_path, mode="nfqueue") as bridge:
+        received, intact, _ = topo.tcp_transfer(1_000_000)
+        rule = bridge.stats()["rules"][0]
+    assert received == 1_000_000 and intact
+    assert rule["matched"] > 1_000_000 // 1500 and rule["bytes"] / rule["matched"] <= 1500, rule
+    assert 0.05 <= rule["lost"] / rule["matched"] <= 0.15, rule
