@@ -51,9 +51,8 @@ def cmd_check(args) -> int:
     modes = []
     for mode in MODES:
         problems = mode_problems(config, mode)
-        modes.append(f"{mode} " + (f"no ({len(problems)} field{'s' if len(problems) != 1 else ''} or "
-                                   f"action{'s' if len(problems) != 1 else ''} it cannot run; see --mode {mode})"
-                                   if problems else "yes"))
+        modes.append(f"{mode} " + (f"no ({len(problems)} problem{'s' if len(problems) != 1 else ''}; "
+                                   f"see --mode {mode})" if problems else "yes"))
     print(f"  modes: {', '.join(modes)}")
     return EXIT_OK
 
