@@ -14,7 +14,7 @@
 enum {
 	RESHAPER_CMD_UNSPEC,
 	RESHAPER_CMD_LOAD,	/* PROGRAM, PORT_A, PORT_B, [SEED]: verify, then replace */
-	RESHAPER_CMD_CLEAR,	/* remove the program; queued frames are freed */
+	RESHAPER_CMD_CLEAR,	/* remove the program; queued frames leave at once */
 	RESHAPER_CMD_GET_STATS,	/* reply: PROGRAM_LEN, STATE, PORT_STATS, QUEUED, QUEUE_DROPS */
 	__RESHAPER_CMD_MAX,
 };
@@ -43,7 +43,7 @@ struct reshaper_port_stats {
 	__u64 dropped;		/* frames from this port the engine dropped */
 	__u64 delayed;		/* frames to this port that went through the delay queue */
 	__u64 csum_completed;	/* CHECKSUM_PARTIAL frames completed before the engine */
-	__u64 oversize;		/* GSO frames passed without the engine */
+	__u64 oversize;		/* GSO frames that could not be segmented (dropped) */
 	__u64 errors;		/* frames dropped: no memory to make them writable */
 };
 

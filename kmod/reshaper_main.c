@@ -9,12 +9,13 @@
  * inner tag the receive path took into skb->vlan_tci put back into the
  * bytes. The verdict is carried out here: drop, clone for duplicates, and
  * for delays the skb is stolen into a per-namespace queue that an hrtimer
- * drains with dev_queue_xmit on the out port.
+ * drains with dev_queue_xmit on the out port. A GSO skb is stolen and cut
+ * into its wire frames first, each of them a frame as above (rs_gso).
  *
  * Control: generic netlink family "reshaper" (reshaper_genl.h), every
- * operation needs CAP_NET_ADMIN in the namespace. A program is verified by
- * the engine's verifier before it replaces the old one (RCU); the old
- * program's queued frames are freed.
+ * operation needs CAP_NET_ADMIN in the initial user namespace. A program is
+ * verified by the engine's verifier before it replaces the old one (RCU);
+ * frames already delayed leave at their time (at once on a clear).
  *
  * Locking: genl_mutex serialises the operations (the family is not
  * parallel_ops). rs_run() keeps its state (PRNG, counters, timing) in the
@@ -217,36 +218,19 @@ static void rs_frame_restore(struct sk_buff *skb)
 	skb_reset_network_header(skb);
 }
 
-static unsigned int rs_hook(void *priv, struct sk_buff *skb,
-			    const struct nf_hook_state *state)
+/*
+ * One wire frame through the engine, the verdict carried out as far as this can:
+ * NF_ACCEPT, the caller sends skb on (the bridge's okfn); NF_DROP, the caller frees
+ * it; NF_STOLEN, it waits in the delay queue. Duplicates are sent or queued here.
+ */
+static unsigned int rs_frame(struct rs_net *rn, struct rs_prog *p, struct sk_buff *skb,
+			     const struct nf_hook_state *state, int port, bool csum_done)
 {
-	struct rs_net *rn = net_generic(state->net, rs_net_id);
-	struct reshaper_port_stats *in_ps, *out_ps;
+	struct reshaper_port_stats *in_ps = &p->port[port - 1], *out_ps = &p->port[2 - port];
+	int out = state->out->ifindex, i, err;
 	struct rs_verdict v;
-	struct rs_prog *p;
-	bool csum_done = false;
-	int port, out, i, err;
 	u32 len;
 
-	p = rcu_dereference(rn->prog);
-	if (!p || !state->out)
-		return NF_ACCEPT;
-	out = state->out->ifindex;
-	if (skb->skb_iif == p->ifindex[0] && out == p->ifindex[1])
-		port = RS_PORT_A;
-	else if (skb->skb_iif == p->ifindex[1] && out == p->ifindex[0])
-		port = RS_PORT_B;
-	else
-		return NF_ACCEPT;
-	in_ps = &p->port[port - 1];
-	out_ps = &p->port[2 - port];
-
-	if (skb_is_gso(skb)) {	/* not one frame: see README, limitations */
-		spin_lock(&p->lock);
-		in_ps->oversize++;
-		spin_unlock(&p->lock);
-		return NF_ACCEPT;
-	}
 	err = rs_frame_prepare(skb, p->grow, &csum_done);
 	if (err) {
 		spin_lock(&p->lock);
@@ -297,6 +281,72 @@ static unsigned int rs_hook(void *priv, struct sk_buff *skb,
 	}
 	rs_enqueue(rn, skb, ktime_get_ns() + v.delay_ns, out);
 	return NF_STOLEN;
+}
+
+/*
+ * A GSO skb (TSO/GSO of a host behind veth or tap, GRO) stands for many wire frames,
+ * and the rules work per wire frame: loss, rates, delays, counters, length and byte
+ * matches, truncate. So it is stolen and cut into its wire frames, as a device without
+ * TSO has it done on transmit, and each goes through rs_frame() like any frame, an
+ * accepted one on through the bridge's okfn. No features asked for: the segments come
+ * linear with their checksums computed as they are copied, which rs_frame_prepare()
+ * would otherwise do in two more passes. What cannot be cut (a GSO type without
+ * software segmentation, inconsistent headers) is dropped as oversize: never passed.
+ */
+static unsigned int rs_gso(struct rs_net *rn, struct rs_prog *p, struct sk_buff *skb,
+			   const struct nf_hook_state *state, int port)
+{
+	/* its segments' checksums, left undone, are completed: counted as csum_completed */
+	bool partial = skb->ip_summed == CHECKSUM_PARTIAL;
+	struct sk_buff *segs, *seg, *next;
+
+	skb_push(skb, ETH_HLEN);	/* segmentation starts at the MAC header */
+	segs = skb_gso_segment(skb, 0);
+	if (IS_ERR_OR_NULL(segs)) {
+		spin_lock(&p->lock);
+		if (PTR_ERR(segs) == -ENOMEM)
+			p->port[port - 1].errors++;
+		else
+			p->port[port - 1].oversize++;
+		spin_unlock(&p->lock);
+		return NF_DROP;
+	}
+	consume_skb(skb);
+	skb_list_walk_safe(segs, seg, next) {
+		skb_mark_not_on_list(seg);
+		__skb_pull(seg, ETH_HLEN);	/* as the bridge hands a frame to the hook */
+		switch (rs_frame(rn, p, seg, state, port, partial)) {
+		case NF_ACCEPT:
+			state->okfn(state->net, state->sk, seg);
+			break;
+		case NF_DROP:
+			kfree_skb(seg);
+			break;
+		}
+	}
+	return NF_STOLEN;
+}
+
+static unsigned int rs_hook(void *priv, struct sk_buff *skb,
+			    const struct nf_hook_state *state)
+{
+	struct rs_net *rn = net_generic(state->net, rs_net_id);
+	struct rs_prog *p;
+	int port, out;
+
+	p = rcu_dereference(rn->prog);
+	if (!p || !state->out)
+		return NF_ACCEPT;
+	out = state->out->ifindex;
+	if (skb->skb_iif == p->ifindex[0] && out == p->ifindex[1])
+		port = RS_PORT_A;
+	else if (skb->skb_iif == p->ifindex[1] && out == p->ifindex[0])
+		port = RS_PORT_B;
+	else
+		return NF_ACCEPT;
+	if (skb_is_gso(skb))
+		return rs_gso(rn, p, skb, state, port);
+	return rs_frame(rn, p, skb, state, port, false);
 }
 
 static const struct nf_hook_ops rs_nf_ops = {

@@ -15,9 +15,16 @@ signals (SIGHUP reloads).
     python agent.py flood SECONDS PPS          frames through the bridge (h0)
     python agent.py probe COUNT [STEP_S]       frames to UDP port 9 one at a time: their times through
                                                (STEP_S: the wall clock stepped while the first is held)
+    python agent.py tcp SRC_NS DST_NS ADDR PORT MBYTES   one TCP transfer, prints {seconds, exact} as JSON
+
+The TCP helpers (TcpFlow and what goes with it) are also imported by scripts that
+drive several transfers from one process: a socket lives in the namespace of the
+thread that made it, so one process reaches hosts in other namespaces (in_netns).
 """
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
 import os
 import signal
@@ -25,6 +32,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 IFACE = "h0"
@@ -34,6 +42,10 @@ PACKET_AUXDATA = 8
 PACKET_OUTGOING = 4
 TP_STATUS_VLAN_VALID = 0x10
 TP_STATUS_VLAN_TPID_VALID = 0x40
+PACKET_STATISTICS = 6
+SO_RCVBUFFORCE = 33
+CLONE_NEWNET = 0x40000000
+ETH_P_IP = 0x0800
 
 
 def read_stats(path: str) -> dict:
@@ -191,6 +203,143 @@ def probe(count: int, step_s: int = 0) -> None:
     print(json.dumps(times))
 
 
+# ---- TCP through the bridge (hosts at their default offloads: TSO/GSO on) ----------------
+
+def in_netns(ns: str, fn, *args):
+    """fn(*args) in a thread that entered network namespace ns (ip netns add's name): the
+    sockets it makes stay there, whichever thread uses them later."""
+    box = {}
+
+    def run():
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET):
+                    raise OSError(ctypes.get_errno(), f"setns {ns}")
+            finally:
+                os.close(fd)
+            box["out"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            box["err"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    return box["out"]
+
+
+def link_packets(ifname: str) -> tuple[int, int]:
+    """(rx_packets, tx_packets) of ifname in the calling thread's namespace: skbs, so a GSO
+    super-frame counts once."""
+    with open("/proc/thread-self/net/dev") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name.strip() == ifname:
+                fields = rest.split()
+                return int(fields[1]), int(fields[9])
+    raise KeyError(ifname)
+
+
+def _listener(port: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(1)
+    return s
+
+
+class TcpFlow:
+    """One TCP connection from namespace src to a listener on port in namespace dst; a
+    thread reads and hashes what arrives (received: bytes so far; eof set at the end)."""
+
+    def __init__(self, src: str, dst: str, addr: str, port: int):
+        listener = in_netns(dst, _listener, port)
+        self.received, self.sent = 0, 0
+        self._got, self._put = hashlib.sha256(), hashlib.sha256()
+        self.eof = threading.Event()
+        self._reader = threading.Thread(target=self._read, args=(listener,), daemon=True)
+        self._reader.start()
+        self.sock = in_netns(src, socket.socket)
+        self.sock.connect((addr, port))
+
+    def _read(self, listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        listener.close()
+        conn.settimeout(20)   # a flow left stalled (a drop rule) ends here
+        with conn:
+            try:
+                while chunk := conn.recv(1 << 16):
+                    self._got.update(chunk)
+                    self.received += len(chunk)
+                self.eof.set()
+            except OSError:
+                pass
+
+    def send(self, data: bytes) -> None:
+        self._put.update(data)
+        self.sent += len(data)
+        self.sock.sendall(data)
+
+    def finish(self, timeout: float = 60) -> bool:
+        """Closes the sending side; True when everything sent arrived, byte for byte."""
+        self.sock.shutdown(socket.SHUT_WR)
+        done = self.eof.wait(timeout)
+        self.sock.close()
+        return done and self.received == self.sent and self._got.digest() == self._put.digest()
+
+    def wait_received(self, n: int, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.received < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.received >= n
+
+    def abort(self) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+
+def tcp_transfer(src: str, dst: str, addr: str, port: int, data: bytes) -> dict:
+    """data over a new connection: seconds from the first byte sent to the last received."""
+    flow = TcpFlow(src, dst, addr, port)
+    t0 = time.monotonic()
+    flow.send(data)
+    exact = flow.finish()
+    return {"seconds": round(time.monotonic() - t0, 3), "exact": exact}
+
+
+def tcp_capture(ifname: str) -> socket.socket:
+    """Call in the receiver's namespace: IPv4 frames arriving on ifname, a buffer large
+    enough for a transfer's worth of them."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
+    s.bind((ifname, 0))
+    s.setblocking(False)
+    return s
+
+
+def tcp_data_frames(s: socket.socket, dst_port: int) -> tuple[list, int]:
+    """What the capture holds: [IP total length, DSCP] of each TCP frame carrying data to
+    dst_port, and how many frames the socket dropped."""
+    frames = []
+    while True:
+        try:
+            f = s.recv(65600)
+        except BlockingIOError:
+            break
+        ip = f[14:]
+        ihl, total = (ip[0] & 0xf) * 4, struct.unpack("!H", ip[2:4])[0]
+        if ip[9] != 6 or struct.unpack("!H", ip[ihl + 2:ihl + 4])[0] != dst_port:
+            continue
+        if total - ihl - (ip[ihl + 12] >> 4) * 4 > 0:
+            frames.append([total, ip[1] >> 2])
+    _, drops = struct.unpack("II", s.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    s.close()
+    return frames, drops
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
     if cmd == "golden":
@@ -204,5 +353,8 @@ if __name__ == "__main__":
         flood(float(args[0]), float(args[1]))
     elif cmd == "probe":
         probe(*map(int, args))
+    elif cmd == "tcp":
+        print(json.dumps(tcp_transfer(args[0], args[1], args[2], int(args[3]),
+                                      os.urandom(int(float(args[4]) * (1 << 20))))))
     else:
         sys.exit(f"unknown command {cmd}")
