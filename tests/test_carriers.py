@@ -4,15 +4,17 @@ frames, byte for byte, in the same order within each flow. Kernel mode gets the 
 (tests/kmod/test_kmod.py) against the same expectations.
 
 The inputs: the golden cases whose outcome does not depend on when frames arrive, with
-their ports moved onto the test topology's a1 and b1, and a generated mix (a two-way
+their ports moved onto the test topology's a1 and b1; a generated mix (a two-way
 conversation sent from one side, inner VLAN tags, IPv6 extension headers, fragments,
-bad checksums). nfqueue mode takes the rule files its limits allow (`check --mode
+bad checksums); and a real capture of two hosts talking (tests/data/conversation.pcapng)
+replayed from one side. nfqueue mode takes the rule files its limits allow (`check --mode
 nfqueue`), and the frames it can see the same way: IP, not cut short (br_netfilter drops
 an IPv4 packet with a bad header before the queue, README "NFQUEUE mode").
 """
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,7 +23,7 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.utils import RawPcapReader, RawPcapWriter
 
-from bridge.apply import apply_capture
+from bridge.apply import CaptureReader, apply_capture
 from rules.config import load_config, mode_problems
 from tests.live import Bridge
 from tests.test_golden import GOLDEN, Case
@@ -29,6 +31,17 @@ from tests.test_golden import GOLDEN, Case
 # what depends on when frames arrive: the timing tests' business
 TIMED = {"delay-jitter", "rate", "rate-limit", "reorder"}
 CASES = [p for p in sorted(GOLDEN.glob("*.yaml")) if p.stem not in TIMED]
+CONVERSATION = Path(__file__).parent / "data/conversation.pcapng"   # tests/data/make_captures.py
+CONVERSATION_RULES = """version: 1
+ports: {a: a1, b: b1}
+rules:
+  - name: web
+    match: {ip_proto: tcp, src_port: 8080}
+    actions: [{set: {dscp: 34}}, dec_ttl]
+  - name: ping
+    match: {ip_proto: icmp}
+    actions: [{set: {ttl: 9}}]
+"""
 CLIENT, SERVER = "02:00:00:00:0c:01", "02:00:00:00:0c:02"
 MIX_RULES = """version: 1
 ports: {a: a1, b: b1}
@@ -167,6 +180,23 @@ def test_a_generated_mix_on_every_carrier(from_port, tmp_path, topo, taps):
     frames = mix()
     want = applied(tmp_path, config, frames, from_port, 0)
     assert len(want) == len(frames) - 1   # telnet dropped; the others cross
+    for mode in ("ring", "nfqueue"):
+        got = live(topo, taps, tmp_path, config, mode, frames, from_port, 0, len(want))
+        assert flows(got) == flows(want), mode
+
+
+@pytest.mark.parametrize("from_port", ["a", "b"])
+def test_a_real_conversation_replayed_from_one_side_on_every_carrier(from_port, tmp_path, topo, taps):
+    """dumpcap's capture of two hosts talking (ARP, ping, UDP, TCP both ways; the locally sent
+    frames with the checksums offload leaves), replayed from one side: every frame crosses,
+    rewritten alike by every carrier."""
+    reader = CaptureReader(str(CONVERSATION))
+    frames = [data for _, data in reader.frames()]
+    assert len(frames) == 70
+    config = tmp_path / "rules.yaml"
+    config.write_text(CONVERSATION_RULES)
+    want = applied(tmp_path, config, frames, from_port, 0)
+    assert len(want) == len(frames)
     for mode in ("ring", "nfqueue"):
         got = live(topo, taps, tmp_path, config, mode, frames, from_port, 0, len(want))
         assert flows(got) == flows(want), mode

@@ -1,7 +1,7 @@
 """Makes the pcapng captures beside this file the way Wireshark saves them (run once, as root; needs the
 Debian package tshark for dumpcap and editcap). The tests read the files; they do not run this.
 
-    .venv/bin/python tests/data/make_captures.py
+    .venv/bin/python tests/data/make_captures.py [conversation]   (only conversation.pcapng)
 
 dumpcap-ethernet.pcapng            dumpcap on a veth end: SHB, an Ethernet IDB with if_tsresol 9
                                    (nanoseconds), 4 EPBs (the last with a VLAN tag), an ISB
@@ -10,6 +10,10 @@ dumpcap-ethernet-and-any.pcapng    dumpcap on the veth end and on "any" (which s
                                    are Ethernet, 3-4 cooked
 editcap-usec.pcapng                dumpcap-ethernet.pcapng through editcap to microsecond pcap and back
                                    to pcapng: an IDB without if_tsresol (microseconds)
+conversation.pcapng                dumpcap on one end of a veth between two namespaces while they talk:
+                                   ping, a UDP request and its answer, a TCP connection with 20 KB each
+                                   way; both directions, wire-size frames (TSO off on the talkers, as
+                                   on a NIC), locally sent ones with the checksums offload leaves
 """
 import os
 import socket
@@ -23,6 +27,7 @@ from scapy.layers.inet import IP, UDP  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
 from bridge.netns import Namespace  # noqa: E402
+from ring import GSO, TSO, set_offloads  # noqa: E402
 from tests.live import ETH_P_ALL  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,6 +62,53 @@ def capture(ns: Namespace, name: str, argv: list[str], frames: list[bytes]) -> N
     os.chmod(out, 0o644)
 
 
+def conversation() -> None:
+    """Two namespaces talk over a veth; dumpcap on x1 (host b's end) sees both directions."""
+    a, b = Namespace("rs-capture-a").create(), Namespace("rs-capture-b").create()
+    out = os.path.join(HERE, "conversation.pcapng")
+    try:
+        with a.ipr() as ipr:
+            ipr.link("add", ifname="x0", kind="veth", peer={"ifname": "x1"})
+            ipr.link("set", index=ipr.link_lookup(ifname="x1")[0], net_ns_fd=b.name)
+        for ns, name, address in ((a, "x0", "10.0.0.1"), (b, "x1", "10.0.0.2")):
+            ns.run(["sysctl", "-q", f"net.ipv6.conf.{name}.disable_ipv6=1"], check=True)
+            with ns.entered():
+                set_offloads(name, GSO | TSO, False)
+            with ns.ipr() as ipr:
+                index = ipr.link_lookup(ifname=name)[0]
+                ipr.link("set", index=index, state="up")
+                ipr.addr("add", index=index, address=address, prefixlen=24)
+        proc = b.popen(["dumpcap", "-i", "x1", "-w", out], stderr=subprocess.PIPE, text=True)
+        while "Capturing on" not in (line := proc.stderr.readline()):
+            if not line:
+                raise SystemExit(f"dumpcap failed: {proc.stderr.read()}")
+        time.sleep(0.5)
+        a.run(["ping", "-c", "2", "-i", "0.2", "10.0.0.2"], check=True, capture_output=True)
+        talk = ("import socket,sys\n"
+                "u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.bind(('10.0.0.2',53))\n"
+                "t=socket.socket();t.bind(('10.0.0.2',8080));t.listen(1);print('up',flush=True)\n"
+                "d,peer=u.recvfrom(100);u.sendto(b'answer:'+d,peer)\n"
+                "c,_=t.accept();n=0\n"
+                "while n<20000:\n n+=len(c.recv(65536))\n"
+                "c.sendall(b'r'*20000);c.close()\n")
+        server = b.popen([sys.executable, "-c", talk], stdout=subprocess.PIPE, text=True)
+        server.stdout.readline()
+        client = ("import socket\n"
+                  "u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.sendto(b'query',('10.0.0.2',53));u.recv(100)\n"
+                  "t=socket.create_connection(('10.0.0.2',8080));t.sendall(b'q'*20000);n=0\n"
+                  "while n<20000:\n n+=len(t.recv(65536))\n"
+                  "t.close()\n")
+        a.run([sys.executable, "-c", client], check=True)
+        server.wait(10)
+        time.sleep(0.5)
+        proc.send_signal(2)
+        proc.wait(10)
+        os.chmod(out, 0o644)
+    finally:
+        a.remove()
+        b.remove()
+
+
 def main() -> None:
     ns = Namespace("rs-capture").create()
     try:
@@ -77,7 +129,8 @@ def main() -> None:
     subprocess.run(["editcap", "-F", "pcap", os.path.join(HERE, "dumpcap-ethernet.pcapng"), usec_pcap], check=True)
     subprocess.run(["editcap", "-F", "pcapng", usec_pcap, os.path.join(HERE, "editcap-usec.pcapng")], check=True)
     os.unlink(usec_pcap)
+    conversation()
 
 
 if __name__ == "__main__":
-    main()
+    conversation() if sys.argv[1:] == ["conversation"] else main()
