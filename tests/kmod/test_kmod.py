@@ -80,8 +80,35 @@ print(json.dumps(out))
 """
 
 
-def golden_cases() -> list[Case]:
-    return [Case(p) for p in sorted(GOLDEN.glob("*.yaml")) if p.stem not in TIMING]
+class AppliedCase:
+    """Frames of the cross-carrier test (tests/test_carriers.py) as a golden case whose
+    expected frames are what `apply` makes of them: kernel mode joins that comparison."""
+
+    def __init__(self, name: str, rules: str, frames: list[bytes], tmp: Path):
+        from bridge.apply import apply_capture, CaptureReader
+        from scapy.utils import RawPcapWriter
+
+        self.name, self.from_port, self.seed, self.expect, self.counts = name, "a", 0, set(), {}
+        self.config = rules.replace("ports: {a: a1, b: b1}", "ports: {a: eth0.100, b: eth0.200}")
+        self.inputs = [(i * 10**6, f) for i, f in enumerate(frames)]
+        writer = RawPcapWriter(str(tmp / f"{name}.pcap"), linktype=1, nano=True, sync=True)
+        writer.write_header(None)
+        for t, frame in self.inputs:
+            writer.write_packet(frame, sec=0, usec=t)
+        writer.close()
+        apply_capture(load_config("-", self.config), str(tmp / f"{name}.pcap"), str(tmp / f"{name}.out.pcap"))
+        # departures are not compared (lo 0): the frames and their order are
+        self.outputs = [(0, 0, data) for _, data in CaptureReader(str(tmp / f"{name}.out.pcap")).frames()]
+
+
+def golden_cases(tmp: Path) -> list:
+    from tests.test_carriers import CONVERSATION, CONVERSATION_RULES, MIX_RULES, mix
+    from bridge.apply import CaptureReader
+
+    conversation = [data for _, data in CaptureReader(str(CONVERSATION)).frames()]
+    return [Case(p) for p in sorted(GOLDEN.glob("*.yaml")) if p.stem not in TIMING] + \
+        [AppliedCase("generated-mix", MIX_RULES, mix(), tmp), AppliedCase("conversation", CONVERSATION_RULES,
+                                                                          conversation, tmp)]
 
 
 def tag(vid: int) -> bytes:
@@ -160,7 +187,7 @@ def vm():
     prepare(install=False)
     build = build_module()
     python_bundle(build)
-    cases = golden_cases()
+    cases = golden_cases(build)
     (build / "cases.json").write_text(json.dumps([guest_case(c) for c in cases]))
     with VM(shares=shares(build), cpus=2, memory_mb=1024) as v:
         status, out = v.run(GUEST_SETUP, 60)
@@ -196,8 +223,9 @@ def test_no_amd64_kernel_macro_spells_an_engine_identifier():
 
 
 def test_golden_frames_through_the_bridge(vm):
-    """Every golden case that does not depend on timing: exact frames at the far
-    side, counters as the engine tests count them."""
+    """Every golden case that does not depend on timing, and the cross-carrier test's
+    generated mix and real conversation (tests/test_carriers.py): exact frames at the
+    far side, counters as the engine tests count them."""
     t0 = time.monotonic()
     out = ok(vm, f"""
         {agent(f"golden /kmod/cases.json /tmp/results.json {CTL} {CFG}")} || {{ cat /tmp/reshaper.log; exit 1; }}
