@@ -259,7 +259,7 @@ rm -rf "$CACHE/bundle"; mkdir -p "$B/module"
 cp "$WHEEL" "$B/"
 cp -r "$OUT/deps" "$B/deps"
 [ -z "$KO" ] || cp "$KO" "$B/module/"
-cp -r "$DKMS" "$B/dkms"
+mkdir -p "$B/dkms" && cp -r "$DKMS" "$B/dkms/"   # dkms/reshaper-VERSION, as install.sh takes it
 cp "$HERE/install.sh" "$HERE/reshaper.service" "$B/"
 cp "$HERE/rules.example.yaml" "$B/rules.example.yaml"
 [ ! -f "$HERE/README.md" ] || cp "$HERE/README.md" "$B/README.md"

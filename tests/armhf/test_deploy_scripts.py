@@ -8,7 +8,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BB = REPO / "deploy/beaglebone"
@@ -55,8 +54,7 @@ def exposure(report: str) -> tuple[float, str]:
 def test_unit_security_exposure(tmp_path):
     """systemd-analyze's rating of the unit file, offline: this machine's systemd is Debian 12's,
     as the board's. test_board_deploy.py rates the installed unit on the emulated board."""
-    if not shutil.which("systemd-analyze"):
-        pytest.skip("no systemd-analyze here")
+    assert shutil.which("systemd-analyze"), "systemd-analyze is missing (Debian package systemd)"
     shutil.copy(BB / "reshaper.service", tmp_path)
     r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", "reshaper.service"],
                        cwd=tmp_path, capture_output=True, text=True)
@@ -89,3 +87,14 @@ def test_build_for_a_kernel_headers_tree(bb_build, tmp_path):
     assert f"kernel={krel}" in subprocess.run(["tar", "xzOf", str(tmp_path / "reshaper-beaglebone-0.1.0.tar.gz"),
                                                "reshaper-beaglebone-0.1.0/BUILD-INFO"],
                                               capture_output=True, text=True).stdout
+
+
+def test_bundle_dkms_tree_is_where_install_sh_takes_it(bb_build):
+    """install.sh copies dkms/reshaper-VERSION to /usr/src for `dkms install`: the bundle has
+    that folder, with the engine beside the module sources (kmod/Makefile dkms-src)."""
+    names = subprocess.run(["tar", "tzf", str(bb_build["bundle"])], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert 'cp -r "dkms/reshaper-$dver" /usr/src/' in (BB / "install.sh").read_text()
+    top = "reshaper-beaglebone-0.1.0/dkms/reshaper-0.1.0/"
+    for name in ("dkms.conf", "Kbuild", "reshaper_main.c", "engine/engine.c"):
+        assert top + name in names, sorted(n for n in names if "/dkms/" in n)
