@@ -360,18 +360,6 @@ static const struct nf_hook_ops rs_nf_ops = {
 
 static struct genl_family rs_family;
 
-static const char *const rs_verify_msg[] = {
-	[RS_E_SHORT]	= "program shorter than its header or its declared length",
-	[RS_E_MAGIC]	= "not a reshaper program (bad magic)",
-	[RS_E_VERSION]	= "unsupported program version",
-	[RS_E_FLAGS]	= "unknown flag or non-zero reserved field",
-	[RS_E_RULES]	= "rule count or rule length inconsistent",
-	[RS_E_OPCODE]	= "unknown opcode, or an op in the wrong section",
-	[RS_E_OPLEN]	= "operand length wrong for its opcode",
-	[RS_E_OPERAND]	= "operand out of range",
-	[RS_E_ORDER]	= "reorder not followed by delay, or a timing action twice in a rule",
-};
-
 static struct rs_prog *rs_prog_get(struct rs_net *rn)
 {
 	return rcu_dereference_protected(rn->prog, 1);	/* under genl_mutex */
@@ -455,8 +443,7 @@ static int rs_cmd_load(struct sk_buff *skb, struct genl_info *info)
 	err = rs_program_verify(prog, len, &state_size);
 	if (err) {
 		NL_SET_BAD_ATTR(extack, a[RESHAPER_A_PROGRAM]);
-		if (-err > 0 && -err < ARRAY_SIZE(rs_verify_msg) && rs_verify_msg[-err])
-			extack->_msg = rs_verify_msg[-err];
+		extack->_msg = rs_verify_strerror(-err);	/* a string literal of engine.c */
 		return -EINVAL;
 	}
 	if (state_size > RS_MAX_STATE) {

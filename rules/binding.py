@@ -5,18 +5,6 @@ import typing
 
 from rules._engine import ffi, lib
 
-VERIFY_ERRORS = {
-    lib.RS_E_SHORT: "program shorter than its header or its declared length",
-    lib.RS_E_MAGIC: "not a reshaper program (bad magic)",
-    lib.RS_E_VERSION: "unsupported program version",
-    lib.RS_E_FLAGS: "unknown flag or non-zero reserved field",
-    lib.RS_E_RULES: "rule count or rule length inconsistent",
-    lib.RS_E_OPCODE: "unknown opcode, or an op in the wrong section",
-    lib.RS_E_OPLEN: "operand length wrong for its opcode",
-    lib.RS_E_OPERAND: "operand out of range",
-    lib.RS_E_ORDER: "reorder not followed by delay, or a timing action twice in a rule",
-}
-
 DROP_REASONS = {
     lib.RS_R_NONE: "none", lib.RS_R_DEFAULT: "default", lib.RS_R_RULE: "rule",
     lib.RS_R_LOSS: "loss", lib.RS_R_QUEUE: "queue", lib.RS_R_TTL: "ttl",
@@ -36,7 +24,7 @@ class ProgramError(ValueError):
 
     def __init__(self, code: int):
         self.code = code
-        super().__init__(f"program rejected by the verifier: {VERIFY_ERRORS.get(code, f'error {code}')}")
+        super().__init__(f"program rejected by the verifier: {ffi.string(lib.rs_verify_strerror(code)).decode()}")
 
 
 def program_verify(program: bytes) -> int:

@@ -3,7 +3,7 @@ import struct
 
 import pytest
 
-from rules._engine import lib
+from rules._engine import ffi, lib
 from rules.compiler import compile_rules
 from rules.config import load_config
 from rules.binding import Engine, ProgramError, program_verify
@@ -108,3 +108,13 @@ def test_state_size_grows_with_rate_limit():
     small = program("rules:\n  - {name: r, actions: [{rate: {bitrate: 1mbit, limit: 1}}]}\n")
     big = program("rules:\n  - {name: r, actions: [{rate: {bitrate: 1mbit, limit: 1001}}]}\n")
     assert program_verify(big) - program_verify(small) == 8000
+
+
+def test_every_verifier_error_has_its_words():
+    """rs_verify_strerror (engine.c) is the one text of each error, for Python and the module."""
+    codes = sorted(getattr(lib, n) for n in dir(lib) if n.startswith("RS_E_"))
+    assert codes == list(range(1, len(codes) + 1))
+    words = [ffi.string(lib.rs_verify_strerror(c)).decode() for c in codes]
+    assert "unknown verifier error" not in words and len(set(words)) == len(words), words
+    assert ffi.string(lib.rs_verify_strerror(len(codes) + 1)).decode() == "unknown verifier error"
+    assert str(ProgramError(lib.RS_E_MAGIC)) == "program rejected by the verifier: not a reshaper program (bad magic)"

@@ -312,6 +312,22 @@ int rs_program_verify(const uint8_t *prog, uint32_t len, uint32_t *state_size)
 	return err;
 }
 
+const char *rs_verify_strerror(int code)
+{
+	switch (code) {
+	case RS_E_SHORT:	return "program shorter than its header or its declared length";
+	case RS_E_MAGIC:	return "not a reshaper program (bad magic)";
+	case RS_E_VERSION:	return "unsupported program version";
+	case RS_E_FLAGS:	return "unknown flag or non-zero reserved field";
+	case RS_E_RULES:	return "rule count or rule length inconsistent";
+	case RS_E_OPCODE:	return "unknown opcode, or an op in the wrong section";
+	case RS_E_OPLEN:	return "operand length wrong for its opcode";
+	case RS_E_OPERAND:	return "operand out of range";
+	case RS_E_ORDER:	return "reorder not followed by delay, or a timing action twice in a rule";
+	default:		return "unknown verifier error";
+	}
+}
+
 /* ---- PRNG: xoshiro128** seeded through splitmix64 ------------------------
  * The 128-bit xoshiro state is kept as prng[0] = s0 | s1 << 32 and
  * prng[1] = s2 | s3 << 32. Seeding: x = seed; prng[0] = rs_splitmix64(&x);

@@ -205,6 +205,9 @@ struct rs_state {
 /* Checks prog completely. Returns 0 and sets *state_size, or -RS_E_*. */
 int rs_program_verify(const uint8_t *prog, uint32_t len, uint32_t *state_size);
 
+/* What RS_E_* code (positive) means, in words; the one text user space and the module show. */
+const char *rs_verify_strerror(int code);
+
 /* Zeroes state (size from rs_program_verify) and seeds its PRNG. */
 void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 		   uint32_t state_size, uint64_t seed);
