@@ -21,7 +21,6 @@ import threading
 import time
 
 from bridge.control import RUN_DIR, ControlServer, default_control_path, netns_id
-from rules.compiler import compile_rules
 from rules.config import Config, ConfigError, load_config, mode_problems
 
 STATUS_PREFIX = "reshaper: "
@@ -195,7 +194,7 @@ class Appliance:
                 raise ConfigError(problems)
             if not self.same_ports(self.config, config):
                 raise SetupError("ports changed: restart reshaper to move it to other interfaces")
-            program = compile_rules(config)
+            program = config.program
             # between two slices of forwarding: no frame sees a half-loaded program. Under the
             # lock: the control thread never sees one program's rules with another's counters
             # (kernel mode's counters are the module's, which has the new program once load returns)
@@ -225,7 +224,7 @@ class Appliance:
 
         os.makedirs(RUN_DIR, exist_ok=True)
         clean_stale_state(self.config, self.namespace_wide)
-        program = compile_rules(self.config)
+        program = self.config.program
         self.record()
         try:
             self.set_up(program)

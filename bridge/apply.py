@@ -16,7 +16,6 @@ from collections import Counter
 from typing import Iterator
 
 from rules._engine import lib
-from rules.compiler import compile_rules
 from rules.config import Config
 from rules.binding import Engine, RULE_COUNTERS
 
@@ -465,7 +464,7 @@ def apply_capture(config: Config, in_path: str, out_path: str, from_port: str = 
     """
     from bridge.hooks import Hooks
 
-    program = program or compile_rules(config)
+    program = program or config.program
     engine = Engine(program, seed)
     hooks = Hooks(config, "apply")
     in_vlan = config.ports[from_port].vlan

@@ -29,14 +29,13 @@ def _report_errors(exc: ConfigError) -> int:
 
 
 def cmd_check(args) -> int:
-    from rules.compiler import compile_rules
     from rules.binding import program_verify
 
     try:
         config = _load(args.config, args.mode, args.hooks_path)
-        program = compile_rules(config)
     except ConfigError as exc:
         return _report_errors(exc)
+    program = config.program
     state_size = program_verify(program)
     print(f"{args.config}: ok")
     for name in ("a", "b"):

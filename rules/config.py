@@ -78,6 +78,7 @@ class Config:
     rules: list[Rule]
     hooks_path: list[str] = dataclasses.field(default_factory=list)  # where python hooks may come from
     rules_node: Node | None = None  # the rules list: where what is wrong with the whole program is reported
+    program: bytes = b""  # the compiled program, verified: load_config makes it once for every user
 
 
 # ---- errors ---------------------------------------------------------------------
@@ -690,7 +691,7 @@ def _load(path: str, text: str, hooks_path: list[str] | None) -> Config:
         raise ConfigError(chk.errors)
     config = Config(path, ports, forward, default, malformed, rules, hooks, rules_node)
     from rules.compiler import compile_rules  # it imports this module
-    compile_rules(config)  # what the checks missed and the engine refuses: a ConfigError too
+    config.program = compile_rules(config)  # what the checks missed and the engine refuses: a ConfigError too
     return config
 
 
@@ -1007,8 +1008,7 @@ def mode_problems(config: Config, mode: str) -> list[Diagnostic]:
             if hook is not None:
                 chk.error(hook.node, f"rule {rule.name!r}: python hooks run in user space; the kernel module "
                                      "cannot call them (use --mode ring or nfqueue)")
-        from rules.compiler import compile_rules  # it imports this module
-        length = len(compile_rules(config))
+        length = len(config.program)
         if length > KERNEL_MAX_PROGRAM_LEN:
             chk.error(config.rules_node, f"expected rules that compile to at most {KERNEL_MAX_PROGRAM_LEN} bytes for "
                                          f"the kernel module, these take {length} (the program goes in one netlink "
