@@ -12,7 +12,7 @@ APT_PACKAGES := python3-venv python3-dev gcc iproute2 iputils-ping iptables libn
 APT_TEST_PACKAGES := clang libclang-rt-14-dev valgrind netsniff-ng strace tshark iperf3 \
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-system-arm qemu-user-static binfmt-support debootstrap
 ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
-RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/_ffi_build.py)
+RING_SOURCES := $(wildcard ring/*.c ring/*.h)
 FUZZ_SECONDS ?= 60
 
 .PHONY: demo test setup test-setup apt apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine kmod bench-kernel bench bench-vm clean
@@ -38,7 +38,7 @@ apt:
 apt-test:
 	$(call apt_install,$(APT_TEST_PACKAGES))
 
-$(VENV)/.installed: pyproject.toml setup.py rules/_ffi_build.py $(ENGINE_SOURCES) $(RING_SOURCES)
+$(VENV)/.installed: pyproject.toml setup.py reshaper/_ffi_build.py kmod/reshaper_genl.h $(ENGINE_SOURCES) $(RING_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --cache-dir $(CACHE)/pip --upgrade pip setuptools wheel cffi
 	$(PY) -m pip install -q --cache-dir $(CACHE)/pip -e '.[test]'
@@ -108,4 +108,4 @@ bench-kernel: setup vm-prepare
 	$(PY) -m tests.kmod.bench_kernel
 
 clean:
-	rm -rf build $(VENV) *.egg-info rules/_engine*.so
+	rm -rf build $(VENV) *.egg-info reshaper/_native*.so

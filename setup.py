@@ -1,5 +1,5 @@
-# The cffi extensions are declared here: setuptools reads cffi_modules only
+# The cffi extension is declared here: setuptools reads cffi_modules only
 # from setup(); everything else is in pyproject.toml.
 from setuptools import setup
 
-setup(cffi_modules=["rules/_ffi_build.py:ffibuilder", "ring/_ffi_build.py:ffibuilder"])
+setup(cffi_modules=["reshaper/_ffi_build.py:ffibuilder"])

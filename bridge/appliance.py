@@ -20,8 +20,8 @@ import sys
 import threading
 import time
 
-from bridge.control import RUN_DIR, ControlServer, default_control_path, netns_id
-from rules.config import Config, ConfigError, load_config, mode_problems
+from reshaper.bridge.control import RUN_DIR, ControlServer, default_control_path, netns_id
+from reshaper.rules.config import Config, ConfigError, load_config, mode_problems
 
 STATUS_PREFIX = "reshaper: "
 # A Linux bridge of kernel or nfqueue mode forwards every frame to the other port, as ring
@@ -220,7 +220,7 @@ class Appliance:
         log(message)
 
     def run(self) -> int:
-        from ring import drop_capabilities
+        from reshaper.ring import drop_capabilities
 
         os.makedirs(RUN_DIR, exist_ok=True)
         clean_stale_state(self.config, self.namespace_wide)

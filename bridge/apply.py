@@ -15,9 +15,9 @@ import tempfile
 from collections import Counter
 from typing import Iterator
 
-from rules._engine import lib
-from rules.config import Config
-from rules.binding import Engine, RULE_COUNTERS
+from reshaper._native import lib
+from reshaper.rules.config import Config
+from reshaper.rules.binding import Engine, RULE_COUNTERS
 
 LINKTYPE_ETHERNET = 1
 TPID_8021Q = 0x8100
@@ -462,7 +462,7 @@ def apply_capture(config: Config, in_path: str, out_path: str, from_port: str = 
     Frames that python hooks send back by the ingress port go to replies_path. A hook's frame leaves at
     its capture time, however long the hook took (its timeout bounds that).
     """
-    from bridge.hooks import Hooks
+    from reshaper.bridge.hooks import Hooks
 
     program = program or config.program
     engine = Engine(program, seed)

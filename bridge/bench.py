@@ -7,7 +7,7 @@ Topology (bridge/netns.py), all on this machine, in network namespaces:
 
     generator (ns a, CPU 0) a0 <-veth-> a1 [ns br: device under test, CPU 1] b1 <-veth-> b0 (ns b): sink
 
-Every mode runs the same rule file (default rules/examples/five-rules.yaml, ports
+Every mode runs the same rule file (default examples/five-rules.yaml, ports
 rewritten to plain a: a1, b: b1), on the same round-robin mix of five frames
 (frame_mix: each hits another branch of the five-rule program). Modes:
 
@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-FIVE_RULES = REPO / "rules" / "examples" / "five-rules.yaml"
+FIVE_RULES = REPO / "examples" / "five-rules.yaml"
 CACHE = Path(os.environ.get("RESHAPER_CACHE", Path.home() / ".cache" / "reshaper")) / "bench"
 GEN_CPU, FWD_CPU = 0, 1
 SRC_MAC, DST_MAC = "02:00:00:00:aa:01", "02:00:00:00:bb:01"
@@ -107,7 +107,7 @@ def frame_mix(size: int) -> list[tuple[str, bytes]]:
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether
 
-    from bridge.netns import HOST_B
+    from reshaper.bridge.netns import HOST_B
 
     eth = Ether(src=SRC_MAC, dst=DST_MAC)
     heads = [
@@ -479,10 +479,10 @@ class Reshaper:
         self.pid = None
 
     def start(self, timeout: float = 240.0) -> None:   # python under the VM's TCG starts slowly
-        from bridge.control import read_stats
+        from reshaper.bridge.control import read_stats
 
         env = {**os.environ, "RESHAPER_RUN_DIR": str(self.tmp / "run")}
-        argv = [*RT_PREFIX, "taskset", "-c", str(FWD_CPU), sys.executable, "-m", "bridge", "run", str(self.config),
+        argv = [*RT_PREFIX, "taskset", "-c", str(FWD_CPU), sys.executable, "-m", "reshaper", "run", str(self.config),
                 "--mode", self.name, "--control", self.control, "--status-interval", "0"]
         self._log = open(self.log_path, "a")
         self.proc = self.topo.br.popen(argv, stderr=self._log, stdout=self._log, env=env)
@@ -501,7 +501,7 @@ class Reshaper:
         raise RuntimeError(f"reshaper --mode {self.name} did not come up: {self.log_path.read_text()[-800:]}")
 
     def counters(self) -> dict:
-        from bridge.control import read_stats
+        from reshaper.bridge.control import read_stats
 
         out = {}
         for attempt in range(5):   # the control thread shares a saturated CPU: it may answer late
@@ -550,7 +550,7 @@ class NaivePython:
 
     def start(self) -> None:
         argv = [*RT_PREFIX, "taskset", "-c", str(FWD_CPU), sys.executable, "-c",
-                "import sys; from bridge.bench import naive_forward; naive_forward(*sys.argv[1:])",
+                "import sys; from reshaper.bridge.bench import naive_forward; naive_forward(*sys.argv[1:])",
                 "a1", "b1", self.stats_path]
         if os.path.exists(self.stats_path):
             os.unlink(self.stats_path)
@@ -590,7 +590,7 @@ class Probe:
     """Stamped UDP datagrams from ns a to a socket in ns b (SO_TIMESTAMPNS), sleep-paced."""
 
     def __init__(self, topo, pps: float):
-        from bridge.netns import HOST_B
+        from reshaper.bridge.netns import HOST_B
 
         self.pps = pps
         self.dst = (HOST_B["v4"], PROBE_PORT)
@@ -913,7 +913,7 @@ def write_frames(sizes: list[int], dest: Path) -> dict[int, Path]:
 
 def _static_neighbours(topo) -> None:
     """a and b know each other's MAC: the probe needs no ARP (one-way forwarders work too)."""
-    from bridge.netns import HOST_A, HOST_B
+    from reshaper.bridge.netns import HOST_A, HOST_B
 
     macs = {}
     for ns, ifname in ((topo.a, "a0"), (topo.b, "b0")):
@@ -937,8 +937,8 @@ def unavailable_reason(mode: str, in_vm: bool) -> str | None:
 
 
 def run_bench(args) -> dict:
-    from bridge.netns import Topology
-    from ring import GRO, GSO, TSO, set_offloads
+    from reshaper.bridge.netns import Topology
+    from reshaper.ring import GRO, GSO, TSO, set_offloads
 
     # this process (the probe and the bookkeeping) stays on the generator's CPU
     os.sched_setaffinity(0, {GEN_CPU})
@@ -1095,7 +1095,7 @@ three roles are three hosts; run the same pieces by hand (replace interface name
    ip link add link eth0 name eth0.100 type vlan id 100; ip addr add 10.77.0.1/24 dev eth0.100; ip link set eth0.100 up
    ip neigh replace 10.77.0.2 lladdr <sink MAC> dev eth0.100
    gcc -O2 -o bench_gen bridge/bench_gen.c
-   python3 -c 'from bridge.bench import frame_mix; print("".join(d.hex()+"\\n" for _, d in frame_mix(64)))' > f64.hex
+   python3 -c 'from reshaper.bridge.bench import frame_mix; print("".join(d.hex()+"\\n" for _, d in frame_mix(64)))' > f64.hex
    taskset -c 0 ./bench_gen eth0.100 f64.hex 10 0        # saturation: frames/s the board delivers
    taskset -c 0 ./bench_gen eth0.100 f64.hex 10 RATE     # binary search RATE for loss < 0.1 %
    ```
@@ -1351,7 +1351,7 @@ def run_in_vm(args) -> dict:
     write_frames(args.sizes, out_dir)
     guest_out = "/benchout"
     share = {**shares(build), str(out_dir): guest_out}
-    inner = ["$PY", "-m", "bridge", "bench"] + ([args.config] if args.config else []) + [
+    inner = ["$PY", "-m", "reshaper", "bench"] + ([args.config] if args.config else []) + [
         "--modes", ",".join(args.modes), "--sizes", ",".join(map(str, args.sizes)),
         "--duration", str(args.duration), "--search-steps", str(args.search_steps),
         "--search-duration", str(args.search_duration), "--probe-pps", str(args.probe_pps),
@@ -1406,7 +1406,7 @@ def run_in_vm(args) -> dict:
 
 def add_arguments(p) -> None:
     p.add_argument("config", metavar="CONFIG", nargs="?",
-                   help="rule file (default rules/examples/five-rules.yaml); its ports are rewritten to the bench's")
+                   help="rule file (default examples/five-rules.yaml); its ports are rewritten to the bench's")
     p.add_argument("--modes", default=None,
                    help=f"comma-separated subset of {','.join(ALL_MODES)} (default all; --quick: ring,nfqueue,"
                         "linux-bridge,python)")
@@ -1459,7 +1459,7 @@ def main(args) -> int:
         log(f"reshaper bench: {args.config}: no such file")
         return 2
     if args.config:
-        from rules.config import ConfigError, load_config
+        from reshaper.rules.config import ConfigError, load_config
         try:
             load_config(args.config)
         except ConfigError as exc:

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from rules.config import MODES, Config, ConfigError, load_config, mode_problems
+from reshaper.rules.config import MODES, Config, ConfigError, load_config, mode_problems
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -29,7 +29,7 @@ def _report_errors(exc: ConfigError) -> int:
 
 
 def cmd_check(args) -> int:
-    from rules.binding import program_verify
+    from reshaper.rules.binding import program_verify
 
     try:
         config = _load(args.config, args.mode, args.hooks_path)
@@ -59,8 +59,8 @@ def cmd_check(args) -> int:
 def cmd_apply(args) -> int:
     import signal
 
-    from bridge.apply import CaptureError, apply_capture
-    from bridge.hooks import HookLoadError
+    from reshaper.bridge.apply import CaptureError, apply_capture
+    from reshaper.bridge.hooks import HookLoadError
 
     try:
         config = _load(args.config, hooks_path=args.hooks_path)
@@ -85,14 +85,14 @@ def cmd_apply(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from bridge.run import run
+    from reshaper.bridge.run import run
 
     return run(args.config, args.mode, args.control, args.status_interval, args.seed, args.hooks_path,
                args.busy_poll)
 
 
 def cmd_stats(args) -> int:
-    from bridge.control import RUN_DIR, instances_here, read_stats
+    from reshaper.bridge.control import RUN_DIR, instances_here, read_stats
 
     path = args.control
     if path is None:
@@ -141,13 +141,13 @@ def format_stats(stats: dict) -> str:
 
 
 def cmd_demo(args) -> int:
-    from bridge.demo import run_demo
+    from reshaper.bridge.demo import run_demo
 
     return run_demo()
 
 
 def cmd_bench(args) -> int:
-    from bridge.bench import main as bench_main
+    from reshaper.bridge.bench import main as bench_main
 
     return bench_main(args)
 
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="the modes side by side: loss-free rate, latency, CPU per frame")
-    from bridge.bench import add_arguments as bench_arguments
+    from reshaper.bridge.bench import add_arguments as bench_arguments
     bench_arguments(p)
     p.set_defaults(func=cmd_bench)
     return parser

@@ -1,7 +1,7 @@
 """`reshaper demo`: the appliance in network namespaces, with real traffic.
 
 Host a and host b, each in a namespace, talk through reshaper running in
-ring mode in a third one, on the rules of rules/examples/demo.yaml. The
+ring mode in a third one, on the rules of examples/demo.yaml. The
 demo sends ping, UDP and TCP across, shows what the rules did as host b saw
 it and the bridge's counters, then removes everything it made.
 """
@@ -15,9 +15,9 @@ import sys
 import tempfile
 import time
 
-from bridge.control import read_stats
-from bridge.netns import HOST_B, Topology
-from rules.examples import example
+from reshaper.bridge.control import read_stats
+from reshaper.bridge.netns import HOST_B, Topology
+from reshaper.examples import example
 
 IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
 
@@ -100,7 +100,7 @@ def run_demo() -> int:
     with tempfile.TemporaryDirectory(prefix="reshaper-demo-") as tmp, Topology("rsdemo") as topo:
         control = os.path.join(tmp, "control.sock")
         say("namespaces rsdemo-a (10.77.0.1), rsdemo-br (reshaper, ring mode), rsdemo-b (10.77.0.2)")
-        bridge = topo.br.popen([sys.executable, "-m", "bridge", "run", config, "--mode", "ring",
+        bridge = topo.br.popen([sys.executable, "-m", "reshaper", "run", config, "--mode", "ring",
                                 "--control", control, "--status-interval", "0"])
         try:
             wait_for_control(control, bridge)
@@ -111,7 +111,7 @@ def run_demo() -> int:
             demo_loss(topo)
             demo_tcp(topo, control)
             say("\nreshaper stats:")
-            stats = topo.br.run([sys.executable, "-m", "bridge", "stats", "--control", control],
+            stats = topo.br.run([sys.executable, "-m", "reshaper", "stats", "--control", control],
                                 capture_output=True, text=True)
             say(stats.stdout.rstrip())
         finally:

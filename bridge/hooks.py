@@ -44,8 +44,9 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
-from bridge.appliance import SetupError
-from rules.config import Config
+from reshaper.bridge.appliance import SetupError
+from reshaper.hook import HookContext, Reply
+from reshaper.rules.config import Config
 
 # calls: frames handed to the hook; each ends answered, as an error or as a timeout (late: answers
 # that came after their frame's deadline and were discarded)
@@ -57,20 +58,6 @@ _LOADED: set[str] = set()  # top-level modules load_hook imported from hooks_pat
 class HookLoadError(SetupError):
     pass
 
-
-class Reply:
-    """A frame that leaves by the port its trigger came in on."""
-
-    def __init__(self, frame):
-        self.frame = frame
-
-
-@dataclasses.dataclass(frozen=True)
-class HookContext:
-    port: str
-    rule: str
-    timestamp_ns: int
-    mode: str
 
 
 def load_hook(call: str, paths: list[str]):

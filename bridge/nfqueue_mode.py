@@ -4,7 +4,7 @@ The yardstick mode: what many people would try first. Frames cross a Linux
 bridge; the bridge's own nf_call_iptables/ip6tables switches hand their IP
 packets to iptables, where a chain of ours (RESHAPER) queues those entering
 from each port to a queue of its own (one per port, so the queue says the
-port). Each packet runs through the same C engine (rules._engine, L3 mode);
+port). Each packet runs through the same C engine (reshaper._native, L3 mode);
 a changed packet goes back with the verdict. Delays hold the packet and give
 the verdict later, from a timer queue in this process.
 
@@ -32,9 +32,9 @@ from collections import deque
 
 from pyroute2 import IPRoute
 
-from bridge.appliance import WIRE_BRIDGE, Appliance, SetupError, log
-from rules._engine import lib
-from rules.binding import Engine
+from reshaper.bridge.appliance import WIRE_BRIDGE, Appliance, SetupError, log
+from reshaper._native import lib
+from reshaper.rules.binding import Engine
 
 CHAIN = "RESHAPER"
 QUEUE_BASE = int(os.environ.get("RESHAPER_NFQUEUE_BASE", "7100"))
@@ -227,7 +227,7 @@ class NfqueueAppliance(Appliance):
             ipr.link("set", index=bridge, state="up")
 
     def load(self, program: bytes, config):
-        from bridge.hooks import Hooks
+        from reshaper.bridge.hooks import Hooks
 
         # hooks load with the program, so a reload that cannot load one keeps the old pair
         hooks = Hooks(config, self.mode)

@@ -18,7 +18,7 @@ import threading
 
 from pyroute2 import IPRoute
 
-from bridge.appliance import Appliance, SetupError
+from reshaper.bridge.appliance import Appliance, SetupError
 
 IFF_UP = 0x1
 
@@ -89,7 +89,7 @@ def check_pool(config, slot_size: int, rates_mbit: dict[str, int] | None = None)
 
 def restore(saved: dict) -> None:
     """Puts interfaces back as the state file recorded them (offloads, link state)."""
-    from ring import RingError, set_offloads
+    from reshaper.ring import RingError, set_offloads
 
     for iface, bits in saved.get("offloads", {}).items():
         try:
@@ -136,7 +136,7 @@ class HookWorker(threading.Thread):
 
     def __init__(self, bridge):
         super().__init__(name="hooks", daemon=True)
-        from ring import ffi
+        from reshaper.ring import ffi
 
         self.bridge = bridge
         self.hooks_by_generation: dict[int, object] = {}
@@ -168,7 +168,7 @@ class HookWorker(threading.Thread):
         self.join(5)
 
     def run(self) -> None:
-        from bridge.appliance import log
+        from reshaper.bridge.appliance import log
 
         fd = self.bridge.hook_fd()
         while not self._stopping:
@@ -210,7 +210,7 @@ class RingAppliance(Appliance):
     worker: HookWorker | None = None
 
     def set_up(self, program: bytes) -> None:
-        from ring import GRO, RingBridge, RingError, RingPort, frame_size_for, set_offloads
+        from reshaper.ring import GRO, RingBridge, RingError, RingPort, frame_size_for, set_offloads
 
         mtus, down = interface_mtus(self.config)
         # before anything changes: a pool that cannot fit is an error at start
@@ -232,7 +232,7 @@ class RingAppliance(Appliance):
         self.bridge = RingBridge(a, b, pool_frames=pool, busy_poll_us=self.busy_poll_us)
 
     def load(self, program: bytes, config):
-        from bridge.hooks import Hooks
+        from reshaper.bridge.hooks import Hooks
 
         hooks = Hooks(config, self.mode)  # a hook that does not load refuses the program
         # on reload: the new rules' delay buffers must fit (else the old rules stay); the pool only grows

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from bridge.appliance import SetupError, log
-from rules.config import ConfigError, load_config, mode_problems
+from reshaper.bridge.appliance import SetupError, log
+from reshaper.rules.config import ConfigError, load_config, mode_problems
 
 
 def run(config_path: str, mode: str, control: str | None, status_interval: float, seed: int,
@@ -19,11 +19,11 @@ def run(config_path: str, mode: str, control: str | None, status_interval: float
             print(d, file=sys.stderr)
         return 1
     if mode == "ring":
-        from bridge.ring_mode import RingAppliance as Mode
+        from reshaper.bridge.ring_mode import RingAppliance as Mode
     elif mode == "nfqueue":
-        from bridge.nfqueue_mode import NfqueueAppliance as Mode
+        from reshaper.bridge.nfqueue_mode import NfqueueAppliance as Mode
     else:
-        from bridge.kernel_mode import KernelAppliance as Mode
+        from reshaper.bridge.kernel_mode import KernelAppliance as Mode
     try:
         return Mode(config, control, status_interval, seed, hooks_path, busy_poll_us).run()
     except SetupError as exc:

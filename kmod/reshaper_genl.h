@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
  * reshaper generic netlink family: what user space sends and reads.
- * bridge/kernel.py mirrors these numbers; change both together.
+ * User space reads every number and the port-stats layout from this file
+ * (reshaper/_ffi_build.py puts it in the native extension; bridge/kernel_genl.py).
  */
 #ifndef RESHAPER_GENL_H
 #define RESHAPER_GENL_H

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from ring import _ring
-from rules.binding import Engine
+from reshaper._native import ffi, lib
+from reshaper.rules.binding import Engine
 
-ffi, lib = _ring.ffi, _ring.lib
-
-PORT_COUNTERS = ("rx", "rx_bytes", "tx", "tx_bytes", "ring_drops", "tx_full", "tx_errors", "oversize",
-                 "csum_completed", "gso_rx", "gso_tx")
+PORT_COUNTERS = tuple(name for name, _ in ffi.typeof("struct rs_port_stats").fields)  # ring.h
 GRO, GSO, TSO = 1, 2, 4
 
 
@@ -61,7 +58,7 @@ class RingBridge:
 
     def load(self, program: bytes, seed: int = 0) -> Engine:
         """Makes program the one the next frame meets; the previous engine is returned to nobody."""
-        engine = Engine(program, seed, backend=_ring)
+        engine = Engine(program, seed)
         lib.rs_bridge_set_program(self._bridge, engine.program, engine.program_len, engine.state)
         self.engine = engine  # keeps program and state alive while C uses them
         return engine

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typing
 
-from rules._engine import ffi, lib
+from reshaper._native import ffi, lib
 
 DROP_REASONS = {
     lib.RS_R_NONE: "none", lib.RS_R_DEFAULT: "default", lib.RS_R_RULE: "rule",
@@ -49,11 +49,9 @@ class Verdict(typing.NamedTuple):  # a tuple: built once per frame, so kept chea
 class Engine:
     """One program with its state: the PRNG, counters and timing queues."""
 
-    def __init__(self, program: bytes, seed: int = 0, backend=None):
-        """backend: a cffi extension holding the engine (default rules._engine);
-        ring._ring passes its own so that its C loop can use program and state."""
+    def __init__(self, program: bytes, seed: int = 0):
         self.state_size = program_verify(program)
-        self.ffi, self.lib = (backend.ffi, backend.lib) if backend else (ffi, lib)
+        self.ffi, self.lib = ffi, lib   # one extension: ring mode's C loop uses this program and state
         self.program = self.ffi.new("uint8_t[]", program)
         self.program_len = len(program)
         self.state = self.ffi.new("uint8_t[]", self.state_size)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import struct
 
-from rules._engine import lib
-from rules.binding import ProgramError, program_verify
-from rules.config import ETH_TYPES, VLAN_TPIDS, Action, Config, ConfigError, Diagnostic, Match, Rule
+from reshaper._native import lib
+from reshaper.rules.binding import ProgramError, program_verify
+from reshaper.rules.config import ETH_TYPES, VLAN_TPIDS, Action, Config, ConfigError, Diagnostic, Match, Rule
 
 _RANGE_FIELDS = {
     "vlan": lib.RS_F_VLAN, "vlan_pcp": lib.RS_F_VLAN_PCP, "ip_proto": lib.RS_F_IP_PROTO,

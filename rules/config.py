@@ -21,7 +21,7 @@ from yaml.constructor import SafeConstructor
 from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from rules._engine import lib
+from reshaper._native import lib
 
 # ---- the result ---------------------------------------------------------------
 
@@ -690,7 +690,7 @@ def _load(path: str, text: str, hooks_path: list[str] | None) -> Config:
     if chk.errors or version is None:
         raise ConfigError(chk.errors)
     config = Config(path, ports, forward, default, malformed, rules, hooks, rules_node)
-    from rules.compiler import compile_rules  # it imports this module
+    from reshaper.rules.compiler import compile_rules  # it imports this module
     config.program = compile_rules(config)  # what the checks missed and the engine refuses: a ConfigError too
     return config
 
@@ -752,7 +752,7 @@ def _load_rules(chk: _Checker, node: Node) -> list[Rule]:
 def _check_program(chk: _Checker, rules: list[Rule], node: Node) -> None:
     """The engine's limits on a program (rules/engine/rs_program.h), at the rule or the list past them;
     the compiler says how many ops and bytes each rule takes."""
-    from rules.compiler import compile_action, compile_match  # it imports this module
+    from reshaper.rules.compiler import compile_action, compile_match  # it imports this module
     length = lib.RS_HDR_LEN
     for rule in rules:
         ctx = f"rule {rule.name!r}: "

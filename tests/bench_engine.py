@@ -22,9 +22,9 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.utils import RawPcapWriter
 
-from rules.compiler import compile_rules
-from rules.config import load_config
-from rules.examples import example
+from reshaper.rules.compiler import compile_rules
+from reshaper.rules.config import load_config
+from reshaper.examples import example
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ENGINE = ROOT / "rules" / "engine"
@@ -85,7 +85,7 @@ def apply_throughput(tmp: pathlib.Path, n: int) -> dict:
     config = tmp / "plain.yaml"
     config.write_text(re.sub(r"ports:\n(  .*\n)+", "ports: {a: eth0.100, b: eth0.200}\n", CONFIG.read_text()))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bridge", "apply", str(config), str(pcap), str(tmp / "out.pcap")],
+    subprocess.run([sys.executable, "-m", "reshaper", "apply", str(config), str(pcap), str(tmp / "out.pcap")],
                    check=True, capture_output=True)
     elapsed = time.perf_counter() - start
     return {"frames": n, "seconds": elapsed, "frames_per_second": n / elapsed}

@@ -11,7 +11,7 @@ Modes:
            br_netfilter's bridge-nf-call-* off in that namespace (a plain bridge), a static
            FDB entry for the destination MAC (known-unicast forwarding, no flooding).
   ring     `reshaper run --mode ring`, no rules, pinned to CPU 1.
-  ring-5   the same with rules/examples/five-rules.yaml (ports rewritten to a: a1, b: b1).
+  ring-5   the same with examples/five-rules.yaml (ports rewritten to a: a1, b: b1).
 
 The generator is trafgen (Debian netsniff-ng), pinned to CPU 0, sending a round-robin mix
 of five frames, each of which hits a different branch of the five-rule program:
@@ -46,15 +46,15 @@ from pathlib import Path
 
 import yaml
 
-from bridge.bench import (BRIDGE_DEV, LinuxBridge, Trafgen, build_shim, cpu_times, frame_mix,  # noqa: F401
+from reshaper.bridge.bench import (BRIDGE_DEV, LinuxBridge, Trafgen, build_shim, cpu_times, frame_mix,  # noqa: F401
                           link_stats, machine, net_rx_softirqs, percentile, proc_cpu, qemu_running,
                           set_rps, trafgen_config, unwind_on_sigterm)
-from bridge.netns import HOST_B, Topology
-from ring import GRO, GSO, TSO, set_offloads
+from reshaper.bridge.netns import HOST_B, Topology
+from reshaper.ring import GRO, GSO, TSO, set_offloads
 from tests.live import Bridge
 
 REPO = Path(__file__).resolve().parent.parent
-FIVE_RULES = REPO / "rules" / "examples" / "five-rules.yaml"
+FIVE_RULES = REPO / "examples" / "five-rules.yaml"
 GEN_CPU, FWD_CPU = 0, 1
 MODES = ("kernel", "ring", "ring-5", "kernel-rps", "ring-5-busy")
 BUSY_POLL_US = 20_000  # ring-5-busy: longer than the ping interval, so the loop never sleeps under ping
@@ -145,7 +145,7 @@ def delta(before: dict, after: dict) -> dict:
 # ---- the forwarders --------------------------------------------------------------
 
 class KernelBridge(LinuxBridge):
-    """bridge.bench's plain Linux bridge (br_netfilter hooks off, static FDB entry), optionally
+    """reshaper.bridge.bench's plain Linux bridge (br_netfilter hooks off, static FDB entry), optionally
     with a1's receive steered to the forwarder's CPU (RPS), as reshaper's path is."""
 
     def __init__(self, topo: Topology, rps: bool = False):

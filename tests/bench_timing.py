@@ -145,7 +145,7 @@ def send_stamped(sock: socket.socket, dst: tuple[str, int], n: int, pps: float, 
 def one_way(topo, port: int, n: int, pps: float, src: str = "a", size: int = 64,
             threaded: bool = False) -> tuple[list, float]:
     """n stamped datagrams from host src to the other host's UDP port; [(seq, tx, rx)], achieved pps."""
-    from bridge.netns import HOST_A, HOST_B
+    from reshaper.bridge.netns import HOST_A, HOST_B
 
     sender_ns, sink_ns, dst = (topo.a, topo.b, HOST_B["v4"]) if src == "a" else (topo.b, topo.a, HOST_A["v4"])
     sink = Sink(sink_ns.socket(socket.AF_INET, socket.SOCK_DGRAM), port, threaded)
@@ -203,7 +203,7 @@ def netem_args(actions: str) -> list[str]:
     the bad and good states (tc-netem(8); iproute2 hands the kernel h = 1 - its third
     argument), where reshaper's h and k are the chances a frame survives.
     """
-    from rules.config import load_config
+    from reshaper.rules.config import load_config
 
     text = f"version: 1\nports: {{a: a1, b: b1}}\nrules:\n  - name: r\n    actions: {actions}\n"
     out: list[str] = []
@@ -241,7 +241,7 @@ class Live:
     def __init__(self, prefix: str = "bt", rt: bool = False):
         self.rt = rt
         self.busy_poll = 0  # --busy-poll US for the bridge
-        from bridge.netns import Topology
+        from reshaper.bridge.netns import Topology
         self.topo = Topology(prefix).__enter__()
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-timing-"))
         self.bridge = None
@@ -281,15 +281,15 @@ class Live:
 
 
 class NetemLive:
-    """The same topology, a Linux bridge (bridge.bench.LinuxBridge) in the bridge namespace
+    """The same topology, a Linux bridge (reshaper.bridge.bench.LinuxBridge) in the bridge namespace
     and netem on b1, toward host b: select(port) makes that port's rule the qdisc
     (netem_args), or none for a port without a rule. Static neighbours: no ARP through netem."""
     backend = "netem"
     DEV = "b1"
 
     def __init__(self, prefix: str = "bt"):
-        from bridge.bench import LinuxBridge, _static_neighbours
-        from bridge.netns import Topology
+        from reshaper.bridge.bench import LinuxBridge, _static_neighbours
+        from reshaper.bridge.netns import Topology
         self.topo = Topology(prefix).__enter__()
         try:
             _static_neighbours(self.topo)
@@ -492,7 +492,7 @@ def run_in_vm(args, inner: list[str]) -> dict:
     """Boots the Debian-kernel VM once (tests/vm, set up as `reshaper bench --vm` does) and runs
     this script in it twice with the same options: reshaper ring mode, then netem.
     The repository is shared at its own path: each run writes its JSON and log to build/timing-vm/."""
-    from bridge.bench import machine
+    from reshaper.bridge.bench import machine
     from tests.kmod.common import GUEST_SETUP, REPO, build_module, python_bundle, shares
     from tests.vm import VM, kernel_problems, kernel_version, prepare
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from bridge.netns import Topology
+from reshaper.bridge.netns import Topology
 from tests.live import FrameTap
 from tests.vm.runner import HEADERS_BUILT_AGAINST, apt_lists_time
 

@@ -13,9 +13,9 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
-from rules.compiler import compile_rules
-from rules.config import ConfigError, load_config
-from rules.examples import EXAMPLES
+from reshaper.rules.compiler import compile_rules
+from reshaper.rules.config import ConfigError, load_config
+from reshaper.examples import EXAMPLES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

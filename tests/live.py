@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 
-from bridge.control import read_stats
-from bridge.netns import Namespace
+from reshaper.bridge.control import read_stats
+from reshaper.bridge.netns import Namespace
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -89,7 +89,7 @@ class Bridge:
         self.control = str(tmp_path / f"{ns.name}.sock")
         self.log_path = tmp_path / f"{ns.name}.log"
         self.env = {**os.environ, "RESHAPER_RUN_DIR": str(tmp_path / "run")}
-        self.argv = [sys.executable, "-m", "bridge", "run", self.config_path, "--mode", mode,
+        self.argv = [sys.executable, "-m", "reshaper", "run", self.config_path, "--mode", mode,
                      "--control", self.control, "--status-interval", "0", *extra]
         self.proc = None
 

@@ -32,7 +32,7 @@ def apply(tmp_path, config_text, frames, *args, nano=False):
     config = tmp_path / "rules.yaml"
     config.write_text(config_text)
     write_capture(tmp_path / "in.pcap", frames, nano=nano)
-    result = subprocess.run([sys.executable, "-m", "bridge", "apply", str(config), str(tmp_path / "in.pcap"),
+    result = subprocess.run([sys.executable, "-m", "reshaper", "apply", str(config), str(tmp_path / "in.pcap"),
                              str(tmp_path / "out.pcap"), *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout, read_capture(tmp_path / "out.pcap")
@@ -90,7 +90,7 @@ def test_not_a_capture_is_a_clear_error(tmp_path):
     config = tmp_path / "rules.yaml"
     config.write_text(TRUNK)
     (tmp_path / "in.pcap").write_bytes(b"this is not a capture at all")
-    result = subprocess.run([sys.executable, "-m", "bridge", "apply", str(config), str(tmp_path / "in.pcap"),
+    result = subprocess.run([sys.executable, "-m", "reshaper", "apply", str(config), str(tmp_path / "in.pcap"),
                              str(tmp_path / "out.pcap")], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr == (f"reshaper apply: {tmp_path / 'in.pcap'}: not a pcap or pcapng capture: it starts with "
@@ -105,7 +105,7 @@ def test_other_link_types_are_refused(tmp_path):
     with RawPcapWriter(str(tmp_path / "in.pcap"), linktype=101) as w:  # LINKTYPE_RAW: IP packets, no Ethernet
         w.write_header(None)
         w.write_packet(bytes(IP() / UDP()), sec=T0, usec=0)
-    result = subprocess.run([sys.executable, "-m", "bridge", "apply", str(config), str(tmp_path / "in.pcap"),
+    result = subprocess.run([sys.executable, "-m", "reshaper", "apply", str(config), str(tmp_path / "in.pcap"),
                              str(tmp_path / "out.pcap")], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr == (f"reshaper apply: {tmp_path / 'in.pcap'}: file header: link type 101, not Ethernet (1): "

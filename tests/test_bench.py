@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.bench import ALL_MODES, naive_forward  # noqa: F401  (importable without root)
+from reshaper.bridge.bench import ALL_MODES, naive_forward  # noqa: F401  (importable without root)
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ["ring", "nfqueue", "linux-bridge", "python", "kernel"]   # kernel: explained, not measured, here
@@ -25,7 +25,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run([sys.executable, "-m", "bridge", "bench", "--quick", "--modes", ",".join(MODES),
+    proc = subprocess.run([sys.executable, "-m", "reshaper", "bench", "--quick", "--modes", ",".join(MODES),
                            "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "results.json") as f:
@@ -114,6 +114,6 @@ def test_progress_on_stderr(bench):
 
 
 def test_bad_arguments():
-    r = subprocess.run([sys.executable, "-m", "bridge", "bench", "--modes", "ring,warp"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "reshaper", "bench", "--modes", "ring,warp"], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown modes warp" in r.stderr

@@ -2,7 +2,7 @@
 and as the netem options of the side-by-side comparison (no namespaces, no timing)."""
 import pytest
 
-from rules.config import load_config
+from reshaper.rules.config import load_config
 from tests.bench_timing import netem_args, ring_config
 
 

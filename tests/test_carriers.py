@@ -23,8 +23,8 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.utils import RawPcapReader, RawPcapWriter
 
-from bridge.apply import CaptureReader, apply_capture
-from rules.config import load_config, mode_problems
+from reshaper.bridge.apply import CaptureReader, apply_capture
+from reshaper.rules.config import load_config, mode_problems
 from tests.live import Bridge
 from tests.test_golden import GOLDEN, Case
 

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from rules.config import ConfigError, load_config
+from reshaper.rules.config import ConfigError, load_config
 
 PORTS = "version: 1\nports: {a: eth0.100, b: eth0.200}\n"
 
@@ -147,7 +147,7 @@ def test_a_mac_that_looks_like_a_base_60_number_stays_a_mac():
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "reshaper", *args], capture_output=True, text=True)
 
 
 def test_check_exit_status_and_stderr(tmp_path):

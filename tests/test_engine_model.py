@@ -14,9 +14,9 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from rules.compiler import compile_rules
-from rules.config import load_config
-from rules.binding import Engine
+from reshaper.rules.compiler import compile_rules
+from reshaper.rules.config import load_config
+from reshaper.rules.binding import Engine
 
 MACS = ["02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"]
 V4 = ["10.0.0.1", "10.0.0.2", "10.0.1.7", "192.0.2.9"]

@@ -54,8 +54,8 @@ import scapy.all
 import yaml
 from scapy.utils import RawPcapReader, RawPcapWriter
 
-from bridge.apply import apply_capture
-from rules.config import load_config
+from reshaper.bridge.apply import apply_capture
+from reshaper.rules.config import load_config
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(GOLDEN.glob("*.yaml"))
@@ -230,7 +230,7 @@ def test_cli_apply_matches_golden(tmp_path: Path):
     config, in_pcap, out_pcap = tmp_path / "rules.yaml", tmp_path / "in.pcap", tmp_path / "out.pcap"
     config.write_text(case.config)
     case.write_inputs(in_pcap)
-    proc = subprocess.run([sys.executable, "-m", "bridge", "apply", str(config), str(in_pcap), str(out_pcap),
+    proc = subprocess.run([sys.executable, "-m", "reshaper", "apply", str(config), str(in_pcap), str(out_pcap),
                            "--from", case.from_port, "--seed", str(case.seed)],
                           capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
     assert proc.returncode == 0, proc.stderr

@@ -11,11 +11,11 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import RawPcapReader, wrpcap
 
-from bridge.apply import apply_capture
-from bridge.hooks import HookLoadError, Hooks
-from bridge.netns import HOST_A, HOST_B, Topology
-from rules.config import ConfigError, load_config, mode_problems
-from rules.examples import example
+from reshaper.bridge.apply import apply_capture
+from reshaper.bridge.hooks import HookLoadError, Hooks
+from reshaper.bridge.netns import HOST_A, HOST_B, Topology
+from reshaper.rules.config import ConfigError, load_config, mode_problems
+from reshaper.examples import example
 from tests.live import Bridge, FrameTap
 from tests.test_ring import MAC_A, MAC_B, ours
 
@@ -144,7 +144,7 @@ def test_hook_rules_take_no_timing_actions_and_come_last():
 
 def test_cli_apply_runs_hooks(tmp_path):
     wrpcap(str(tmp_path / "in.pcap"), [udp(b"hello")])
-    result = subprocess.run([sys.executable, "-m", "bridge", "apply", str(HOOKS_YAML), str(tmp_path / "in.pcap"),
+    result = subprocess.run([sys.executable, "-m", "reshaper", "apply", str(HOOKS_YAML), str(tmp_path / "in.pcap"),
                              str(tmp_path / "out.pcap")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "hook of greet: calls 1, errors 0, timeouts 0, late 0, dropped 0, frames_out 1, replies 0" in result.stdout
@@ -274,7 +274,7 @@ def test_a_hook_that_exits_or_raises_any_base_exception_is_its_error_in_apply(tm
 def test_cli_apply_goes_on_after_a_hook_calls_sys_exit(tmp_path):
     config = hooks_config(tmp_path, HOSTILE_RULE % "pass")
     wrpcap(str(tmp_path / "in.pcap"), hostile_frames())
-    result = subprocess.run([sys.executable, "-m", "bridge", "apply", config, str(tmp_path / "in.pcap"),
+    result = subprocess.run([sys.executable, "-m", "reshaper", "apply", config, str(tmp_path / "in.pcap"),
                              str(tmp_path / "out.pcap")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == ("hook of hostile: calls 6, errors 5, timeouts 0, late 0, dropped 0, "
@@ -308,7 +308,7 @@ def test_timeouts_bound_apply_and_offline_times_ignore_the_wall_clock(tmp_path):
 def test_a_hook_in_an_endless_loop_cannot_hang_apply(tmp_path):
     config = hook_config(tmp_path, "def fn(frame, ctx):\n    while True:\n        pass\n", ", timeout: 20ms")
     wrpcap(str(tmp_path / "in.pcap"), [udp(b"%d" % i) for i in range(3)])
-    result = subprocess.run([sys.executable, "-m", "bridge", "apply", config.path, str(tmp_path / "in.pcap"),
+    result = subprocess.run([sys.executable, "-m", "reshaper", "apply", config.path, str(tmp_path / "in.pcap"),
                              str(tmp_path / "out.pcap")], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == ("hook of h: calls 3, errors 0, timeouts 3, late 0, dropped 0, "
@@ -322,7 +322,7 @@ def test_ctrl_c_still_stops_apply_while_a_hook_runs(tmp_path):
                                    f"    pathlib.Path({str(marker)!r}).touch()\n    time.sleep(0.2)\n"
                                    f"    return frame\n", ", timeout: 5s")
     wrpcap(str(tmp_path / "in.pcap"), [udp(b"%d" % i) for i in range(100)])
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "apply", config.path, str(tmp_path / "in.pcap"),
+    proc = subprocess.Popen([sys.executable, "-m", "reshaper", "apply", config.path, str(tmp_path / "in.pcap"),
                              str(tmp_path / "out.pcap")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from scapy.utils import RawPcapNgReader, RawPcapReader
 
-from bridge.apply import CaptureError, apply_capture
-from rules.config import load_config
+from reshaper.bridge.apply import CaptureError, apply_capture
+from reshaper.rules.config import load_config
 from tests.data.make_captures import FRAMES
 
 DATA = Path(__file__).parent / "data"
@@ -281,7 +281,7 @@ def test_cli_exits_1_with_one_line_and_no_output(tmp_path, name):
     data, error = HOSTILE[name]
     (tmp_path / "in.pcap").write_bytes(data)
     (tmp_path / "rules.yaml").write_text(PLAIN)
-    result = subprocess.run([sys.executable, "-m", "bridge", "apply", str(tmp_path / "rules.yaml"),
+    result = subprocess.run([sys.executable, "-m", "reshaper", "apply", str(tmp_path / "rules.yaml"),
                              str(tmp_path / "in.pcap"), str(tmp_path / "out.pcap")], capture_output=True, text=True)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == f"reshaper apply: {tmp_path / 'in.pcap'}: {error}\n"

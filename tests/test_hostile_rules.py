@@ -15,15 +15,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import rules.config
-from bridge.cli import main
-from bridge.kernel_mode import CMD_LOAD, KernelError, ReshaperSocket, reshapermsg
-from rules._engine import lib
-from rules.binding import program_verify
-from rules.compiler import compile_rules
-from rules.config import (ACTIONS, KERNEL_MAX_PROGRAM_LEN, MATCH_FIELDS, MAX_ALIASES, MAX_BITRATE, MAX_DEPTH,
+import reshaper.rules.config
+from reshaper.bridge.cli import main
+from reshaper._native import lib
+from reshaper.bridge.kernel_genl import KernelError, ReshaperSocket, reshapermsg
+from reshaper.rules.binding import program_verify
+from reshaper.rules.compiler import compile_rules
+from reshaper.rules.config import (ACTIONS, KERNEL_MAX_PROGRAM_LEN, MATCH_FIELDS, MAX_ALIASES, MAX_BITRATE, MAX_DEPTH,
                           MAX_NODES, MODES, RULE_KEYS, SET_FIELDS, TOP_KEYS, ConfigError, load_config, mode_problems)
-from rules.examples import EXAMPLES
+from reshaper.examples import EXAMPLES
 from tests.test_config_errors import PORTS, at, errors, rule_text
 from tests.test_golden import CASES, config_text
 
@@ -424,12 +424,12 @@ def test_repeated_loads_do_not_grow_memory():
 
 
 def test_a_constructor_per_value_costs_no_noticeable_time(monkeypatch):
-    shared = rules.config.SafeConstructor()
+    shared = reshaper.rules.config.SafeConstructor()
     times: dict[str, list[float]] = {"fresh": [], "kept": []}
     for _ in range(7):  # interleaved, so that the machine's other work falls on both alike
         for way, took in times.items():
             if way == "kept":  # one constructor for every value, as before
-                monkeypatch.setattr(rules.config, "SafeConstructor", lambda: shared)
+                monkeypatch.setattr(reshaper.rules.config, "SafeConstructor", lambda: shared)
             t0 = time.perf_counter()
             load_config("r.yaml", RELOADED)
             took.append(time.perf_counter() - t0)
@@ -464,7 +464,7 @@ def test_the_largest_program_check_mode_kernel_accepts_encodes(tmp_path):
     sock.load(program, "eth0.100", "eth0.200")
     request = reshapermsg(sock.sent[0])
     request.decode()
-    assert (request["cmd"], request.get_attr("RESHAPER_A_PROGRAM")) == (CMD_LOAD, program)
+    assert (request["cmd"], request.get_attr("RESHAPER_A_PROGRAM")) == (lib.RESHAPER_CMD_LOAD, program)
 
 
 def test_one_byte_more_is_refused_by_check_mode_kernel(tmp_path):
@@ -483,4 +483,4 @@ def test_one_byte_more_is_refused_by_check_mode_kernel(tmp_path):
     with pytest.raises(KernelError, match=f"^program refused: {len(program)} bytes do not fit one netlink attribute"):
         Unsent().load(program, "eth0.100", "eth0.200")
     with pytest.raises(struct.error):  # what the limit spares the loader: pyroute2 cannot encode it
-        Unsent()._request(CMD_LOAD, [("RESHAPER_A_PROGRAM", program)], "load")
+        Unsent()._request(lib.RESHAPER_CMD_LOAD, [("RESHAPER_A_PROGRAM", program)], "load")

@@ -4,9 +4,9 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 
-from rules.compiler import compile_rules
-from rules.config import load_config
-from rules.binding import Engine
+from reshaper.rules.compiler import compile_rules
+from reshaper.rules.config import load_config
+from reshaper.rules.binding import Engine
 
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 

@@ -8,8 +8,8 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-from bridge.netns import HOST_A, HOST_B
-from bridge.nfqueue_mode import FILTER_VLAN_TAGGED
+from reshaper.bridge.netns import HOST_A, HOST_B
+from reshaper.bridge.nfqueue_mode import FILTER_VLAN_TAGGED
 from tests.live import Bridge
 from tests.test_ring import MAC_A, MAC_B, ours, rebuilt, write_config
 
@@ -123,7 +123,7 @@ def test_reuses_an_existing_bridge_and_puts_its_switches_back(tmp_path, topo):
 
 
 def test_check_mode_nfqueue_refuses_what_it_cannot_do(tmp_path):
-    from rules.config import load_config, mode_problems
+    from reshaper.rules.config import load_config, mode_problems
 
     config = load_config("n.yaml", PLAIN + "rules:\n  - {name: r, match: {length: 64-128}, actions: [duplicate]}\n")
     assert [d.message for d in mode_problems(config, "nfqueue")] == [

@@ -20,8 +20,8 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 
-from bridge.bench import SO_RCVBUFFORCE
-from bridge.netns import HOST_A, HOST_B
+from reshaper.bridge.bench import SO_RCVBUFFORCE
+from reshaper.bridge.netns import HOST_A, HOST_B
 from tests.live import AUXDATA, PACKET_AUXDATA, SOL_PACKET, TP_STATUS_VLAN_VALID, Bridge
 
 PLAIN = "version: 1\nports: {a: a1, b: b1}\n"

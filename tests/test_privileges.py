@@ -7,7 +7,7 @@ CAP_NET_ADMIN = 1 << 12
 
 
 def test_drop_capabilities_without_cap_setpcap():
-    code = ("from ring import drop_capabilities; drop_capabilities()\n"
+    code = ("from reshaper.ring import drop_capabilities; drop_capabilities()\n"
             "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
             "print(status['CapEff'], status['CapPrm'], status['NoNewPrivs'])\n")
     result = subprocess.run(["setpriv", "--bounding-set=-setpcap", sys.executable, "-c", code],

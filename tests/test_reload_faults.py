@@ -12,8 +12,8 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from bridge.control import ControlInUse, ControlServer, read_stats
-from bridge.netns import HOST_A, HOST_B
+from reshaper.bridge.control import ControlInUse, ControlServer, read_stats
+from reshaper.bridge.netns import HOST_A, HOST_B
 from tests.live import Bridge
 
 MAC_A, MAC_B = "02:00:00:00:0a:01", "02:00:00:00:0b:01"
@@ -113,7 +113,7 @@ def test_stats_says_when_a_snapshot_failed(tmp_path):
     server = ControlServer(str(tmp_path / "c.sock"), lambda: 1 / 0)
     server.start()
     try:
-        r = subprocess.run([sys.executable, "-m", "bridge", "stats", "--control", server.path],
+        r = subprocess.run([sys.executable, "-m", "reshaper", "stats", "--control", server.path],
                            capture_output=True, text=True)
     finally:
         server.close()
@@ -135,11 +135,11 @@ def test_two_instances_in_one_namespace(tmp_path, topo):
 
     def start(ports: str, *extra: str, name: str) -> subprocess.Popen:
         (tmp_path / name).write_text(f"version: 1\nports: {ports}\n")
-        return topo.br.popen([sys.executable, "-m", "bridge", "run", str(tmp_path / name), "--status-interval",
+        return topo.br.popen([sys.executable, "-m", "reshaper", "run", str(tmp_path / name), "--status-interval",
                               "0", *extra], env=env, stderr=subprocess.PIPE, text=True)
 
     def stats(*extra: str) -> subprocess.CompletedProcess:
-        return topo.br.run([sys.executable, "-m", "bridge", "stats", "--json", *extra], env=env,
+        return topo.br.run([sys.executable, "-m", "reshaper", "stats", "--json", *extra], env=env,
                            capture_output=True, text=True)
 
     first = start("{a: a1, b: b1}", name="first.yaml")
@@ -191,7 +191,7 @@ def test_a_second_kernel_mode_instance_is_refused(tmp_path, topo):
         (run_dir / f"state-{netns}-x1-y1.json").write_text(json.dumps(
             {"mode": "kernel", "pid": sleeper.pid, "interfaces": ["x1", "y1"], "namespace_wide": True}))
         (tmp_path / "k.yaml").write_text(PORTS)
-        r = topo.br.run([sys.executable, "-m", "bridge", "run", str(tmp_path / "k.yaml"), "--mode", "kernel"],
+        r = topo.br.run([sys.executable, "-m", "reshaper", "run", str(tmp_path / "k.yaml"), "--mode", "kernel"],
                         env={**os.environ, "RESHAPER_RUN_DIR": str(run_dir)}, capture_output=True, text=True,
                         timeout=30)
     finally:

@@ -13,8 +13,8 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 
-from bridge.netns import HOST_A, HOST_B
-from ring import GRO, GSO, TSO, set_offloads
+from reshaper.bridge.netns import HOST_A, HOST_B
+from reshaper.ring import GRO, GSO, TSO, set_offloads
 from tests.live import Bridge
 
 MAC_A, MAC_B = "02:00:00:00:0a:01", "02:00:00:00:0b:01"

@@ -13,12 +13,12 @@ import jsonschema
 import pytest
 import yaml
 
-from rules.config import ConfigError, load_config
+from reshaper.rules.config import ConfigError, load_config
 
 ROOT = Path(__file__).parent.parent
 SCHEMA = json.loads((ROOT / "rules" / "schema.json").read_text(encoding="utf-8"))
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
-EXAMPLES = sorted((ROOT / "rules" / "examples").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 GOLDEN = sorted((ROOT / "tests" / "golden").glob("*.yaml"))
 
 

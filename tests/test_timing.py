@@ -1,6 +1,6 @@
 """Timing actions, statistically, offline: the C engine with simulated time and fixed seeds.
 
-Every test drives rules.binding.Engine (the engine `reshaper apply` and the
+Every test drives reshaper.rules.binding.Engine (the engine `reshaper apply` and the
 live modes run) with chosen arrival times and a fixed seed, so each result is
 deterministic: a threshold either holds for that seed or it does not, and the
 tests never flake. The thresholds are still set as a statistician would (p-value
@@ -19,9 +19,9 @@ import statistics
 
 import pytest
 
-from rules.binding import Engine
-from rules.compiler import compile_rules
-from rules.config import load_config
+from reshaper.rules.binding import Engine
+from reshaper.rules.compiler import compile_rules
+from reshaper.rules.config import load_config
 
 MS = 1_000_000
 NORMAL = statistics.NormalDist()
@@ -337,7 +337,7 @@ def test_gilbert_elliott_in_apply_matches_the_engine(tmp_path):
     """Same seed, same losses: `reshaper apply` and the engine agree frame for frame."""
     from scapy.utils import RawPcapWriter
 
-    from bridge.apply import apply_capture
+    from reshaper.bridge.apply import apply_capture
 
     cfg_text = ("version: 1\nports: {a: a0, b: b0}\nrules:\n  - name: ge\n"
                 "    actions: [{loss: {model: gilbert-elliott, p: 5%, r: 40%}}]\n")

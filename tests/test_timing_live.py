@@ -15,7 +15,7 @@ import statistics
 
 import pytest
 
-from bridge.netns import HOST_B, Topology
+from reshaper.bridge.netns import HOST_B, Topology
 from tests.bench_timing import one_way
 from tests.live import Bridge
 

@@ -3,11 +3,11 @@ import struct
 
 import pytest
 
-from rules._engine import ffi, lib
-from rules.compiler import compile_rules
-from rules.config import load_config
-from rules.binding import Engine, ProgramError, program_verify
-from rules.examples import EXAMPLES
+from reshaper._native import ffi, lib
+from reshaper.rules.compiler import compile_rules
+from reshaper.rules.config import load_config
+from reshaper.rules.binding import Engine, ProgramError, program_verify
+from reshaper.examples import EXAMPLES
 
 PORTS = "version: 1\nports: {a: eth0.100, b: eth0.200}\n"
 

@@ -115,7 +115,7 @@ $PREFIX/venv/bin/python -m pip install -q --no-deps --force-reinstall --no-index
 echo "$new" >$PREFIX/wheels/current
 cp -f README.md $PREFIX/ 2>/dev/null || true
 ln -sf $PREFIX/venv/bin/reshaper /usr/local/bin/reshaper
-$PREFIX/venv/bin/python -c 'import rules._engine, ring._ring' || die "the wheel's extensions do not load"
+$PREFIX/venv/bin/python -c 'import reshaper._native' || die "the wheel's extension does not load"
 if [ "$MODE" = nfqueue ]; then
   $PREFIX/venv/bin/python -c 'import netfilterqueue' || die "netfilterqueue does not load (libnetfilter-queue1?)"
 fi

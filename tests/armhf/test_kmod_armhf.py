@@ -13,8 +13,8 @@ import re
 import struct
 from pathlib import Path
 
-from rules.compiler import compile_rules
-from rules.config import load_config
+from reshaper.rules.compiler import compile_rules
+from reshaper.rules.config import load_config
 from tests.engine_names import collisions, kernel_macros
 from tests.vm import armhf
 

@@ -51,11 +51,11 @@ def test_wheel_installs_and_passes_golden_cases(bb_build, root, tmp_path):
         /opt/reshaper/venv/bin/pip install -q --no-deps --no-index --disable-pip-version-check {bb_build['wheel'].name}
         rm -rf deps
         ! command -v gcc cc
-        /opt/reshaper/venv/bin/python -c 'import platform, rules._engine, ring._ring, rules, netfilterqueue; print("ARCH", platform.machine(), rules._engine.__file__)'
+        /opt/reshaper/venv/bin/python -c 'import platform, reshaper._native, netfilterqueue; print("ARCH", platform.machine(), reshaper._native.__file__)'
         # one Python start for all cases (each costs seconds under qemu-user): the CLI's own main()
         /opt/reshaper/venv/bin/python - <<'PY'
 import contextlib, io, os, sys
-from bridge.cli import main
+from reshaper.bridge.cli import main
 for d in sorted(os.listdir(".")):
     if not os.path.isdir(d) or d == "deps":
         continue
@@ -75,7 +75,7 @@ PY
     """, timeout=1800)
     seconds = time.monotonic() - t0
     assert r.returncode == 0 and "DONE" in r.stdout, r.stdout + r.stderr
-    assert "ARCH armv7l" in r.stdout and "_engine.abi3.so" in r.stdout, r.stdout
+    assert "ARCH armv7l" in r.stdout and "_native.abi3.so" in r.stdout, r.stdout
     assert "FAILED" not in r.stdout, r.stdout + "".join(
         (work / c.name / "report").read_text() for c in cases if f"FAILED {c.name}" in r.stdout)
     problems = []
@@ -85,7 +85,7 @@ PY
             problems.append(f"--- {case.name} (armhf)\n" + "\n".join(p))
         # x86 on the same input: same frames and the same report
         x86 = tmp_path / f"{case.name}.pcap"
-        proc = subprocess.run([sys.executable, "-m", "bridge", "apply", str(d / "rules.yaml"), str(d / "in.pcap"),
+        proc = subprocess.run([sys.executable, "-m", "reshaper", "apply", str(d / "rules.yaml"), str(d / "in.pcap"),
                                str(x86), *(d / "args").read_text().split()],
                               capture_output=True, text=True, cwd=REPO, timeout=120)
         assert proc.returncode == 0, proc.stderr

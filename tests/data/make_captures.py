@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from scapy.layers.inet import IP, UDP  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
-from bridge.netns import Namespace  # noqa: E402
-from ring import GSO, TSO, set_offloads  # noqa: E402
+from reshaper.bridge.netns import Namespace  # noqa: E402
+from reshaper.ring import GSO, TSO, set_offloads  # noqa: E402
 from tests.live import ETH_P_ALL  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -64,7 +64,7 @@ wait_ready() { for i in $(seq 600); do [ -S $1 ] && $PY -S -c "import socket; s=
 
 
 def script(seconds: float) -> str:
-    five = f"{REPO}/rules/examples/five-rules.yaml"
+    five = f"{REPO}/examples/five-rules.yaml"
     return textwrap.dedent(f"""
         . /tmp/env.sh
         SECS={seconds}
@@ -94,7 +94,7 @@ def script(seconds: float) -> str:
         kill -TERM $k; wait $k
         # 3. ring mode on the same veth, forwarder pinned to CPU 1
         cp /kmod/norules.yaml /tmp/bench.yaml
-        ip netns exec br taskset -c 1 $PY -m bridge run /tmp/bench.yaml --mode ring --control /tmp/ring.sock --status-interval 0 >/tmp/r.log 2>&1 &
+        ip netns exec br taskset -c 1 $PY -m reshaper run /tmp/bench.yaml --mode ring --control /tmp/ring.sock --status-interval 0 >/tmp/r.log 2>&1 &
         r=$!
         wait_ready /tmp/ring.sock
         measure "ring mode, no rules"

@@ -126,4 +126,4 @@ insmod $RESHAPER_KMOD
 
 def run_command(config: str, control: str, extra: str = "") -> str:
     """The appliance, as the operator starts it."""
-    return f"$PY -m bridge run {config} --mode kernel --control {control} {extra}"
+    return f"$PY -m reshaper run {config} --mode kernel --control {control} {extra}"

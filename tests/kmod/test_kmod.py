@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.config import load_config
+from reshaper.rules.config import load_config
 from tests.engine_names import collisions, kernel_macros
 from tests.kmod.common import GUEST_SETUP, build_module, python_bundle, run_command, shares
 from tests.test_golden import GOLDEN, Case, describe, one_bit_past
@@ -44,7 +44,7 @@ rules:
 # One Python process for the generic-netlink checks (each start costs ~10 s under TCG).
 GENL_CHECKS = r"""
 import json, os, sys
-from bridge import kernel_mode as kernel
+from reshaper.bridge import kernel_mode as kernel
 out = {}
 s = kernel.ReshaperSocket()
 out["stats"] = s.stats()
@@ -85,7 +85,7 @@ class AppliedCase:
     expected frames are what `apply` makes of them: kernel mode joins that comparison."""
 
     def __init__(self, name: str, rules: str, frames: list[bytes], tmp: Path):
-        from bridge.apply import apply_capture, CaptureReader
+        from reshaper.bridge.apply import apply_capture, CaptureReader
         from scapy.utils import RawPcapWriter
 
         self.name, self.from_port, self.seed, self.expect, self.counts = name, "a", 0, set(), {}
@@ -103,7 +103,7 @@ class AppliedCase:
 
 def golden_cases(tmp: Path) -> list:
     from tests.test_carriers import CONVERSATION, CONVERSATION_RULES, MIX_RULES, mix
-    from bridge.apply import CaptureReader
+    from reshaper.bridge.apply import CaptureReader
 
     conversation = [data for _, data in CaptureReader(str(CONVERSATION)).frames()]
     return [Case(p) for p in sorted(GOLDEN.glob("*.yaml")) if p.stem not in TIMING] + \
@@ -272,7 +272,7 @@ def test_stats_bad_program_and_permissions_over_genetlink(vm):
 QUEUE_CHECKS = r"""
 import json, subprocess, sys, time
 from pyroute2 import IPRoute
-from bridge import kernel_mode as kernel
+from reshaper.bridge import kernel_mode as kernel
 delay5, plain, delay60 = (open(f"/kmod/{n}.bin", "rb").read() for n in ("delay5", "plain", "delay60"))
 s = kernel.ReshaperSocket()
 def flood(pps):  # for a second, frames tagged 100 from h0 (namespace h5): how many go to UDP port 9 (every other)
@@ -332,7 +332,7 @@ def test_delay_queue_across_reload_clear_and_a_port_going_away(vm):
 
 USERNS_CHECKS = r"""
 import json, sys
-from bridge import kernel_mode as kernel
+from reshaper.bridge import kernel_mode as kernel
 good = open(sys.argv[1], "rb").read()
 s, res = kernel.ReshaperSocket(), {}
 for op, call in {"stats": s.stats, "clear": s.clear, "load": lambda: s.load(good, "eth0.100", "eth0.200")}.items():
@@ -366,7 +366,7 @@ GSO_CHECKS = r"""
 import json, os, sys, time
 sys.path.insert(0, os.path.dirname(sys.argv[1]))
 import agent as ag
-from bridge import kernel_mode as kernel
+from reshaper.bridge import kernel_mode as kernel
 progs = {n: open(f"/kmod/gso-{n}.bin", "rb").read() for n in ("plain", "drop", "loss", "dscp")}
 s = kernel.ReshaperSocket()
 A, B, ADDR, MB = "h6", "t6", "10.6.0.2", 1 << 20
@@ -490,7 +490,7 @@ def test_tcp_with_offloads_on_runs_every_wire_frame_through_the_rules(vm):
 
 
 def _compiled(text: str) -> bytes:
-    from rules.compiler import compile_rules
+    from reshaper.rules.compiler import compile_rules
 
     return compile_rules(load_config("-", text))
 
@@ -551,7 +551,7 @@ def test_delays_survive_a_wall_clock_step(vm):
     out = ok(vm, f"""
         topology br3 h3
         cp {ring} /tmp/ring.yaml
-        ip netns exec br3 $PY -m bridge run /tmp/ring.yaml --mode ring --control /tmp/ctl3.sock \
+        ip netns exec br3 $PY -m reshaper run /tmp/ring.yaml --mode ring --control /tmp/ctl3.sock \
             --status-interval 0 >/tmp/ring.log 2>&1 &
         echo $! >/tmp/ring.pid
         {agent(f"reload {CTL} {CFG} {delay}")} >/dev/null

@@ -3,7 +3,7 @@ back out of the port the request came in on, and the request goes no further.
 """
 from scapy.layers.l2 import ARP, Ether
 
-from bridge.hooks import Reply
+from reshaper.hook import Reply
 
 ADDRESS = "10.77.0.254"
 MAC = "02:00:00:00:00:fe"

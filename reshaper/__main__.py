@@ -1,0 +1,5 @@
+import sys
+
+from reshaper.bridge.cli import main
+
+sys.exit(main())
