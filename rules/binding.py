@@ -5,18 +5,15 @@ import typing
 
 from reshaper._native import ffi, lib
 
-DROP_REASONS = {
-    lib.RS_R_NONE: "none", lib.RS_R_DEFAULT: "default", lib.RS_R_RULE: "rule",
-    lib.RS_R_LOSS: "loss", lib.RS_R_QUEUE: "queue", lib.RS_R_TTL: "ttl",
-    lib.RS_R_MALFORMED: "malformed", lib.RS_R_DIRECTION: "direction",
-}
-
+# the engine's drop reasons, ports and counters, named and numbered by rules/engine/rs_program.h
+DROP_REASONS = {getattr(lib, name): name.removeprefix("RS_R_").lower() for name in dir(lib) if name.startswith("RS_R_")}
 PORTS = {"a": lib.RS_PORT_A, "b": lib.RS_PORT_B}
+GLOBAL_COUNTERS = tuple(name for name, _ in ffi.typeof("struct rs_counters").fields)
+# struct rs_rule_state opens with its counters; its timing state starts at last_departure
+_RULE_STATE = [name for name, _ in ffi.typeof("struct rs_rule_state").fields]
+RULE_COUNTERS = tuple(_RULE_STATE[:_RULE_STATE.index("last_departure")])
 # room past the frame for push_vlan (4 bytes each)
 HEADROOM = 64
-RULE_COUNTERS = ("matched", "bytes", "dropped", "lost", "queue_drops", "duplicated",
-                 "corrupted", "reordered", "delayed", "skipped")
-GLOBAL_COUNTERS = ("frames_in", "forwarded", "dropped", "malformed", "unmatched")
 
 
 class ProgramError(ValueError):

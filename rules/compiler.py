@@ -1,9 +1,11 @@
 """Compiling a validated Config into the binary rule program (engine/PROGRAM.md).
 
 The opcodes and field numbers come from rs_program.h through the cffi
-extension, so the compiler and the engine cannot disagree on them.
-rules/config.py checks the engine's limits at the place in the file that
-passes them; what it missed is a ConfigError here too, never another exception.
+extension, so the compiler and the engine cannot disagree on them; the names
+the language gives the engine's numbers (bases, distributions, from) are
+rules/fields.py's. rules/checks.py checks the engine's limits at the place in
+the file that passes them; what it missed is a ConfigError here too, never
+another exception.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import struct
 
 from reshaper._native import lib
 from reshaper.rules.binding import ProgramError, program_verify
-from reshaper.rules.config import ETH_TYPES, VLAN_TPIDS, Action, Config, ConfigError, Diagnostic, Match, Rule
+from reshaper.rules.fields import BASES, DISTRIBUTIONS, ETH_TYPES, FROM_PORTS, VLAN_TPIDS
+from reshaper.rules.model import Action, Config, ConfigError, Diagnostic, Match, Rule
 
 _RANGE_FIELDS = {
     "vlan": lib.RS_F_VLAN, "vlan_pcp": lib.RS_F_VLAN_PCP, "ip_proto": lib.RS_F_IP_PROTO,
@@ -24,12 +27,6 @@ _SET_FIELDS = {
     "vlan": lib.RS_F_VLAN, "vlan_pcp": lib.RS_F_VLAN_PCP,
 }
 _WHICH = {"src": lib.RS_SRC, "dst": lib.RS_DST}
-_BASES = {"l2": lib.RS_BASE_L2, "l3": lib.RS_BASE_L3, "l4": lib.RS_BASE_L4}
-_DISTRIBUTIONS = {
-    "uniform": lib.RS_DIST_UNIFORM, "normal": lib.RS_DIST_NORMAL,
-    "pareto": lib.RS_DIST_PARETO, "paretonormal": lib.RS_DIST_PARETONORMAL,
-}
-_FROM = {"any": lib.RS_FROM_ANY, "a": lib.RS_FROM_A, "b": lib.RS_FROM_B}
 
 
 def probability(p: float) -> int:
@@ -51,7 +48,7 @@ def _ranges(field: int, ranges: list[tuple[int, int]]) -> bytes:
 
 def _bytes_operands(spec: dict) -> bytes:
     value = spec["value"]
-    return struct.pack("<BHB", _BASES[spec["base"]], spec["offset"], len(value)) + value + spec["mask"]
+    return struct.pack("<BHB", BASES[spec["base"]], spec["offset"], len(value)) + value + spec["mask"]
 
 
 def _ip_operands(which: str, address) -> bytes:
@@ -115,7 +112,7 @@ def compile_action(a: Action) -> list[bytes]:
                                               probability(p["correlation"])))]
     if a.kind == "delay":
         return [_op(lib.RS_A_DELAY, struct.pack("<QQBI", p["time"], p["jitter"],
-                                               _DISTRIBUTIONS[p["distribution"]],
+                                               DISTRIBUTIONS[p["distribution"]],
                                                probability(p["correlation"])))]
     if a.kind == "reorder":
         return [_op(lib.RS_A_REORDER, struct.pack("<II", probability(p["probability"]), p["gap"]))]
@@ -140,7 +137,7 @@ def compile_rule(rule: Rule) -> bytes:
     delay = rule.action("delay")
     flags = lib.RS_RF_REORDER_ON_JITTER if delay is not None and delay.params["reorder_on_jitter"] else 0
     body = b"".join(matches) + b"".join(actions)
-    header = struct.pack("<HBBBBH", lib.RS_RULE_HDR_LEN + len(body), _FROM[rule.from_port], flags,
+    header = struct.pack("<HBBBBH", lib.RS_RULE_HDR_LEN + len(body), FROM_PORTS[rule.from_port], flags,
                          len(matches), len(actions), 0)
     return header + body
 

@@ -97,6 +97,7 @@ def main():
         "#define RS_DIST_TABLES_H",
         "",
         "#define RS_DIST_POINTS %d" % POINTS,
+        "#define RS_DIST_SCALE %d /* a point is Q(u) * RS_DIST_SCALE */" % SCALE,
         "",
     ]
     for name, vals in tables:

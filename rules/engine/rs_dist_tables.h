@@ -9,6 +9,7 @@
 #define RS_DIST_TABLES_H
 
 #define RS_DIST_POINTS 1025
+#define RS_DIST_SCALE 65536 /* a point is Q(u) * RS_DIST_SCALE */
 
 static const int32_t rs_dist_normal[RS_DIST_POINTS] = {
 	-216085, -202983, -189113, -180588, -174330, -169346, -165184, -161597,
