@@ -11,6 +11,9 @@
 
 #define RESHAPER_GENL_NAME	"reshaper"
 #define RESHAPER_GENL_VERSION	1
+/* the longest program LOAD can carry: it goes in one attribute, whose 16-bit
+ * length counts the attribute's own 4-byte header (struct nlattr) */
+#define RESHAPER_MAX_PROGRAM_LEN	(0xffff - 4)
 
 enum {
 	RESHAPER_CMD_UNSPEC,

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Control: the generic netlink family "reshaper" (reshaper_genl.h). LOAD
+ * checks what it is given (both ports are bridge ports, the program passes
+ * the engine's verifier, its state is not too large) before the program
+ * replaces the namespace's old one; CLEAR removes it; GET_STATS reads the
+ * engine's state and the counters. Every operation needs CAP_NET_ADMIN in
+ * the initial user namespace.
+ */
+#include <linux/if_vlan.h>
+#include <linux/mm.h>
+#include <asm/unaligned.h>
+
+#include "rs_kmod.h"
+#include "rs_program.h"		/* the engine's API: rs_engine.c builds engine.c */
+
+#define RS_MAX_STATE	 (64u << 20)		/* rate queues can ask for a lot */
+
+/* Tailroom the program's push_vlan ops may need (4 bytes each, per rule). */
+static u32 rs_push_room(const u8 *prog)
+{
+	u32 n = get_unaligned_le16(prog + 8), off = RS_HDR_LEN, most = 0, i, j;
+
+	for (i = 0; i < n; i++) {
+		const u8 *r = prog + off;
+		u32 ops = r[4] + r[5], at = RS_RULE_HDR_LEN, pushes = 0;
+
+		for (j = 0; j < ops; j++) {
+			pushes += r[at] == RS_A_PUSH_VLAN;
+			at += RS_OP_HDR_LEN + r[at + 1];
+		}
+		most = max(most, pushes);
+		off += get_unaligned_le16(r);
+	}
+	return most * VLAN_HLEN;
+}
+
+static int rs_port(struct net *net, struct nlattr *attr,
+		   int *ifindex, struct netlink_ext_ack *extack)
+{
+	struct net_device *dev;
+	int err = 0;
+
+	rcu_read_lock();
+	dev = dev_get_by_name_rcu(net, nla_data(attr));
+	if (!dev) {
+		NL_SET_ERR_MSG_ATTR(extack, attr, "no such interface");
+		err = -ENODEV;
+	} else if (!netif_is_bridge_port(dev)) {
+		NL_SET_ERR_MSG_ATTR(extack, attr, "interface is not a bridge port");
+		err = -EINVAL;
+	} else {
+		*ifindex = dev->ifindex;
+	}
+	rcu_read_unlock();
+	return err;
+}
+
+static int rs_cmd_load(struct sk_buff *skb, struct genl_info *info)
+{
+	struct rs_net *rn = rs_pernet(genl_info_net(info));
+	struct netlink_ext_ack *extack = info->extack;
+	struct nlattr **a = info->attrs;
+	int ifindex[2], err;
+	u32 len, state_size;
+	struct rs_prog *p;
+	const u8 *prog;
+
+	if (!a[RESHAPER_A_PROGRAM] || !a[RESHAPER_A_PORT_A] || !a[RESHAPER_A_PORT_B]) {
+		NL_SET_ERR_MSG(extack, "a program and both ports are required");
+		return -EINVAL;
+	}
+	prog = nla_data(a[RESHAPER_A_PROGRAM]);
+	len = nla_len(a[RESHAPER_A_PROGRAM]);
+	err = rs_program_verify(prog, len, &state_size);
+	if (err) {
+		NL_SET_BAD_ATTR(extack, a[RESHAPER_A_PROGRAM]);
+		extack->_msg = rs_verify_strerror(-err);	/* a string literal of engine.c */
+		return -EINVAL;
+	}
+	if (state_size > RS_MAX_STATE) {
+		NL_SET_ERR_MSG_ATTR(extack, a[RESHAPER_A_PROGRAM],
+				    "program state too large (rate limits)");
+		return -E2BIG;
+	}
+	err = rs_port(genl_info_net(info), a[RESHAPER_A_PORT_A], &ifindex[0], extack) ?:
+	      rs_port(genl_info_net(info), a[RESHAPER_A_PORT_B], &ifindex[1], extack);
+	if (err)
+		return err;
+	if (ifindex[0] == ifindex[1]) {
+		NL_SET_ERR_MSG_ATTR(extack, a[RESHAPER_A_PORT_B], "ports a and b are the same interface");
+		return -EINVAL;
+	}
+
+	/* charged to the caller's memory cgroup: a program's state can be large */
+	p = kvzalloc(struct_size(p, code, ALIGN(len, 8) + state_size), GFP_KERNEL_ACCOUNT);
+	if (!p)
+		return -ENOMEM;
+	spin_lock_init(&p->lock);
+	memcpy(p->code, prog, len);
+	p->len = len;
+	p->state = p->code + ALIGN(len, 8);
+	p->state_size = state_size;
+	p->ifindex[0] = ifindex[0];
+	p->ifindex[1] = ifindex[1];
+	p->grow = rs_push_room(p->code);
+	rs_state_init(p->code, len, p->state, state_size,
+		      a[RESHAPER_A_SEED] ? nla_get_u64(a[RESHAPER_A_SEED]) : 0);
+	rs_prog_replace(rn, p);
+	return 0;
+}
+
+static int rs_cmd_clear(struct sk_buff *skb, struct genl_info *info)
+{
+	rs_prog_replace(rs_pernet(genl_info_net(info)), NULL);
+	return 0;
+}
+
+static int rs_cmd_get_stats(struct sk_buff *skb, struct genl_info *info)
+{
+	struct rs_net *rn = rs_pernet(genl_info_net(info));
+	struct rs_prog *p = rs_prog_get(rn);
+	struct nlattr *st = NULL, *ps = NULL;
+	size_t state_len = 0;
+	struct sk_buff *msg;
+	void *hdr;
+
+	if (p)
+		state_len = sizeof(struct rs_state) +
+			    ((struct rs_state *)p->state)->n_rules * sizeof(struct rs_rule_state);
+	msg = genlmsg_new(nla_total_size(state_len) + 256, GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+	hdr = genlmsg_put_reply(msg, info, &rs_family, 0, RESHAPER_CMD_GET_STATS);
+	if (!hdr)
+		goto nospace;
+	if (p) {
+		if (nla_put_u32(msg, RESHAPER_A_PROGRAM_LEN, p->len))
+			goto nospace;
+		st = nla_reserve(msg, RESHAPER_A_STATE, state_len);
+		ps = nla_reserve(msg, RESHAPER_A_PORT_STATS, sizeof(p->port));
+		if (!st || !ps)
+			goto nospace;
+		spin_lock_bh(&p->lock);
+		memcpy(nla_data(st), p->state, state_len);
+		memcpy(nla_data(ps), p->port, sizeof(p->port));
+		spin_unlock_bh(&p->lock);
+	}
+	spin_lock_bh(&rn->qlock);
+	if (nla_put_u32(msg, RESHAPER_A_QUEUED, skb_queue_len(&rn->queue)) ||
+	    nla_put_u64_64bit(msg, RESHAPER_A_QUEUE_DROPS, rn->queue_drops, RESHAPER_A_PAD)) {
+		spin_unlock_bh(&rn->qlock);
+		goto nospace;
+	}
+	spin_unlock_bh(&rn->qlock);
+	genlmsg_end(msg, hdr);
+	return genlmsg_reply(msg, info);
+
+nospace:
+	nlmsg_free(msg);
+	return -EMSGSIZE;
+}
+
+static const struct nla_policy rs_policy[RESHAPER_A_MAX + 1] = {
+	[RESHAPER_A_PROGRAM]	= { .type = NLA_BINARY },	/* the verifier checks it */
+	[RESHAPER_A_PORT_A]	= { .type = NLA_NUL_STRING, .len = IFNAMSIZ - 1 },
+	[RESHAPER_A_PORT_B]	= { .type = NLA_NUL_STRING, .len = IFNAMSIZ - 1 },
+	[RESHAPER_A_SEED]	= { .type = NLA_U64 },
+};
+
+/*
+ * CAP_NET_ADMIN in the initial user namespace (GENL_ADMIN_PERM), not in the namespace's
+ * owner (GENL_UNS_ADMIN_PERM): root of an unprivileged user namespace must not load
+ * programs (up to RS_MAX_STATE each) or steal RS_QUEUE_LIMIT (rs_queue.c) skbs per
+ * namespace it makes.
+ */
+static const struct genl_small_ops rs_ops[] = {
+	{ .cmd = RESHAPER_CMD_LOAD, .doit = rs_cmd_load, .flags = GENL_ADMIN_PERM },
+	{ .cmd = RESHAPER_CMD_CLEAR, .doit = rs_cmd_clear, .flags = GENL_ADMIN_PERM },
+	{ .cmd = RESHAPER_CMD_GET_STATS, .doit = rs_cmd_get_stats, .flags = GENL_ADMIN_PERM },
+};
+
+struct genl_family rs_family __ro_after_init = {
+	.name		= RESHAPER_GENL_NAME,
+	.version	= RESHAPER_GENL_VERSION,
+	.maxattr	= RESHAPER_A_MAX,
+	.policy		= rs_policy,
+	.netnsok	= true,
+	.module		= THIS_MODULE,
+	.small_ops	= rs_ops,
+	.n_small_ops	= ARRAY_SIZE(rs_ops),
+	.resv_start_op	= RESHAPER_CMD_MAX + 1,
+};
