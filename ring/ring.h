@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0 OR MIT */
 /*
- * Ring mode: the per-frame loop of the bridge, in C. AF_PACKET TPACKET_V2
- * RX and TX rings on each port's interface, the shared engine on every
- * frame, a timer queue for delayed frames. Python only opens, reloads,
- * reads counters and stops it. Super-frames (GSO: the 64 KB TCP/UDP segments
- * a veth or tap peer with TSO/GSO hands over) arrive whole with their
- * virtio_net_hdr; ring.c says how the rules and the counters see them.
+ * Ring mode's forwarder, the interface Python sees (ring/__init__.py, through
+ * reshaper/_ffi_build.py): the per-frame loop between two ports, in C.
+ * AF_PACKET TPACKET_V2 RX and TX rings on each port's interface, the shared
+ * engine on every frame, a timer queue for delayed frames. Python only opens,
+ * reloads, reads counters and stops it. Super-frames (GSO: the 64 KB TCP/UDP
+ * segments a veth or tap peer with TSO/GSO hands over) arrive whole with their
+ * virtio_net_hdr; super_frames.c says how the rules and the counters see them.
+ * The units behind it and what they share: ring_internal.h.
  */
 #ifndef RS_RING_H
 #define RS_RING_H
@@ -28,7 +30,7 @@ struct rs_port_stats {
 	uint64_t gso_tx;      /* super-frames sent whole (the kernel or the NIC cuts them) */
 };
 
-struct rs_bridge_stats {
+struct rs_forwarder_stats {
 	struct rs_port_stats port[2]; /* a, b */
 	uint64_t not_ours;    /* frames on a port's interface that belong to no port */
 	uint64_t queued;      /* frames waiting in the delay queue now */
@@ -47,69 +49,63 @@ struct rs_bridge_stats {
 
 /* A frame on its way to a Python hook, or back from one (the slow path). */
 struct rs_hook_meta {
-	uint64_t timestamp_ns; /* receive time, CLOCK_MONOTONIC (ring.c, rx_time) */
+	uint64_t timestamp_ns; /* receive time, CLOCK_MONOTONIC (forwarder.c, rx_time) */
 	uint32_t len;
 	uint16_t rule, gen;    /* the rule that called the hook, under program generation gen */
 	uint8_t port, pcp;     /* to Python: ingress port (0 a, 1 b); back: egress port */
 };
 
-struct rs_bridge_config {
+struct rs_forwarder_config {
 	const char *ifname[2];  /* interface of port a, b (may be the same in trunk form) */
 	uint32_t vlan[2];       /* trunk form: the port's VLAN id; 0: plain or VLAN interface */
 	uint32_t mtu[2];        /* egress MTU of each port */
 	uint32_t frame_size;    /* ring slot size, a power of two >= 2048: a frame of the MTU (larger ones
-				 * come through the socket, ring.c) */
+				 * come through the socket, link.c) */
 	uint32_t ring_frames;   /* slots per ring */
 	uint32_t pool_frames;   /* buffers for delayed frames */
 	uint64_t busy_poll_ns;  /* keep polling the rings this long after the last frame before sleeping */
 };
 
-struct rs_bridge;
+struct rs_forwarder;
 
 /* Opens sockets and rings; on error returns NULL and writes why into err. */
-struct rs_bridge *rs_bridge_open(const struct rs_bridge_config *cfg, char *err, uint32_t errlen);
+struct rs_forwarder *rs_forwarder_open(const struct rs_forwarder_config *cfg, char *err, uint32_t errlen);
 
 /* Makes prog (verified) and state the program for the next frame. The caller keeps both alive.
  * state is the engine's (struct rs_state and the rules' states, rs_program.h): super-frames that
  * run the rules once get their counters made what the segments would have given. */
-void rs_bridge_set_program(struct rs_bridge *b, const uint8_t *prog, uint32_t len, void *state);
+void rs_forwarder_set_program(struct rs_forwarder *fw, const uint8_t *prog, uint32_t len, void *state);
 
-/* Forwards for up to timeout_ms (or until rs_bridge_stop); returns frames handled, or -errno. */
-int rs_bridge_run(struct rs_bridge *b, int timeout_ms);
+/* Forwards for up to timeout_ms (or until rs_forwarder_stop); returns frames handled, or -errno. */
+int rs_forwarder_run(struct rs_forwarder *fw, int timeout_ms);
 
-/* Asks a running rs_bridge_run to return (safe from another thread or a signal handler). */
-void rs_bridge_stop(struct rs_bridge *b);
+/* Asks a running rs_forwarder_run to return (safe from another thread or a signal handler). */
+void rs_forwarder_stop(struct rs_forwarder *fw);
 
-void rs_bridge_stats(struct rs_bridge *b, struct rs_bridge_stats *out);
+void rs_forwarder_stats(struct rs_forwarder *fw, struct rs_forwarder_stats *out);
 
 /* Grows the delay pool to frames buffers (never shrinks); 0 or -ENOMEM (the old pool stays). Between runs only. */
-int rs_bridge_set_pool(struct rs_bridge *b, uint32_t frames);
+int rs_forwarder_set_pool(struct rs_forwarder *fw, uint32_t frames);
 
 /* Frames of rules 0..n-1 of the running program waiting in the delay queue now. */
-void rs_bridge_rule_held(struct rs_bridge *b, uint32_t *out, uint32_t n);
+void rs_forwarder_rule_held(struct rs_forwarder *fw, uint32_t *out, uint32_t n);
 
 /*
- * The slow path. rs_bridge_set_hooks marks the rules (flags[i] != 0) whose
+ * The slow path. rs_forwarder_set_hooks marks the rules (flags[i] != 0) whose
  * frames go to Python after the engine's actions; frames of other rules never
- * do. A worker thread sleeps on rs_bridge_hook_fd (an eventfd), takes frames
- * with rs_bridge_hook_take and gives back what leaves with rs_bridge_hook_put
- * (one producer and one consumer on each side). rs_bridge_generation is the
+ * do. A worker thread sleeps on rs_forwarder_hook_fd (an eventfd), takes frames
+ * with rs_forwarder_hook_take and gives back what leaves with rs_forwarder_hook_put
+ * (one producer and one consumer on each side). rs_forwarder_generation is the
  * program generation that rs_hook_meta.gen refers to.
  */
-void rs_bridge_set_hooks(struct rs_bridge *b, const uint8_t *flags, uint32_t n);
-int rs_bridge_hook_fd(struct rs_bridge *b);
-int rs_bridge_hook_take(struct rs_bridge *b, struct rs_hook_meta *m, uint8_t *buf, uint32_t cap);
-int rs_bridge_hook_put(struct rs_bridge *b, const struct rs_hook_meta *m, const uint8_t *frame);
-void rs_bridge_hook_wake(struct rs_bridge *b);
-uint32_t rs_bridge_generation(struct rs_bridge *b);
+void rs_forwarder_set_hooks(struct rs_forwarder *fw, const uint8_t *flags, uint32_t n);
+int rs_forwarder_hook_fd(struct rs_forwarder *fw);
+int rs_forwarder_hook_take(struct rs_forwarder *fw, struct rs_hook_meta *m, uint8_t *buf, uint32_t cap);
+int rs_forwarder_hook_put(struct rs_forwarder *fw, const struct rs_hook_meta *m, const uint8_t *frame);
+void rs_forwarder_hook_wake(struct rs_forwarder *fw);
+uint32_t rs_forwarder_generation(struct rs_forwarder *fw);
 
 /* Sends every queued frame now (used on exit) and closes everything. */
-void rs_bridge_close(struct rs_bridge *b);
-
-/* Turns GRO, GSO and TSO off (on=0) or on; returns the previous settings as bits (1 GRO, 2 GSO, 4 TSO), or -errno. */
-int rs_set_offloads(const char *ifname, int features, int on);
-
-/* Keeps only the capabilities whose bits are set in keep; returns 0 or -errno. */
-int rs_drop_capabilities(uint64_t keep);
+void rs_forwarder_close(struct rs_forwarder *fw);
 
 #endif /* RS_RING_H */
