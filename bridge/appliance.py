@@ -1,17 +1,17 @@
 """What every mode of `reshaper run` shares: state file, control socket, signals, reload, loop.
 
-A mode subclasses Appliance and provides set_up (records every change it
-makes into self.changed before making it), load (a compiled program),
-forward (one slice of forwarding), data_stats, status and tear_down; and a
-module-level restore(saved) that undoes what a state file records, which the
-next start calls when a run was killed.
+A mode (bridge/modes/, where the registry names them) subclasses Appliance
+and provides limits (what of a configuration it cannot run), set_up (records
+every change it makes into self.changed before making it), load (a compiled
+program), forward (one slice of forwarding), data_stats, status and
+tear_down; and restore(saved), which undoes what a state file records: at
+exit, and at the next start when a run was killed.
 
 The state file is written before anything is changed, so a crash at any
 point leaves a record of what to undo.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -21,13 +21,10 @@ import threading
 import time
 
 from reshaper.bridge.control import RUN_DIR, ControlServer, default_control_path, netns_id
-from reshaper.rules.config import Config, ConfigError, load_config, mode_problems
+from reshaper.rules.config import load_config
+from reshaper.rules.model import Config, ConfigError, Diagnostic
 
 STATUS_PREFIX = "reshaper: "
-# A Linux bridge of kernel or nfqueue mode forwards every frame to the other port, as ring
-# mode does (README, "One forwarding behaviour"): no MAC learning (ageing 0), and link-local
-# groups passed but 01:80:c2:00:00:00-02 (STP, pause, LACP), which the kernel never forwards
-WIRE_BRIDGE = {"br_ageing_time": 0, "br_group_fwd_mask": 0xFFF8}
 
 
 class SetupError(Exception):
@@ -66,6 +63,8 @@ def clean_stale_state(config: Config, namespace_wide: bool) -> None:
     """Refuses to start beside a live instance that holds these ports, or (namespace_wide)
     beside another instance of a mode that holds what a namespace has one of; undoes what
     killed runs left behind there."""
+    from reshaper.bridge.modes import get as mode_named  # here: the modes import this module
+
     ifaces = {p.interface for p in config.ports.values()}
     if not os.path.isdir(RUN_DIR):
         return
@@ -88,7 +87,7 @@ def clean_stale_state(config: Config, namespace_wide: bool) -> None:
             raise SetupError(f"another reshaper (pid {saved['pid']}) runs {what}; state in {path}")
         log(f"a previous run (pid {saved.get('pid')}, {saved.get('mode')} mode) did not exit cleanly: "
             f"restoring its interface settings")
-        importlib.import_module(f"bridge.{saved['mode']}_mode").restore(saved)
+        mode_named(saved["mode"]).restore(saved)
         os.unlink(path)
 
 
@@ -119,6 +118,16 @@ class Appliance:
                         "namespace_wide": self.namespace_wide}
 
     # ---- for the modes ----
+    @staticmethod
+    def limits(config: Config) -> list[Diagnostic]:
+        """What of config this mode cannot run, each at its place in the file (`check --mode`)."""
+        return []
+
+    @staticmethod
+    def restore(saved: dict) -> None:
+        """Undoes what a state file (self.changed, as recorded) says a run changed."""
+        raise NotImplementedError
+
     def record(self) -> None:
         """Writes self.changed: call before every change it will describe."""
         with open(self.state_path, "w") as f:
@@ -189,7 +198,7 @@ class Appliance:
         a bug of ours), the running program stays; the error is logged and `stats` shows it."""
         try:
             config = load_config(self.config.path, hooks_path=self.hooks_path)
-            problems = mode_problems(config, self.mode)
+            problems = self.limits(config)
             if problems:
                 raise ConfigError(problems)
             if not self.same_ports(self.config, config):
@@ -220,7 +229,7 @@ class Appliance:
         log(message)
 
     def run(self) -> int:
-        from reshaper.ring import drop_capabilities
+        from reshaper.bridge.privileges import drop_capabilities
 
         os.makedirs(RUN_DIR, exist_ok=True)
         clean_stale_state(self.config, self.namespace_wide)
@@ -250,7 +259,7 @@ class Appliance:
             if self.control:
                 self.control.close()
             self.tear_down()
-            importlib.import_module(f"bridge.{self.mode}_mode").restore(self.changed)
+            self.restore(self.changed)
             try:
                 os.unlink(self.state_path)
             except FileNotFoundError:

@@ -16,11 +16,11 @@ from collections import Counter
 from typing import Iterator
 
 from reshaper._native import lib
-from reshaper.rules.config import Config
 from reshaper.rules.binding import Engine, RULE_COUNTERS
+from reshaper.rules.fields import TPID_8021Q
+from reshaper.rules.model import Config
 
 LINKTYPE_ETHERNET = 1
-TPID_8021Q = 0x8100
 NS = 1_000_000_000
 
 # pcap, the libpcap file format: the file header's magic says what a timestamp's fraction counts (in ns)

@@ -1,11 +1,13 @@
-"""The `reshaper` command line (DESIGN.md, "Command line")."""
+"""The `reshaper` command line: check, apply, run, stats, demo and bench, one function each."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from reshaper.rules.config import MODES, Config, ConfigError, load_config, mode_problems
+from reshaper.bridge import modes
+from reshaper.rules.config import load_config
+from reshaper.rules.model import Config, ConfigError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -14,7 +16,7 @@ def _load(path: str, mode: str | None = None, hooks_path: list[str] | None = Non
     """Loads and validates a configuration; with mode, also what that mode can run."""
     config = load_config(path, hooks_path=hooks_path)
     if mode is not None:
-        problems = mode_problems(config, mode)
+        problems = modes.get(mode).limits(config)
         if problems:
             raise ConfigError(problems)
     return config
@@ -47,12 +49,12 @@ def cmd_check(args) -> int:
         matches = ", ".join(m.field for m in rule.matches) or "everything"
         actions = ", ".join(a.kind for a in rule.actions) or "forward unchanged"
         print(f"  {i:>3} {rule.name}: from {rule.from_port}; match {matches}; {actions}")
-    modes = []
-    for mode in MODES:
-        problems = mode_problems(config, mode)
-        modes.append(f"{mode} " + (f"no ({len(problems)} problem{'s' if len(problems) != 1 else ''}; "
-                                   f"see --mode {mode})" if problems else "yes"))
-    print(f"  modes: {', '.join(modes)}")
+    carried = []
+    for name, mode in modes.MODES.items():
+        problems = mode.limits(config)
+        carried.append(f"{name} " + (f"no ({len(problems)} problem{'s' if len(problems) != 1 else ''}; "
+                                     f"see --mode {name})" if problems else "yes"))
+    print(f"  modes: {', '.join(carried)}")
     return EXIT_OK
 
 
@@ -146,10 +148,25 @@ def cmd_demo(args) -> int:
     return run_demo()
 
 
-def cmd_bench(args) -> int:
-    from reshaper.bridge.bench import main as bench_main
+def _bench_cli():
+    """reshaper.bench's command line (bench/cli.py: argparse only), or None where the benchmark
+    is not installed (the board's wheel leaves it out: setup.py)."""
+    try:
+        from reshaper.bench import cli
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("reshaper.bench", "reshaper.bench.cli"):
+            raise
+        return None
+    return cli
 
-    return bench_main(args)
+
+def cmd_bench(args) -> int:
+    bench = _bench_cli()
+    if bench is None:
+        print("reshaper bench: the benchmark is not installed here (the board's package leaves it out); "
+              "install reshaper[bench] from a source tree (make setup)", file=sys.stderr)
+        return EXIT_USAGE
+    return bench.main(args)
 
 
 def _version() -> str:
@@ -169,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a configuration and summarise its program")
     p.add_argument("config", metavar="CONFIG")
-    p.add_argument("--mode", choices=MODES, help="also check that this mode can run every rule")
+    p.add_argument("--mode", choices=list(modes.MODES), help="also check that this mode can run every rule")
     p.add_argument("--hooks-path", action="append", metavar="DIR", help="a directory python hooks may come from")
     p.set_defaults(func=cmd_check)
 
@@ -189,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the appliance: forward between the ports through the rules")
     p.add_argument("config", metavar="CONFIG")
-    p.add_argument("--mode", choices=MODES, default="ring", help="data path (default ring)")
+    p.add_argument("--mode", choices=list(modes.MODES), default=modes.DEFAULT,
+                   help=f"data path (default {modes.DEFAULT})")
     p.add_argument("--control", metavar="PATH", help="control socket for `reshaper stats` "
                    "(default: one per instance under /run/reshaper, named after the namespace and the ports)")
     p.add_argument("--status-interval", type=float, default=5.0, metavar="S",
@@ -210,9 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the appliance in network namespaces, with real traffic")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="the modes side by side: loss-free rate, latency, CPU per frame")
-    from reshaper.bridge.bench import add_arguments as bench_arguments
-    bench_arguments(p)
+    bench_help = "the modes side by side: loss-free rate, latency, CPU per frame"
+    bench = _bench_cli()
+    if bench is not None:
+        p = sub.add_parser("bench", help=bench_help)
+        bench.add_arguments(p)
+    else:   # cmd_bench says why it cannot run, whatever the arguments: none of them is an option here
+        p = sub.add_parser("bench", help=bench_help + " (not installed)", prefix_chars="\0", add_help=False)
+        p.add_argument("args", nargs="*")
     p.set_defaults(func=cmd_bench)
     return parser
 

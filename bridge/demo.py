@@ -3,35 +3,22 @@
 Host a and host b, each in a namespace, talk through reshaper running in
 ring mode in a third one, on the rules of examples/demo.yaml. The
 demo sends ping, UDP and TCP across, shows what the rules did as host b saw
-it and the bridge's counters, then removes everything it made.
+it and reshaper's counters, then removes everything it made.
 """
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 from reshaper.bridge.control import read_stats
+from reshaper.bridge.launcher import RunningAppliance
 from reshaper.bridge.netns import HOST_B, Topology
 from reshaper.examples import example
 
 IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
-
-
-def wait_for_control(path: str, bridge: subprocess.Popen, timeout: float = 15.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if bridge.poll() is not None:
-            raise RuntimeError(f"the bridge exited with status {bridge.returncode}")
-        try:
-            return read_stats(path)
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("the bridge did not come up")
 
 
 def say(text: str) -> None:
@@ -100,10 +87,7 @@ def run_demo() -> int:
     with tempfile.TemporaryDirectory(prefix="reshaper-demo-") as tmp, Topology("rsdemo") as topo:
         control = os.path.join(tmp, "control.sock")
         say("namespaces rsdemo-a (10.77.0.1), rsdemo-br (reshaper, ring mode), rsdemo-b (10.77.0.2)")
-        bridge = topo.br.popen([sys.executable, "-m", "reshaper", "run", config, "--mode", "ring",
-                                "--control", control, "--status-interval", "0"])
-        try:
-            wait_for_control(control, bridge)
+        with RunningAppliance(config, control, "ring", ns=topo.br):
             ping = topo.a.run(["ping", "-c", "3", "-i", "0.2", HOST_B["v4"]], capture_output=True, text=True)
             rtts = [line.split("time=")[1] for line in ping.stdout.splitlines() if "time=" in line]
             say(f"  ping a -> b: {', '.join(rtts)} (rule slow-ping: 20 ms +- 2 ms each way)")
@@ -114,12 +98,5 @@ def run_demo() -> int:
             stats = topo.br.run([sys.executable, "-m", "reshaper", "stats", "--control", control],
                                 capture_output=True, text=True)
             say(stats.stdout.rstrip())
-        finally:
-            bridge.send_signal(signal.SIGTERM)
-            try:
-                bridge.wait(10)
-            except subprocess.TimeoutExpired:
-                bridge.kill()
-                bridge.wait()
     say("\nnamespaces removed; done")
     return 0

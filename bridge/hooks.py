@@ -46,7 +46,7 @@ from scapy.packet import Packet
 
 from reshaper.bridge.appliance import SetupError
 from reshaper.hook import HookContext, Reply
-from reshaper.rules.config import Config
+from reshaper.rules.model import Config
 
 # calls: frames handed to the hook; each ends answered, as an error or as a timeout (late: answers
 # that came after their frame's deadline and were discarded)

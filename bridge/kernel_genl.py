@@ -17,7 +17,6 @@ from pyroute2.netlink.generic import GenericNetlinkSocket
 from reshaper._native import ffi, lib
 from reshaper.bridge.appliance import SetupError
 from reshaper.rules.binding import GLOBAL_COUNTERS, RULE_COUNTERS
-from reshaper.rules.config import KERNEL_MAX_PROGRAM_LEN
 
 GENL_NAME = ffi.string(lib.reshaper_genl_name).decode()
 PORT_COUNTERS = tuple(name for name, _ in ffi.typeof("struct reshaper_port_stats").fields)
@@ -86,11 +85,12 @@ class ReshaperSocket(GenericNetlinkSocket):
 
     def load(self, program: bytes, port_a: str, port_b: str, seed: int = 0) -> None:
         """Verified by the kernel; on refusal the loaded program stays (KernelError)."""
-        if len(program) > KERNEL_MAX_PROGRAM_LEN:  # `check --mode kernel` refuses it too (bridge/modes)
+        if len(program) > lib.RESHAPER_MAX_PROGRAM_LEN:  # `check --mode kernel` refuses it too (bridge/modes/kernel.py)
             raise KernelError(f"program refused: {len(program)} bytes do not fit one netlink attribute "
-                              f"(at most {KERNEL_MAX_PROGRAM_LEN})")
-        self._request(lib.RESHAPER_CMD_LOAD, [("RESHAPER_A_PROGRAM", program), ("RESHAPER_A_PORT_A", port_a),
-                                 ("RESHAPER_A_PORT_B", port_b), ("RESHAPER_A_SEED", seed)],
+                              f"(at most {lib.RESHAPER_MAX_PROGRAM_LEN})")
+        self._request(lib.RESHAPER_CMD_LOAD,
+                      [("RESHAPER_A_PROGRAM", program), ("RESHAPER_A_PORT_A", port_a),
+                       ("RESHAPER_A_PORT_B", port_b), ("RESHAPER_A_SEED", seed)],
                       "program refused by the kernel")
 
     def clear(self) -> None:

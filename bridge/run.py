@@ -3,27 +3,24 @@ from __future__ import annotations
 
 import sys
 
+from reshaper.bridge import modes
 from reshaper.bridge.appliance import SetupError, log
-from reshaper.rules.config import ConfigError, load_config, mode_problems
+from reshaper.rules.config import load_config
+from reshaper.rules.model import ConfigError
 
 
 def run(config_path: str, mode: str, control: str | None, status_interval: float, seed: int,
         hooks_path: list[str] | None = None, busy_poll_us: int = 0) -> int:
+    Mode = modes.get(mode)
     try:
         config = load_config(config_path, hooks_path=hooks_path)
-        problems = mode_problems(config, mode)
+        problems = Mode.limits(config)
         if problems:
             raise ConfigError(problems)
     except ConfigError as exc:
         for d in exc.diagnostics:
             print(d, file=sys.stderr)
         return 1
-    if mode == "ring":
-        from reshaper.bridge.ring_mode import RingAppliance as Mode
-    elif mode == "nfqueue":
-        from reshaper.bridge.nfqueue_mode import NfqueueAppliance as Mode
-    else:
-        from reshaper.bridge.kernel_mode import KernelAppliance as Mode
     try:
         return Mode(config, control, status_interval, seed, hooks_path, busy_poll_us).run()
     except SetupError as exc:

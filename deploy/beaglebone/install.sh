@@ -160,7 +160,7 @@ for m in $mods; do
   modprobe "$m" || die "modprobe $m failed"
 done
 say "modules: $mods (/etc/modules-load.d/reshaper.conf)"
-# nfqueue mode: IP in an 802.1Q tag goes to iptables too (bridge/nfqueue_mode.py). The unit
+# nfqueue mode: IP in an 802.1Q tag goes to iptables too (bridge/modes/nfqueue.py). The unit
 # cannot write /proc/sys (ProtectKernelTunables), so the system sets it at boot, after the
 # modules (systemd-sysctl runs after systemd-modules-load), and here now.
 if [ "$MODE" = nfqueue ]; then

@@ -14,10 +14,13 @@ the queue (fail-open: traffic keeps flowing if reshaper dies);
 count against the queue's length (queue_maxlen); when it is full the kernel
 drops new packets.
 
+What it cannot carry (limits): what lies below the IP header (L2 matches and
+sets, frame lengths) and copies (a verdict passes one packet).
+
 Set-up and what it leaves: if the two ports are already ports of one bridge it
-is reused (made a wire: WIRE_BRIDGE) and its switches are put back at exit; otherwise a bridge
-rsbr<N> is made and removed at exit. The iptables chain and the FORWARD jump
-are removed at exit, and by the next start after a crash (state file).
+is reused, else a bridge rsbr<N> is made (bridge/linux_bridge.py: a wire, put
+back or removed at exit). The iptables chain and the FORWARD jump are removed
+at exit, and by the next start after a crash (state file).
 """
 from __future__ import annotations
 
@@ -30,17 +33,19 @@ import time
 import zlib
 from collections import deque
 
-from pyroute2 import IPRoute
-
-from reshaper.bridge.appliance import WIRE_BRIDGE, Appliance, SetupError, log
 from reshaper._native import lib
+from reshaper.bridge.appliance import Appliance, SetupError, log
 from reshaper.rules.binding import Engine
+from reshaper.rules.model import Config, Diagnostic
 
 CHAIN = "RESHAPER"
 QUEUE_BASE = int(os.environ.get("RESHAPER_NFQUEUE_BASE", "7100"))
 QUEUE_MAXLEN = 4096
 FAMILIES = ("iptables", "ip6tables")
 PORT_COUNTERS = ("rx", "tx", "dropped", "held", "queue_errors", "hook_unsent")
+# what NFQUEUE never shows: it hands over packets from the IP header on
+L2_MATCH_FIELDS = ("eth_src", "eth_dst", "vlan", "vlan_pcp")
+L2_SET_FIELDS = ("eth_src", "eth_dst", "vlan", "vlan_pcp")
 
 
 def _iptables(tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -95,7 +100,7 @@ def install_bridge_filter(drop_from: list[str]) -> None:
     """Frames that never reach the queue (not IP, nor IP in one 802.1Q tag: ARP, other
     ethertypes, two tags) get at the bridge what the engine gives an unmatched frame: dropped
     when they enter by a port in drop_from (`default: drop`, or the direction `forward` leaves
-    out). Rules cannot match them in this mode (rules/config.py, mode_problems)."""
+    out). Rules cannot match them in this mode (NfqueueAppliance.limits)."""
     _ebtables("-N", CHAIN, "-P", "RETURN")
     for proto in ("IPv4", "IPv6"):
         _ebtables("-A", CHAIN, "-p", proto, "-j", "RETURN")
@@ -112,41 +117,71 @@ def bridge_dropped(iface: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def restore(saved: dict) -> None:
-    if saved.get("chain"):
-        remove_chain()
-    if saved.get("bridge_filter") is not None:
-        remove_bridge_filter(saved["bridge_filter"])
-    if saved.get("filter_vlan_tagged") is not None:
-        with open(FILTER_VLAN_TAGGED, "w") as f:
-            f.write(str(saved["filter_vlan_tagged"]))
-    with IPRoute() as ipr:
-        created = saved.get("bridge_created")
-        if created and ipr.link_lookup(ifname=created):
-            ipr.link("del", index=ipr.link_lookup(ifname=created)[0])
-        reused = saved.get("bridge_reused")
-        if reused and ipr.link_lookup(ifname=reused["name"]):
-            ipr.link("set", index=ipr.link_lookup(ifname=reused["name"])[0],
-                     kind="bridge", br_nf_call_iptables=reused["nf_call_iptables"],
-                     br_nf_call_ip6tables=reused["nf_call_ip6tables"],
-                     **{f"br_{k}": reused[k] for k in ("ageing_time", "group_fwd_mask") if reused.get(k) is not None})
-
-
 class NfqueueAppliance(Appliance):
     mode = "nfqueue"
     namespace_wide = True   # one iptables chain and fixed queue numbers (QUEUE_BASE) per namespace
     drop_counters = ("dropped", "queue_errors", "bridge_dropped")
 
+    @staticmethod
+    def limits(config: Config) -> list[Diagnostic]:
+        """What lies below the IP header, and copies."""
+        problems = []
+
+        def refuse(node, message: str) -> None:
+            problems.append(Diagnostic.at(config.path, node.start_mark, message))
+
+        why = "needs L2 access, and NFQUEUE sees packets from the IP header on (use --mode ring or kernel)"
+        for rule in config.rules:
+            ctx = f"rule {rule.name!r}: "
+            for m in rule.matches:
+                l2 = m.field in L2_MATCH_FIELDS
+                l2 |= m.field == "eth_type" and m.value not in ("ipv4", "ipv6")
+                l2 |= m.field == "bytes" and m.value["base"] == "l2"
+                if l2:
+                    refuse(m.node, f"{ctx}match.{m.field} {why}")
+                elif m.field == "length":
+                    refuse(m.node, f"{ctx}match.length counts frame bytes, and NFQUEUE sees packets from the "
+                                   "IP header on (use --mode ring or kernel)")
+            for a in rule.actions:
+                l2 = a.kind in ("push_vlan", "pop_vlan")
+                l2 |= a.kind == "set" and any(k in L2_SET_FIELDS for k in a.params)
+                l2 |= a.kind == "payload" and a.params["base"] == "l2"
+                if l2:
+                    refuse(a.node, f"{ctx}{a.kind} {why}")
+                elif a.kind == "duplicate":
+                    refuse(a.node, f"{ctx}duplicate: a queue verdict passes one packet, NFQUEUE cannot send "
+                                   "copies (use --mode ring or kernel)")
+        return problems
+
+    @staticmethod
+    def restore(saved: dict) -> None:
+        """Removes the chains, puts the VLAN switch back, undoes the bridge's set-up."""
+        from reshaper.bridge import linux_bridge
+
+        if saved.get("chain"):
+            remove_chain()
+        if saved.get("bridge_filter") is not None:
+            remove_bridge_filter(saved["bridge_filter"])
+        if saved.get("filter_vlan_tagged") is not None:
+            with open(FILTER_VLAN_TAGGED, "w") as f:
+                f.write(str(saved["filter_vlan_tagged"]))
+        linux_bridge.restore(saved.get("linux_bridge", {}))
+
     def set_up(self, program: bytes) -> None:
         from netfilterqueue import NetfilterQueue
+
+        from reshaper.bridge import linux_bridge
 
         ifaces = {n: p.interface for n, p in self.config.ports.items()}
         if any(p.vlan for p in self.config.ports.values()):
             raise SetupError("nfqueue mode bridges interfaces: give ports as VLAN interfaces "
                              "(a: eth0.100), not trunk form")
-        self.changed.update(chain=False, bridge_created=None, bridge_reused=None, bridge_filter=None,
-                            filter_vlan_tagged=None)
-        self._make_bridge(ifaces)
+        self.changed.update(chain=False, linux_bridge={}, bridge_filter=None, filter_vlan_tagged=None)
+        # the bridge that holds both ports already, else one of our own named after them
+        self.bridge_name = (linux_bridge.common_master(ifaces)
+                            or f"rsbr{zlib.crc32(''.join(sorted(ifaces.values())).encode()) % 10000}")
+        linux_bridge.set_up(self.changed["linux_bridge"], self.record, self.bridge_name, ifaces,
+                            settings={"br_nf_call_iptables": 1, "br_nf_call_ip6tables": 1})
         self._filter_vlan_tagged()
         self.changed["chain"] = True
         self.record()
@@ -191,40 +226,6 @@ class NfqueueAppliance(Appliance):
         except OSError as exc:
             raise SetupError(f"{FILTER_VLAN_TAGGED}: {exc.strerror}: set net.bridge.bridge-nf-filter-vlan-tagged=1 "
                              "(sysctl.d) so that IP in an 802.1Q tag reaches the rules") from None
-
-    def _make_bridge(self, ifaces: dict[str, str]) -> None:
-        with IPRoute() as ipr:
-            masters = set()
-            for name, iface in ifaces.items():
-                found = ipr.link_lookup(ifname=iface)
-                if not found:
-                    raise SetupError(f"port {name}: no interface {iface}")
-                masters.add(ipr.get_links(found[0])[0].get_attr("IFLA_MASTER"))
-            if len(masters) == 1 and None not in masters:
-                link = ipr.get_links(masters.pop())[0]
-                info = link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
-                self.bridge_name = link.get_attr("IFLA_IFNAME")
-                self.changed["bridge_reused"] = {
-                    "name": self.bridge_name,
-                    "nf_call_iptables": info.get_attr("IFLA_BR_NF_CALL_IPTABLES"),
-                    "nf_call_ip6tables": info.get_attr("IFLA_BR_NF_CALL_IP6TABLES"),
-                    "ageing_time": info.get_attr("IFLA_BR_AGEING_TIME"),
-                    "group_fwd_mask": info.get_attr("IFLA_BR_GROUP_FWD_MASK")}
-                self.record()
-                index = ipr.link_lookup(ifname=self.bridge_name)[0]
-                ipr.link("set", index=index, kind="bridge", br_nf_call_iptables=1, br_nf_call_ip6tables=1,
-                         **WIRE_BRIDGE)
-                return
-            self.bridge_name = f"rsbr{zlib.crc32(''.join(sorted(ifaces.values())).encode()) % 10000}"
-            self.changed["bridge_created"] = self.bridge_name
-            self.record()
-            ipr.link("add", ifname=self.bridge_name, kind="bridge", br_stp_state=0, br_forward_delay=0,
-                     br_nf_call_iptables=1, br_nf_call_ip6tables=1, **WIRE_BRIDGE)
-            bridge = ipr.link_lookup(ifname=self.bridge_name)[0]
-            for iface in ifaces.values():
-                index = ipr.link_lookup(ifname=iface)[0]
-                ipr.link("set", index=index, master=bridge, state="up")
-            ipr.link("set", index=bridge, state="up")
 
     def load(self, program: bytes, config):
         from reshaper.bridge.hooks import Hooks

@@ -6,9 +6,11 @@ the wire, not what the kernel merged. Super-frames still come from a veth or
 tap peer with TSO/GSO on (a container's, a VM's: their default); the rings take
 them whole with their GSO metadata, and TSO/GSO on the ports stay as they are,
 so a super-frame the rules leave whole is cut by the egress NIC, or the kernel,
-or not at all on the way to a local peer (ring/ring.c). The C loop then runs in
-slices with the GIL released; between slices Python reloads, answers `stats`
-and prints status.
+or not at all on the way to a local peer (ring/super_frames.c). The C loop
+(ring/forwarder.c) then runs in slices with the GIL released; between slices
+Python reloads, answers `stats` and prints status.
+
+It carries every rule the language has: no limits.
 """
 from __future__ import annotations
 
@@ -16,19 +18,14 @@ import math
 import os
 import threading
 
-from pyroute2 import IPRoute
-
 from reshaper.bridge.appliance import Appliance, SetupError
-
-IFF_UP = 0x1
+from reshaper.rules.fields import jitter_reach
 
 # ---- the delay buffer pool, sized from the rules ----------------------------------
 POOL_MAX_BYTES = 64 << 20   # the most the pool may take
 POOL_MIN_FRAMES = 4096      # what it takes anyway (8 MiB at a 2 KiB slot)
 ASSUMED_MBIT = 100          # the arrival line rate when the interface has no physical speed (veth, ...)
 WIRE_MIN_FRAME = 84         # bytes on the wire of the smallest frame: 64 + preamble 8 + gap 12
-# the largest delay a distribution table gives, in jitters (rs_dist_tables.h: last point / 65536)
-DIST_MAX = {"uniform": 1.0, "normal": 3.2972, "pareto": 12.9318, "paretonormal": 11.2217}
 
 
 def line_rate_mbit(interface: str) -> int:
@@ -62,7 +59,7 @@ def pool_plan(config, rates_mbit: dict[str, int] | None = None) -> tuple[int, li
             why.append(f"rule {rule.name}: rate limit {need} frames")
         elif delay is not None:
             p = delay.params
-            longest_ns = p["time"] + p["jitter"] * DIST_MAX[p["distribution"]]
+            longest_ns = p["time"] + p["jitter"] * jitter_reach(p["distribution"])
             ports = ["a", "b"] if rule.from_port == "any" else [rule.from_port]
             mbit = sum(rates_mbit.get(port, ASSUMED_MBIT) for port in ports)
             pps = mbit * 1e6 / (WIRE_MIN_FRAME * 8)
@@ -87,25 +84,11 @@ def check_pool(config, slot_size: int, rates_mbit: dict[str, int] | None = None)
     return frames
 
 
-def restore(saved: dict) -> None:
-    """Puts interfaces back as the state file recorded them (offloads, link state)."""
-    from reshaper.ring import RingError, set_offloads
-
-    for iface, bits in saved.get("offloads", {}).items():
-        try:
-            if bits:
-                set_offloads(iface, bits, True)
-        except RingError:
-            pass  # gone since: nothing to restore
-    with IPRoute() as ipr:
-        for iface in saved.get("brought_up", []):
-            found = ipr.link_lookup(ifname=iface)
-            if found:
-                ipr.link("set", index=found[0], state="down")
-
-
 def interface_mtus(config) -> tuple[dict[str, int], list[str]]:
     """The MTU of each port's interface and the interfaces that are down; a missing one is an error."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP
+
     mtus, down = {}, []
     with IPRoute() as ipr:
         for name, port in sorted(config.ports.items()):
@@ -134,18 +117,18 @@ class HookWorker(threading.Thread):
     hang) ends or stalls it; frames of other rules never come here.
     """
 
-    def __init__(self, bridge):
+    def __init__(self, forwarder):
         super().__init__(name="hooks", daemon=True)
         from reshaper.ring import ffi
 
-        self.bridge = bridge
+        self.forwarder = forwarder
         self.hooks_by_generation: dict[int, object] = {}
         self._current: int | None = None  # the generation of the running program
         self._stopping = False
         self._meta = ffi.new("struct rs_hook_meta *")
         self._out = ffi.new("struct rs_hook_meta *")
-        self._put_lock = threading.Lock()  # the queue back has one producer at a time (ring.c, hookq_push)
-        self._cap = bridge.slot_size
+        self._put_lock = threading.Lock()  # the queue back has one producer at a time (ring/hook_queue.c)
+        self._cap = forwarder.slot_size
         self._buf = ffi.new("uint8_t[]", self._cap)
         self._ffi = ffi
 
@@ -161,19 +144,19 @@ class HookWorker(threading.Thread):
 
     def stop(self) -> None:
         with self._put_lock:
-            self._stopping = True  # answers still to come must not reach a bridge about to close
+            self._stopping = True  # answers still to come must not reach a forwarder about to close
         for hooks in self.hooks_by_generation.values():
             hooks.close()
-        self.bridge.hook_wake()
+        self.forwarder.hook_wake()
         self.join(5)
 
     def run(self) -> None:
         from reshaper.bridge.appliance import log
 
-        fd = self.bridge.hook_fd()
+        fd = self.forwarder.hook_fd()
         while not self._stopping:
             os.read(fd, 8)  # blocks, without the GIL, until the loop has frames for us
-            while not self._stopping and (n := self.bridge.hook_take(self._meta, self._buf, self._cap)) > 0:
+            while not self._stopping and (n := self.forwarder.hook_take(self._meta, self._buf, self._cap)) > 0:
                 try:
                     self._one(self._ffi.buffer(self._buf, n)[:])
                 except Exception as exc:  # ours, not a hook's: logged, and the slow path goes on
@@ -200,7 +183,7 @@ class HookWorker(threading.Thread):
             for back, data in made:
                 out.port = port if back else port ^ 1
                 out.pcp, out.rule, out.gen, out.timestamp_ns = pcp, rule, gen, stamp
-                if not self.bridge.hook_put(out, data) and hook is not None:
+                if not self.forwarder.hook_put(out, data) and hook is not None:
                     hook.counters["dropped"] += 1  # the queue back is full
 
 
@@ -209,8 +192,30 @@ class RingAppliance(Appliance):
     drop_counters = ("ring_drops", "tx_full", "oversize")
     worker: HookWorker | None = None
 
+    @staticmethod
+    def restore(saved: dict) -> None:
+        """Puts interfaces back as the state file recorded them (offloads, link state)."""
+        from pyroute2 import IPRoute
+
+        from reshaper.bridge.offloads import set_offloads
+
+        for iface, bits in saved.get("offloads", {}).items():
+            try:
+                if bits:
+                    set_offloads(iface, bits, True)
+            except OSError:
+                pass  # gone since: nothing to restore
+        with IPRoute() as ipr:
+            for iface in saved.get("brought_up", []):
+                found = ipr.link_lookup(ifname=iface)
+                if found:
+                    ipr.link("set", index=found[0], state="down")
+
     def set_up(self, program: bytes) -> None:
-        from reshaper.ring import GRO, RingBridge, RingError, RingPort, frame_size_for, set_offloads
+        from pyroute2 import IPRoute
+
+        from reshaper.bridge.offloads import GRO, set_offloads
+        from reshaper.ring import RingForwarder, RingPort, frame_size_for
 
         mtus, down = interface_mtus(self.config)
         # before anything changes: a pool that cannot fit is an error at start
@@ -220,7 +225,7 @@ class RingAppliance(Appliance):
         for iface in sorted({p.interface for p in self.config.ports.values()}):
             try:
                 self.changed["offloads"][iface] = set_offloads(iface, GRO, False)
-            except RingError as exc:
+            except OSError as exc:
                 raise SetupError(f"cannot turn off GRO on {iface}: {exc}") from None
             self.record()
         self.changed["brought_up"] = down
@@ -229,19 +234,19 @@ class RingAppliance(Appliance):
             for iface in down:
                 ipr.link("set", index=ipr.link_lookup(ifname=iface)[0], state="up")
         a, b = (RingPort(p.interface, p.vlan, mtus[n]) for n, p in sorted(self.config.ports.items()))
-        self.bridge = RingBridge(a, b, pool_frames=pool, busy_poll_us=self.busy_poll_us)
+        self.forwarder = RingForwarder(a, b, pool_frames=pool, busy_poll_us=self.busy_poll_us)
 
     def load(self, program: bytes, config):
         from reshaper.bridge.hooks import Hooks
 
         hooks = Hooks(config, self.mode)  # a hook that does not load refuses the program
         # on reload: the new rules' delay buffers must fit (else the old rules stay); the pool only grows
-        self.bridge.set_pool(check_pool(config, self.bridge.slot_size, getattr(self, "rates_mbit", None)))
-        engine = self.bridge.load(program, self.seed)
-        generation = self.bridge.set_hooks(set(hooks.by_rule))
+        self.forwarder.set_pool(check_pool(config, self.forwarder.slot_size, getattr(self, "rates_mbit", None)))
+        engine = self.forwarder.load(program, self.seed)
+        generation = self.forwarder.set_hooks(set(hooks.by_rule))
         self.hooks = hooks
         if hooks and self.worker is None:
-            self.worker = HookWorker(self.bridge)
+            self.worker = HookWorker(self.forwarder)
         if self.worker:
             self.worker.add_generation(generation, hooks)
         return engine
@@ -250,19 +255,19 @@ class RingAppliance(Appliance):
         if self.worker is not None and not self.worker.is_alive():
             # started here, after set-up dropped privileges: threads keep the capabilities they start with
             self.worker.start()
-        self.bridge.run(self.slice_ms)
+        self.forwarder.run(self.slice_ms)
 
     def data_stats(self) -> dict:
-        return self.bridge.stats()
+        return self.forwarder.stats()
 
     def snapshot(self) -> dict:
         snap = super().snapshot()
-        for rule, held in zip(snap["rules"], self.bridge.rule_held(len(snap["rules"]))):
+        for rule, held in zip(snap["rules"], self.forwarder.rule_held(len(snap["rules"]))):
             rule["held"] = held   # frames of the rule waiting in the delay queue now
         return snap
 
     def tear_down(self) -> None:
         if self.worker is not None and self.worker.is_alive():
             self.worker.stop()
-        if getattr(self, "bridge", None):
-            self.bridge.close()
+        if getattr(self, "forwarder", None):
+            self.forwarder.close()
