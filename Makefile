@@ -13,9 +13,11 @@ APT_TEST_PACKAGES := clang libclang-rt-14-dev valgrind netsniff-ng strace tshark
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-system-arm qemu-user-static binfmt-support debootstrap
 ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
 RING_SOURCES := $(wildcard ring/*.c ring/*.h)
+# device settings and privileges every mode uses, compiled into the same extension
+DEVICE_SOURCES := $(wildcard reshaper/*.c reshaper/*.h)
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo test setup test-setup apt apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine kmod bench-kernel bench bench-vm clean
+.PHONY: demo test test-unit setup test-setup apt apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine kmod bench-kernel bench bench-vm clean
 
 setup: apt $(VENV)/.installed
 
@@ -38,32 +40,37 @@ apt:
 apt-test:
 	$(call apt_install,$(APT_TEST_PACKAGES))
 
-$(VENV)/.installed: pyproject.toml setup.py reshaper/_ffi_build.py kmod/reshaper_genl.h $(ENGINE_SOURCES) $(RING_SOURCES)
+$(VENV)/.installed: pyproject.toml setup.py reshaper/_ffi_build.py kmod/reshaper_genl.h $(ENGINE_SOURCES) $(RING_SOURCES) \
+  $(DEVICE_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --cache-dir $(CACHE)/pip --upgrade pip setuptools wheel cffi
-	$(PY) -m pip install -q --cache-dir $(CACHE)/pip -e '.[test]'
+	$(PY) -m pip install -q --cache-dir $(CACHE)/pip -e '.[test,bench]'
 	touch $@
 
 # the Debian-kernel VM for kernel-module tests: host tools, kernel, initramfs, headers (cached)
 vm-prepare: $(VENV)/.installed apt-test
-	$(PY) -m tests.vm prepare
+	$(PY) -m reshaper.lab.vm prepare
 
 # armhf: kernel, busybox, a debootstrap rootfs tarball (~8 min cold, 1 s warm; ~/.cache/reshaper/armhf)
 armhf-prepare: $(VENV)/.installed apt-test
-	$(PY) -m tests.vm.armhf
+	$(PY) -m reshaper.lab.vm.armhf
 
 # BeagleBone bundle: armhf wheel, module for Debian's armmp kernel, DKMS sources (dist/beaglebone/)
 beaglebone: setup apt-test
 	deploy/beaglebone/build.sh
 
 bench-armhf: test-setup
-	$(PY) -m tests.armhf.bench_armhf
+	$(PY) -m reshaper.bench.engine_armhf
 
 demo: setup
 	$(VENV)/bin/reshaper demo
 
 test: test-setup fuzz
 	$(PY) -m pytest -q
+
+# the tests that need no root, no network and no VM (tests/conftest.py marks them unit), in under a minute
+test-unit: setup
+	$(PY) -m pytest -q -m unit
 
 # libFuzzer with ASan+UBSan over random programs and frames; seeds from the examples
 FUZZ_BIN := build/fuzz_engine
@@ -84,11 +91,11 @@ fuzz-long:
 	$(MAKE) fuzz FUZZ_SECONDS=3600
 
 bench-engine: setup
-	$(PY) -m tests.bench_engine
+	$(PY) -m reshaper.bench.engine
 
 # reshaper.ko for the VM's Debian kernel (tests cache their own build in ~/.cache/reshaper/kmod)
 kmod: setup vm-prepare
-	$(MAKE) -C kmod KDIR=$$($(PY) -c 'from tests.vm import kdir; print(kdir())')
+	$(MAKE) -C kmod KDIR=$$($(PY) -m reshaper.lab.vm kdir)
 
 # every mode side by side: throughput, latency, CPU per frame, report and plots
 bench: setup apt-test
@@ -101,11 +108,16 @@ bench-vm: setup vm-prepare
 # timing accuracy, netem and ring mode side by side in the same VM (TCG: the generator tops out near 7k frames/s)
 .PHONY: bench-timing-vm
 bench-timing-vm: setup vm-prepare
-	$(PY) -m tests.bench_timing --vm --wait-load 1.0 --rates 1000,5000 --loss-pps 5000 --json build/timing-vm.json
+	$(PY) -m reshaper.bench.timing --vm --wait-load 1.0 --rates 1000,5000 --loss-pps 5000 --json build/timing-vm.json
 
 # kernel bridge, module and ring mode side by side inside the VM
 bench-kernel: setup vm-prepare
-	$(PY) -m tests.kmod.bench_kernel
+	$(PY) -m reshaper.bench.kernel
+
+# rules/schema.json from the field tables (rules/fields.py); tests/test_schema.py fails when it is stale
+.PHONY: schema
+schema: setup
+	$(PY) -m reshaper.rules.schema
 
 clean:
 	rm -rf build $(VENV) *.egg-info reshaper/_native*.so

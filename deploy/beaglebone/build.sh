@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cross-build everything a BeagleBone Black (armhf, Cortex-A8) needs, from x86_64,
 # into dist/beaglebone/:
-#   reshaper-VER-cp311-cp311-linux_armv7l.whl   both cffi extensions, ARM EABI5
+#   reshaper-VER-cp311-cp311-linux_armv7l.whl   the cffi extension (reshaper._native), ARM EABI5;
+#                                                the appliance only (no reshaper.bench, no reshaper.lab)
 #   reshaper-VER-KREL.ko                         the module for one kernel (default: the newest
 #                                                Debian armmp release in apt's lists)
 #   dkms/reshaper-VER/                           module sources + dkms.conf (rebuilt on the board)
@@ -113,7 +114,8 @@ cross_wheel() {
   ) >"$2" 2>&1 || true
 }
 log "wheel: building with ${CROSS}gcc"
-cross_wheel "$SRC" "$CACHE/wheel-build.log"
+# the appliance only: no benchmark, no test lab (setup.py), so no matplotlib either
+RESHAPER_APPLIANCE_ONLY=1 cross_wheel "$SRC" "$CACHE/wheel-build.log"
 WHEEL=$(ls "$WHEELS"/reshaper-"$VERSION"-cp311-cp311-linux_armv7l.whl 2>/dev/null || true)
 [ -n "$WHEEL" ] || { cat "$CACHE/wheel-build.log"; die "no armhf wheel built"; }
 # arm_wheel_check WHEEL N: the wheel holds N shared objects, each ARM EABI5 hard-float
@@ -131,7 +133,8 @@ arm_wheel_check() {
   rm -rf "$check"
   [ "$nso" -eq "$2" ] || die "expected $2 extensions in $(basename "$1"), found $nso"
 }
-arm_wheel_check "$WHEEL" 2
+arm_wheel_check "$WHEEL" 1   # reshaper._native: engine and ring in one (reshaper/_ffi_build.py)
+grep -qE '^reshaper/(bench|lab)/' <<<"$("$PY" -m zipfile -l "$WHEEL")" && die "the wheel carries reshaper/bench or reshaper/lab"
 rm -f "$OUT"/reshaper-*-linux_armv7l.whl
 cp "$WHEEL" "$OUT/"
 WHEEL=$OUT/$(basename "$WHEEL")

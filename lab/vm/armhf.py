@@ -6,7 +6,7 @@ deploy/beaglebone/build.sh: .deb files (`apt-get download`, never installed:
 armhf kernel headers through apt would remove the host gcc), the unpacked
 kernel, initramfs images, the debootstrap rootfs as a tarball.
 
-    from tests.vm import armhf
+    from reshaper.lab.vm import armhf
     out = armhf.boot_script("echo hello", files={"/x": b"..."})   # busybox initramfs, console output
     root = armhf.rootfs()                                           # unpacked armhf Debian, chroot-able
 
@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .runner import (_copy_modules, _cpio_newc, _pdeathsig, _unpack, kernel_problems, pick_kernel,
+from reshaper.lab.vm.runner import (_copy_modules, _cpio_newc, _pdeathsig, _unpack, kernel_problems, pick_kernel,
                      prune_other_abis)
 
 CACHE = Path(os.environ.get("RESHAPER_ARMHF_CACHE", Path.home() / ".cache/reshaper/armhf"))

@@ -1,15 +1,17 @@
-/* reshaper bench: paced frame generator.
+/* The benchmarks' frame generator (one for every rate, on the host and inside the VM,
+ * where trafgen does not run: it wants /dev/shm and sysctls the VM lacks).
  *
- *   bench_gen IFACE FRAMES.hex SECONDS PPS
+ *   generator IFACE FRAMES.hex SECONDS [PPS]
  *
- * Sends the frames of FRAMES.hex (one frame per line, hex) round robin on IFACE
- * through an AF_PACKET socket (qdisc bypassed, 4 MB SO_SNDBUFFORCE), at PPS
- * frames/s for SECONDS (PPS 0: as fast as sendmmsg() goes). Pacing follows the
- * monotonic clock: every wake-up sends the frames that are due by then, up to a
- * batch of 32 per sendmmsg(), and sleeps (or spins below 50 us) until the next one
- * is due, so a late wake-up is made up for with a short burst rather than lost.
- * Prints one JSON line: frames sent, send errors, seconds, achieved rate.
- * Built by bridge/bench.py with gcc into ~/.cache/reshaper/bench.
+ * Sends the frames of FRAMES.hex (one frame per line, hex, up to 16 frames of up to
+ * 2048 bytes) round robin on IFACE through an AF_PACKET socket (qdisc bypassed, 4 MB
+ * SO_SNDBUFFORCE), at PPS frames/s for SECONDS (PPS 0 or left out: as fast as
+ * sendmmsg() goes). Pacing follows the monotonic clock: every wake-up sends the frames
+ * that are due by then, up to a batch of 32 per sendmmsg(), and sleeps (or spins below
+ * 50 us) until the next one is due, so a late wake-up is made up for with a short burst
+ * rather than lost. Prints one JSON line: frames sent, send errors, seconds, achieved
+ * rate, requested rate.
+ * Built by bench/generator.py with gcc into ~/.cache/reshaper/bench (or a VM's share).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -46,8 +48,8 @@ int main(int argc, char **argv)
 	double pps;
 	FILE *f;
 
-	if (argc != 5 || !(f = fopen(argv[2], "r"))) {
-		fprintf(stderr, "usage: bench_gen IFACE FRAMES.hex SECONDS PPS\n");
+	if ((argc != 4 && argc != 5) || !(f = fopen(argv[2], "r"))) {
+		fprintf(stderr, "usage: generator IFACE FRAMES.hex SECONDS [PPS]\n");
 		return 2;
 	}
 	while (n < MAXF && fgets(line, sizeof(line), f)) {
@@ -60,7 +62,7 @@ int main(int argc, char **argv)
 	fclose(f);
 	if (!n)
 		return 2;
-	pps = atof(argv[4]);
+	pps = argc == 5 ? atof(argv[4]) : 0;
 	s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
 	sll.sll_ifindex = if_nametoindex(argv[1]);
 	sll.sll_protocol = htons(ETH_P_ALL);

@@ -433,7 +433,7 @@ def prepare(install: bool = True, headers: bool = True) -> dict:
     if install:
         install_host_tools()
     if missing := missing_host_packages():
-        raise VMError(f"missing host packages: {' '.join(missing)} (run: python -m tests.vm prepare)")
+        raise VMError(f"missing host packages: {' '.join(missing)} (run: python -m reshaper.lab.vm prepare)")
     (CACHE / "debs").mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:  # concurrent pytest workers build once
         fcntl.flock(lock, fcntl.LOCK_EX)

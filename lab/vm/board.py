@@ -31,10 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.live import FrameTap
+from reshaper.lab.frame_tap import FrameTap
 
 from . import armhf
-from .runner import _pdeathsig
+from reshaper.lab.vm.runner import _pdeathsig
 
 VERSION = "1"  # bump when the image's customisation changes
 TRUNK_MAC = "52:54:00:be:00:01"

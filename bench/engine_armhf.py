@@ -1,10 +1,10 @@
 """Engine cost per frame on armhf, counted (not timed: times under emulation
-mean nothing): rules/engine/bench_engine.c cross-compiled with the wheel's
+mean nothing): bench/engine_harness.c cross-compiled with the wheel's
 flags, run under callgrind (valgrind:armhf) inside the armhf rootfs under
 qemu-user. Same program (five-rule example) and frame mix as the x86 figure
-of `python -m tests.bench_engine`.
+of `python -m reshaper.bench.engine`.
 
-    python -m tests.armhf.bench_armhf      (make bench-armhf)
+    python -m reshaper.bench.engine_armhf      (make bench-armhf)
 """
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from tests.bench_engine import ENGINE, bench_input, frame_mix
-from tests.vm import armhf
+from reshaper.lab.vm import armhf
+
+from reshaper.bench.engine import ENGINE, HARNESS, bench_input
 
 LINE_RATE_64B = 148_809  # frames/s at 100 Mbit/s, 64-byte frames
 # the wheel's flags: Debian's armhf sysconfig (-O2; armv7-a, thumb-2, vfpv3-d16 hard-float by default)
@@ -30,7 +29,7 @@ def main() -> int:
     try:
         work = root / "bench"
         work.mkdir()
-        subprocess.run([f"{armhf.CROSS}gcc", *FLAGS, f"-I{ENGINE}", str(ENGINE / "bench_engine.c"),
+        subprocess.run([f"{armhf.CROSS}gcc", *FLAGS, f"-I{ENGINE}", str(HARNESS),
                         str(ENGINE / "engine.c"), "-o", str(work / "bench_engine")], check=True)
         n = bench_input(work / "input.bin")
         r = armhf.chroot_run(root, """

@@ -1,4 +1,4 @@
-"""python -m tests.vm prepare | run 'CMD' [--share HOST:GUEST ...] | kdir"""
+"""python -m reshaper.lab.vm prepare | run 'CMD' [--share HOST:GUEST ...] | kdir"""
 import argparse
 import os
 import sys
@@ -8,7 +8,7 @@ from . import runner
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.vm")
+    ap = argparse.ArgumentParser(prog="python -m reshaper.lab.vm")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("prepare", help="install host tools (apt) and build the cache")
     sub.add_parser("kdir", help="print the kernel headers tree (make -C KDIR M=...)")

@@ -1,4 +1,4 @@
-"""Timing accuracy of ring mode: `python -m tests.bench_timing` (root; network namespaces).
+"""Timing accuracy of ring mode: `python -m reshaper.bench.timing` (root; network namespaces).
 
 host a (generator) -> a0/a1 -> reshaper --mode ring -> b1/b0 -> host b (sink)
 
@@ -6,13 +6,13 @@ host a (generator) -> a0/a1 -> reshaper --mode ring -> b1/b0 -> host b (sink)
 forwards a1 <-> b1 and each measured rule becomes `tc qdisc add dev b1 root
 netem ...` (netem_args), one rule at a time since netem is whole-interface.
 This machine's kernel has no netem: `--vm` boots the Debian-kernel VM
-(tests/vm, as `reshaper bench --vm`) and runs the script there twice, ring
+(lab/vm, as `reshaper bench --vm`) and runs the script there twice, ring
 mode then netem, for the side-by-side table (`make bench-timing-vm`).
 
 The generator stamps each UDP payload with CLOCK_REALTIME just before send();
 the sink takes the kernel's receive timestamp (SO_TIMESTAMPNS) of each
-datagram, so the sink's own scheduling adds nothing. Both ends share the
-machine's clock: one-way delay = receive stamp - send stamp, per frame.
+datagram, so the sink's own scheduling adds nothing (lab/stamped.py). Both ends
+share the machine's clock: one-way delay = receive stamp - send stamp, per frame.
 
 Reported:
   * fixed 10 ms and 10 ms +- 2 ms normal, at 1k and 10k frames/s: error of the
@@ -43,119 +43,17 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import struct
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-STAMP = struct.Struct("!QQ")   # sequence, send time (CLOCK_REALTIME ns)
-SO_TIMESTAMPNS = 35
-SO_RCVBUFFORCE = 33
-MS = 1_000_000
-RT_GENERATOR = False   # --rt-generator: the generator thread runs SCHED_FIFO 40 while it sends
+from reshaper.lab import REPO, stamped
+from reshaper.lab.stamped import one_way
+from reshaper.lab.timing_model import LOSS_N, MS
 
-
-# ---- generator and sink ----------------------------------------------------------
-
-class Sink:
-    """A UDP socket that records (sequence, send ns, kernel receive ns) of every datagram."""
-
-    def __init__(self, sock: socket.socket, port: int, threaded: bool = False):
-        """threaded: read while the generator runs (long runs that would fill the socket buffer).
-        Otherwise everything is read afterwards: a reading thread would take the GIL from the
-        generator between its stamp and its send() (Python's 5 ms switch interval), which
-        measured as milliseconds of false delay."""
-        self.sock = sock
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
-        sock.bind(("0.0.0.0", port))
-        self.got: list[tuple[int, int, int]] = []
-        self._stop = False
-        self._thread = None
-        if threaded:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        self.sock.settimeout(getattr(self, "_settle", 0.2))
-        while not self._stop:
-            try:
-                data, anc, _, _ = self.sock.recvmsg(2048, 64)
-            except socket.timeout:
-                if self._thread is None:
-                    return   # drained: nothing for settle seconds
-                continue
-            except OSError:
-                return
-            rx = None
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    sec, nsec = struct.unpack("qq", payload[:16])
-                    rx = sec * 1_000_000_000 + nsec
-            if rx is None or len(data) < STAMP.size:
-                continue
-            seq, tx = STAMP.unpack_from(data)
-            self.got.append((seq, tx, rx))
-
-    def collect(self, settle: float = 0.5) -> list[tuple[int, int, int]]:
-        """Waits until nothing arrived for settle seconds; returns what came, by sequence."""
-        if self._thread is None:
-            self._settle = settle
-            self._run()
-        n = -1
-        while n != len(self.got):
-            n = len(self.got)
-            time.sleep(settle)
-        self._stop = True
-        if self._thread:
-            self._thread.join()
-        self.sock.close()
-        return sorted(self.got)
-
-
-def send_stamped(sock: socket.socket, dst: tuple[str, int], n: int, pps: float, size: int = 64) -> float:
-    """Sends n datagrams at pps (paced on the monotonic clock, spinning); returns the achieved rate."""
-    pad = bytes(max(0, size - STAMP.size))
-    gap = 1e9 / pps
-    old = None
-    if RT_GENERATOR:  # --rt-generator: measured harmful (a spinning SCHED_FIFO thread starves
-        # ksoftirqd, which carries veth traffic: frames then wait for RT throttling, seconds)
-        old = os.sched_getscheduler(0), os.sched_getparam(0)
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(40))
-    try:
-        start = time.monotonic_ns()
-        for i in range(n):
-            due = start + int(i * gap)
-            while time.monotonic_ns() < due:
-                pass
-            sock.sendto(STAMP.pack(i, time.clock_gettime_ns(time.CLOCK_REALTIME)) + pad, dst)
-        return n / ((time.monotonic_ns() - start) / 1e9)
-    finally:
-        if old:
-            os.sched_setscheduler(0, *old)
-
-
-def one_way(topo, port: int, n: int, pps: float, src: str = "a", size: int = 64,
-            threaded: bool = False) -> tuple[list, float]:
-    """n stamped datagrams from host src to the other host's UDP port; [(seq, tx, rx)], achieved pps."""
-    from reshaper.bridge.netns import HOST_A, HOST_B
-
-    sender_ns, sink_ns, dst = (topo.a, topo.b, HOST_B["v4"]) if src == "a" else (topo.b, topo.a, HOST_A["v4"])
-    sink = Sink(sink_ns.socket(socket.AF_INET, socket.SOCK_DGRAM), port, threaded)
-    tx = sender_ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
-    try:
-        rate = send_stamped(tx, (dst, port), n, pps, size)
-    finally:
-        tx.close()
-    return sink.collect(), rate
+from reshaper.bench.machine import machine
 
 
 # ---- figures ----------------------------------------------------------------------
@@ -173,7 +71,7 @@ def err_summary(errs_ns: list[int]) -> dict:
 
 def replay_draws(actions: str, n: int, seed: int, spacing_ns: int) -> list[int]:
     """The delays the engine gives n frames of one rule (seeded), as the bridge ran them."""
-    from tests.test_timing import delays
+    from reshaper.lab.timing_model import delays
     return delays(actions, n, spacing_ns, seed)
 
 
@@ -247,14 +145,16 @@ class Live:
         self.bridge = None
 
     def start(self, rules: list[tuple[str, int, str]], seed: int = 1) -> None:
-        from tests.live import Bridge
+        from reshaper.bridge.launcher import RunningAppliance
         self.stop()
         path = self.tmp / "rules.yaml"
         path.write_text(ring_config(rules))
         extra = ("--seed", str(seed)) + (("--busy-poll", str(self.busy_poll)) if self.busy_poll else ())
-        bridge = Bridge(self.topo.br, path, self.tmp, extra=extra)
-        if self.rt:   # SCHED_FIFO: the appliance is not queued behind other work on a busy machine
-            bridge.argv = ["chrt", "-f", "50", *bridge.argv]
+        ns = self.topo.br
+        bridge = RunningAppliance(path, self.tmp / f"{ns.name}.sock", "ring", ns=ns, log_path=self.tmp / f"{ns.name}.log",
+                                  env={**os.environ, "RESHAPER_RUN_DIR": str(self.tmp / "run")}, extra=extra,
+                                  # SCHED_FIFO: the appliance is not queued behind other work on a busy machine
+                                  prefix=["chrt", "-f", "50"] if self.rt else ())
         self.bridge = bridge.start(timeout=240)   # python under the VM's TCG starts slowly
         # ARP both ways before measuring
         self.topo.a.run(["ping", "-c", "1", "-W", "2", "10.77.0.2"], capture_output=True)
@@ -281,18 +181,20 @@ class Live:
 
 
 class NetemLive:
-    """The same topology, a Linux bridge (reshaper.bridge.bench.LinuxBridge) in the bridge namespace
+    """The same topology, a Linux bridge (bench/devices.py's LinuxBridge) in the bridge namespace
     and netem on b1, toward host b: select(port) makes that port's rule the qdisc
     (netem_args), or none for a port without a rule. Static neighbours: no ARP through netem."""
     backend = "netem"
     DEV = "b1"
 
     def __init__(self, prefix: str = "bt"):
-        from reshaper.bridge.bench import LinuxBridge, _static_neighbours
         from reshaper.bridge.netns import Topology
+
+        from reshaper.bench.devices import LinuxBridge
+        from reshaper.bench.topology import static_neighbours
         self.topo = Topology(prefix).__enter__()
         try:
-            _static_neighbours(self.topo)
+            static_neighbours(self.topo)
             self.linux_bridge = LinuxBridge(self.topo)
             self.linux_bridge.start()
         except BaseException:
@@ -337,7 +239,7 @@ class NetemLive:
 
 
 def bench_delay(live: Live | NetemLive, rates: list[int], seconds: float, out: dict) -> None:
-    from tests.test_timing import delay_cdf, ks_test
+    from reshaper.lab.timing_model import delay_cdf, ks_test
 
     fixed = "[{delay: {time: 10ms}}]"
     normal_r = "[{delay: {time: 10ms, jitter: 2ms, distribution: normal, reorder_on_jitter: true}}]"
@@ -423,7 +325,7 @@ def loss_rel_sd(action: str, n: int) -> float:
 
 
 def bench_loss(live: Live | NetemLive | None, n: int, out: dict, pps: float = 10_000) -> None:
-    from tests.test_timing import lost_flags
+    from reshaper.lab.timing_model import lost_flags
     models = {
         "random 10%": ("{loss: {probability: 10%}}", 0.10),
         "gilbert-elliott p=1% r=10% h=0 k=1": ("{loss: {model: gilbert-elliott, p: 1%, r: 10%}}", 0.01 / 0.11),
@@ -489,19 +391,18 @@ VM_CPUS, VM_MEMORY_MB = 2, 1536
 
 
 def run_in_vm(args, inner: list[str]) -> dict:
-    """Boots the Debian-kernel VM once (tests/vm, set up as `reshaper bench --vm` does) and runs
+    """Boots the Debian-kernel VM once (lab/vm, set up as `reshaper bench --vm` does) and runs
     this script in it twice with the same options: reshaper ring mode, then netem.
     The repository is shared at its own path: each run writes its JSON and log to build/timing-vm/."""
-    from reshaper.bridge.bench import machine
-    from tests.kmod.common import GUEST_SETUP, REPO, build_module, python_bundle, shares
-    from tests.vm import VM, kernel_problems, kernel_version, prepare
+    from reshaper.lab.vm import VM, kernel_problems, kernel_version, prepare
+    from reshaper.lab.vm.kmod import GUEST_SETUP, build_module, python_bundle, shares
 
     prepare(install=False)
     build = build_module()
     python_bundle(build)
     work = REPO / "build" / "timing-vm"
     work.mkdir(parents=True, exist_ok=True)
-    results: dict = {"command": "python -m tests.bench_timing " + " ".join(sys.argv[1:]),
+    results: dict = {"command": "python -m reshaper.bench.timing " + " ".join(sys.argv[1:]),
                      "inner": " ".join(inner), "host_before": machine(top=False)}
     t0 = time.monotonic()
     with VM(shares=shares(build), cpus=VM_CPUS, memory_mb=VM_MEMORY_MB) as vm:
@@ -511,9 +412,9 @@ def run_in_vm(args, inner: list[str]) -> dict:
         for backend, flag in (("reshaper", ""), ("netem", " --netem")):
             js, logf = work / f"{backend}.json", work / f"{backend}.log"
             js.unlink(missing_ok=True)
-            print(f"vm: {backend}: $PY -m tests.bench_timing {' '.join(inner)}{flag} (log: {logf})", flush=True)
+            print(f"vm: {backend}: $PY -m reshaper.bench.timing {' '.join(inner)}{flag} (log: {logf})", flush=True)
             script = (". /tmp/env.sh\nfor m in sch_netem veth bridge; do modprobe $m; done\n"
-                      f"$PY -m tests.bench_timing {' '.join(inner)}{flag} --json {js} >{logf} 2>&1; rc=$?\n"
+                      f"$PY -m reshaper.bench.timing {' '.join(inner)}{flag} --json {js} >{logf} 2>&1; rc=$?\n"
                       f"cat {logf}; exit $rc\n")
             t1 = time.monotonic()
             status, out = vm.run(script, args.vm_timeout)
@@ -572,7 +473,7 @@ def side_by_side(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.bench_timing")
+    ap = argparse.ArgumentParser(prog="python -m reshaper.bench.timing")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", action="append", choices=["delay", "loss", "rate"])
     ap.add_argument("--offline", action="store_true", help="loss offline only (no namespaces)")
@@ -589,13 +490,13 @@ def main(argv=None) -> int:
                     help="first wait (up to 20 min) until the load average is at most MAX")
     ap.add_argument("--rates", help="delay: frames/s, comma-separated (default 1000,10000)")
     ap.add_argument("--seconds", type=float, help="delay: seconds per flow (default 10; --quick 2)")
-    ap.add_argument("--loss-frames", type=int, help="loss: frames per model (default 100000; --quick 20000)")
+    ap.add_argument("--loss-frames", type=int, help=f"loss: frames per model (default {LOSS_N}; --quick 20000)")
     ap.add_argument("--loss-pps", type=float, default=10_000, help="loss: offered frames/s (default 10000)")
     args = ap.parse_args(argv)
     parts = args.only or ["delay", "loss", "rate"]
     rates = [int(x) for x in (args.rates or "1000,10000").split(",")]
     seconds = args.seconds or (2.0 if args.quick else 10.0)
-    loss_frames = args.loss_frames or (20_000 if args.quick else 100_000)
+    loss_frames = args.loss_frames or (20_000 if args.quick else LOSS_N)
     quiet = wait_for_quiet(args.wait_load) if args.wait_load is not None else None
     if args.vm:
         inner = [*(["--quick"] if args.quick else []), *(x for p in args.only or [] for x in ("--only", p)),
@@ -610,8 +511,7 @@ def main(argv=None) -> int:
         return 0
     out: dict = {"load": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "wait_load": quiet}
     print(f"load average {os.getloadavg()}", flush=True)
-    global RT_GENERATOR
-    RT_GENERATOR = args.rt_generator
+    stamped.RT_GENERATOR = args.rt_generator
     live = None
     if args.netem:
         live = NetemLive()

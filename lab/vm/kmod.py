@@ -1,6 +1,6 @@
-"""Host side of the kernel-module tests and benchmark: build the module (cached
-by source hash), bundle the pure-Python dependencies, boot the VM and lay out
-the guest topology.
+"""Host side of the kernel-module tests (tests/kmod) and benchmarks (bench/kernel.py,
+`reshaper bench --vm`, bench/timing.py --vm): build the module (cached by source hash),
+bundle the pure-Python dependencies, set up the guest and lay out its topology.
 
 Guest topology (per namespace pair; `br` and `h`, optionally `br2`/`h2`):
 
@@ -27,36 +27,37 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from tests.vm import CACHE as VM_CACHE, kdir, kernel_version
+from reshaper.lab import REPO
 
-REPO = Path(__file__).resolve().parents[2]
+from reshaper.lab.vm.runner import CACHE as VM_CACHE, kdir, kernel_version
+
 CACHE = Path(os.environ.get("RESHAPER_KMOD_CACHE", VM_CACHE.parent / "kmod"))
-KMOD_FILES = ["Kbuild", "Makefile", "reshaper_main.c", "rs_engine.c", "reshaper_genl.h", "dkms.conf"]
-ENGINE_FILES = ["engine.c", "rs_program.h", "rs_compat.h", "rs_dist_tables.h"]
 GUEST_DIR = "/kmod"          # where the cache folder of this build is shared
 PY = f"{REPO}/.venv/bin/python"
+AGENT = Path(__file__).with_name("agent.py")   # run in the guest by path: the standard library only
 
 
-def _digest(paths: list[Path], extra: str = "") -> str:
+def _digest(root: Path, extra: str = "") -> str:
+    """Hash of every file under root (paths and contents) and extra."""
     h = hashlib.sha256(extra.encode())
-    for p in paths:
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
 
 
 def build_module(kver: str | None = None) -> Path:
     """reshaper.ko for the VM kernel, built once per source hash; returns its folder
-    (which also holds the guest's Python bundle)."""
+    (which also holds the guest's Python bundle). The hash is over the DKMS tree
+    (`make -C kmod dkms-src`): kmod/Makefile names the sources, none is missed."""
     kver = kver or kernel_version()
-    sources = [REPO / "kmod" / f for f in KMOD_FILES] + [REPO / "rules/engine" / f for f in ENGINE_FILES]
-    out = CACHE / f"{kver}-{_digest(sources, kver)}"
-    if (out / "reshaper.ko").exists():
-        return out
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         src = Path(tmp) / "src"
         subprocess.run(["make", "-s", "-C", str(REPO / "kmod"), "dkms-src", f"DEST={src}"], check=True,
                        capture_output=True)
+        out = CACHE / f"{kver}-{_digest(src, kver)}"
+        if (out / "reshaper.ko").exists():
+            return out
         r = subprocess.run(["make", "-C", str(kdir(kver)), f"M={src}", "modules"],
                            capture_output=True, text=True)
         if r.returncode != 0:
@@ -105,7 +106,7 @@ cat >/tmp/env.sh <<'EOF'
 export PYTHONPATH=/tmp/pydeps.zip
 export RESHAPER_KMOD={GUEST_DIR}/reshaper.ko
 PY={PY}
-AGENT={REPO}/tests/kmod/agent.py
+AGENT={AGENT}
 cd {REPO}
 # topology NS_BR NS_H: veth h0 (in NS_H) <-> eth0 (in NS_BR), IPv6 off (no stray frames)
 topology() {{

@@ -1,6 +1,6 @@
 """Engine cost per frame and `apply` throughput (a benchmark, not a test).
 
-    python -m tests.bench_engine [--frames 1000000]
+    python -m reshaper.bench.engine [--frames 1000000]
 
 1. rs_run on the five-rule example over a mix of frames: instructions per
    frame under callgrind (deterministic) and ns per frame natively, built
@@ -22,12 +22,13 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.utils import RawPcapWriter
 
+from reshaper.examples import example
+from reshaper.lab import REPO
 from reshaper.rules.compiler import compile_rules
 from reshaper.rules.config import load_config
-from reshaper.examples import example
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-ENGINE = ROOT / "rules" / "engine"
+ENGINE = REPO / "rules" / "engine"
+HARNESS = pathlib.Path(__file__).resolve().parent / "engine_harness.c"   # the engine over a file of frames
 CONFIG = example("five-rules.yaml")
 
 
@@ -59,7 +60,7 @@ def bench_input(path: pathlib.Path) -> int:
 
 def engine_cost(tmp: pathlib.Path) -> dict:
     binary = tmp / "bench_engine"
-    subprocess.run(["gcc", "-O2", "-std=gnu11", f"-I{ENGINE}", str(ENGINE / "bench_engine.c"),
+    subprocess.run(["gcc", "-O2", "-std=gnu11", f"-I{ENGINE}", str(HARNESS),
                     str(ENGINE / "engine.c"), "-o", str(binary)], check=True)
     inp = tmp / "input.bin"
     bench_input(inp)

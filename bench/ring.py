@@ -1,6 +1,6 @@
 """Ring-mode benchmark: frames/s, RTT and CPU per frame, against the Linux bridge.
 
-    .venv/bin/python -m tests.bench_ring [--duration S] [--sizes 64,1500] [--rounds 3] [--json PATH]
+    .venv/bin/python -m reshaper.bench.ring [--duration S] [--sizes 64,1500] [--rounds 3] [--json PATH]
 
 Topology (bridge/netns.py), one run, modes interleaved round by round:
 
@@ -13,7 +13,7 @@ Modes:
   ring     `reshaper run --mode ring`, no rules, pinned to CPU 1.
   ring-5   the same with examples/five-rules.yaml (ports rewritten to a: a1, b: b1).
 
-The generator is trafgen (Debian netsniff-ng), pinned to CPU 0, sending a round-robin mix
+The generator is trafgen (Debian netsniff-ng, bench/trafgen.py), pinned to CPU 0, sending a round-robin mix
 of five frames, each of which hits a different branch of the five-rule program:
 dns-rewrite (UDP/53: ip_dst rewritten, TTL decremented), web-to-proxy (TCP/80 from
 10.0.0.0/24: port and DSCP rewritten), syn-mark (TCP SYN: ECN set), v6-hoplimit (IPv6 to
@@ -46,20 +46,25 @@ from pathlib import Path
 
 import yaml
 
-from reshaper.bridge.bench import (BRIDGE_DEV, LinuxBridge, Trafgen, build_shim, cpu_times, frame_mix,  # noqa: F401
-                          link_stats, machine, net_rx_softirqs, percentile, proc_cpu, qemu_running,
-                          set_rps, trafgen_config, unwind_on_sigterm)
+from reshaper.bridge.launcher import RunningAppliance
 from reshaper.bridge.netns import HOST_B, Topology
-from reshaper.ring import GRO, GSO, TSO, set_offloads
-from tests.live import Bridge
+from reshaper.bridge.offloads import GRO, GSO, TSO, set_offloads
+from reshaper.lab import REPO
 
-REPO = Path(__file__).resolve().parent.parent
-FIVE_RULES = REPO / "examples" / "five-rules.yaml"
-GEN_CPU, FWD_CPU = 0, 1
+from reshaper.bench.cli import unwind_on_sigterm
+from reshaper.bench.counters import cpu_times, link_stats, net_rx_softirqs, proc_cpu
+from reshaper.bench.devices import BRIDGE_DEV, LinuxBridge
+from reshaper.bench.frames import frame_mix
+from reshaper.bench.machine import machine, qemu_running
+from reshaper.bench.probe import percentile
+from reshaper.bench.run import FIVE_RULES
+from reshaper.bench.settings import FWD_CPU, GEN_CPU, USER_HZ
+from reshaper.bench.topology import set_rps
+from reshaper.bench.trafgen import Trafgen, build_shim, trafgen_config
+
 MODES = ("kernel", "ring", "ring-5", "kernel-rps", "ring-5-busy")
 BUSY_POLL_US = 20_000  # ring-5-busy: longer than the ping interval, so the loop never sleeps under ping
 DEFAULT_MODES = ("kernel", "ring", "ring-5")
-USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
 # ---- counters ------------------------------------------------------------------
@@ -75,7 +80,7 @@ class Probe:
         self.ipr_a.close()
         self.ipr_b.close()
 
-    def snap(self, pid: int | None = None, bridge: Bridge | None = None) -> dict:
+    def snap(self, pid: int | None = None, bridge: RunningAppliance | None = None) -> dict:
         s = {"t": time.monotonic(), "a0": link_stats(self.ipr_a, "a0"), "b0": link_stats(self.ipr_b, "b0"),
              "cpu": cpu_times(), "net_rx": net_rx_softirqs()}
         if pid:
@@ -145,7 +150,7 @@ def delta(before: dict, after: dict) -> dict:
 # ---- the forwarders --------------------------------------------------------------
 
 class KernelBridge(LinuxBridge):
-    """reshaper.bridge.bench's plain Linux bridge (br_netfilter hooks off, static FDB entry), optionally
+    """bench/devices.py's plain Linux bridge (br_netfilter hooks off, static FDB entry), optionally
     with a1's receive steered to the forwarder's CPU (RPS), as reshaper's path is."""
 
     def __init__(self, topo: Topology, rps: bool = False):
@@ -164,24 +169,28 @@ class KernelBridge(LinuxBridge):
             set_rps(self.topo.br, "a1", 0)
 
 
-class RingForwarder:
+class RingModeUnderTest:
+    """`reshaper run --mode ring` (bridge/launcher.py) in the bridge namespace, pinned to FWD_CPU."""
+
     def __init__(self, topo: Topology, name: str, config: Path, tmp: Path):
         self.topo, self.name, self.config, self.tmp = topo, name, config, tmp
-        self.bridge: Bridge | None = None
+        self.appliance: RunningAppliance | None = None
         self.pid = None
 
     def start(self) -> None:
         extra = ["--busy-poll", str(BUSY_POLL_US)] if self.name.endswith("-busy") else []
-        self.bridge = Bridge(self.topo.br, self.config, self.tmp, mode="ring", extra=extra)
         # pinned before it starts, so that every thread (the control thread too) inherits it
-        self.bridge.argv = ["taskset", "-c", str(FWD_CPU), *self.bridge.argv]
-        self.bridge.start()
-        self.pid = self.bridge.proc.pid
+        self.appliance = RunningAppliance(self.config, self.tmp / f"{self.topo.br.name}.sock", "ring", ns=self.topo.br,
+                                       log_path=self.tmp / f"{self.topo.br.name}.log",
+                                       env={**os.environ, "RESHAPER_RUN_DIR": str(self.tmp / "run")},
+                                       prefix=["taskset", "-c", str(FWD_CPU)], extra=extra)
+        self.appliance.start()
+        self.pid = self.appliance.proc.pid
 
     def stop(self) -> None:
-        if self.bridge:
-            self.bridge.stop()
-            self.bridge = None
+        if self.appliance:
+            self.appliance.stop()
+            self.appliance = None
             self.pid = None
 
 
@@ -245,7 +254,7 @@ def measure(topo, probe, fwd, trafgen, warmup: float, duration: float, idle_wait
         time.sleep(warmup)
         if not trafgen.alive():
             return {"error": f"trafgen exited during warm-up: {trafgen.output()[-400:]}"}
-        rbridge = getattr(fwd, "bridge", None)
+        rbridge = getattr(fwd, "appliance", None)
         before = probe.snap(fwd.pid, rbridge)
         time.sleep(duration)
         after = probe.snap(fwd.pid, rbridge)
@@ -259,7 +268,7 @@ def measure(topo, probe, fwd, trafgen, warmup: float, duration: float, idle_wait
 
 
 def run(args) -> dict:
-    results = {"command": " ".join([os.path.relpath(sys.executable, REPO), "-m", "tests.bench_ring", *sys.argv[1:]]),
+    results = {"command": " ".join([os.path.relpath(sys.executable, REPO), "-m", "reshaper.bench.ring", *sys.argv[1:]]),
                "machine_before": machine(), "measurements": [], "rtt": [], "profile": {}}
     if not shutil.which("trafgen"):
         raise SystemExit("trafgen not found: apt-get install netsniff-ng")
@@ -283,7 +292,7 @@ def run(args) -> dict:
                     if mode.startswith("kernel"):
                         fwd = KernelBridge(topo, rps=mode == "kernel-rps")
                     else:
-                        fwd = RingForwarder(topo, mode, configs[mode], tmp)
+                        fwd = RingModeUnderTest(topo, mode, configs[mode], tmp)
                     fwd.start()
                     try:
                         if args.ping:
@@ -377,7 +386,7 @@ def fmt(v, spec=",.0f", none="–"):
 
 def report(results: dict, summary: dict, args) -> str:
     mb, ma = results["machine_before"], results["machine_after"]
-    out = [f"# reshaper ring-mode benchmark", "",
+    out = ["# reshaper ring-mode benchmark", "",
            f"Command: `{results['command']}`  ",
            f"Machine: {mb['nproc']} CPUs ({mb['cpu_model']}), kernel {mb['kernel']}; "
            f"load average before {' '.join(mb['loadavg'])}, after {' '.join(ma['loadavg'])}; "
@@ -449,9 +458,9 @@ def report(results: dict, summary: dict, args) -> str:
             "frames reaching b0 are dropped there at once (foreign destination MAC), no user-space sink.",
             "* fwd CPU ns/frame: reshaper's utime+stime (10 ms ticks) and schedstat on-CPU time per delivered frame; "
             "softirq work done on its behalf on its CPU appears in the CPU busy columns.",
-            f"* kernel bridge: br_netfilter hooks off in its namespace (bridge-nf-call-*=0), static FDB entry, "
-            f"GRO/GSO/TSO off on a1/b1 in all modes (as ring mode sets them).",
-            f"* frame mix, round robin: one frame each for dns-rewrite, web-to-proxy, syn-mark, v6-hoplimit, "
+            "* kernel bridge: br_netfilter hooks off in its namespace (bridge-nf-call-*=0), static FDB entry, "
+            "GRO/GSO/TSO off on a1/b1 in all modes (as ring mode sets them).",
+            "* frame mix, round robin: one frame each for dns-rewrite, web-to-proxy, syn-mark, v6-hoplimit, "
             f"and one that no rule matches; ring-5 rule hits in the last measurement: {hits}."]
     for key, text in results["profile"].items():
         out += ["", f"strace -c -f -p (1 s) of {key}:", "```", text, "```"]
@@ -459,7 +468,7 @@ def report(results: dict, summary: dict, args) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.bench_ring", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m reshaper.bench.ring", description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=4.0, help="seconds per measurement (default 4)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of traffic before counting (default 1)")
     p.add_argument("--sizes", default="64,1500", help="frame sizes, bytes without FCS (default 64,1500)")

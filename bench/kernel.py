@@ -3,11 +3,11 @@ with the five-rule example, and ring mode (no rules and five rules), all in one
 VM boot, one interleaved run. Under TCG absolute figures mean little: read
 the ratios.
 
-    .venv/bin/python -m tests.kmod.bench_kernel [--seconds 4]
+    .venv/bin/python -m reshaper.bench.kernel [--seconds 4]
 
-Topology: tests/kmod/common.py (h0 in ns h <-> eth0 in ns br, ports eth0.100
-and eth0.200). tests/kmod/pktgen.c on h0 (CPU 0) sends a 4-frame mix tagged 100 (port a);
-what comes back tagged 200 is counted by h0's rx_packets. veth delivers on the
+Topology: lab/vm/kmod.py (h0 in ns h <-> eth0 in ns br, ports eth0.100
+and eth0.200). bench/generator.c on h0 (CPU 0) sends a 4-frame mix tagged 100
+(port a) as fast as it goes; what comes back tagged 200 is counted by h0's rx_packets. veth delivers on the
 sending CPU, so the bridge and the module run on CPU 0 with the generator; the
 ring process is pinned to CPU 1 (its receive softirq still runs on CPU 0).
 """
@@ -20,8 +20,12 @@ import textwrap
 
 from scapy.all import ARP, IP, TCP, UDP, Dot1Q, Ether
 
-from tests.kmod.common import GUEST_SETUP, REPO, build_module, python_bundle, run_command, shares
-from tests.vm import VM, assert_kernel_clean, prepare
+from reshaper.lab import REPO
+from reshaper.lab.vm import VM, assert_kernel_clean, prepare
+from reshaper.lab.vm.kmod import GUEST_DIR, GUEST_SETUP, build_module, python_bundle, run_command, shares
+
+from reshaper.bench.frames import frames_file
+from reshaper.bench.generator import build_generator
 
 NO_RULES = """version: 1
 ports: {a: {interface: eth0, vlan: 100}, b: {interface: eth0, vlan: 200}}
@@ -39,21 +43,11 @@ def frames() -> list[bytes]:
     )]
 
 
-def build_generator(dest):
-    """tests/kmod/pktgen.c: AF_PACKET send() loop (trafgen wants /dev/shm and sysctls the VM lacks)."""
-    import subprocess
-
-    out = dest / "pktgen"
-    src = REPO / "tests/kmod/pktgen.c"
-    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
-        subprocess.run(["gcc", "-O2", "-o", str(out), str(src)], check=True)
-
-
 MEASURE = r"""
 measure() {  # LABEL: frames/s delivered back to h0 over $SECS s
   rx0=$(ip netns exec h cat /sys/class/net/h0/statistics/rx_packets)
   tx0=$(ip netns exec h cat /sys/class/net/h0/statistics/tx_packets)
-  ip netns exec h taskset -c 0 /kmod/pktgen h0 /kmod/bench.frames $SECS >/dev/null
+  ip netns exec h taskset -c 0 $GENERATOR h0 $FRAMES $SECS >/dev/null
   sleep 0.5
   rx1=$(ip netns exec h cat /sys/class/net/h0/statistics/rx_packets)
   tx1=$(ip netns exec h cat /sys/class/net/h0/statistics/tx_packets)
@@ -63,11 +57,14 @@ wait_ready() { for i in $(seq 600); do [ -S $1 ] && $PY -S -c "import socket; s=
 """
 
 
-def script(seconds: float) -> str:
+def script(seconds: float, generator: str, frames: str) -> str:
+    """The guest's script: generator and frames are paths in the guest."""
     five = f"{REPO}/examples/five-rules.yaml"
     return textwrap.dedent(f"""
         . /tmp/env.sh
         SECS={seconds}
+        GENERATOR={generator}
+        FRAMES={frames}
         {MEASURE}
         set -e
         topology br h
@@ -83,7 +80,7 @@ def script(seconds: float) -> str:
         ip -n br link del rsbr0; ip -n br link del eth0.100; ip -n br link del eth0.200
         # 2. the module: no rules, then the five-rule example (SIGHUP)
         insmod $RESHAPER_KMOD
-        cp /kmod/norules.yaml /tmp/bench.yaml
+        cp {GUEST_DIR}/norules.yaml /tmp/bench.yaml
         ip netns exec br {run_command("/tmp/bench.yaml", "/tmp/bench.sock", "--status-interval 0")} >/tmp/k.log 2>&1 &
         k=$!
         wait_ready /tmp/bench.sock
@@ -93,7 +90,7 @@ def script(seconds: float) -> str:
         ip netns exec h $PY -S $AGENT stats /tmp/bench.sock >/tmp/k.stats
         kill -TERM $k; wait $k
         # 3. ring mode on the same veth, forwarder pinned to CPU 1
-        cp /kmod/norules.yaml /tmp/bench.yaml
+        cp {GUEST_DIR}/norules.yaml /tmp/bench.yaml
         ip netns exec br taskset -c 1 $PY -m reshaper run /tmp/bench.yaml --mode ring --control /tmp/ring.sock --status-interval 0 >/tmp/r.log 2>&1 &
         r=$!
         wait_ready /tmp/ring.sock
@@ -112,13 +109,13 @@ def main() -> int:
     prepare(install=False)
     build = build_module()
     python_bundle(build)
-    build_generator(build)
-    (build / "bench.frames").write_text("".join(f.hex() + "\n" for f in frames()))
+    generator = build_generator(build)
+    frames_file(build / "bench.frames", frames())
     (build / "norules.yaml").write_text(NO_RULES)
     with VM(shares=shares(build), cpus=2, memory_mb=1024) as vm:
         status, out = vm.run(GUEST_SETUP, 60)
         assert status == 0, out
-        status, out = vm.run(script(args.seconds), 600)
+        status, out = vm.run(script(args.seconds, f"{GUEST_DIR}/{generator.name}", f"{GUEST_DIR}/bench.frames"), 600)
     if status != 0:
         print(f"benchmark script failed ({status}):\n{out}")
         return 1

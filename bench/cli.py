@@ -1,0 +1,145 @@
+"""`reshaper bench` (issue 7): the data paths side by side on one rule file.
+
+    reshaper bench [CONFIG] [--modes ring,nfqueue,kernel,linux-bridge,python] [--sizes 64,512,1500]
+                   [--duration S] [--out DIR] [--vm] [--quick]
+
+Topology (bridge/netns.py), all on this machine, in network namespaces:
+
+    generator (ns a, CPU 0) a0 <-veth-> a1 [ns br: device under test, CPU 1] b1 <-veth-> b0 (ns b): sink
+
+Every mode runs the same rule file (default examples/five-rules.yaml, ports
+rewritten to plain a: a1, b: b1), on the same round-robin mix of five frames
+(bench/frames.py: each hits another branch of the five-rule program). The modes
+are bench/devices.py's: ring, nfqueue, kernel (the module: only where modules
+load, --vm here), linux-bridge (the baseline), python (a naive forwarder), and
+on request bridge-netfilter and nfqueue-accept (NFQUEUE's yardsticks).
+
+Per mode and frame size (sizes outer, modes inner, so modes are close in time):
+  * saturation: the generator as fast as it goes (sendmmsg, no pacing); offered and delivered
+    frames/s; when nothing is lost there, the generator could not saturate the mode (said so);
+  * the loss-free rate, RFC 2544 style: a binary search of the offered rate for loss < 0.1 %;
+  * one-way latency at 10, 50 and 90 % of that rate: the paced generator carries the load and
+    a probe flow (bench/probe.py, default 1000/s) gives per-frame delays;
+  * CPU per forwarded frame: the forwarder process's user+sys (ring, nfqueue, python), softirq
+    time of all CPUs for the kernel paths (linux-bridge, kernel); both, and every CPU's busy
+    share, are recorded for every mode;
+  * drops by where: reshaper's counters (ring_drops, tx_full, oversize; nfqueue queue drops from
+    /proc/PID/net/netfilter/nfnetlink_queue; engine verdicts), the Python forwarder's
+    PACKET_STATISTICS, the veths' rx/tx_dropped, the backlog (softnet_stat), the rest.
+
+The generator is bench/generator.c (an AF_PACKET sendmmsg() loop paced on the monotonic clock,
+built with gcc into ~/.cache/reshaper/bench), one tool for every rate and also inside the VM
+(where trafgen does not run). Delivered = b0 rx_packets, offered = a0 tx_packets + tx_dropped
+(IFLA_STATS64): no user-space sink on the bulk path, b0 drops the bulk frames at once (their
+destination MAC is not b0's).
+
+--vm runs the whole bench inside the Debian-kernel VM (bench/vm.py, lab/vm), all modes together,
+and writes the report and plots on the host. Output in --out: results.json, report.md, *.png.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from reshaper.bench.settings import ALL_MODES, DEFAULT_MODES, QUICK_MODES, RT_PREFIX, log
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every finally runs and nothing is left behind. Only in
+    this process: pyroute2 forks helpers (netns.create) that get SIGTERM and must just die."""
+    main_pid = os.getpid()
+
+    def on_term(*_):
+        if os.getpid() != main_pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `reshaper bench` (bridge/cli.py builds the subcommand with them)."""
+    p.add_argument("config", metavar="CONFIG", nargs="?",
+                   help="rule file (default examples/five-rules.yaml); its ports are rewritten to the bench's")
+    p.add_argument("--modes", default=None,
+                   help=f"comma-separated subset of {','.join(ALL_MODES)} (default {','.join(DEFAULT_MODES)}; "
+                        f"--quick: {','.join(QUICK_MODES)})")
+    p.add_argument("--sizes", default=None, help="frame sizes in bytes without FCS (default 64,512,1500; --quick: 64)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per saturation and latency trial "
+                   "(default 3; --quick 0.6)")
+    p.add_argument("--search-duration", type=float, default=None, help="seconds per search trial (default 2)")
+    p.add_argument("--search-steps", type=int, default=None, help="binary-search steps (default 6; --quick 2)")
+    p.add_argument("--probe-pps", type=float, default=None,
+                   help="latency probe rate (default 1000/s; 250/s with --vm, where the Python probe is costly)")
+    p.add_argument("--out", default="bench-out", metavar="DIR", help="output folder (default ./bench-out)")
+    p.add_argument("--vm", action="store_true", help="run every mode inside the Debian-kernel VM (kernel mode too)")
+    p.add_argument("--vm-timeout", type=float, default=3600, help=argparse.SUPPRESS)
+    p.add_argument("--rt", action="store_true", help="run the user-space forwarders SCHED_FIFO 50 (chrt): "
+                   "on a shared machine they then are not queued behind other work")
+    p.add_argument("--quick", action="store_true", help="a short run: about a second per trial, one size")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNGs")
+    p.add_argument("--in-vm", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--gen-dir", help=argparse.SUPPRESS)
+    p.add_argument("--frames-dir", help=argparse.SUPPRESS)
+
+
+def main(args: argparse.Namespace) -> int:
+    """`reshaper bench`: checks the options, runs the bench here or in the VM, writes the outputs."""
+    args.command_line = "reshaper bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 and \
+        sys.argv[1] == "bench" else "reshaper " + " ".join(sys.argv[1:])
+    q = args.quick
+    args.modes = [m for m in (args.modes or ",".join(QUICK_MODES if q else DEFAULT_MODES)).split(",") if m]
+    if bad := [m for m in args.modes if m not in ALL_MODES]:
+        log(f"reshaper bench: unknown modes {','.join(bad)} (known: {','.join(ALL_MODES)})")
+        return 2
+    try:
+        args.sizes = [int(s) for s in (args.sizes or ("64" if q else "64,512,1500")).split(",") if s]
+    except ValueError:
+        log("reshaper bench: --sizes wants integers, e.g. 64,512,1500")
+        return 2
+    if any(s < 60 or s > 1514 for s in args.sizes):
+        log("reshaper bench: sizes must be 60..1514 bytes (Ethernet frame without FCS, MTU 1500)")
+        return 2
+    args.duration = args.duration or (0.6 if q else 3.0)
+    args.probe_pps = args.probe_pps or (250.0 if args.vm else 1000.0)
+    args.search_duration = args.search_duration or (args.duration if q else 2.0)
+    args.search_steps = args.search_steps if args.search_steps is not None else (2 if q else 6)
+    if args.config and not os.path.exists(args.config):
+        log(f"reshaper bench: {args.config}: no such file")
+        return 2
+    if args.config:
+        from reshaper.rules.config import ConfigError, load_config
+        try:
+            load_config(args.config)
+        except ConfigError as exc:
+            for d in exc.diagnostics:
+                log(str(d))
+            return 1
+    if os.geteuid() != 0:
+        log("reshaper bench: needs root (network namespaces, AF_PACKET)")
+        return 2
+    if (os.cpu_count() or 1) < 2:
+        log("reshaper bench: needs two CPUs (generator and device under test each get one)")
+        return 2
+    unwind_on_sigterm()
+    out_dir = Path(args.out)
+    if args.rt:
+        RT_PREFIX[:] = ["chrt", "-f", "50"]
+    if args.vm:
+        from reshaper.bench.vm import run_in_vm
+
+        results = run_in_vm(args)
+    else:
+        from reshaper.bench.run import run_bench
+
+        results = run_bench(args)
+    from reshaper.bench.report import write_outputs
+
+    write_outputs(results, out_dir, with_plots=args.plots)
+    log(f"wrote {out_dir}/results.json, report.md" + (", throughput.png, latency_cdf.png, cpu_per_frame.png"
+                                                      if args.plots else ""))
+    return 0

@@ -1,0 +1,245 @@
+"""What a run comes to: the summary rows (ratios to the Linux bridge), report.md (how every
+number was taken, and the recipe for the real set-up with a board in the middle), and
+results.json; the plots come from plots.py, imported only when they are asked for."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reshaper.bench.settings import FWD_CPU, GEN_CPU, LOSS_FREE, USER_HZ
+
+
+def summarise(results: dict) -> dict:
+    rows = []
+    for mode, m in results["modes"].items():
+        if m.get("status") == "unavailable":
+            continue
+        for size, s in m.get("sizes", {}).items():
+            if "error" in s:
+                continue
+            sat = s["saturation"]
+            lat = {k: {q: v["latency"].get(q) for q in ("p50_us", "p99_us", "p99.9_us", "max_us")}
+                   for k, v in s["latency"].items()}
+            cpu_at = s["latency"].get("0.9") or sat
+            rows.append({"mode": mode, "size": int(size), "loss_free_pps": s["loss_free_pps"],
+                         "generator_limited": s["generator_limited"],
+                         "sat_offered_pps": sat["offered_pps"], "sat_delivered_pps": sat["delivered_pps"],
+                         "sat_loss": sat["loss"], "cpu_ns_per_frame": cpu_at["cpu"].get("ns_per_frame"),
+                         "cpu_source": cpu_at["cpu"]["source"],
+                         "cpu_at": "90 % of loss-free" if "0.9" in s["latency"] else "saturation",
+                         "fwd_ns_per_frame": cpu_at["cpu"].get("fwd_ns_per_frame"),
+                         "softirq_ns_per_frame": cpu_at["cpu"].get("softirq_ns_per_frame"),
+                         "all_busy_ns_per_frame": cpu_at["cpu"].get("all_busy_ns_per_frame"),
+                         "sat_drops": sat["drops"], "latency": lat})
+    base = {r["size"]: r for r in rows if r["mode"] == "linux-bridge"}
+    for r in rows:
+        b = base.get(r["size"])
+
+        def ratio(key, r=r, b=b):
+            return r[key] / b[key] if b and r.get(key) is not None and b.get(key) else None
+        r["vs_linux_bridge"] = {"loss_free": ratio("loss_free_pps"), "saturation": ratio("sat_delivered_pps"),
+                                "cpu_per_frame": ratio("cpu_ns_per_frame")}
+        bl = b["latency"].get("0.5", {}) if b else {}
+        rl = r["latency"].get("0.5", {})
+        r["vs_linux_bridge"]["p50_at_50"] = (rl["p50_us"] / bl["p50_us"]
+                                             if rl.get("p50_us") and bl.get("p50_us") else None)
+    return {"rows": rows}
+
+
+def fmt(v, spec=",.0f", none="–"):
+    return none if v is None else format(v, spec)
+
+
+def remote_recipe() -> str:
+    return """## `--remote`: the real setup (external generator, BeagleBone in the middle, sink)
+
+`reshaper bench` builds everything in namespaces on one machine. On real hardware the
+three roles are three hosts; run the same pieces by hand (replace interface names):
+
+```
+ generator host  eth0.100 ---- switch (VLAN 100 and 200, trunk to the board) ---- eth0.200  sink host
+                                   |
+                         BeagleBone eth0 (trunk): reshaper, ports {eth0, vlan 100} / {eth0, vlan 200}
+```
+
+1. **BeagleBone** (device under test), one mode at a time, nothing else running:
+   ```
+   reshaper check rules.yaml --mode ring              # ports: a: {interface: eth0, vlan: 100}, b: {interface: eth0, vlan: 200}
+   chrt -f 50 reshaper run rules.yaml --mode ring --status-interval 0 &   # or --mode nfqueue / --mode kernel
+   # baseline: ip link add br0 type bridge; ip link add link eth0 name eth0.100 type vlan id 100;
+   #           ip link add link eth0 name eth0.200 type vlan id 200; ip link set eth0.100 master br0; ...
+   reshaper stats --json > before.json; sleep 30; reshaper stats --json > after.json   # drops by where
+   cat /proc/stat /proc/softirqs                       # before/after each run: CPU per frame
+   ```
+2. **Sink host** (VLAN 200): counts frames and takes receive timestamps; its clock synchronised
+   with the generator's by PTP (`ptp4l -i eth0 -S`, `phc2sys -a -r`) or both roles on one host
+   with two NICs (then one clock, as here):
+   ```
+   ip link add link eth0 name eth0.200 type vlan id 200; ip addr add 10.77.0.2/24 dev eth0.200; ip link set eth0.200 up
+   cat /sys/class/net/eth0.200/statistics/rx_packets          # before and after each trial
+   .venv/bin/python -c 'from reshaper.lab.stamped import Sink; ...'   # or any SO_TIMESTAMPNS UDP sink on port 7077
+   ```
+3. **Generator host** (VLAN 100):
+   ```
+   ip link add link eth0 name eth0.100 type vlan id 100; ip addr add 10.77.0.1/24 dev eth0.100; ip link set eth0.100 up
+   ip neigh replace 10.77.0.2 lladdr <sink MAC> dev eth0.100
+   gcc -O2 -o generator bench/generator.c
+   python3 -c 'from reshaper.bench.frames import frame_mix; print("".join(d.hex()+"\\n" for _, d in frame_mix(64)))' > f64.hex
+   taskset -c 0 ./generator eth0.100 f64.hex 10 0        # saturation: frames/s the board delivers
+   taskset -c 0 ./generator eth0.100 f64.hex 10 RATE     # binary search RATE for loss < 0.1 %
+   ```
+   (edit the destination MAC in frame_mix to the sink's for a routed/learning switch; on the
+   100 Mbit/s cpsw the wire limit is 148,809 frames/s at 64 B, 8,127 at 1518 B: a loss-free
+   rate equal to that is the wire's, not the board's.)
+"""
+
+
+def report(results: dict) -> str:
+    mb, ma = results["machine_before"], results["machine_after"]
+    rows = results["summary"]["rows"]
+    where = ("inside the Debian-kernel VM (qemu TCG, lab/vm): absolute figures are the VM's, read the ratios"
+             if results["where"] == "vm" else "on this machine, in network namespaces")
+    out = ["# reshaper bench", "",
+           f"Command: `{results['command']}`  ",
+           f"Where: {where}  ",
+           f"Started {results['started']}, finished {results['finished']}  ",
+           f"Machine: {mb['nproc']} CPUs ({mb['cpu_model']}), {mb['machine']}, kernel {mb['kernel']}; "
+           f"load average before {' '.join(mb['loadavg'])}, after {' '.join(ma['loadavg'])}; "
+           f"qemu running: before {'yes' if mb['qemu_running'] else 'no'}, after {'yes' if ma['qemu_running'] else 'no'}"
+           + (f"; busy before: {', '.join(mb['busy_processes'])}" if mb["busy_processes"] else "") + "  ",
+           f"Versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}  ",
+           f"Rule file: `{results['rule_file']['path']}` (ports rewritten to a: a1, b: b1; full text in results.json)",
+           ""]
+    host = results.get("vm", {}).get("host_machine")
+    if results["where"] == "vm":
+        out += ["The VM is qemu with TCG (no hardware virtualisation): every figure is emulated and ~10x below the "
+                "host's; what carries over is the ratio between modes measured together in this one boot."
+                + (f" Host load average when the VM finished: {' '.join(host['loadavg'])}" if host else "")
+                + (f"; kernel log problems: {results['vm']['kernel_log_problems']}"
+                   if results.get("vm", {}).get("kernel_log_problems") else
+                   "; the guest kernel log shows no BUG/WARNING/Oops" if results.get("vm") else "") + ".", ""]
+    elif mb["qemu_running"] or ma["qemu_running"] or float(mb["loadavg"][0]) > 0.5 or mb["busy_processes"]:
+        out += ["**This machine was shared during the run**: load average above"
+                + (", qemu running (another job's VM)" if mb["qemu_running"] or ma["qemu_running"] else "")
+                + (f", busy processes {', '.join(mb['busy_processes'])}" if mb["busy_processes"] else "")
+                + f"; per-trial load averages are in results.json. The device under test shares CPU {FWD_CPU} with "
+                "that work (SCHED_OTHER unless --rt), so user-space modes lose frames and gain milliseconds of "
+                "latency whenever the scheduler runs something else there; the kernel paths run in softirq, "
+                "which preempts it. Figures drift 10-40 % between runs here; compare modes within this run "
+                "(interleaved size by size), not with other runs.", ""]
+    out += ["## Modes", ""]
+    for mode, m in results["modes"].items():
+        if m["status"] == "unavailable":
+            out.append(f"* **{mode}**: {m['reason']}.")
+        elif m["status"] == "error":
+            errs = {s: v["error"] for s, v in m["sizes"].items() if "error" in v}
+            out.append(f"* **{mode}**: FAILED: " + "; ".join(f"{s} B: {e}" for s, e in errs.items()))
+        else:
+            out.append(f"* **{mode}**: measured.")
+    out += ["", "## Throughput and CPU (absolute)", "",
+            "Loss-free: highest offered rate with loss < 0.1 % (binary search); saturation: generator unpaced. "
+            "CPU/frame at 90 % of the loss-free rate: user-space modes the forwarder process's user+sys, "
+            "kernel paths softirq time of all CPUs; `softirq` and `all CPUs busy` columns for every mode.", "",
+            "| size B | mode | loss-free kpps | saturation offered kpps | saturation delivered kpps | loss at sat. | "
+            "CPU ns/frame (source) | fwd user+sys ns/frame | softirq ns/frame | all CPUs busy ns/frame |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["size"], r["mode"])):
+        out.append(f"| {r['size']} | {r['mode']} | {fmt(r['loss_free_pps'] / 1e3, ',.1f')}"
+                   f"{' (generator max)' if r['generator_limited'] else ''} | {fmt(r['sat_offered_pps'] / 1e3, ',.1f')} | "
+                   f"{fmt(r['sat_delivered_pps'] / 1e3, ',.1f')} | {fmt((r['sat_loss'] or 0) * 100, '.1f')} % | "
+                   f"{fmt(r['cpu_ns_per_frame'])} ({r['cpu_source']}) | {fmt(r['fwd_ns_per_frame'])} | "
+                   f"{fmt(r['softirq_ns_per_frame'])} | {fmt(r['all_busy_ns_per_frame'])} |")
+    out += ["", "## Ratios to the Linux bridge (same run, same size)", "",
+            "| size B | mode | loss-free rate | saturation delivered | CPU per frame | p50 latency at 50 % load |",
+            "|---|---|---|---|---|---|"]
+    gl = [r for r in rows if r["generator_limited"]]
+    if gl:
+        out[-2:-2] = ["`≤`/`≥`: the Linux bridge's or the mode's loss-free rate is the generator's maximum, a lower "
+                      "bound (the generator could not saturate it), so the ratio is a bound; `~`: both were, the ratio "
+                      "compares generator maxima, not the paths.", ""]
+    for r in sorted(rows, key=lambda r: (r["size"], r["mode"])):
+        v = r["vs_linux_bridge"]
+        b = next((x for x in rows if x["mode"] == "linux-bridge" and x["size"] == r["size"]), None)
+        # a generator-limited loss-free rate is a lower bound: so is a ratio with it on top, an upper
+        # bound with it below
+        mark = ("≥ " if r["generator_limited"] and not (b and b["generator_limited"]) else
+                "≤ " if b and b["generator_limited"] and not r["generator_limited"] else
+                "~ " if r["generator_limited"] and b and b["generator_limited"] and r["mode"] != "linux-bridge"
+                else "")
+        out.append(f"| {r['size']} | {r['mode']} | {mark}{fmt(v['loss_free'], '.2f')} | {fmt(v['saturation'], '.2f')} | "
+                   f"{fmt(v['cpu_per_frame'], '.2f')} | {fmt(v['p50_at_50'], '.2f')} |")
+    out += ["", "## One-way latency (probe flow, µs)", "",
+            "At 10, 50 and 90 % of each mode's own loss-free rate (the generator carries the load minus the probe).", "",
+            "| size B | mode | load | p50 | p99 | p99.9 | max | probes recv/sent | bulk loss |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for mode, m in results["modes"].items():
+        for size, s in m.get("sizes", {}).items():
+            for frac, t in s.get("latency", {}).items():
+                lat = t["latency"]
+                req = t["requested_pps"] + lat["probe_pps"]
+                load = (f"{t['offered_pps'] / 1e3:,.1f} kpps" if t["offered_pps"] >= 0.97 * req else
+                        f"asked {req / 1e3:,.1f}, offered {t['offered_pps'] / 1e3:,.1f} kpps")
+                out.append(f"| {size} | {mode} | {float(frac):.0%} ({load}) | "
+                           f"{fmt(lat.get('p50_us'), ',.1f')} | {fmt(lat.get('p99_us'), ',.1f')} | "
+                           f"{fmt(lat.get('p99.9_us'), ',.1f')} | {fmt(lat.get('max_us'), ',.1f')} | "
+                           f"{lat['probe_received']}/{lat['probe_sent']} | {(t['loss'] or 0) * 100:.2f} %"
+                           f"{' (above 0.1 %: not loss-free on this repeat)' if (t['loss'] or 0) >= LOSS_FREE else ''} |")
+    out += ["", "## Drops by where, at saturation", "",
+            "| size B | mode | sent | delivered | where (counts) |", "|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["size"], r["mode"])):
+        m = results["modes"][r["mode"]]["sizes"][str(r["size"])]["saturation"]
+        nz = ", ".join(f"{k} {v:,}" for k, v in r["sat_drops"].items() if v) or "none"
+        out.append(f"| {r['size']} | {r['mode']} | {m['sent']:,} | {m['delivered']:,} | {nz} |")
+    notes = [(mode, size, n) for mode, m in results["modes"].items() for size, s in m.get("sizes", {}).items()
+             for n in s.get("notes", [])]
+    out += ["", "## Generator limits", "",
+            f"For the kernel paths (linux-bridge, kernel) the generator's maximum is not independent of the path: veth "
+            f"runs the whole bridge path inside the generator's send() on CPU {GEN_CPU}, so `(generator max)` there is "
+            f"what generator + path manage together on one CPU; between two kernel paths its ratio still reflects the "
+            f"paths' cost (the generator's share is the same). User-space modes only put a1's receive on CPU {GEN_CPU}. "
+            "The latency probe (Python) also runs on that CPU: where a row says `asked X, offered Y`, the paced "
+            "generator fell short and the latency was taken at the lower load.", ""]
+    if notes:
+        out += [f"* {mode} {size} B: {n}" for mode, size, n in notes]
+    else:
+        out.append("* The generator saturated every mode (loss at its maximum rate) and reached every requested rate.")
+    out += ["", "## Where each number came from", "",
+            "* Topology: generator namespace `a` (a0) -> veth -> device-under-test namespace `br` (a1, b1) -> veth -> "
+            "sink namespace `b` (b0). Offered = a0 tx_packets + tx_dropped, delivered = b0 rx_packets "
+            "(IFLA_STATS64 via pyroute2); bulk frames carry a foreign destination MAC and are dropped by b0 at once.",
+            f"* Generator: `bench/generator.c`, AF_PACKET sendmmsg() (qdisc bypass, 4 MB SO_SNDBUFFORCE), paced on "
+            f"CLOCK_MONOTONIC (batches of up to 32 when behind), pinned to CPU {GEN_CPU}; 5-frame round-robin mix "
+            "(dns-rewrite, web-to-proxy, syn-mark, v6-hoplimit, no rule).",
+            f"* Device under test: pinned to CPU {FWD_CPU} (every thread), "
+            f"{results['placement'].get('forwarder_sched', 'SCHED_OTHER')}, no RPS. veth delivers on the *sending* CPU: "
+            f"a1's receive, and for the kernel paths (linux-bridge, kernel) the whole bridge path a1 -> bridge -> b1 -> b0, "
+            f"run in softirq on CPU {GEN_CPU} beside the generator; a user-space forwarder's send() runs b0's receive on "
+            f"CPU {FWD_CPU}. So the kernel paths compete with the generator for CPU {GEN_CPU}, the user-space ones get a "
+            "CPU of their own: on real NICs interrupts decide this instead.",
+            "* Latency: a probe flow (UDP, 64-byte payload, ≤ 1000/s, sleep-paced) from ns a to a socket in ns b; the "
+            "payload carries CLOCK_REALTIME ns taken just before sendto(), the sink reads the kernel's SO_TIMESTAMPNS "
+            "(lab/stamped.py's method). Same machine, same clock. Probes take the no-rule path of the program.",
+            "* CPU: /proc/stat per CPU (ticks of 1/%d s), /proc/PID/stat utime+stime of the forwarder, per delivered frame "
+            "over the trial. A forwarder's stime includes the receive softirq its send() runs for b0." % USER_HZ,
+            "* Drops: reshaper stats (ring: ring_drops, tx_full, oversize; engine verdicts `engine_dropped`), "
+            "nfqueue: /proc/PID/net/netfilter/nfnetlink_queue (queue_dropped: queue full; user_dropped: netlink "
+            "buffer), python: PACKET_STATISTICS tp_drops, interfaces: rx/tx_dropped, backlog: /proc/net/softnet_stat; "
+            "`unexplained` = sent - delivered - the rest (e.g. veth drops not counted anywhere).",
+            f"* Settings: trial {results['args']['duration']:g} s (search trials {results['args']['search_duration']:g} s, "
+            f"{results['args']['search_steps']} steps), loss threshold {LOSS_FREE:.1%}.", ""]
+    out.append(remote_recipe())
+    return "\n".join(out)
+
+
+def write_outputs(results: dict, out_dir: Path, with_plots: bool = True) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "results.json", "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    if with_plots:
+        from reshaper.bench.plots import plots
+
+        results["plots"] = [p.name for p in plots(results, out_dir)]
+        with open(out_dir / "results.json", "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    (out_dir / "report.md").write_text(report(results) + "\n" + "".join(
+        f"\n![{p}]({p})\n" for p in results.get("plots", [])))

@@ -1,0 +1,109 @@
+"""`reshaper bench` on this machine: the topology (bridge/netns.py), the rule file with its
+ports rewritten, and every mode measured at every frame size, sizes outer and modes inner
+so that modes are close in time; one mode failing says so and the others go on."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from reshaper.examples import example
+from reshaper.lab import REPO
+
+from reshaper.bench.devices import device_under_test
+from reshaper.bench.frames import DST_MAC, MIX, SRC_MAC, write_frames
+from reshaper.bench.generator import build_generator
+from reshaper.bench.machine import machine, versions
+from reshaper.bench.report import summarise
+from reshaper.bench.settings import FWD_CPU, GEN_CPU, LOAD_POINTS, LOSS_FREE, RT_PREFIX, log
+from reshaper.bench.topology import OFFLOADS, prepare
+from reshaper.bench.trial import Trials
+
+FIVE_RULES = example("five-rules.yaml")
+
+
+def bench_config(config_path: Path, tmp: Path) -> tuple[Path, str, str]:
+    """The rule file with its ports rewritten to plain a: a1, b: b1; (path, original, rewritten)."""
+    import yaml
+
+    text = config_path.read_text()
+    doc = yaml.safe_load(text)
+    doc["ports"] = {"a": "a1", "b": "b1"}
+    out = f"# {config_path} with its ports rewritten for reshaper bench (a: a1, b: b1)\n" + \
+        yaml.safe_dump(doc, sort_keys=False)
+    path = tmp / "bench-rules.yaml"
+    path.write_text(out)
+    return path, text, out
+
+
+def unavailable_reason(mode: str, in_vm: bool) -> str | None:
+    if mode == "kernel" and not os.path.exists("/proc/modules"):
+        return ("not available here (no loadable modules: this kernel cannot load reshaper.ko): use --vm, "
+                "which runs every mode inside the Debian-kernel VM so that the kernel module's figures "
+                "compare with the others")
+    if mode == "kernel" and in_vm and not os.environ.get("RESHAPER_KMOD") and \
+            not (REPO / "kmod" / "reshaper.ko").exists():
+        return "kernel module not built (RESHAPER_KMOD unset, no kmod/reshaper.ko)"
+    return None
+
+
+def run_bench(args) -> dict:
+    from reshaper.bridge.netns import Topology
+
+    # this process (the probe and the bookkeeping) stays on the generator's CPU
+    os.sched_setaffinity(0, {GEN_CPU})
+    config_path = Path(args.config) if args.config else FIVE_RULES
+    results = {"schema": 1, "command": args.command_line, "where": "vm" if args.in_vm else "host",
+               "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+               "args": {k: v for k, v in vars(args).items() if k not in ("func",)},
+               "machine_before": machine(top=not args.quick), "versions": versions(),
+               "placement": {"generator_cpu": GEN_CPU, "forwarder_cpu": FWD_CPU, "rps": "none",
+                             "forwarder_sched": "SCHED_FIFO 50 (--rt)" if RT_PREFIX else "SCHED_OTHER",
+                             "offloads": OFFLOADS},
+               "loss_threshold": LOSS_FREE, "load_points": list(LOAD_POINTS), "modes": {}}
+    with tempfile.TemporaryDirectory(prefix="reshaper-bench-") as tmpdir, Topology("rsbn") as topo:
+        tmp = Path(tmpdir)
+        rules_path, original, rewritten = bench_config(config_path, tmp)
+        results["rule_file"] = {"path": str(config_path), "text": original, "as_run": rewritten}
+        gen = build_generator(Path(args.gen_dir) if args.gen_dir else None)
+        if args.frames_dir:   # made on the host (--vm): scapy is slow to import under TCG
+            frames = {size: Path(args.frames_dir) / f"frames-{size}.hex" for size in args.sizes}
+        else:
+            frames = write_frames(args.sizes, tmp)
+        results["frames"] = {"mix": list(MIX), "src_mac": SRC_MAC, "dst_mac": DST_MAC}
+        prepare(topo)
+        runnable = []
+        for mode in args.modes:
+            why = unavailable_reason(mode, args.in_vm)
+            if why:
+                results["modes"][mode] = {"status": "unavailable", "reason": why}
+                log(f"{mode}: {why}")
+            else:
+                runnable.append(mode)
+                results["modes"][mode] = {"status": "ok", "sizes": {}, "notes": []}
+        trials = Trials(args, topo, gen, frames)
+        per = 1 + (args.search_steps) + len(LOAD_POINTS)
+        trials.trials_total = per * len(runnable) * len(args.sizes)
+        try:
+            for size in args.sizes:
+                for mode in runnable:
+                    dut = device_under_test(mode, topo, rules_path, tmp)
+                    try:
+                        dut.start()
+                        results["modes"][mode]["sizes"][str(size)] = trials.measure(dut, size)
+                    except Exception as exc:   # one mode failing says so and the others go on
+                        log(f"{mode} {size} B: FAILED: {exc}")
+                        results["modes"][mode]["sizes"][str(size)] = {"error": str(exc)}
+                        results["modes"][mode]["status"] = "error"
+                    finally:
+                        dut.stop()
+                        if mode == "nfqueue":
+                            results["modes"][mode]["log"] = (tmp / "nfqueue.log").read_text()[-2000:] \
+                                if (tmp / "nfqueue.log").exists() else ""
+        finally:
+            trials.counters.close()
+    results["machine_after"] = machine(top=not args.quick)
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    results["summary"] = summarise(results)
+    return results
