@@ -21,15 +21,17 @@ from reshaper.rules.values import node_text, node_value
 
 # ---- names on the wire ---------------------------------------------------------------
 
-ETH_TYPES = {"ipv4": 0x0800, "ipv6": 0x86DD, "arp": 0x0806}
+ETH_TYPES = {"ipv4": lib.RS_ETH_P_IP, "ipv6": lib.RS_ETH_P_IPV6, "arp": 0x0806}
 ETHERTYPE_MIN = 0x0600  # smaller values of the field are an 802.3 length
-TPID_8021Q, TPID_8021AD = 0x8100, 0x88A8
+TPID_8021Q, TPID_8021AD = lib.RS_ETH_P_8021Q, lib.RS_ETH_P_8021AD
 VLAN_TPIDS = {TPID_8021Q: "802.1Q", TPID_8021AD: "802.1ad"}
-IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
+IP_PROTOS = {"icmp": lib.RS_IPPROTO_ICMP, "tcp": lib.RS_IPPROTO_TCP, "udp": lib.RS_IPPROTO_UDP,
+             "icmpv6": lib.RS_IPPROTO_ICMPV6, "sctp": 132}
 TCP_FLAGS = {"fin": 1, "syn": 2, "rst": 4, "psh": 8, "ack": 16, "urg": 32, "ece": 64, "cwr": 128}
 # the largest value of each header field rules match or set (its width in bits)
-HEADER_MAX = {"vlan": 4095, "vlan_pcp": 7, "ip_proto": 255, "port": 65535, "dscp": 63, "ecn": 3, "ttl": 255}
-ETH_HLEN = 14  # the shortest frame the engine takes: an Ethernet header (RS_ETH_HLEN, rules/engine/engine.c)
+HEADER_MAX = {"vlan": lib.RS_MAX_VLAN, "vlan_pcp": lib.RS_MAX_VLAN_PCP, "ip_proto": 0xFF, "port": 0xFFFF,
+              "dscp": lib.RS_MAX_DSCP, "ecn": lib.RS_MAX_ECN, "ttl": lib.RS_MAX_TTL}
+ETH_HLEN = lib.RS_ETH_HLEN  # the shortest frame the engine takes: an Ethernet header
 
 # ---- the language's names for the engine's numbers (rules/engine/rs_program.h) -------------------
 
@@ -38,7 +40,7 @@ BASES = {"l2": lib.RS_BASE_L2, "l3": lib.RS_BASE_L3, "l4": lib.RS_BASE_L4}
 DISTRIBUTIONS = {"uniform": lib.RS_DIST_UNIFORM, "normal": lib.RS_DIST_NORMAL,
                  "pareto": lib.RS_DIST_PARETO, "paretonormal": lib.RS_DIST_PARETONORMAL}
 MAX_TIME_NS = lib.RS_MAX_DELAY_NS
-MAX_OFFSET = 0xFFFE  # of bytes and payload: the engine refuses 0xffff (rs_verify_bytes_op, rules/engine/engine.c)
+MAX_OFFSET = lib.RS_MAX_OFFSET  # of bytes and payload
 MAX_BITRATE = 2**64 - 1  # RS_A_RATE carries bits per second as a u64 (rules/engine/rs_program.h)
 
 

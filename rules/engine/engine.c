@@ -32,15 +32,6 @@
 #include "rs_program.h"
 #include "rs_dist_tables.h"
 
-#define RS_ETH_HLEN	14
-#define RS_ETH_P_IP	0x0800
-#define RS_ETH_P_IPV6	0x86dd
-#define RS_ETH_P_8021Q	0x8100
-#define RS_ETH_P_8021AD	0x88a8
-#define RS_IPPROTO_ICMP	1
-#define RS_IPPROTO_TCP	6
-#define RS_IPPROTO_UDP	17
-#define RS_IPPROTO_ICMPV6	58
 #define RS_MAX_TAGS	2
 #define RS_MAX_EXTHDRS	8
 #define RS_NSEC_PER_SEC	1000000000ull
@@ -125,7 +116,7 @@ static int rs_verify_oplen(uint32_t op, const uint8_t *o, uint32_t n)
 
 static int rs_verify_bytes_op(const uint8_t *o)
 {
-	if (o[0] > RS_BASE_L4 || rs_le16(o + 1) >= 0xffff)
+	if (o[0] > RS_BASE_L4 || rs_le16(o + 1) > RS_MAX_OFFSET)
 		return -RS_E_OPERAND;
 	return o[3] >= 1 && o[3] <= RS_MAX_BYTES ? 0 : -RS_E_OPERAND;
 }
@@ -135,13 +126,13 @@ static int rs_verify_set_field(const uint8_t *o)
 	uint32_t v = rs_le16(o + 1);
 
 	switch (o[0]) {
-	case RS_F_DSCP:		return v <= 63 ? 0 : -RS_E_OPERAND;
-	case RS_F_ECN:		return v <= 3 ? 0 : -RS_E_OPERAND;
-	case RS_F_TTL:		return v <= 255 ? 0 : -RS_E_OPERAND;
+	case RS_F_DSCP:		return v <= RS_MAX_DSCP ? 0 : -RS_E_OPERAND;
+	case RS_F_ECN:		return v <= RS_MAX_ECN ? 0 : -RS_E_OPERAND;
+	case RS_F_TTL:		return v <= RS_MAX_TTL ? 0 : -RS_E_OPERAND;
 	case RS_F_SRC_PORT:
 	case RS_F_DST_PORT:	return 0;
-	case RS_F_VLAN:		return v <= 4095 ? 0 : -RS_E_OPERAND;
-	case RS_F_VLAN_PCP:	return v <= 7 ? 0 : -RS_E_OPERAND;
+	case RS_F_VLAN:		return v <= RS_MAX_VLAN ? 0 : -RS_E_OPERAND;
+	case RS_F_VLAN_PCP:	return v <= RS_MAX_VLAN_PCP ? 0 : -RS_E_OPERAND;
 	}
 	return -RS_E_OPERAND;
 }

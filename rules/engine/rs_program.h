@@ -93,11 +93,31 @@
 #define RS_F_MAX       10
 #define RS_MAX_RANGES  16
 
+/* the largest value RS_A_SET_FIELD may write: the width of each header field */
+#define RS_MAX_VLAN     4095
+#define RS_MAX_VLAN_PCP 7
+#define RS_MAX_DSCP     63
+#define RS_MAX_ECN      3
+#define RS_MAX_TTL      255
+
+/* frames as the program sees them: Ethernet, inner tags with one of these TPIDs,
+ * and the network and transport protocols the engine parses */
+#define RS_ETH_HLEN     14
+#define RS_ETH_P_8021Q  0x8100
+#define RS_ETH_P_8021AD 0x88a8
+#define RS_ETH_P_IP     0x0800
+#define RS_ETH_P_IPV6   0x86dd
+#define RS_IPPROTO_ICMP   1
+#define RS_IPPROTO_TCP    6
+#define RS_IPPROTO_UDP    17
+#define RS_IPPROTO_ICMPV6 58
+
 /* bases of RS_M_BYTES and RS_A_PAYLOAD */
 #define RS_BASE_L2 0
 #define RS_BASE_L3 1
 #define RS_BASE_L4 2
 #define RS_MAX_BYTES 32
+#define RS_MAX_OFFSET 0xfffe /* of RS_M_BYTES and RS_A_PAYLOAD, from the base */
 
 /* delay distributions */
 #define RS_DIST_UNIFORM      0
