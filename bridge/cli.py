@@ -62,7 +62,7 @@ def cmd_apply(args) -> int:
     import signal
 
     from reshaper.bridge.apply import CaptureError, apply_capture
-    from reshaper.bridge.hooks import HookLoadError
+    from reshaper.bridge.hook_loader import HookLoadError
 
     try:
         config = _load(args.config, hooks_path=args.hooks_path)

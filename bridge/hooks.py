@@ -29,86 +29,21 @@ Modules load only from the directories of `hooks_path` (the file's, or
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.machinery
-import importlib.util
-import os
 import sys
 import threading
 import time
 import traceback
 from collections import deque
 
-from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
-from scapy.packet import Packet
-
-from reshaper.bridge.appliance import SetupError
-from reshaper.hook import HookContext, Reply
+from reshaper.bridge import hook_frames
+from reshaper.bridge.hook_loader import HookLoadError, load_hook
+from reshaper.hook import HookContext
 from reshaper.rules.model import Config
 
 # calls: frames handed to the hook; each ends answered, as an error or as a timeout (late: answers
 # that came after their frame's deadline and were discarded)
 HOOK_COUNTERS = ("calls", "errors", "timeouts", "late", "dropped", "frames_out", "replies")
 ERRORS_LOGGED = 10  # tracebacks printed per hook; later errors are only counted
-_LOADED: set[str] = set()  # top-level modules load_hook imported from hooks_path
-
-
-class HookLoadError(SetupError):
-    pass
-
-
-
-def load_hook(call: str, paths: list[str]):
-    """The function named "package.module:function", found only under paths."""
-    module_name, _, function = call.partition(":")
-    top = module_name.split(".")[0]
-    roots = [os.path.abspath(p) for p in paths]
-    if top in _LOADED:
-        # ours from an earlier load: load afresh, so a reload picks up edited hooks
-        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
-            del sys.modules[name]
-        _LOADED.discard(top)
-    loaded = sys.modules.get(top)
-    if loaded is not None:
-        origin = getattr(loaded, "__file__", None) or ""
-        if not any(os.path.abspath(origin).startswith(root + os.sep) for root in roots):
-            raise HookLoadError(f"hook module {top!r} is already imported from elsewhere ({origin or 'built in'}); "
-                                f"rename the hook module")
-    else:
-        spec = importlib.machinery.PathFinder.find_spec(top, roots)
-        if spec is None:
-            raise HookLoadError(f"no module {top!r} in hooks_path ({', '.join(roots)})")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[top] = module
-        _LOADED.add(top)
-        try:
-            spec.loader.exec_module(module)
-        except BaseException as exc:
-            del sys.modules[top]
-            _LOADED.discard(top)
-            raise HookLoadError(f"loading {top!r} failed: {exc.__class__.__name__}: {exc}") from None
-    try:
-        module = importlib.import_module(module_name)  # submodules resolve inside the package found above
-        fn = getattr(module, function)
-    except (ImportError, AttributeError) as exc:
-        raise HookLoadError(f"cannot load hook {call!r}: {exc}") from None
-    if not callable(fn):
-        raise HookLoadError(f"hook {call!r} is not a function")
-    return fn
-
-
-def fix_lengths_and_checksums(packet: Packet) -> bytes:
-    """Lets scapy recompute IP/UDP lengths and IP/TCP/UDP/ICMP checksums."""
-    for layer, fields in ((IP, ("len", "chksum")), (IPv6, ("plen",)), (UDP, ("len", "chksum")),
-                          (TCP, ("chksum",)), (ICMP, ("chksum",))):
-        current = packet.getlayer(layer)
-        while current is not None:
-            for field in fields:
-                setattr(current, field, None)
-            current = current.payload.getlayer(layer) if current.payload else None
-    return bytes(packet)
 
 
 @dataclasses.dataclass
@@ -269,7 +204,7 @@ class Hooks:
 
     def _timeout(self, call: _Call) -> None:
         call.hook.counters["timeouts"] += 1
-        self._settle(call, self._on_error(call.hook, call.frame))
+        self._settle(call, hook_frames.on_error(call.frame, call.hook.on_error))
 
     def _settle(self, call: _Call, out: list[tuple[bool, bytes]]) -> None:
         c = call.hook.counters
@@ -324,7 +259,7 @@ class Hooks:
                     runner.wake.wait()
                 call = runner.todo.popleft()
                 runner.running = call
-            outcome = self._step(self._parse, hook, call)
+            outcome = self._step(hook_frames.packet, call.frame, hook.raw, call.l3)
             if not isinstance(outcome, _Failure):
                 with self._lock:
                     self._start(call)
@@ -334,7 +269,7 @@ class Hooks:
                     if building:
                         self._start(call)
                 if building:
-                    outcome = self._step(self._frames, outcome, hook, call.l3)
+                    outcome = self._step(hook_frames.frames, outcome, hook.fix_checksums, call.l3)
             log = None
             with self._lock:
                 runner.running = None
@@ -345,7 +280,7 @@ class Hooks:
                     hook.counters["errors"] += 1
                     if hook.counters["errors"] <= ERRORS_LOGGED:
                         log = outcome.text
-                    outcome = self._on_error(hook, call.frame)
+                    outcome = hook_frames.on_error(call.frame, hook.on_error)
                 self._settle(call, outcome)
             if log is not None:
                 print(f"reshaper: hook of rule {hook.rule!r} raised:\n{log}", file=sys.stderr, flush=True)
@@ -360,37 +295,3 @@ class Hooks:
                 return _Failure(traceback.format_exc())
             except BaseException:  # e.g. an exception whose __str__ raises
                 return _Failure("(its traceback could not be formatted)")
-
-    @staticmethod
-    def _parse(hook: Hook, call: _Call):
-        frame = call.frame
-        if hook.raw:
-            return frame
-        return (IP(frame) if frame[0] >> 4 == 4 else IPv6(frame)) if call.l3 else Ether(frame)
-
-    @staticmethod
-    def _on_error(hook: Hook, frame: bytes) -> list[tuple[bool, bytes]]:
-        return [] if hook.on_error == "drop" else [(False, frame)]
-
-    @staticmethod
-    def _frames(result, hook: Hook, l3: bool) -> list[tuple[bool, bytes]]:
-        if result is None:
-            return []
-        items = result if isinstance(result, list) else [result]
-        out = []
-        for item in items:
-            back = isinstance(item, Reply)
-            if back:
-                item = item.frame
-            if isinstance(item, (bytes, bytearray)):
-                data = bytes(item)
-                if hook.fix_checksums:
-                    packet = (IP(data) if data[0] >> 4 == 4 else IPv6(data)) if l3 else Ether(data)
-                    data = fix_lengths_and_checksums(packet)
-            elif isinstance(item, Packet):
-                data = fix_lengths_and_checksums(item) if hook.fix_checksums else bytes(item)
-            else:
-                raise TypeError(f"a hook returns a frame (bytes or scapy packet), a list of them or None, "
-                                f"not {type(item).__name__}")
-            out.append((back, data))
-        return out

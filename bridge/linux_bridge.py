@@ -87,6 +87,25 @@ def set_up(state: dict, record, name: str, ports: dict[str, str], settings: dict
         ipr.link("set", index=bridge, state="up")
 
 
+def saved_state(saved: dict) -> dict:
+    """This module's part of a mode's state file. A file written before this module existed
+    (reshaper 0.1.0 up to the layout rework) kept it in the mode's own keys: nfqueue mode's
+    bridge_created / bridge_reused, kernel mode's bridge / made_bridge / enslaved / brought_up;
+    read those, so that a run killed before an upgrade is still cleaned up after it."""
+    if "linux_bridge" in saved:
+        return saved["linux_bridge"]
+    if saved.get("bridge_created"):
+        return {"name": saved["bridge_created"], "made": True}
+    if saved.get("bridge_reused"):
+        reused = saved["bridge_reused"]
+        return {"name": reused["name"], "made": False,
+                "previous": {"br_" + key: value for key, value in reused.items() if key != "name"}}
+    if saved.get("bridge"):
+        return {"name": saved["bridge"], "made": bool(saved.get("made_bridge")),
+                "enslaved": saved.get("enslaved", []), "brought_up": saved.get("brought_up", [])}
+    return {}
+
+
 def restore(state: dict) -> None:
     """Undoes what set_up recorded in state: a bridge it made goes (its ports with it), a
     reused one gets its ports and settings back; interfaces it brought up go down."""

@@ -143,7 +143,7 @@ class KernelAppliance(Appliance):
         if module_loaded():
             with contextlib.suppress(KernelError, NetlinkError, OSError), ReshaperSocket() as sock:
                 sock.clear()
-        linux_bridge.restore(saved.get("linux_bridge", {}))
+        linux_bridge.restore(linux_bridge.saved_state(saved))
         with IPRoute() as ipr:
             for ifname in saved.get("made_vlans", []):
                 with contextlib.suppress(NetlinkError, IndexError):

@@ -165,7 +165,7 @@ class NfqueueAppliance(Appliance):
         if saved.get("filter_vlan_tagged") is not None:
             with open(FILTER_VLAN_TAGGED, "w") as f:
                 f.write(str(saved["filter_vlan_tagged"]))
-        linux_bridge.restore(saved.get("linux_bridge", {}))
+        linux_bridge.restore(linux_bridge.saved_state(saved))
 
     def set_up(self, program: bytes) -> None:
         from netfilterqueue import NetfilterQueue
