@@ -61,7 +61,8 @@ def cmd_check(args) -> int:
 def cmd_apply(args) -> int:
     import signal
 
-    from reshaper.bridge.apply import CaptureError, apply_capture
+    from reshaper.bridge.apply import apply_capture
+    from reshaper.bridge.captures import CaptureError
     from reshaper.bridge.hook_loader import HookLoadError
 
     try:
