@@ -9,7 +9,10 @@ PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/reshaper
 # what the appliance and the demo need, then what the tests and benchmarks add
 APT_PACKAGES := python3-venv python3-dev gcc iproute2 iputils-ping iptables libnetfilter-queue-dev
-APT_TEST_PACKAGES := clang libclang-rt-14-dev valgrind netsniff-ng strace tshark iperf3 \
+# what the unit tests run besides Python: clang (the engine's names), tshark (pcapng as written),
+# systemd-analyze (the unit's exposure)
+APT_UNIT_PACKAGES := clang tshark systemd
+APT_TEST_PACKAGES := $(APT_UNIT_PACKAGES) libclang-rt-14-dev valgrind netsniff-ng strace iperf3 \
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-system-arm qemu-user-static binfmt-support debootstrap
 ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
 RING_SOURCES := $(wildcard ring/*.c ring/*.h)
@@ -17,7 +20,7 @@ RING_SOURCES := $(wildcard ring/*.c ring/*.h)
 DEVICE_SOURCES := $(wildcard reshaper/*.c reshaper/*.h)
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo test test-unit setup test-setup apt apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine kmod bench-kernel bench bench-vm clean
+.PHONY: demo test test-unit setup test-setup apt apt-unit apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine kmod bench-kernel bench bench-vm clean
 
 setup: apt $(VENV)/.installed
 
@@ -36,6 +39,9 @@ endef
 
 apt:
 	$(call apt_install,$(APT_PACKAGES))
+
+apt-unit:
+	$(call apt_install,$(APT_UNIT_PACKAGES))
 
 apt-test:
 	$(call apt_install,$(APT_TEST_PACKAGES))
@@ -69,7 +75,7 @@ test: test-setup fuzz
 	$(PY) -m pytest -q
 
 # the tests that need no root, no network and no VM (tests/conftest.py marks them unit), in under a minute
-test-unit: setup
+test-unit: setup apt-unit
 	$(PY) -m pytest -q -m unit
 
 # libFuzzer with ASan+UBSan over random programs and frames; seeds from the examples

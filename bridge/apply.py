@@ -12,7 +12,7 @@ import heapq
 import struct
 from collections import Counter
 
-from reshaper.bridge.captures import CaptureError, CaptureOutput, CaptureReader  # noqa: F401  (CaptureError: apply's)
+from reshaper.bridge.captures import CaptureOutput, CaptureReader
 from reshaper.rules.binding import Engine, RULE_COUNTERS
 from reshaper.rules.fields import TPID_8021Q
 from reshaper.rules.model import Config

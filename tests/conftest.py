@@ -1,4 +1,5 @@
 """Fixtures of the live tests: a fresh namespace topology, and taps on its hosts' interfaces;
+every test classed by what it needs (pyproject.toml's markers: live, vm, armhf, else unit);
 the session's closing lines name the kernel headers the module was built against."""
 import os
 import time
@@ -6,8 +7,16 @@ import time
 import pytest
 
 from reshaper.bridge.netns import Topology
-from tests.live import FrameTap
-from tests.vm.runner import HEADERS_BUILT_AGAINST, apt_lists_time
+from reshaper.lab.frame_tap import FrameTap
+from reshaper.lab.vm.runner import HEADERS_BUILT_AGAINST, apt_lists_time
+
+# the helpers' asserts report the values they compared, as a test module's do (before any imports them)
+pytest.register_assert_rewrite("tests.helpers")
+
+# what a test needs beyond this machine's user: its mark names it (pyproject.toml)
+NEEDS = ("live", "vm", "armhf")
+# fixtures that set up what a mark names: a test using one is classed by it without saying so
+FIXTURE_NEEDS = {"topo": "live", "taps": "live", "bb_build": "armhf"}
 
 
 @pytest.fixture
@@ -23,6 +32,20 @@ def taps(topo):
     yield a, b
     a.close()
     b.close()
+
+
+@pytest.hookimpl(tryfirst=True)   # before -m selects on the marks
+def pytest_collection_modifyitems(items):
+    """Marks from the fixtures a test uses; unit for a test that needs none of NEEDS."""
+    for item in items:
+        for fixture, need in FIXTURE_NEEDS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(need)
+        needs = [need for need in NEEDS if item.get_closest_marker(need)]
+        if needs and item.get_closest_marker("unit"):
+            raise pytest.UsageError(f"{item.nodeid}: marked unit, but needs {', '.join(needs)}")
+        if not needs:
+            item.add_marker("unit")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -14,10 +14,10 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from reshaper.rules.compiler import compile_rules
-from reshaper.rules.config import ConfigError, load_config
+from reshaper.rules.config import load_config
+from reshaper.rules.model import ConfigError
 from reshaper.examples import EXAMPLES
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from tests.helpers.golden import CASES
 
 
 def sample_frames() -> list[bytes]:
@@ -48,7 +48,7 @@ def programs() -> list[bytes]:
     for path in sources:
         out.append(compile_rules(load_config(str(path))))
     with tempfile.TemporaryDirectory() as tmp:
-        for path in sorted((ROOT / "tests" / "golden").glob("*.yaml")):
+        for path in CASES:
             config_file = pathlib.Path(tmp) / "config.yaml"
             config_file.write_text(yaml.safe_dump(yaml.safe_load(path.read_text())["config"]))
             try:

@@ -1,9 +1,9 @@
-"""tests/bench_timing.py's pure parts: the rules it measures, as ring-mode configuration
+"""bench/timing.py's pure parts: the rules it measures, as ring-mode configuration
 and as the netem options of the side-by-side comparison (no namespaces, no timing)."""
 import pytest
 
+from reshaper.bench.timing import netem_args, ring_config
 from reshaper.rules.config import load_config
-from tests.bench_timing import netem_args, ring_config
 
 
 @pytest.mark.parametrize("actions, expected", [

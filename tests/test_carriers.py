@@ -14,51 +14,23 @@ an IPv4 packet with a bad header before the queue, README "NFQUEUE mode").
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
-from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting
-from scapy.layers.l2 import ARP, Dot1Q, Ether
-from scapy.utils import RawPcapReader, RawPcapWriter
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
 
-from reshaper.bridge.apply import CaptureReader, apply_capture
-from reshaper.rules.config import load_config, mode_problems
-from tests.live import Bridge
-from tests.test_golden import GOLDEN, Case
+from reshaper.bridge.apply import apply_capture
+from reshaper.bridge.captures import CaptureReader
+from reshaper.bridge.modes import MODES
+from reshaper.rules.config import load_config
+from tests.helpers.captures import read_outputs, write_capture
+from tests.helpers.carriers import CONVERSATION, CONVERSATION_RULES, MIX_RULES, mix
+from tests.helpers.golden import UNTIMED_CASES, Case
+from tests.helpers.live import LiveAppliance
 
-# what depends on when frames arrive: the timing tests' business
-TIMED = {"delay-jitter", "rate", "rate-limit", "reorder"}
-CASES = [p for p in sorted(GOLDEN.glob("*.yaml")) if p.stem not in TIMED]
-CONVERSATION = Path(__file__).parent / "data/conversation.pcapng"   # tests/data/make_captures.py
-CONVERSATION_RULES = """version: 1
-ports: {a: a1, b: b1}
-rules:
-  - name: web
-    match: {ip_proto: tcp, src_port: 8080}
-    actions: [{set: {dscp: 34}}, dec_ttl]
-  - name: ping
-    match: {ip_proto: icmp}
-    actions: [{set: {ttl: 9}}]
-"""
-CLIENT, SERVER = "02:00:00:00:0c:01", "02:00:00:00:0c:02"
-MIX_RULES = """version: 1
-ports: {a: a1, b: b1}
-rules:
-  - name: voice
-    match: {ip_proto: udp, dst_port: 5004}
-    actions: [{set: {dscp: 46}}]
-  - name: web-ttl
-    match: {ip_proto: tcp, dst_port: 80}
-    actions: [dec_ttl]
-  - name: no-telnet
-    match: {ip_proto: tcp, dst_port: 23}
-    actions: [drop]
-  - name: v6
-    match: {eth_type: ipv6}
-    actions: [{set: {dscp: 10}}]
-"""
+pytestmark = pytest.mark.live
 
 
 def on_topology(config: str) -> str:
@@ -74,14 +46,9 @@ def on_topology(config: str) -> str:
 
 def applied(tmp_path, config_path, frames: list[bytes], from_port: str, seed: int) -> list[bytes]:
     inp, out = tmp_path / "in.pcap", tmp_path / "out.pcap"
-    writer = RawPcapWriter(str(inp), linktype=1, nano=True, sync=True)
-    writer.write_header(None)
-    for i, frame in enumerate(frames):
-        writer.write_packet(frame, sec=1_700_000_000, usec=i * 1_000_000)   # 1 ms apart (nanoseconds)
-    writer.close()
+    write_capture(inp, [(i * 10**6, frame) for i, frame in enumerate(frames)])   # 1 ms apart
     apply_capture(load_config(str(config_path)), str(inp), str(out), from_port, seed)
-    with RawPcapReader(str(out)) as reader:
-        return [bytes(data) for data, _ in reader]
+    return [bytes(data) for _, data in read_outputs(out)]
 
 
 def live(topo, taps, tmp_path, config_path, mode: str, frames: list[bytes], from_port: str, seed: int,
@@ -90,7 +57,7 @@ def live(topo, taps, tmp_path, config_path, mode: str, frames: list[bytes], from
     send, receive = (tap_a, tap_b) if from_port == "a" else (tap_b, tap_a)
     # what the topology's interfaces send themselves (IPv6 neighbour discovery, MLD) is not the case's
     hosts = {mac(topo, host, ifname) for host, ifname in (("a", "a0"), ("b", "b0"), ("br", "a1"), ("br", "b1"))}
-    with Bridge(topo.br, config_path, tmp_path, mode=mode, extra=("--seed", str(seed))):
+    with LiveAppliance(topo.br, config_path, tmp_path, mode=mode, extra=("--seed", str(seed))):
         receive.drain()
         for frame in frames:
             send.send(frame)
@@ -134,7 +101,7 @@ def nfqueue_sees(frame: bytes) -> bool:
     return len(header) >= 20 and total == 0xFFFF and len(header) <= int.from_bytes(ip[2:4], "big") <= len(ip)
 
 
-@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", UNTIMED_CASES, ids=lambda p: p.stem)
 def test_golden_case_on_every_carrier(path, tmp_path, topo, taps):
     case = Case(path)
     config = tmp_path / "rules.yaml"
@@ -142,35 +109,12 @@ def test_golden_case_on_every_carrier(path, tmp_path, topo, taps):
     frames = [f for _, f in case.inputs]
     want = applied(tmp_path, config, frames, case.from_port, case.seed)
     modes = ["ring"]
-    if not mode_problems(load_config(str(config)), "nfqueue") and "vlan:" not in config.read_text() \
+    if not MODES["nfqueue"].limits(load_config(str(config))) and "vlan:" not in config.read_text() \
             and all(nfqueue_sees(f) for f in frames):
         modes.append("nfqueue")
     for mode in modes:
         got = live(topo, taps, tmp_path, config, mode, frames, case.from_port, case.seed, len(want))
         assert flows(got) == flows(want), f"{mode} differs from apply on {path.stem}"
-
-
-def mix() -> list[bytes]:
-    frames = []
-    for i in range(4):   # a conversation, both directions, replayed from one side
-        src, dst = (CLIENT, SERVER) if i % 2 == 0 else (SERVER, CLIENT)
-        frames.append(Ether(src=src, dst=dst) / IP(src="10.9.0.1", dst="10.9.0.2") / UDP(sport=4000 + i, dport=5004)
-                      / b"rtp")
-    frames += [
-        Ether(src=CLIENT, dst=SERVER) / IP(src="10.9.0.1", dst="10.9.0.2", ttl=9) / TCP(sport=1, dport=80) / b"GET",
-        Ether(src=CLIENT, dst=SERVER) / IP(src="10.9.0.1", dst="10.9.0.2") / TCP(sport=1, dport=23),
-        Ether(src=CLIENT, dst=SERVER) / Dot1Q(vlan=7) / IP(src="10.9.0.1", dst="10.9.0.2") / UDP(sport=1, dport=5004),
-        Ether(src=CLIENT, dst=SERVER) / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrHopByHop() /
-        IPv6ExtHdrRouting() / IPv6ExtHdrDestOpt() / UDP(sport=1, dport=9),
-        Ether(src=CLIENT, dst=SERVER) / IP(src="10.9.0.1", dst="10.9.0.2", flags="MF", id=7) /
-        UDP(sport=1, dport=5004, len=100) / (b"x" * 40),
-        Ether(src=CLIENT, dst=SERVER) / IP(src="10.9.0.1", dst="10.9.0.2", frag=5, id=7) / (b"y" * 40),
-        Ether(src=CLIENT, dst=SERVER) / IP(src="10.9.0.1", dst="10.9.0.2") / UDP(sport=1, dport=5004, chksum=0x1234),
-        Ether(src=CLIENT, dst=SERVER) / IP(src="10.9.0.1", dst="10.9.0.2") / TCP(sport=2, dport=80, chksum=0x4321),
-        Ether(src=CLIENT, dst=SERVER) / IP(src="10.9.0.1", dst="10.9.0.2") / ICMP(),
-        Ether(src=CLIENT, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="10.9.0.1", pdst="10.9.0.2"),
-    ]
-    return [bytes(f) for f in frames]
 
 
 @pytest.mark.parametrize("from_port", ["a", "b"])

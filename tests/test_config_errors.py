@@ -1,33 +1,11 @@
 """Bad configurations: each class of mistake gives FILE:LINE:COL and what was expected."""
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-from reshaper.rules.config import ConfigError, load_config
-
-PORTS = "version: 1\nports: {a: eth0.100, b: eth0.200}\n"
-
-
-def errors(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config("r.yaml", textwrap.dedent(text))
-    return [str(d) for d in info.value.diagnostics]
-
-
-def at(text: str, token: str, message: str, start: int = 0) -> str:
-    """The diagnostic expected at the first occurrence of token in text (from offset start)."""
-    offset = text.index(token, start)
-    line = text.count("\n", 0, offset) + 1
-    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-    return f"r.yaml:{line}:{column}: error: {message}"
-
-
-def rule_text(rule: str) -> str:
-    """A file with one rule, written in flow style on line 4."""
-    return PORTS + "rules:\n  - " + rule + "\n"
-
+from reshaper.rules.config import load_config
+from tests.helpers.config_errors import PORTS, at, errors, rule_text
 
 CASES = [
     # (name, file text, token the error points at, message)

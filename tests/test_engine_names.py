@@ -1,9 +1,9 @@
-"""No name of the engine can collide with its surroundings (see tests/engine_names.py);
+"""No name of the engine can collide with its surroundings (see tests/helpers/engine_names.py);
 the kernel side of this is checked against the newest Debian headers in
 tests/kmod/test_kmod.py (amd64) and tests/armhf/test_kmod_armhf.py (armmp)."""
 import subprocess
 
-from tests.engine_names import (ENGINE, PREFIX, collisions, engine_files, file_scope_names,
+from tests.helpers.engine_names import (ENGINE, PREFIX, collisions, engine_files, file_scope_names,
                                 macro_names, own_macros)
 
 

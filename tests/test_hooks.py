@@ -11,13 +11,17 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import RawPcapReader, wrpcap
 
+from reshaper.bridge import modes
 from reshaper.bridge.apply import apply_capture
-from reshaper.bridge.hooks import HookLoadError, Hooks
+from reshaper.bridge.hook_loader import HookLoadError
+from reshaper.bridge.hooks import Hooks
 from reshaper.bridge.netns import HOST_A, HOST_B, Topology
-from reshaper.rules.config import ConfigError, load_config, mode_problems
+from reshaper.rules.config import load_config
+from reshaper.rules.model import ConfigError
 from reshaper.examples import example
-from tests.live import Bridge, FrameTap
-from tests.test_ring import MAC_A, MAC_B, ours
+from reshaper.lab.frame_tap import FrameTap
+from tests.helpers.frames import MAC_A, MAC_B, ours
+from tests.helpers.live import LiveAppliance
 
 HOOKS_YAML = example("hooks.yaml")
 T0 = 1_700_000_000
@@ -125,7 +129,7 @@ def test_a_hook_module_may_not_shadow_an_imported_one(tmp_path):
 
 
 def test_kernel_mode_refuses_hook_rules():
-    problems = mode_problems(load_config(str(HOOKS_YAML)), "kernel")
+    problems = modes.get("kernel").limits(load_config(str(HOOKS_YAML)))
     assert [p.message for p in problems] == [
         f"rule '{name}': python hooks run in user space; the kernel module cannot call them "
         "(use --mode ring or nfqueue)" for name in ("greet", "proxy-arp")]
@@ -151,6 +155,7 @@ def test_cli_apply_runs_hooks(tmp_path):
     assert [d for d, _ in RawPcapReader(str(tmp_path / "out.pcap"))] == [bytes(udp(b"howdy, partner"))]
 
 
+@pytest.mark.live  # its own topology (not the topo fixture)
 def test_nfqueue_mode_runs_hooks_on_the_l3_packet(tmp_path):
     # the example's ARP rule is L2, which NFQUEUE does not see: only the UDP rewrite here
     config = tmp_path / "nfq.yaml"
@@ -160,15 +165,16 @@ def test_nfqueue_mode_runs_hooks_on_the_l3_packet(tmp_path):
     with Topology("rh") as topo:
         tap_a, tap_b = FrameTap(topo.a, "a0"), FrameTap(topo.b, "b0")
         try:
-            with Bridge(topo.br, config, tmp_path, mode="nfqueue") as bridge:
+            with LiveAppliance(topo.br, config, tmp_path, mode="nfqueue") as appliance:
                 tap_a.send(bytes(udp(b"hello there")))
                 assert tap_b.receive(1, match=ours) == [bytes(udp(b"howdy, partner there"))]
-                assert bridge.stats()["hooks"]["greet"]["calls"] == 1
+                assert appliance.stats()["hooks"]["greet"]["calls"] == 1
         finally:
             tap_a.close()
             tap_b.close()
 
 
+@pytest.mark.live  # its own topology (not the topo fixture)
 def test_ring_mode_hooks_rewrite_answer_and_keep_order_while_other_rules_stay_in_c(tmp_path):
     config = tmp_path / "ring.yaml"
     # the example's 5 ms budget is real (a late answer is discarded): on a shared test machine the
@@ -179,7 +185,7 @@ def test_ring_mode_hooks_rewrite_answer_and_keep_order_while_other_rules_stay_in
     with Topology("rh") as topo:
         tap_a, tap_b = FrameTap(topo.a, "a0"), FrameTap(topo.b, "b0")
         try:
-            with Bridge(topo.br, config, tmp_path, mode="ring") as bridge:
+            with LiveAppliance(topo.br, config, tmp_path, mode="ring") as appliance:
                 for i in range(50):
                     tap_a.send(bytes(udp(b"hello %d" % i)))
                 got = tap_b.receive(50, match=ours)
@@ -195,7 +201,7 @@ def test_ring_mode_hooks_rewrite_answer_and_keep_order_while_other_rules_stay_in
                 tap_a.send(bytes(who_has))
                 answer = tap_a.receive(1, match=lambda f: f[6:12] == bytes.fromhex("0200000000fe"))
                 assert [Ether(f)[ARP].op for f in answer] == [2]
-                stats = bridge.stats()
+                stats = appliance.stats()
         finally:
             tap_a.close()
             tap_b.close()
@@ -381,36 +387,36 @@ def test_overdue_calls_settle_at_their_deadline_in_order_and_late_answers_are_di
 @pytest.mark.parametrize("mode", ["ring", "nfqueue"])
 def test_live_hooks_that_exit_or_raise_are_errors_and_the_bridge_goes_on(tmp_path, topo, taps, mode):
     tap_a, tap_b = taps
-    with Bridge(topo.br, hooks_config(tmp_path, HOSTILE_RULE % "pass"), tmp_path, mode=mode) as bridge:
+    with LiveAppliance(topo.br, hooks_config(tmp_path, HOSTILE_RULE % "pass"), tmp_path, mode=mode) as appliance:
         for frame in hostile_frames()[:-1]:
             tap_a.send(bytes(frame))
         assert tap_b.receive(5, match=ours) == [bytes(f) for f in hostile_frames()[:-1]]
         time.sleep(0.3)  # a few slices of the loop later (ring mode's hook thread was started anew per slice)
         tap_a.send(bytes(udp(b"hello")))
         assert tap_b.receive(1, match=ours) == [bytes(udp(b"HELLO"))]
-        assert bridge.stats()["hooks"]["hostile"] == {"calls": 6, "errors": 5, "timeouts": 0, "late": 0,
+        assert appliance.stats()["hooks"]["hostile"] == {"calls": 6, "errors": 5, "timeouts": 0, "late": 0,
                                                       "dropped": 0, "frames_out": 6, "replies": 0}
-        assert bridge.proc.poll() is None
-    assert "SystemExit: 3" in bridge.log()
+        assert appliance.proc.poll() is None
+    assert "SystemExit: 3" in appliance.log()
 
 
 @pytest.mark.parametrize("mode", ["ring", "nfqueue"])
 def test_live_a_reload_runs_the_edited_hook_on_threads_of_its_own(tmp_path, topo, taps, mode):
     tap_a, tap_b = taps
     config = hooks_config(tmp_path, HOSTILE_RULE % "pass")
-    with Bridge(topo.br, config, tmp_path, mode=mode) as bridge:
+    with LiveAppliance(topo.br, config, tmp_path, mode=mode) as appliance:
         tap_a.send(bytes(udp(b"hello")))
         assert tap_b.receive(1, match=ours) == [bytes(udp(b"HELLO"))]
         hooks = tmp_path / "hooks" / "live_hooks.py"
         # another size: a .pyc of the same second and size would be taken for the old source
         hooks.write_text(hooks.read_text().replace('b"HELLO"', 'b"HOWDY"') + "# edited\n")
-        bridge.send_signal(signal.SIGHUP)
+        appliance.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 5
-        while bridge.stats()["reloads"] == 0 and time.monotonic() < deadline:
+        while appliance.stats()["reloads"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         tap_a.send(bytes(udp(b"hello")))
         assert tap_b.receive(1, match=ours) == [bytes(udp(b"HOWDY"))]
-        assert bridge.stats()["hooks"]["hostile"]["calls"] == 1  # the new program's hooks count anew
+        assert appliance.stats()["hooks"]["hostile"]["calls"] == 1  # the new program's hooks count anew
 
 
 def arrivals(tap, count: int, start: float, timeout: float = 3.0) -> list[tuple[float, bytes]]:
@@ -435,7 +441,7 @@ def test_live_a_slow_or_hung_hook_holds_up_only_its_own_rule(tmp_path, topo, tap
         '  - {name: plain, match: {dst_port: 7}, actions: [{set: {dst_port: 9}}]}\n'))
     slow, hung1, quick, plain, hung2 = (udp(b"slow", 9001), udp(b"hung 1", 9002), udp(b"quick", 9003),
                                         udp(b"plain", 7), udp(b"hung 2", 9002))
-    with Bridge(topo.br, config, tmp_path, mode=mode) as bridge:
+    with LiveAppliance(topo.br, config, tmp_path, mode=mode) as appliance:
         start = time.monotonic()
         for frame in (slow, hung1, quick, plain, hung2):
             tap_a.send(bytes(frame))
@@ -449,9 +455,9 @@ def test_live_a_slow_or_hung_hook_holds_up_only_its_own_rule(tmp_path, topo, tap
         assert at[bytes(hung1)] >= 0.05 and at[bytes(hung1)] <= at[bytes(hung2)]
         assert at[bytes(udp(b"SLOW", 9001))] >= 0.8
         deadline = time.monotonic() + 3
-        while bridge.stats()["hooks"]["hung"]["late"] == 0 and time.monotonic() < deadline:
+        while appliance.stats()["hooks"]["hung"]["late"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)  # the hung call returns after 1.2 s; what it returns is discarded
-        hooks = bridge.stats()["hooks"]
+        hooks = appliance.stats()["hooks"]
     assert hooks["slow"] == {"calls": 1, "errors": 0, "timeouts": 0, "late": 0, "dropped": 0, "frames_out": 1,
                              "replies": 0}
     assert hooks["hung"] == {"calls": 2, "errors": 0, "timeouts": 2, "late": 1, "dropped": 0, "frames_out": 2,

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from scapy.utils import RawPcapNgReader, RawPcapReader
 
-from reshaper.bridge.apply import CaptureError, apply_capture
+from reshaper.bridge.apply import apply_capture
+from reshaper.bridge.captures import CaptureError
 from reshaper.rules.config import load_config
 from tests.data.make_captures import FRAMES
 

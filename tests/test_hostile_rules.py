@@ -15,17 +15,21 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import reshaper.rules.config
+import reshaper.rules.values
+from reshaper.bridge import modes
 from reshaper.bridge.cli import main
 from reshaper._native import lib
 from reshaper.bridge.kernel_genl import KernelError, ReshaperSocket, reshapermsg
+from reshaper.bridge.modes.kernel import KERNEL_MAX_PROGRAM_LEN
 from reshaper.rules.binding import program_verify
 from reshaper.rules.compiler import compile_rules
-from reshaper.rules.config import (ACTIONS, KERNEL_MAX_PROGRAM_LEN, MATCH_FIELDS, MAX_ALIASES, MAX_BITRATE, MAX_DEPTH,
-                          MAX_NODES, MODES, RULE_KEYS, SET_FIELDS, TOP_KEYS, ConfigError, load_config, mode_problems)
+from reshaper.rules.config import load_config
+from reshaper.rules.fields import ACTIONS, MATCH_FIELDS, MAX_BITRATE, RULE_KEYS, SET_FIELDS, TOP_KEYS
+from reshaper.rules.loader import MAX_ALIASES, MAX_DEPTH, MAX_NODES
+from reshaper.rules.model import ConfigError
 from reshaper.examples import EXAMPLES
-from tests.test_config_errors import PORTS, at, errors, rule_text
-from tests.test_golden import CASES, config_text
+from tests.helpers.config_errors import PORTS, at, errors, rule_text
+from tests.helpers.golden import CASES, config_text
 
 
 def check(path, *args) -> tuple[int, str, str]:
@@ -221,8 +225,8 @@ def loads_or_says_where(path: str, text: str | None = None) -> None:
             assert (d.path, d.line >= 1, d.column >= 1, bool(d.message)) == (path, True, True, True), d
         return
     program_verify(compile_rules(config))
-    for mode in MODES:
-        for d in mode_problems(config, mode):
+    for mode in modes.MODES.values():
+        for d in mode.limits(config):
             assert d.line >= 1 and d.column >= 1, d
 
 
@@ -424,12 +428,12 @@ def test_repeated_loads_do_not_grow_memory():
 
 
 def test_a_constructor_per_value_costs_no_noticeable_time(monkeypatch):
-    shared = reshaper.rules.config.SafeConstructor()
+    shared = reshaper.rules.values.SafeConstructor()
     times: dict[str, list[float]] = {"fresh": [], "kept": []}
     for _ in range(7):  # interleaved, so that the machine's other work falls on both alike
         for way, took in times.items():
             if way == "kept":  # one constructor for every value, as before
-                monkeypatch.setattr(reshaper.rules.config, "SafeConstructor", lambda: shared)
+                monkeypatch.setattr(reshaper.rules.values, "SafeConstructor", lambda: shared)
             t0 = time.perf_counter()
             load_config("r.yaml", RELOADED)
             took.append(time.perf_counter() - t0)

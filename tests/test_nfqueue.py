@@ -9,11 +9,10 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from reshaper.bridge.netns import HOST_A, HOST_B
-from reshaper.bridge.nfqueue_mode import FILTER_VLAN_TAGGED
-from tests.live import Bridge
-from tests.test_ring import MAC_A, MAC_B, ours, rebuilt, write_config
+from reshaper.bridge.modes.nfqueue import FILTER_VLAN_TAGGED
+from tests.helpers.frames import MAC_A, MAC_B, PLAIN, ours, rebuilt, write_config
+from tests.helpers.live import LiveAppliance
 
-PLAIN = "version: 1\nports: {a: a1, b: b1}\n"
 RULES = PLAIN + """rules:
   - name: dns
     from: a
@@ -43,7 +42,7 @@ def links(topo) -> set[str]:
 
 def test_l3_l4_rules_give_the_exact_packets(tmp_path, topo, taps):
     tap_a, tap_b = taps
-    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path, mode="nfqueue") as bridge:
+    with LiveAppliance(topo.br, write_config(tmp_path, RULES), tmp_path, mode="nfqueue") as appliance:
         dns = Ether(src=MAC_A, dst=MAC_B) / IP(src=HOST_A["v4"], dst=HOST_B["v4"]) / UDP(sport=3333, dport=53) / b"q"
         tap_a.send(bytes(dns))
         expected = dns.copy()
@@ -67,7 +66,7 @@ def test_l3_l4_rules_give_the_exact_packets(tmp_path, topo, taps):
         tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / IP(src=HOST_A["v4"], dst=HOST_B["v4"], ttl=1) / ICMP()))
         tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / IP(src=HOST_A["v4"], dst=HOST_B["v4"]) / TCP(dport=23)))
         assert tap_b.receive(2, timeout=0.5, match=ours) == []
-        stats = bridge.stats()
+        stats = appliance.stats()
     rules = {r["name"]: r for r in stats["rules"]}
     assert [rules[n]["matched"] for n in ("dns", "v6-web", "ttl-zero-drop", "no-telnet")] == [1, 1, 1, 1]
     assert stats["ports"]["a"]["dropped"] == 2
@@ -75,7 +74,7 @@ def test_l3_l4_rules_give_the_exact_packets(tmp_path, topo, taps):
 
 def test_ping_and_tcp_across_and_everything_removed_on_exit(tmp_path, topo):
     before_links = links(topo)
-    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path, mode="nfqueue"):
+    with LiveAppliance(topo.br, write_config(tmp_path, RULES), tmp_path, mode="nfqueue"):
         assert "-N RESHAPER" in iptables_rules(topo)
         ping = topo.a.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", HOST_B["v4"]], capture_output=True, text=True)
         assert ping.returncode == 0, ping.stdout
@@ -86,12 +85,12 @@ def test_ping_and_tcp_across_and_everything_removed_on_exit(tmp_path, topo):
 
 def test_a_killed_process_leaves_traffic_flowing_and_the_next_start_cleans_up(tmp_path, topo):
     config = write_config(tmp_path, RULES)
-    bridge = Bridge(topo.br, config, tmp_path, mode="nfqueue").start()
-    bridge.stop(signal.SIGKILL)
+    appliance = LiveAppliance(topo.br, config, tmp_path, mode="nfqueue").start()
+    appliance.stop(signal.SIGKILL)
     # fail-open: with nothing bound to the queues the kernel accepts
     assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
     assert iptables_rules(topo).count("-N RESHAPER") == 2  # v4 and v6, left behind
-    with Bridge(topo.br, config, tmp_path, mode="nfqueue") as again:
+    with LiveAppliance(topo.br, config, tmp_path, mode="nfqueue") as again:
         assert "did not exit cleanly: restoring its interface settings" in again.log()
         assert iptables_rules(topo).count("-j RESHAPER") == 2  # one jump per family, not two
         assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
@@ -100,7 +99,7 @@ def test_a_killed_process_leaves_traffic_flowing_and_the_next_start_cleans_up(tm
 
 def test_delay_holds_the_verdict(tmp_path, topo):
     config = PLAIN + "rules:\n  - {name: slow, match: {ip_proto: icmp}, actions: [{delay: {time: 30ms}}]}\n"
-    with Bridge(topo.br, write_config(tmp_path, config), tmp_path, mode="nfqueue"):
+    with LiveAppliance(topo.br, write_config(tmp_path, config), tmp_path, mode="nfqueue"):
         ping = topo.a.run(["ping", "-c", "3", "-i", "0.2", HOST_B["v4"]], capture_output=True, text=True)
     rtts = [float(line.split("time=")[1].split()[0]) for line in ping.stdout.splitlines() if "time=" in line]
     assert len(rtts) == 3 and all(60 <= rtt < 75 for rtt in rtts), rtts
@@ -113,8 +112,8 @@ def test_reuses_an_existing_bridge_and_puts_its_switches_back(tmp_path, topo):
         for iface in ("a1", "b1"):
             ipr.link("set", index=ipr.link_lookup(ifname=iface)[0], master=bridge_index)
         ipr.link("set", index=bridge_index, state="up")
-    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path, mode="nfqueue") as bridge:
-        assert bridge.stats()["bridge"] == "mybr"
+    with LiveAppliance(topo.br, write_config(tmp_path, RULES), tmp_path, mode="nfqueue") as appliance:
+        assert appliance.stats()["bridge"] == "mybr"
         assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
     with topo.br.ipr() as ipr:
         info = ipr.get_links(bridge_index)[0].get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
@@ -123,10 +122,11 @@ def test_reuses_an_existing_bridge_and_puts_its_switches_back(tmp_path, topo):
 
 
 def test_check_mode_nfqueue_refuses_what_it_cannot_do(tmp_path):
-    from reshaper.rules.config import load_config, mode_problems
+    from reshaper.bridge import modes
+    from reshaper.rules.config import load_config
 
     config = load_config("n.yaml", PLAIN + "rules:\n  - {name: r, match: {length: 64-128}, actions: [duplicate]}\n")
-    assert [d.message for d in mode_problems(config, "nfqueue")] == [
+    assert [d.message for d in modes.get("nfqueue").limits(config)] == [
         "rule 'r': match.length counts frame bytes, and NFQUEUE sees packets from the IP header on "
         "(use --mode ring or kernel)",
         "rule 'r': duplicate: a queue verdict passes one packet, NFQUEUE cannot send copies "
@@ -155,14 +155,14 @@ def test_frames_the_queue_never_sees_follow_default_and_forward(tmp_path, topo, 
     expected = tagged.copy()
     expected[IP].tos = 10 << 2
     for mode in ("ring", "nfqueue"):
-        with Bridge(topo.br, write_config(tmp_path, L2_ONLY), tmp_path, mode=mode) as bridge:
+        with LiveAppliance(topo.br, write_config(tmp_path, L2_ONLY), tmp_path, mode=mode) as appliance:
             for frame in (arp, other, tagged):
                 tap_a.send(bytes(frame))
             assert tap_b.receive(3, timeout=1.5, match=ours) == [rebuilt(expected)], mode
             tap_b.send(bytes(arp)[:6] + bytes.fromhex(MAC_B.replace(":", "")) + bytes(arp)[12:])
             tap_b.send(bytes(back))
             assert tap_a.receive(2, timeout=1.5, match=ours) == [], mode
-            stats = bridge.stats()
+            stats = appliance.stats()
         if mode == "nfqueue":
             assert stats["ports"]["a"]["bridge_dropped"] == 2 and stats["ports"]["b"]["bridge_dropped"] == 1
             # the hosts' own IPv6 neighbour discovery is queued (and dropped by default) too
@@ -186,7 +186,7 @@ def test_a_two_way_conversation_sent_from_one_side_crosses_whole(tmp_path, topo,
                                   UDP(sport=1000 + i, dport=2000) / b"conversation"))
     senders = {bytes.fromhex(m.replace(":", "")) for m in (client, server)}
     for mode in ("ring", "nfqueue"):
-        with Bridge(topo.br, write_config(tmp_path, PLAIN), tmp_path, mode=mode):
+        with LiveAppliance(topo.br, write_config(tmp_path, PLAIN), tmp_path, mode=mode):
             for frame in conversation:
                 tap_a.send(frame)
             got = tap_b.receive(len(conversation), timeout=2, match=lambda f: f[6:12] in senders)
@@ -198,9 +198,9 @@ def test_offloaded_tcp_reaches_the_rules_as_wire_packets(tmp_path, topo):
     them segmented (python-netfilterqueue does not ask for NFQA_CFG_F_GSO, so the kernel
     segments before queueing): a rule counts and loses wire packets, and TCP recovers."""
     config = PLAIN + "rules:\n  - name: tcp\n    match: {ip_proto: tcp}\n    actions: [{loss: {probability: 10%}}]\n"
-    with Bridge(topo.br, write_config(tmp_path, config), tmp_path, mode="nfqueue") as bridge:
+    with LiveAppliance(topo.br, write_config(tmp_path, config), tmp_path, mode="nfqueue") as appliance:
         received, intact, _ = topo.tcp_transfer(1_000_000)
-        rule = bridge.stats()["rules"][0]
+        rule = appliance.stats()["rules"][0]
     assert received == 1_000_000 and intact
     assert rule["matched"] > 1_000_000 // 1500 and rule["bytes"] / rule["matched"] <= 1500, rule
     assert 0.05 <= rule["lost"] / rule["matched"] <= 0.15, rule

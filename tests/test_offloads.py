@@ -1,6 +1,6 @@
 """Ring mode with the hosts' offloads at their defaults (TSO, GSO and checksum offload on, as on veth,
 tap and in containers): the hosts hand the bridge super-frames, whole 64 KB TCP or UDP segments with
-partial checksums, which ring/ring.c takes whole with their virtio_net_hdr.
+partial checksums, which ring mode (ring/super_frames.c) takes whole with their virtio_net_hdr.
 
 host a (a0) <-> a1 [reshaper --mode ring] b1 <-> b0 (host b)
 
@@ -20,16 +20,17 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 
-from reshaper.bridge.bench import SO_RCVBUFFORCE
 from reshaper.bridge.netns import HOST_A, HOST_B
-from tests.live import AUXDATA, PACKET_AUXDATA, SOL_PACKET, TP_STATUS_VLAN_VALID, Bridge
+from reshaper.lab.frame_tap import AUXDATA, PACKET_AUXDATA, SOL_PACKET, TP_STATUS_VLAN_VALID
+from reshaper.lab.stamped import SO_RCVBUFFORCE
+from tests.helpers.frames import MAC_A, MAC_B, PLAIN, TRUNK, write_config
+from tests.helpers.live import LiveAppliance
 
-PLAIN = "version: 1\nports: {a: a1, b: b1}\n"
-TRUNK = "version: 1\nports: {a: {interface: a1, vlan: 100}, b: {interface: b1, vlan: 200}}\n"
+pytestmark = pytest.mark.live
+
 # a rule none of the test's frames meet whose action works frame by frame: super-frames are then cut
-# before the rules (ring.c, wire_frames_needed)
+# before the rules (ring/super_frames.c, rs_wire_frames_needed)
 CUT = "  - {name: cut, match: {ip_proto: 99}, actions: [{loss: {probability: 1%}}]}\n"
-MAC_A, MAC_B = "02:00:00:00:0a:01", "02:00:00:00:0b:01"
 
 PACKET_VNET_HDR = 15
 VNET = struct.Struct("=BBHHHH")  # struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
@@ -37,12 +38,6 @@ NEEDS_CSUM = 1
 GSO_TCPV4, GSO_TCPV6, GSO_ECN = 1, 4, 0x80
 UDP_SEGMENT = 103
 FIN, PSH, CWR = 0x01, 0x08, 0x80
-
-
-def write_config(tmp_path, text):
-    path = tmp_path / "rules.yaml"
-    path.write_text(text)
-    return path
 
 
 # ---- checksums and cutting, as the kernel's GSO does them ----
@@ -236,11 +231,11 @@ def test_header_rewrites_on_super_frames_give_the_segments_rewritten_one_by_one(
 
     tap_a, tap_b = VnetTap(topo.a, "a0"), VnetTap(topo.b, "b0")
     try:
-        with Bridge(topo.br, write_config(tmp_path, config), tmp_path) as bridge:
+        with LiveAppliance(topo.br, write_config(tmp_path, config), tmp_path) as appliance:
             for vnet, frame in sent:
                 tap_a.send(vnet, frame)
             got = tap_b.receive(from_a, quiet=0.5)
-            stats = bridge.stats()
+            stats = appliance.stats()
     finally:
         tap_a.close()
         tap_b.close()
@@ -268,9 +263,9 @@ def test_header_rewrites_on_super_frames_give_the_segments_rewritten_one_by_one(
 
 def test_tcp_transfer_of_super_frames_is_byte_exact(tmp_path, topo):
     size = 32 << 20
-    with Bridge(topo.br, write_config(tmp_path, PLAIN), tmp_path) as bridge:
+    with LiveAppliance(topo.br, write_config(tmp_path, PLAIN), tmp_path) as appliance:
         assert topo.tcp_transfer(size)[:2] == (size, True)
-        stats = bridge.stats()
+        stats = appliance.stats()
     a, b = stats["ports"]["a"], stats["ports"]["b"]
     assert a["gso_rx"] > 0 and b["gso_tx"] > 0  # the hosts really sent super-frames
     # rx and tx count wire frames: a super-frame counts as its segments (MSS 1448: 1500 - 40 - 12 options)
@@ -298,9 +293,9 @@ def iperf3(topo, seconds: int, port: int = 5201) -> dict:
 
 def test_iperf3_tcp_flows_every_second(tmp_path, topo):
     """The bug of issue 15: at default offloads TCP stalled at once (1 Mbit/s, then 0, 211 retransmissions)."""
-    with Bridge(topo.br, write_config(tmp_path, PLAIN), tmp_path) as bridge:
+    with LiveAppliance(topo.br, write_config(tmp_path, PLAIN), tmp_path) as appliance:
         report = iperf3(topo, 4)
-        stats = bridge.stats()
+        stats = appliance.stats()
     per_second = [i["sum"]["bits_per_second"] for i in report["intervals"]]
     assert len(per_second) == 4 and min(per_second) > 100e6, per_second
     # a few reordered frames, as through a Linux bridge here (veth queues a frame on the sender's CPU,
@@ -314,9 +309,9 @@ def test_iperf3_tcp_flows_every_second(tmp_path, topo):
 def test_loss_drops_a_tenth_of_the_wire_frames_not_of_the_super_frames(tmp_path, topo):
     config = PLAIN + ("rules:\n  - {name: lossy, from: a, match: {ip_proto: tcp}, "
                       "actions: [{loss: {probability: 10%}}]}\n")
-    with Bridge(topo.br, write_config(tmp_path, config), tmp_path) as bridge:
+    with LiveAppliance(topo.br, write_config(tmp_path, config), tmp_path) as appliance:
         report = iperf3(topo, 3)
-        stats = bridge.stats()
+        stats = appliance.stats()
     [rule] = stats["rules"]
     a = stats["ports"]["a"]
     # cut before the rules: the rule met every segment (several per super-frame; a's frames are TCP but
@@ -346,11 +341,11 @@ def test_udp_gso_arrives_as_the_datagrams_sent(tmp_path, topo, cut):
     sender = topo.a.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.setsockopt(socket.SOL_UDP, UDP_SEGMENT, 1000)
     try:
-        with Bridge(topo.br, write_config(tmp_path, config), tmp_path) as bridge:
+        with LiveAppliance(topo.br, write_config(tmp_path, config), tmp_path) as appliance:
             sender.sendto(message, (HOST_B["v4"], 7))
             datagrams = [listener.recv(4096) for _ in range(20)]
             got = tap_b.receive(lambda f: f[12:14] == b"\x08\x00" and f[23] == 17, quiet=0.3)
-            stats = bridge.stats()
+            stats = appliance.stats()
     finally:
         for s in (tap_b, listener, sender):
             s.close()

@@ -3,7 +3,6 @@ brings: the old rules keep forwarding, the error is logged and `stats` shows it.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +13,10 @@ from scapy.layers.l2 import Ether
 
 from reshaper.bridge.control import ControlInUse, ControlServer, read_stats
 from reshaper.bridge.netns import HOST_A, HOST_B
-from tests.live import Bridge
+from tests.helpers.frames import MAC_A, MAC_B, PLAIN
+from tests.helpers.live import LiveAppliance
 
-MAC_A, MAC_B = "02:00:00:00:0a:01", "02:00:00:00:0b:01"
-PORTS = "version: 1\nports: {a: a1, b: b1}\n"
-FIRST = PORTS + """rules:
+FIRST = PLAIN + """rules:
   - name: first
     match: {ip_proto: udp, dst_port: 7}
     actions: [{set: {dst_port: 9000}}]
@@ -26,15 +24,15 @@ FIRST = PORTS + """rules:
 SIXTY_FIVE = ", ".join(["{set: {dscp: 1}}"] * 65)
 # each is refused at reload; the comment says what escaped before (issue 14, item 1)
 HOSTILE = {
-    "timestamp": PORTS + "rules:\n  - {name: t, actions: [{set: {ttl: 2024-13-01}}]}\n",     # ValueError
-    "rate overflow": PORTS + "rules:\n  - {name: r, actions: [{rate: {bitrate: 99999999999gbit}}]}\n",
-    "verifier refusal": PORTS + f"rules:\n  - {{name: many, actions: [{SIXTY_FIVE}]}}\n",
-    "unknown tag": PORTS + "rules: !!python/object:os.system [echo]\n",
-    "deep nesting": PORTS + "rules: " + "[" * 5000 + "]" * 5000 + "\n",              # RecursionError
-    "huge integer": PORTS + "rules:\n  - {name: i, actions: [{set: {ttl: " + "9" * 5000 + "}}]}\n",
-    "invalid utf-8": PORTS.encode() + b"rules:\n  - {name: \xff\xfe, actions: []}\n",
-    "control characters": PORTS + "rules:\n  - {name: \"a\x07b\", actions: []}\n",
-    "hook exits at import": PORTS + "hooks_path: [hooks]\nrules:\n  - name: h\n    actions:\n"
+    "timestamp": PLAIN + "rules:\n  - {name: t, actions: [{set: {ttl: 2024-13-01}}]}\n",     # ValueError
+    "rate overflow": PLAIN + "rules:\n  - {name: r, actions: [{rate: {bitrate: 99999999999gbit}}]}\n",
+    "verifier refusal": PLAIN + f"rules:\n  - {{name: many, actions: [{SIXTY_FIVE}]}}\n",
+    "unknown tag": PLAIN + "rules: !!python/object:os.system [echo]\n",
+    "deep nesting": PLAIN + "rules: " + "[" * 5000 + "]" * 5000 + "\n",              # RecursionError
+    "huge integer": PLAIN + "rules:\n  - {name: i, actions: [{set: {ttl: " + "9" * 5000 + "}}]}\n",
+    "invalid utf-8": PLAIN.encode() + b"rules:\n  - {name: \xff\xfe, actions: []}\n",
+    "control characters": PLAIN + "rules:\n  - {name: \"a\x07b\", actions: []}\n",
+    "hook exits at import": PLAIN + "hooks_path: [hooks]\nrules:\n  - name: h\n    actions:\n"
                                     "      - python: {call: 'exits:fn'}\n",
 }
 
@@ -47,15 +45,15 @@ def udp_to_7() -> bytes:
     return bytes(Ether(src=MAC_A, dst=MAC_B) / IP(src=HOST_A["v4"], dst=HOST_B["v4"]) / UDP(sport=1, dport=7))
 
 
-def wait_refused(bridge: Bridge, count: int, timeout: float = 10.0) -> dict:
+def wait_refused(appliance: LiveAppliance, count: int, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stats = bridge.stats()
+        stats = appliance.stats()
         if stats["reloads_refused"] >= count:
             return stats
-        assert bridge.proc.poll() is None, bridge.log()
+        assert appliance.proc.poll() is None, appliance.log()
         time.sleep(0.05)
-    raise AssertionError(f"reload {count} not refused: {bridge.log()}")
+    raise AssertionError(f"reload {count} not refused: {appliance.log()}")
 
 
 def test_every_hostile_reload_keeps_the_running_rules(tmp_path, topo, taps):
@@ -64,25 +62,25 @@ def test_every_hostile_reload_keeps_the_running_rules(tmp_path, topo, taps):
     config.write_text(FIRST)
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks/exits.py").write_text("import sys\nsys.exit(3)\n")
-    with Bridge(topo.br, config, tmp_path) as bridge:
+    with LiveAppliance(topo.br, config, tmp_path) as appliance:
         for n, (name, text) in enumerate(HOSTILE.items(), 1):
             config.write_bytes(text if isinstance(text, bytes) else text.encode())
-            bridge.send_signal(signal.SIGHUP)
-            stats = wait_refused(bridge, n)
+            appliance.send_signal(signal.SIGHUP)
+            stats = wait_refused(appliance, n)
             assert stats["reloads"] == 0 and [r["name"] for r in stats["rules"]] == ["first"], name
             assert stats["last_reload_error"], name
-            assert "Traceback" not in bridge.log(), (name, bridge.log())
+            assert "Traceback" not in appliance.log(), (name, appliance.log())
         config.unlink()
         config.mkdir()     # a directory where the file was
-        bridge.send_signal(signal.SIGHUP)
-        stats = wait_refused(bridge, len(HOSTILE) + 1)
+        appliance.send_signal(signal.SIGHUP)
+        stats = wait_refused(appliance, len(HOSTILE) + 1)
         assert stats["last_reload_error"].startswith(f"{config}:1:1: error: cannot read the file")
         tap_a.send(udp_to_7())
         [frame] = tap_b.receive(1, match=ours)
         assert Ether(frame)[UDP].dport == 9000
-        assert bridge.proc.poll() is None
-    assert bridge.proc.returncode == 0, bridge.log()
-    log = bridge.log()
+        assert appliance.proc.poll() is None
+    assert appliance.proc.returncode == 0, appliance.log()
+    log = appliance.log()
     assert log.count("the previous rules keep running") == len(HOSTILE) + 1
     assert f"{config}:7:9: error: rule 'h': loading 'exits' failed: SystemExit: 3" in log
 
@@ -190,7 +188,7 @@ def test_a_second_kernel_mode_instance_is_refused(tmp_path, topo):
         netns = os.stat(f"/proc/{sleeper.pid}/ns/net").st_ino
         (run_dir / f"state-{netns}-x1-y1.json").write_text(json.dumps(
             {"mode": "kernel", "pid": sleeper.pid, "interfaces": ["x1", "y1"], "namespace_wide": True}))
-        (tmp_path / "k.yaml").write_text(PORTS)
+        (tmp_path / "k.yaml").write_text(PLAIN)
         r = topo.br.run([sys.executable, "-m", "reshaper", "run", str(tmp_path / "k.yaml"), "--mode", "kernel"],
                         env={**os.environ, "RESHAPER_RUN_DIR": str(run_dir)}, capture_output=True, text=True,
                         timeout=30)
@@ -209,15 +207,15 @@ def test_a_port_interface_that_goes_away_ends_the_run(tmp_path, topo, port):
     it says so and exits non-zero, so that systemd starts it again (Restart=on-failure)."""
     config = tmp_path / "rules.yaml"
     config.write_text(FIRST)
-    bridge = Bridge(topo.br, config, tmp_path).start()
+    appliance = LiveAppliance(topo.br, config, tmp_path).start()
     try:
         with topo.br.ipr() as ipr:
             ipr.link("del", index=ipr.link_lookup(ifname=port)[0])
-        assert bridge.proc.wait(5) == 1
+        assert appliance.proc.wait(5) == 1
     finally:
-        bridge.stop()
+        appliance.stop()
     name = "a" if port == "a1" else "b"
     assert (f"reshaper: port {name}: interface {port} went away; exiting so that reshaper starts again on "
-            f"the interface as it is now\n") in bridge.log()
-    assert "Traceback" not in bridge.log()
+            f"the interface as it is now\n") in appliance.log()
+    assert "Traceback" not in appliance.log()
     assert list((tmp_path / "run").glob("state-*.json")) == []   # what it changed was put back

@@ -9,37 +9,17 @@ import socket
 import threading
 import time
 
+import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 
 from reshaper.bridge.netns import HOST_A, HOST_B
-from reshaper.ring import GRO, GSO, TSO, set_offloads
-from tests.live import Bridge
+from reshaper.bridge.offloads import GRO, GSO, TSO, set_offloads
+from tests.helpers.frames import MAC_A, MAC_B, PLAIN, TRUNK, ours, rebuilt, write_config
+from tests.helpers.live import LiveAppliance
 
-MAC_A, MAC_B = "02:00:00:00:0a:01", "02:00:00:00:0b:01"
-PLAIN = "version: 1\nports: {a: a1, b: b1}\n"
-TRUNK = "version: 1\nports: {a: {interface: a1, vlan: 100}, b: {interface: b1, vlan: 200}}\n"
-
-
-def ours(frame: bytes) -> bool:
-    """Frames the test crafted (other traffic, IPv6 router solicitations and the like, is ignored)."""
-    return frame[6:12] in (bytes.fromhex(MAC_A.replace(":", "")), bytes.fromhex(MAC_B.replace(":", "")))
-
-
-def write_config(tmp_path, text, name="rules.yaml"):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def rebuilt(frame):
-    """The frame with every length and checksum recomputed by scapy."""
-    frame = frame.copy()
-    for layer in (IP, TCP, UDP):
-        if frame.haslayer(layer):
-            del frame[layer].chksum
-    return bytes(frame)
+pytestmark = pytest.mark.live
 
 
 def v4udp(src_mac, dst_mac, sport, dport, payload=b"payload", **ip):
@@ -74,7 +54,7 @@ RULES = PLAIN + """rules:
 
 def test_frames_leave_as_the_rules_say_both_directions(tmp_path, topo, taps):
     tap_a, tap_b = taps
-    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path) as bridge:
+    with LiveAppliance(topo.br, write_config(tmp_path, RULES), tmp_path) as appliance:
         assert_to_9000(tap_a, tap_b)
 
         v6 = Ether(src=MAC_B, dst=MAC_A) / IPv6(src=HOST_B["v6"], dst=HOST_A["v6"], hlim=9) / \
@@ -93,7 +73,7 @@ def test_frames_leave_as_the_rules_say_both_directions(tmp_path, topo, taps):
 
         tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / IP(src=HOST_A["v4"], dst=HOST_B["v4"]) / TCP(dport=23)))
         assert tap_b.receive(1, timeout=0.5, match=ours) == []
-        stats = bridge.stats()
+        stats = appliance.stats()
     rules = {r["name"]: r for r in stats["rules"]}
     assert (rules["to-9000"]["matched"], rules["back"]["matched"], rules["no-telnet"]["dropped"]) == (1, 1, 1)
     assert stats["ports"]["a"]["rx"] >= 3 and stats["ports"]["b"]["tx"] >= 2
@@ -102,7 +82,7 @@ def test_frames_leave_as_the_rules_say_both_directions(tmp_path, topo, taps):
 def test_default_drop(tmp_path, topo, taps):
     tap_a, tap_b = taps
     config = PLAIN + "default: drop\nrules:\n  - {name: dns, match: {ip_proto: udp, dst_port: 53}}\n"
-    with Bridge(topo.br, write_config(tmp_path, config), tmp_path):
+    with LiveAppliance(topo.br, write_config(tmp_path, config), tmp_path):
         tap_a.send(bytes(v4udp(MAC_A, MAC_B, 1, 54)))
         tap_a.send(bytes(v4udp(MAC_A, MAC_B, 1, 53)))
         assert tap_b.receive(2, timeout=1, match=ours) == [bytes(v4udp(MAC_A, MAC_B, 1, 53))]
@@ -111,7 +91,7 @@ def test_default_drop(tmp_path, topo, taps):
 def test_trunk_form_tags_off_on_the_way_in_and_on_on_the_way_out(tmp_path, topo, taps):
     tap_a, tap_b = taps
     config = TRUNK + "rules:\n  - {name: r, match: {ip_proto: udp}, actions: [{set: {dst_port: 99}}]}\n"
-    with Bridge(topo.br, write_config(tmp_path, config), tmp_path) as bridge:
+    with LiveAppliance(topo.br, write_config(tmp_path, config), tmp_path) as appliance:
         inner = IP(src=HOST_A["v4"], dst=HOST_B["v4"]) / UDP(sport=5, dport=6) / b"x"
         tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=100, prio=5) / inner))
         tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=300) / inner))  # not port a's VLAN
@@ -123,13 +103,13 @@ def test_trunk_form_tags_off_on_the_way_in_and_on_on_the_way_out(tmp_path, topo,
         # and back: VLAN 200 in at b, VLAN 100 out at a
         tap_b.send(bytes(Ether(src=MAC_B, dst=MAC_A) / Dot1Q(vlan=200) / IP() / TCP()))
         assert tap_a.receive(1, match=ours) == [bytes(Ether(src=MAC_B, dst=MAC_A) / Dot1Q(vlan=100) / IP() / TCP())]
-        assert bridge.stats()["not_ours"] >= 2
+        assert appliance.stats()["not_ours"] >= 2
 
 
 def test_trunk_form_both_ports_on_one_interface(tmp_path, topo, taps):
     tap_a, _ = taps
     config = "version: 1\nports: {a: {interface: a1, vlan: 100}, b: {interface: a1, vlan: 200}}\n"
-    with Bridge(topo.br, write_config(tmp_path, config), tmp_path):
+    with LiveAppliance(topo.br, write_config(tmp_path, config), tmp_path):
         frame = Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=100) / IP() / UDP() / b"hairpin"
         tap_a.send(bytes(frame))
         got = tap_a.receive(1, match=lambda f: ours(f) and f[14:16] == b"\x00\xc8")
@@ -139,14 +119,14 @@ def test_trunk_form_both_ports_on_one_interface(tmp_path, topo, taps):
 def test_qinq_inner_tag_is_frame_data_to_the_rules(tmp_path, topo, taps):
     tap_a, tap_b = taps
     config = TRUNK + "rules:\n  - {name: q, match: {vlan: 7}, actions: [{set: {vlan: 8}}]}\n"
-    with Bridge(topo.br, write_config(tmp_path, config), tmp_path):
+    with LiveAppliance(topo.br, write_config(tmp_path, config), tmp_path):
         tap_a.send(bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=100) / Dot1Q(vlan=7) / IP() / UDP()))
         assert tap_b.receive(1, match=ours) == [
             bytes(Ether(src=MAC_A, dst=MAC_B) / Dot1Q(vlan=200) / Dot1Q(vlan=8) / IP() / UDP())]
 
 
 def test_ping_and_a_50_mb_tcp_transfer_with_checksum_offload_on(tmp_path, topo):
-    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path) as bridge:
+    with LiveAppliance(topo.br, write_config(tmp_path, RULES), tmp_path) as appliance:
         ping = topo.a.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", HOST_B["v4"]], capture_output=True, text=True)
         assert ping.returncode == 0, ping.stdout
         ping6 = topo.a.run(["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", HOST_B["v6"]],
@@ -154,7 +134,7 @@ def test_ping_and_a_50_mb_tcp_transfer_with_checksum_offload_on(tmp_path, topo):
         assert ping6.returncode == 0, ping6.stdout
 
         assert topo.tcp_transfer(50 << 20)[:2] == (50 << 20, True)
-        stats = bridge.stats()
+        stats = appliance.stats()
     a, b = stats["ports"]["a"], stats["ports"]["b"]
     # the hosts leave their offloads on: a's data come as super-frames, which leave whole with their
     # partial checksums (tests/test_offloads.py), b's ACKs as frames whose checksums the ring completes
@@ -203,20 +183,20 @@ RELOAD_B = PLAIN + "rules:\n  - {name: second, match: {ip_proto: udp, dst_port: 
 
 def test_reload_under_traffic_loses_nothing(tmp_path, topo):
     config = write_config(tmp_path, RELOAD_A)
-    with Bridge(topo.br, config, tmp_path) as bridge:
+    with LiveAppliance(topo.br, config, tmp_path) as appliance:
         def reload_twice():
             time.sleep(0.5)
             config.write_text(RELOAD_B)
-            bridge.send_signal(signal.SIGHUP)
+            appliance.send_signal(signal.SIGHUP)
             time.sleep(0.5)
             config.write_text(RELOAD_A)
-            bridge.send_signal(signal.SIGHUP)
+            appliance.send_signal(signal.SIGHUP)
 
         thread = threading.Thread(target=reload_twice)
         thread.start()
         got = udp_stream(topo, 7, 3000, 2000)
         thread.join()
-        stats = bridge.stats()
+        stats = appliance.stats()
     assert sorted(i for _, i in got) == list(range(3000))
     ports = [p for p, _ in sorted(got, key=lambda x: x[1])]
     # in order: 9000, then 9001 after the first reload, then 9000 again
@@ -228,17 +208,17 @@ def test_reload_under_traffic_loses_nothing(tmp_path, topo):
 def test_reload_with_a_broken_file_changes_nothing(tmp_path, topo, taps):
     tap_a, tap_b = taps
     config = write_config(tmp_path, RELOAD_A)
-    with Bridge(topo.br, config, tmp_path) as bridge:
+    with LiveAppliance(topo.br, config, tmp_path) as appliance:
         config.write_text(PLAIN + "rules:\n  - {name: second, actions: [{delay: {time: 10}}]}\n")
-        bridge.send_signal(signal.SIGHUP)
+        appliance.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 5
-        while bridge.stats()["last_reload_error"] is None and time.monotonic() < deadline:
+        while appliance.stats()["last_reload_error"] is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        stats = bridge.stats()
+        stats = appliance.stats()
         assert stats["reloads"] == 0 and [r["name"] for r in stats["rules"]] == ["first"]
         assert stats["last_reload_error"].startswith(f"{config}:4:45: error: rule 'second': delay: time:")
-        assert f"{config}:4:45: error:" in bridge.log()
-        assert "the previous rules keep running" in bridge.log()
+        assert f"{config}:4:45: error:" in appliance.log()
+        assert "the previous rules keep running" in appliance.log()
         tap_a.send(bytes(v4udp(MAC_A, MAC_B, 1, 7)))
         [frame] = tap_b.receive(1, match=ours)
         assert Ether(frame)[UDP].dport == 9000
@@ -252,12 +232,12 @@ def test_systemd_hears_ready_reloading_and_stopping(tmp_path, topo):
         sock.bind(str(path))
         sock.settimeout(10)
         config = write_config(tmp_path, RELOAD_A)
-        bridge = Bridge(topo.br, config, tmp_path)
-        bridge.env["NOTIFY_SOCKET"] = str(path)
-        with bridge:
+        appliance = LiveAppliance(topo.br, config, tmp_path)
+        appliance.env["NOTIFY_SOCKET"] = str(path)
+        with appliance:
             assert sock.recv(4096).decode() == "READY=1\nSTATUS=ring mode: a = a1, b = b1; 1 rules"
             config.write_text(PLAIN + "rules:\n  - {name: second, actions: [{delay: {time: 10}}]}\n")
-            bridge.send_signal(signal.SIGHUP)
+            appliance.send_signal(signal.SIGHUP)
             assert sock.recv(4096) == b"RELOADING=1"
             status = sock.recv(4096).decode()
             assert status.startswith("READY=1\nSTATUS=ring mode: a = a1, b = b1; 1 rules; last reload refused: "
@@ -266,7 +246,7 @@ def test_systemd_hears_ready_reloading_and_stopping(tmp_path, topo):
 
 
 def test_link_down_and_up_is_survived(tmp_path, topo):
-    with Bridge(topo.br, write_config(tmp_path, PLAIN), tmp_path) as bridge:
+    with LiveAppliance(topo.br, write_config(tmp_path, PLAIN), tmp_path) as appliance:
         assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
         topo.br.set_link("b1", state="down")
         time.sleep(0.5)
@@ -275,7 +255,7 @@ def test_link_down_and_up_is_survived(tmp_path, topo):
         up = time.monotonic()
         ping = topo.a.run(["ping", "-c", "1", "-W", "1", HOST_B["v4"]], capture_output=True)
         assert ping.returncode == 0 and time.monotonic() - up < 1.0
-        assert bridge.proc.poll() is None
+        assert appliance.proc.poll() is None
 
 
 def offloads(ns, ifname):
@@ -292,12 +272,12 @@ def test_a_killed_run_is_cleaned_up_by_the_next_start(tmp_path, topo):
         set_offloads("a1", GRO, True)  # veth has GRO off by default: on, so that there is something to put back
     before = offloads(topo.br, "a1")
     assert before == GRO | GSO | TSO
-    bridge = Bridge(topo.br, config, tmp_path).start()
+    appliance = LiveAppliance(topo.br, config, tmp_path).start()
     assert offloads(topo.br, "a1") == GSO | TSO  # ring mode turns GRO off, and leaves TSO/GSO alone
-    bridge.stop(signal.SIGKILL)
+    appliance.stop(signal.SIGKILL)
     state_files = list((tmp_path / "run").glob("state-*.json"))
     assert len(state_files) == 1 and json.loads(state_files[0].read_text())["offloads"]["a1"] == GRO
-    with Bridge(topo.br, config, tmp_path) as again:
+    with LiveAppliance(topo.br, config, tmp_path) as again:
         assert "did not exit cleanly: restoring its interface settings" in again.log()
         assert topo.a.run(["ping", "-c", "1", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0
     assert offloads(topo.br, "a1") == before
@@ -306,12 +286,13 @@ def test_a_killed_run_is_cleaned_up_by_the_next_start(tmp_path, topo):
 
 
 def test_privileges_are_dropped_after_set_up(tmp_path, topo):
-    with Bridge(topo.br, write_config(tmp_path, PLAIN), tmp_path) as bridge:
-        status = open(f"/proc/{bridge.proc.pid}/status").read()
+    with LiveAppliance(topo.br, write_config(tmp_path, PLAIN), tmp_path) as appliance:
+        pid = appliance.proc.pid
+        status = open(f"/proc/{pid}/status").read()
         caps = {line.split(":")[0]: int(line.split()[1], 16) for line in status.splitlines()
                 if line.startswith("Cap")}
-        tasks = os.listdir(f"/proc/{bridge.proc.pid}/task")
-        thread_caps = {int(open(f"/proc/{bridge.proc.pid}/task/{t}/status").read().split("CapEff:")[1].split()[0], 16)
+        tasks = os.listdir(f"/proc/{pid}/task")
+        thread_caps = {int(open(f"/proc/{pid}/task/{t}/status").read().split("CapEff:")[1].split()[0], 16)
                        for t in tasks}
     assert caps["CapEff"] == caps["CapPrm"] == caps["CapBnd"] == 1 << 12  # CAP_NET_ADMIN only
     assert thread_caps == {1 << 12}
@@ -319,8 +300,8 @@ def test_privileges_are_dropped_after_set_up(tmp_path, topo):
 
 def test_missing_interface_is_a_clear_error(tmp_path, topo):
     config = write_config(tmp_path, "version: 1\nports: {a: a1, b: eth9.100}\n")
-    bridge = Bridge(topo.br, config, tmp_path)
-    proc = topo.br.run(bridge.argv, capture_output=True, text=True, env=bridge.env)
+    appliance = LiveAppliance(topo.br, config, tmp_path)
+    proc = topo.br.run(appliance.argv, capture_output=True, text=True, env=appliance.env)
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith(
         "port b: no interface eth9.100 (create it: ip link add link eth9 name eth9.100 type vlan id 100)")
@@ -328,6 +309,6 @@ def test_missing_interface_is_a_clear_error(tmp_path, topo):
 
 def test_busy_poll_forwards_the_same(tmp_path, topo, taps):
     tap_a, tap_b = taps
-    with Bridge(topo.br, write_config(tmp_path, RULES), tmp_path, extra=["--busy-poll", "5000"]):
+    with LiveAppliance(topo.br, write_config(tmp_path, RULES), tmp_path, extra=["--busy-poll", "5000"]):
         assert_to_9000(tap_a, tap_b)
         assert topo.a.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", HOST_B["v4"]], capture_output=True).returncode == 0

@@ -1,7 +1,8 @@
-"""rules/schema.json: the JSON Schema of the configuration (DESIGN.md, "Configuration, version 1").
+"""rules/schema.json: the JSON Schema of the configuration, generated from the field tables.
 
-Every example and every golden configuration validates; a handful of wrong
-files are refused by the schema and by rules/config.py alike.
+The committed file is what rules/schema.py writes now (`make schema`); every
+example and every golden configuration validates; a handful of wrong files are
+refused by the schema and by load_config alike.
 """
 from __future__ import annotations
 
@@ -13,17 +14,34 @@ import jsonschema
 import pytest
 import yaml
 
-from reshaper.rules.config import ConfigError, load_config
+from reshaper.rules import schema
+from reshaper.rules.config import load_config
+from reshaper.rules.model import ConfigError
+from tests.helpers import golden
 
 ROOT = Path(__file__).parent.parent
 SCHEMA = json.loads((ROOT / "rules" / "schema.json").read_text(encoding="utf-8"))
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-GOLDEN = sorted((ROOT / "tests" / "golden").glob("*.yaml"))
+
+
+def found(folder: Path) -> list[Path]:
+    """The rule files in folder; none is an error, never a test run over nothing."""
+    paths = sorted(folder.glob("*.yaml"))
+    assert paths, f"no *.yaml in {folder}"
+    return paths
+
+
+EXAMPLES = found(ROOT / "examples")
+GOLDEN = found(golden.GOLDEN)
 
 
 def errors(doc) -> list[str]:
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in VALIDATOR.iter_errors(doc)]
+
+
+def test_the_committed_schema_is_the_generated_one():
+    assert (ROOT / "rules" / "schema.json").read_text(encoding="utf-8") == schema.text(), \
+        "rules/schema.json is stale: run make schema"
 
 
 def test_schema_is_valid_2020_12():

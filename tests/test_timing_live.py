@@ -6,7 +6,7 @@ A 20 ms rule on one flow (ICMP over IPv4, or UDP to port 7000) from one
 port: that flow's ping RTT and one-way delay grow by 20 ms; IPv6 ping, UDP
 to another port, and the same flow in the other direction are left alone.
 One-way delays: the sender stamps each datagram, the sink takes the kernel's
-receive timestamp (tests/bench_timing.py); both ends share this machine's
+receive timestamp (lab/stamped.py); both ends share this machine's
 clock. Bounds are loose (the machine is shared): >= 20 ms and < 20 + 8 ms for
 the delayed flow's median, < 5 ms for the others'.
 """
@@ -16,9 +16,10 @@ import statistics
 import pytest
 
 from reshaper.bridge.netns import HOST_B, Topology
-from tests.bench_timing import one_way
-from tests.live import Bridge
+from reshaper.lab.stamped import one_way
+from tests.helpers.live import LiveAppliance
 
+pytestmark = pytest.mark.live
 MS = 1_000_000
 
 
@@ -58,7 +59,7 @@ def median_ms(samples) -> float:
 def test_a_20ms_rule_delays_its_flow_in_its_direction_only(tmp_path, topo, direction):
     cfg = tmp_path / "rules.yaml"
     cfg.write_text(rules(direction))
-    with Bridge(topo.br, cfg, tmp_path) as bridge:
+    with LiveAppliance(topo.br, cfg, tmp_path) as appliance:
         ping_rtts(topo.a, HOST_B["v4"])  # ARP, warm-up
         # ping: one leg of the round trip crosses the rule, whichever direction it is
         v4 = ping_rtts(topo.a, HOST_B["v4"])
@@ -75,7 +76,7 @@ def test_a_20ms_rule_delays_its_flow_in_its_direction_only(tmp_path, topo, direc
         assert 20.0 <= median_ms(delayed) < 28.0
         assert median_ms(other_port) < 5.0
         assert median_ms(reverse) < 5.0
-        stats = bridge.stats()
+        stats = appliance.stats()
     by_name = {r["name"]: r for r in stats["rules"]}
     assert by_name["slow-udp"]["delayed"] == 200
     assert by_name["slow-ping"]["delayed"] == 20  # 10 + 10 pings, one leg each in its direction
@@ -92,7 +93,7 @@ rules:
   - {name: slow, match: {ip_proto: udp, dst_port: 7000}, actions: [{delay: {time: 3s}}, {rate: {bitrate: 100mbit, limit: 1000}}]}
 """)
     import socket
-    with Bridge(topo.br, cfg, tmp_path) as bridge:
+    with LiveAppliance(topo.br, cfg, tmp_path) as appliance:
         ping_rtts(topo.a, HOST_B["v4"])
         tx = topo.a.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for _ in range(50):
@@ -101,7 +102,7 @@ rules:
         tx.close()
         import time
         time.sleep(0.3)
-        stats = bridge.stats()
+        stats = appliance.stats()
     held = {r["name"]: r["held"] for r in stats["rules"]}
     assert held == {"fast": 0, "slow": 50}
     assert stats["queued"] == 50 and stats["pool_frames"] >= 4096
@@ -118,23 +119,23 @@ rules:
     cfg = tmp_path / "rules.yaml"
     cfg.write_text(big)
     with pytest.raises(RuntimeError, match="delay buffers these rules need do not fit"):
-        Bridge(topo.br, cfg, tmp_path).start()
+        LiveAppliance(topo.br, cfg, tmp_path).start()
     cfg.write_text(rules("a"))
-    with Bridge(topo.br, cfg, tmp_path) as bridge:
+    with LiveAppliance(topo.br, cfg, tmp_path) as appliance:
         cfg.write_text(big)
-        bridge.send_signal(signal.SIGHUP)
+        appliance.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not bridge.stats()["last_reload_error"]:
+        while time.monotonic() < deadline and not appliance.stats()["last_reload_error"]:
             time.sleep(0.05)
-        stats = bridge.stats()
+        stats = appliance.stats()
         assert "do not fit" in stats["last_reload_error"] and stats["reloads"] == 0
         assert [r["name"] for r in stats["rules"]] == ["slow-ping", "slow-udp"]
         v4 = ping_rtts(topo.a, HOST_B["v4"])
         assert min(v4) >= 20.0
         # bounded by a rate limit, the same delay fits
         cfg.write_text(big.replace("{delay: {time: 2s}}", "{delay: {time: 2s}}, {rate: {bitrate: 1mbit, limit: 1000}}"))
-        bridge.send_signal(signal.SIGHUP)
+        appliance.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and bridge.stats()["reloads"] == 0:
+        while time.monotonic() < deadline and appliance.stats()["reloads"] == 0:
             time.sleep(0.05)
-        assert bridge.stats()["reloads"] == 1
+        assert appliance.stats()["reloads"] == 1

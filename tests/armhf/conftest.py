@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm import armhf
-from tests.vm.runner import HEADERS_BUILT_AGAINST
+from reshaper.lab.vm import armhf
+from reshaper.lab.vm.runner import HEADERS_BUILT_AGAINST
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""deploy/beaglebone/deploy.sh against an emulated board (tests/vm/board.py): the
+"""deploy/beaglebone/deploy.sh against an emulated board (lab/vm/board.py): the
 armhf Debian rootfs booted with systemd and sshd on qemu-system-arm, reachable
 only through a forwarded port on 127.0.0.1, its eth0 a VLAN trunk whose frames
 this test sends and receives as UDP datagrams on loopback.
@@ -21,9 +21,10 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 
-from tests.armhf.test_deploy_scripts import EXPOSURE_MAX, exposure
-from tests.vm.board import Board
+from reshaper.lab.vm.board import Board
+from tests.helpers.deploy import EXPOSURE_MAX, exposure
 
+pytestmark = pytest.mark.armhf
 REPO = Path(__file__).resolve().parents[2]
 BB = REPO / "deploy/beaglebone"
 MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"

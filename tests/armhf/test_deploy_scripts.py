@@ -3,11 +3,12 @@ is well formed, and deploy.sh refuses a bad rule file before it touches the
 network. The deploy to an emulated board is test_board_deploy.py."""
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
+from tests.helpers.deploy import EXPOSURE_MAX, exposure
 
 REPO = Path(__file__).resolve().parents[2]
 BB = REPO / "deploy/beaglebone"
@@ -36,19 +37,6 @@ def test_unit_is_hardened():
                  "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_PACKET AF_INET",
                  "SystemCallFilter=@system-service"):
         assert line in unit.splitlines(), line
-
-
-# `systemd-analyze security reshaper.service`: 5.3 MEDIUM before the unit was hardened,
-# 2.0 OK since (at most 4.9 is "OK")
-EXPOSURE_MAX = 2.0
-
-
-def exposure(report: str) -> tuple[float, str]:
-    """(level, rating) from systemd-analyze security's last line."""
-    # the arrow is "->" where the locale is not UTF-8 (a plain ssh session on the board)
-    m = re.search(r"^(?:→|->) Overall exposure level for reshaper\.service: (\d+\.\d) (\w+)", report, re.M)
-    assert m, report
-    return float(m.group(1)), m.group(2)
 
 
 def test_unit_security_exposure(tmp_path):
@@ -98,3 +86,16 @@ def test_bundle_dkms_tree_is_where_install_sh_takes_it(bb_build):
     top = "reshaper-beaglebone-0.1.0/dkms/reshaper-0.1.0/"
     for name in ("dkms.conf", "Kbuild", "reshaper_main.c", "engine/engine.c"):
         assert top + name in names, sorted(n for n in names if "/dkms/" in n)
+
+
+def test_board_wheel_carries_the_appliance_only(bb_build):
+    """The board gets no benchmark and no test lab (setup.py, RESHAPER_APPLIANCE_ONLY), so no
+    matplotlib: it is required only by the bench extra."""
+    with zipfile.ZipFile(bb_build["wheel"]) as wheel:
+        names = wheel.namelist()
+        metadata = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+    assert "reshaper/bridge/cli.py" in names and any(n.startswith("reshaper/rules/") for n in names), names
+    assert not [n for n in names if n.startswith(("reshaper/bench/", "reshaper/lab/", "tests/"))], names
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    matplotlib = [line for line in requires if "matplotlib" in line]
+    assert matplotlib and all('extra == "bench"' in line for line in matplotlib), requires

@@ -13,11 +13,14 @@ import re
 import struct
 from pathlib import Path
 
+import pytest
+
+from reshaper.lab.vm import armhf
 from reshaper.rules.compiler import compile_rules
 from reshaper.rules.config import load_config
-from tests.engine_names import collisions, kernel_macros
-from tests.vm import armhf
+from tests.helpers.engine_names import collisions, kernel_macros
 
+pytestmark = pytest.mark.armhf
 HERE = Path(__file__).resolve().parent
 N = 5
 RULES = """version: 1

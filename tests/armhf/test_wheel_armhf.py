@@ -5,7 +5,6 @@ both extensions load, and every golden case run through `reshaper apply` on
 armhf gives the golden frames and the same report, byte for byte, as x86."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -14,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_golden import CASES, Case, mismatches, read_outputs
-from tests.vm import armhf
+from reshaper.lab.vm import armhf
+from tests.helpers.captures import read_outputs
+from tests.helpers.golden import CASES, Case, mismatches
 
+pytestmark = pytest.mark.armhf
 REPO = Path(__file__).resolve().parents[2]
 
 

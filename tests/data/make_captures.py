@@ -27,8 +27,8 @@ from scapy.layers.inet import IP, UDP  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
 from reshaper.bridge.netns import Namespace  # noqa: E402
-from reshaper.ring import GSO, TSO, set_offloads  # noqa: E402
-from tests.live import ETH_P_ALL  # noqa: E402
+from reshaper.bridge.offloads import GSO, TSO, set_offloads  # noqa: E402
+from reshaper.lab.frame_tap import ETH_P_ALL  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC, DST = "02:00:00:00:00:01", "02:00:00:00:00:02"

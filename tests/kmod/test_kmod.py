@@ -1,7 +1,7 @@
 """The kernel module in Debian's kernel, under qemu: golden frames through a real
 bridge whose ports are 8021q VLAN interfaces, counters over generic netlink, a
 refused program, CAP_NET_ADMIN, reload under traffic, unload and namespace exit
-under traffic with a clean kernel log. One VM boot for the file (tests/kmod/common.py
+under traffic with a clean kernel log. One VM boot for the file (lab/vm/kmod.py
 describes the topology)."""
 from __future__ import annotations
 
@@ -14,17 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from reshaper.bridge.apply import apply_capture
+from reshaper.bridge.captures import CaptureReader
+from reshaper.lab.vm import VM, assert_kernel_clean, kdir, kernel_problems, kernel_version, prepare
+from reshaper.lab.vm.kmod import GUEST_SETUP, build_module, python_bundle, run_command, shares
 from reshaper.rules.config import load_config
-from tests.engine_names import collisions, kernel_macros
-from tests.kmod.common import GUEST_SETUP, build_module, python_bundle, run_command, shares
-from tests.test_golden import GOLDEN, Case, describe, one_bit_past
-from tests.vm import VM, assert_kernel_clean, kdir, kernel_problems, kernel_version, prepare
+from tests.helpers.captures import write_capture
+from tests.helpers.carriers import CONVERSATION, CONVERSATION_RULES, MIX_RULES, mix
+from tests.helpers.engine_names import collisions, kernel_macros
+from tests.helpers.golden import UNTIMED_CASES, Case, describe, one_bit_past
+
+pytestmark = pytest.mark.vm
 
 CTL, CTL2 = "/tmp/ctl.sock", "/tmp/ctl2.sock"
 CFG, CFG2 = "/tmp/rules.yaml", "/tmp/rules2.yaml"
-# Golden cases whose outcome depends on when frames arrive (rate, jitter,
-# reorder) are the engine tests' business; everything else runs here.
-TIMING = {"delay-jitter", "rate", "rate-limit", "reorder"}
 DELAY_RULE = """version: 1
 ports: {a: {interface: eth0, vlan: 100}, b: {interface: eth0, vlan: 200}}
 rules:
@@ -44,7 +47,7 @@ rules:
 # One Python process for the generic-netlink checks (each start costs ~10 s under TCG).
 GENL_CHECKS = r"""
 import json, os, sys
-from reshaper.bridge import kernel_mode as kernel
+from reshaper.bridge import kernel_genl as kernel
 out = {}
 s = kernel.ReshaperSocket()
 out["stats"] = s.stats()
@@ -81,32 +84,22 @@ print(json.dumps(out))
 
 
 class AppliedCase:
-    """Frames of the cross-carrier test (tests/test_carriers.py) as a golden case whose
+    """Frames of the cross-carrier test (tests/helpers/carriers.py) as a golden case whose
     expected frames are what `apply` makes of them: kernel mode joins that comparison."""
 
     def __init__(self, name: str, rules: str, frames: list[bytes], tmp: Path):
-        from reshaper.bridge.apply import apply_capture, CaptureReader
-        from scapy.utils import RawPcapWriter
-
         self.name, self.from_port, self.seed, self.expect, self.counts = name, "a", 0, set(), {}
         self.config = rules.replace("ports: {a: a1, b: b1}", "ports: {a: eth0.100, b: eth0.200}")
         self.inputs = [(i * 10**6, f) for i, f in enumerate(frames)]
-        writer = RawPcapWriter(str(tmp / f"{name}.pcap"), linktype=1, nano=True, sync=True)
-        writer.write_header(None)
-        for t, frame in self.inputs:
-            writer.write_packet(frame, sec=0, usec=t)
-        writer.close()
+        write_capture(tmp / f"{name}.pcap", self.inputs, base_ns=0)
         apply_capture(load_config("-", self.config), str(tmp / f"{name}.pcap"), str(tmp / f"{name}.out.pcap"))
         # departures are not compared (lo 0): the frames and their order are
         self.outputs = [(0, 0, data) for _, data in CaptureReader(str(tmp / f"{name}.out.pcap")).frames()]
 
 
 def golden_cases(tmp: Path) -> list:
-    from tests.test_carriers import CONVERSATION, CONVERSATION_RULES, MIX_RULES, mix
-    from reshaper.bridge.apply import CaptureReader
-
     conversation = [data for _, data in CaptureReader(str(CONVERSATION)).frames()]
-    return [Case(p) for p in sorted(GOLDEN.glob("*.yaml")) if p.stem not in TIMING] + \
+    return [Case(p) for p in UNTIMED_CASES] + \
         [AppliedCase("generated-mix", MIX_RULES, mix(), tmp), AppliedCase("conversation", CONVERSATION_RULES,
                                                                           conversation, tmp)]
 
@@ -215,7 +208,7 @@ def agent(cmd: str, ns: str = "h") -> str:
 
 def test_no_amd64_kernel_macro_spells_an_engine_identifier():
     """The newest amd64 headers against the engine's names, as Kbuild compiles the engine
-    into the module (tests/engine_names.py says why)."""
+    into the module (tests/helpers/engine_names.py says why)."""
     macros = kernel_macros(kdir(kernel_version()))
     assert "CONFIG_X86_64" in macros, sorted(macros)[:20]
     print(f"amd64 {kernel_version()}: {len(macros)} kernel macros")
@@ -224,7 +217,7 @@ def test_no_amd64_kernel_macro_spells_an_engine_identifier():
 
 def test_golden_frames_through_the_bridge(vm):
     """Every golden case that does not depend on timing, and the cross-carrier test's
-    generated mix and real conversation (tests/test_carriers.py): exact frames at the
+    generated mix and real conversation (tests/helpers/carriers.py): exact frames at the
     far side, counters as the engine tests count them."""
     t0 = time.monotonic()
     out = ok(vm, f"""
@@ -272,7 +265,7 @@ def test_stats_bad_program_and_permissions_over_genetlink(vm):
 QUEUE_CHECKS = r"""
 import json, subprocess, sys, time
 from pyroute2 import IPRoute
-from reshaper.bridge import kernel_mode as kernel
+from reshaper.bridge import kernel_genl as kernel
 delay5, plain, delay60 = (open(f"/kmod/{n}.bin", "rb").read() for n in ("delay5", "plain", "delay60"))
 s = kernel.ReshaperSocket()
 def flood(pps):  # for a second, frames tagged 100 from h0 (namespace h5): how many go to UDP port 9 (every other)
@@ -332,7 +325,7 @@ def test_delay_queue_across_reload_clear_and_a_port_going_away(vm):
 
 USERNS_CHECKS = r"""
 import json, sys
-from reshaper.bridge import kernel_mode as kernel
+from reshaper.bridge import kernel_genl as kernel
 good = open(sys.argv[1], "rb").read()
 s, res = kernel.ReshaperSocket(), {}
 for op, call in {"stats": s.stats, "clear": s.clear, "load": lambda: s.load(good, "eth0.100", "eth0.200")}.items():
@@ -366,7 +359,7 @@ GSO_CHECKS = r"""
 import json, os, sys, time
 sys.path.insert(0, os.path.dirname(sys.argv[1]))
 import agent as ag
-from reshaper.bridge import kernel_mode as kernel
+from reshaper.bridge import kernel_genl as kernel
 progs = {n: open(f"/kmod/gso-{n}.bin", "rb").read() for n in ("plain", "drop", "loss", "dscp")}
 s = kernel.ReshaperSocket()
 A, B, ADDR, MB = "h6", "t6", "10.6.0.2", 1 << 20

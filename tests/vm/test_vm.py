@@ -6,8 +6,9 @@ import textwrap
 
 import pytest
 
-from tests.vm import VM, assert_kernel_clean, kdir, kernel_problems, prepare
+from reshaper.lab.vm import VM, assert_kernel_clean, kdir, kernel_problems, prepare
 
+pytestmark = pytest.mark.vm
 
 HELLO_C = r"""
 #include <linux/module.h>

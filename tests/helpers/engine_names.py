@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENGINE = REPO / "rules/engine"
 BOUNDARY = "rs_compat.h"       # maps the engine's few needs to the kernel or libc
 PREFIX = re.compile(r"rs_", re.I)
