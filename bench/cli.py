@@ -1,4 +1,4 @@
-"""`reshaper bench` (issue 7): the data paths side by side on one rule file.
+"""`reshaper bench`: the data paths side by side on one rule file.
 
     reshaper bench [CONFIG] [--modes ring,nfqueue,kernel,linux-bridge,python] [--sizes 64,512,1500]
                    [--duration S] [--out DIR] [--vm] [--quick]
