@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from reshaper.lab import REPO
-
 from reshaper.bench.frames import DST_MAC
 from reshaper.bench.settings import FWD_CPU, RT_PREFIX
 from reshaper.bench.topology import ns_write
+from reshaper.bridge.modes.nfqueue import QUEUE_MAXLEN
+from reshaper.lab import REPO
 
 BRIDGE_DEV = "rsbench0"
 AF_BRIDGE = 7
@@ -99,7 +99,7 @@ class NfqueueAccept(BridgeNetfilter):
     def start(self) -> None:
         code = ("from netfilterqueue import NetfilterQueue\n"
                 "q = NetfilterQueue()\n"
-                f"q.bind({NFQUEUE_ACCEPT_QUEUE}, lambda packet: packet.accept(), max_len=4096)\n"
+                f"q.bind({NFQUEUE_ACCEPT_QUEUE}, lambda packet: packet.accept(), max_len={QUEUE_MAXLEN})\n"
                 "q.run()\n")
         self.proc = self.topo.br.popen([*RT_PREFIX, "taskset", "-c", str(FWD_CPU), sys.executable, "-c", code],
                                        stderr=subprocess.DEVNULL)

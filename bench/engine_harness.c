@@ -22,7 +22,7 @@ static uint32_t get32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 |
 
 int main(int argc, char **argv)
 {
-	static uint8_t file[1 << 20], frames[MAX_FRAMES][2048], work[2048 + 64];
+	static uint8_t file[1 << 20], frames[MAX_FRAMES][2048], work[2048 + RS_FRAME_ROOM];
 	uint32_t lens[MAX_FRAMES], plen, n, state_size, i, off;
 	struct rs_verdict v;
 	struct timespec t0, t1;
@@ -58,7 +58,7 @@ int main(int argc, char **argv)
 		for (i = 0; i < n; i++) {
 			/* a fresh copy each time: rewrites must not pile up */
 			memcpy(work, frames[i], lens[i]);
-			rs_run(file + 4, plen, state, work, lens[i], lens[i] + 64,
+			rs_run(file + 4, plen, state, work, lens[i], lens[i] + RS_FRAME_ROOM,
 			       (i & 1) ? RS_PORT_B : RS_PORT_A, 0, it * 1000 + i, &v);
 		}
 	}

@@ -57,6 +57,7 @@ from reshaper.bench.devices import BRIDGE_DEV, LinuxBridge
 from reshaper.bench.frames import frame_mix
 from reshaper.bench.machine import machine, qemu_running
 from reshaper.bench.probe import percentile
+from reshaper.bench.report import fmt
 from reshaper.bench.run import FIVE_RULES
 from reshaper.bench.settings import FWD_CPU, GEN_CPU, USER_HZ
 from reshaper.bench.topology import set_rps
@@ -378,10 +379,6 @@ def summarise(results: dict, args) -> dict:
                                "p99_us": med([r["p99_us"] for r in rows]), "max_us": max(r["max_us"] for r in rows),
                                "added_p50_us": med(added50), "added_p99_us": med(added99)})
     return summary
-
-
-def fmt(v, spec=",.0f", none="–"):
-    return none if v is None else format(v, spec)
 
 
 def report(results: dict, summary: dict, args) -> str:

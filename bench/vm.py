@@ -16,9 +16,12 @@ from reshaper.bench.settings import log
 
 def run_in_vm(args) -> dict:
     """The whole bench inside the Debian-kernel VM; results.json comes back through a 9p share."""
+    from reshaper.lab import REPO
     from reshaper.lab.vm import VM, kernel_problems, prepare
     from reshaper.lab.vm.kmod import GUEST_DIR, GUEST_SETUP, build_module, python_bundle, shares
 
+    if not (REPO / "kmod").is_dir():
+        raise SystemExit(f"--vm needs the source tree (it builds kmod/ for the VM's kernel); {REPO} is not one")
     prepare(install=False)
     build = build_module()
     python_bundle(build)

@@ -21,6 +21,13 @@ class HookLoadError(SetupError):
     pass
 
 
+def _moved(exc: BaseException) -> str:
+    """A hint for hooks written against the names of earlier versions (bridge.hooks.Reply)."""
+    if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] == "bridge":
+        return " (hooks import Reply from reshaper.hook: the appliance's modules are reshaper.bridge.*)"
+    return ""
+
+
 def load_hook(call: str, paths: list[str]):
     """The function named "package.module:function", found only under paths."""
     module_name, _, function = call.partition(":")
@@ -49,7 +56,7 @@ def load_hook(call: str, paths: list[str]):
         except BaseException as exc:
             del sys.modules[top]
             _LOADED.discard(top)
-            raise HookLoadError(f"loading {top!r} failed: {exc.__class__.__name__}: {exc}") from None
+            raise HookLoadError(f"loading {top!r} failed: {exc.__class__.__name__}: {exc}{_moved(exc)}") from None
     try:
         module = importlib.import_module(module_name)  # submodules resolve inside the package found above
         fn = getattr(module, function)

@@ -84,7 +84,11 @@ def set_up(state: dict, record, name: str, ports: dict[str, str], settings: dict
                 state["brought_up"].append(ifname)
                 record()
                 ipr.link("set", index=index, state="up")
-        ipr.link("set", index=bridge, state="up")
+        if not ipr.get_links(bridge)[0]["flags"] & IFF_UP:
+            if not state["made"]:   # a bridge made here goes as a whole
+                state["brought_up"].append(name)
+                record()
+            ipr.link("set", index=bridge, state="up")
 
 
 def saved_state(saved: dict) -> dict:

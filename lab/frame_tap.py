@@ -11,6 +11,8 @@ import time
 
 from reshaper.bridge.netns import Namespace
 
+# linux/if_ether.h, linux/if_packet.h (lab/vm/agent.py writes them again: the guest agent runs on
+# the standard library alone)
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_AUXDATA = 8

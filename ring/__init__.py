@@ -27,8 +27,8 @@ class RingPort:
 def frame_size_for(mtu: int) -> int:
     """A ring slot (a power of two) that holds a frame of this MTU, two tags, the ring's header and the
     virtio_net_hdr; super-frames (GSO, up to 64 KB) come whole through the socket instead (ring/link.c)."""
-    need = mtu + 14 + 8 + 128
-    size = 2048
+    need = mtu + lib.RS_RING_SLOT_ROOM
+    size = lib.RS_RING_MIN_SLOT
     while size < need:
         size *= 2
     return size

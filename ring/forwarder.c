@@ -67,8 +67,8 @@ struct rs_forwarder *rs_forwarder_open(const struct rs_forwarder_config *cfg, ch
 	uint32_t i;
 	int p;
 
-	if (cfg->frame_size < 2048 || (cfg->frame_size & (cfg->frame_size - 1)) || !cfg->ring_frames) {
-		snprintf(err, errlen, "ring frame size must be a power of two >= 2048");
+	if (cfg->frame_size < RS_RING_MIN_SLOT || (cfg->frame_size & (cfg->frame_size - 1)) || !cfg->ring_frames) {
+		snprintf(err, errlen, "ring frame size must be a power of two >= %d", RS_RING_MIN_SLOT);
 		return NULL;
 	}
 	fw = calloc(1, sizeof(*fw));

@@ -55,11 +55,17 @@ struct rs_hook_meta {
 	uint8_t port, pcp;     /* to Python: ingress port (0 a, 1 b); back: egress port */
 };
 
+/* a ring slot (frame_size below): a power of two of at least RS_RING_MIN_SLOT bytes, with room
+ * for a frame of the MTU and RS_RING_SLOT_ROOM more (Ethernet header, two tags, the ring's
+ * header and the virtio_net_hdr) */
+#define RS_RING_MIN_SLOT  2048
+#define RS_RING_SLOT_ROOM (14 + 8 + 128)
+
 struct rs_forwarder_config {
 	const char *ifname[2];  /* interface of port a, b (may be the same in trunk form) */
 	uint32_t vlan[2];       /* trunk form: the port's VLAN id; 0: plain or VLAN interface */
 	uint32_t mtu[2];        /* egress MTU of each port */
-	uint32_t frame_size;    /* ring slot size, a power of two >= 2048: a frame of the MTU (larger ones
+	uint32_t frame_size;    /* ring slot size, a power of two >= RS_RING_MIN_SLOT: a frame of the MTU (larger ones
 				 * come through the socket, link.c) */
 	uint32_t ring_frames;   /* slots per ring */
 	uint32_t pool_frames;   /* buffers for delayed frames */

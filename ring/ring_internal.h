@@ -21,7 +21,7 @@
 #include "ring.h"
 #include "rs_program.h"
 
-#define WORK_CAP     (RS_MAX_FRAME + 64)
+#define WORK_CAP     (RS_MAX_FRAME + RS_FRAME_ROOM)
 #define VLAN_HLEN    4
 #define VNET_HLEN    sizeof(struct virtio_net_hdr) /* before every frame, both ways (PACKET_VNET_HDR) */
 

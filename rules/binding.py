@@ -12,8 +12,6 @@ GLOBAL_COUNTERS = tuple(name for name, _ in ffi.typeof("struct rs_counters").fie
 # struct rs_rule_state opens with its counters; its timing state starts at last_departure
 _RULE_STATE = [name for name, _ in ffi.typeof("struct rs_rule_state").fields]
 RULE_COUNTERS = tuple(_RULE_STATE[:_RULE_STATE.index("last_departure")])
-# room past the frame for push_vlan (4 bytes each)
-HEADROOM = 64
 
 
 class ProgramError(ValueError):
@@ -53,7 +51,7 @@ class Engine:
         self.program_len = len(program)
         self.state = self.ffi.new("uint8_t[]", self.state_size)
         self.lib.rs_state_init(self.program, self.program_len, self.state, self.state_size, seed)
-        self._buf = self.ffi.new("uint8_t[]", lib.RS_MAX_FRAME + HEADROOM)
+        self._buf = self.ffi.new("uint8_t[]", lib.RS_MAX_FRAME + lib.RS_FRAME_ROOM)
         self._verdict = self.ffi.new("struct rs_verdict *")
         self._header = self.ffi.cast("struct rs_state *", self.state)
         self._rules = self.ffi.cast("struct rs_rule_state *", self.state + self.ffi.sizeof("struct rs_state"))
@@ -66,7 +64,7 @@ class Engine:
             raise ValueError(f"frame of {n} bytes is over the engine's {lib.RS_MAX_FRAME}")
         self.ffi.memmove(self._buf, frame, n)
         v = self._verdict
-        self.lib.rs_run(self.program, self.program_len, self.state, self._buf, n, n + HEADROOM,
+        self.lib.rs_run(self.program, self.program_len, self.state, self._buf, n, n + lib.RS_FRAME_ROOM,
                    PORTS[port], lib.RS_RUN_L3 if l3 else 0, now_ns, v)
         verdict = Verdict(v.verdict == lib.RS_V_FORWARD, DROP_REASONS.get(v.reason, str(v.reason)),
                           v.len, v.copies, v.rule, v.flags, v.delay_ns)

@@ -208,7 +208,6 @@ ACTIONS = {
     }), "serialise the rule's frames at a bit rate, with a queue"),
 }
 ACTION_ITEM = ActionItem(ACTIONS)
-BARE_ACTIONS = ACTION_ITEM.bare  # actions whose parameters all have defaults may be written as a bare word
 
 RULE_KEYS = {
     "name": Field(Text(r"[a-z0-9_-]{1,32}", "a rule name of 1-32 characters from a-z, 0-9, _ and -"),

@@ -5,15 +5,20 @@ imports them all and reports what else got imported."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
-APPLIANCE = ("reshaper.bridge", "reshaper.rules", "reshaper.ring")
+APPLIANCE = ("reshaper.bridge", "reshaper.rules", "reshaper.ring", "reshaper.examples")
 NOT_IN_THE_APPLIANCE = ("reshaper.bench", "reshaper.lab", "tests", "matplotlib")
 
 IMPORT_ALL = f"""
 import importlib, json, pkgutil, sys
 imported = []
+for name in ("reshaper", "reshaper.hook", "reshaper._native"):   # the root's modules but __main__ and the build
+    importlib.import_module(name)
+    imported.append(name)
 for name in {APPLIANCE!r}:
     package = importlib.import_module(name)
     imported.append(name)
@@ -58,3 +63,19 @@ def test_bench_subcommand_without_the_benchmark_says_so():
     r = subprocess.run([sys.executable, "-c", WITHOUT_THE_BENCH, "check", "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr   # the other commands do not miss it
+
+
+# the folders' names as top-level packages: they resolve in a checkout (its root is on sys.path
+# under pytest) but not in an install, where only reshaper.* exists
+FOLDER = r"(?:bridge|rules|ring|bench|lab)(?:\.\w+)*"
+FOLDER_IMPORT = re.compile(rf"^[ \t]*(?:from[ \t]+{FOLDER}[ \t]+import\b|import[ \t]+{FOLDER}[ \t]*(?:$|,| as\b))", re.M)
+
+
+def test_code_imports_the_folders_only_as_reshaper_subpackages():
+    root = Path(__file__).resolve().parent.parent
+    files = [p for folder in ("reshaper", "bridge", "rules", "ring", "bench", "lab", "examples", "tests")
+             for p in (root / folder).rglob("*.py")]
+    assert len(files) > 100, files
+    offenders = [f"{p.relative_to(root)}:{text[:m.start()].count(chr(10)) + 1}"
+                 for p in files for text in [p.read_text()] for m in FOLDER_IMPORT.finditer(text)]
+    assert offenders == []

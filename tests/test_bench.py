@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from reshaper.bench.naive_forwarder import naive_forward  # noqa: F401  (importable without root)
-from reshaper.bench.settings import ALL_MODES  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ["ring", "nfqueue", "linux-bridge", "python", "kernel"]   # kernel: explained, not measured, here

@@ -122,6 +122,16 @@ def test_hooks_load_only_from_hooks_path(tmp_path, monkeypatch):
         Hooks(config, "apply")
 
 
+def test_a_hook_written_for_the_old_module_names_is_told_where_reply_went(tmp_path):
+    config = hook_config(tmp_path, "from bridge.hooks import Reply\ndef fn(frame, ctx):\n    return Reply(frame)\n")
+    with pytest.raises(HookLoadError) as info:
+        Hooks(config, "apply")
+    # ModuleNotFoundError where bridge/ is not on sys.path (an install), ImportError in this checkout
+    assert "error: rule 'h': loading 'myhook' failed: " in str(info.value)
+    assert str(info.value).endswith(" (hooks import Reply from reshaper.hook: the appliance's modules are "
+                                    "reshaper.bridge.*)")
+
+
 def test_a_hook_module_may_not_shadow_an_imported_one(tmp_path):
     config = hook_config(tmp_path, "def fn(frame, ctx):\n    return frame\n", name="json")
     with pytest.raises(HookLoadError, match="hook module 'json' is already imported from elsewhere"):

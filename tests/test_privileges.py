@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
+from reshaper.bridge.privileges import CAP_NET_ADMIN
+
 pytestmark = pytest.mark.live   # root: the bounding set and CAP_NET_ADMIN to drop to
-CAP_NET_ADMIN = 1 << 12
 
 
 def test_drop_capabilities_without_cap_setpcap():
@@ -17,4 +18,4 @@ def test_drop_capabilities_without_cap_setpcap():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     eff, prm, nnp = result.stdout.split()
-    assert (int(eff, 16), int(prm, 16), nnp) == (CAP_NET_ADMIN, CAP_NET_ADMIN, "1")
+    assert (int(eff, 16), int(prm, 16), nnp) == (1 << CAP_NET_ADMIN, 1 << CAP_NET_ADMIN, "1")

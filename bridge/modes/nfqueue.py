@@ -44,8 +44,7 @@ QUEUE_MAXLEN = 4096
 FAMILIES = ("iptables", "ip6tables")
 PORT_COUNTERS = ("rx", "tx", "dropped", "held", "queue_errors", "hook_unsent")
 # what NFQUEUE never shows: it hands over packets from the IP header on
-L2_MATCH_FIELDS = ("eth_src", "eth_dst", "vlan", "vlan_pcp")
-L2_SET_FIELDS = ("eth_src", "eth_dst", "vlan", "vlan_pcp")
+L2_FIELDS = ("eth_src", "eth_dst", "vlan", "vlan_pcp")   # as match fields and as set fields
 
 
 def _iptables(tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -134,7 +133,7 @@ class NfqueueAppliance(Appliance):
         for rule in config.rules:
             ctx = f"rule {rule.name!r}: "
             for m in rule.matches:
-                l2 = m.field in L2_MATCH_FIELDS
+                l2 = m.field in L2_FIELDS
                 l2 |= m.field == "eth_type" and m.value not in ("ipv4", "ipv6")
                 l2 |= m.field == "bytes" and m.value["base"] == "l2"
                 if l2:
@@ -144,7 +143,7 @@ class NfqueueAppliance(Appliance):
                                    "IP header on (use --mode ring or kernel)")
             for a in rule.actions:
                 l2 = a.kind in ("push_vlan", "pop_vlan")
-                l2 |= a.kind == "set" and any(k in L2_SET_FIELDS for k in a.params)
+                l2 |= a.kind == "set" and any(k in L2_FIELDS for k in a.params)
                 l2 |= a.kind == "payload" and a.params["base"] == "l2"
                 if l2:
                     refuse(a.node, f"{ctx}{a.kind} {why}")

@@ -132,6 +132,8 @@
 #define RS_MAX_RATE_LIMIT 65535
 #define RS_MAX_DELAY_NS 60000000000ull /* 60 s, time and jitter each */
 #define RS_MAX_FRAME 65535
+/* room a frame's buffer keeps past the frame, which push_vlan makes longer (rs_run's cap) */
+#define RS_FRAME_ROOM 64
 
 /* ---- verdict ------------------------------------------------------------- */
 #define RS_V_FORWARD 0

@@ -21,14 +21,12 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Dot1Q, Ether
 
-from scapy.layers.inet import IP, UDP  # noqa: E402
-from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
-
-from reshaper.bridge.netns import Namespace  # noqa: E402
-from reshaper.bridge.offloads import GSO, TSO, set_offloads  # noqa: E402
-from reshaper.lab.frame_tap import ETH_P_ALL  # noqa: E402
+from reshaper.bridge.netns import Namespace
+from reshaper.bridge.offloads import GSO, TSO, set_offloads
+from reshaper.lab.frame_tap import ETH_P_ALL
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC, DST = "02:00:00:00:00:01", "02:00:00:00:00:02"
