@@ -5,7 +5,8 @@ never on the board.
 
     settings.py     modes, CPU placement, loss threshold, load points
     frames.py       the five-frame mix; generator.py builds generator.c, the paced AF_PACKET sender
-    topology.py     the namespaces' settings; devices.py the devices under test (reshaper's modes,
+    topology.py     the namespaces' settings and the placement (placed(): single-core or split)
+                    with its check; devices.py the devices under test (reshaper's modes,
                     the Linux bridge, br_netfilter, a bare NFQUEUE loop, naive_forwarder.py)
     counters.py     what a trial reads before and after; probe.py the latency probe
     trial.py        one trial, and a mode's measurement: saturation, loss-free search, latency

@@ -1,11 +1,22 @@
 """`reshaper bench`: the data paths side by side on one rule file.
 
     reshaper bench [CONFIG] [--modes ring,nfqueue,kernel,linux-bridge,python] [--sizes 64,512,1500]
-                   [--duration S] [--out DIR] [--vm] [--quick]
+                   [--duration S] [--placement single-core|split|both] [--out DIR] [--vm] [--quick]
 
 Topology (bridge/netns.py), all on this machine, in network namespaces:
 
     generator (ns a, CPU 0) a0 <-veth-> a1 [ns br: device under test, CPU 1] b1 <-veth-> b0 (ns b): sink
+
+Placement (--placement, topology.placed()): veth runs a frame's receive on the *sender's* CPU.
+  single-core (default)  RPS on a1 and b1 steers the device under test's receive to CPU 1, so
+                         all of its work (receive softirq, forwarder, transmit) shares one CPU,
+                         as on the one-core BeagleBone; every trial checks that it held (frames
+                         CPU 0 received per forwarded frame, /proc/net/softnet_stat; its NET_RX
+                         softirqs too), the report says so per mode, with a WARNING if it did not
+  split                  no RPS: a1's receive (for the kernel paths the whole bridge path) runs
+                         on the generator's CPU 0, beside the generator, for free; the figures
+                         in docs/benchmarks/ were taken this way
+  both                   each mode in both, one after the other at the same size
 
 Every mode runs the same rule file (default examples/five-rules.yaml, ports
 rewritten to plain a: a1, b: b1), on the same round-robin mix of five frames
@@ -14,7 +25,8 @@ are bench/devices.py's: ring, nfqueue, kernel (the module: only where modules
 load, --vm here), linux-bridge (the baseline), python (a naive forwarder), and
 on request bridge-netfilter and nfqueue-accept (NFQUEUE's yardsticks).
 
-Per mode and frame size (sizes outer, modes inner, so modes are close in time):
+Per mode, frame size and placement (sizes outer, modes inner, placements innermost, so what is
+compared is close in time):
   * saturation: the generator as fast as it goes (sendmmsg, no pacing); offered and delivered
     frames/s; when nothing is lost there, the generator could not saturate the mode (said so);
   * the loss-free rate, RFC 2544 style: a binary search of the offered rate for loss < 0.1 %;
@@ -25,7 +37,9 @@ Per mode and frame size (sizes outer, modes inner, so modes are close in time):
     share, are recorded for every mode;
   * drops by where: reshaper's counters (ring_drops, tx_full, oversize; nfqueue queue drops from
     /proc/PID/net/netfilter/nfnetlink_queue; engine verdicts), the Python forwarder's
-    PACKET_STATISTICS, the veths' rx/tx_dropped, the backlog (softnet_stat), the rest.
+    PACKET_STATISTICS, the veths' rx/tx_dropped, the backlog (softnet_stat), the rest;
+  * where the receive ran: frames received, NET_RX softirqs and softirq time per CPU (the
+    placement check above), and the device under test's CPU per frame by softirq, system, user.
 
 The generator is bench/generator.c (an AF_PACKET sendmmsg() loop paced on the monotonic clock,
 built with gcc into ~/.cache/reshaper/bench), one tool for every rate and also inside the VM
@@ -44,7 +58,8 @@ import signal
 import sys
 from pathlib import Path
 
-from reshaper.bench.settings import ALL_MODES, DEFAULT_MODES, QUICK_MODES, RT_PREFIX, log
+from reshaper.bench.settings import (ALL_MODES, DEFAULT_MODES, DEFAULT_PLACEMENT, PLACEMENT_CHOICES, QUICK_MODES,
+                                     RT_PREFIX, log, placements_asked)
 
 
 def unwind_on_sigterm() -> None:
@@ -75,6 +90,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-steps", type=int, default=None, help="binary-search steps (default 6; --quick 2)")
     p.add_argument("--probe-pps", type=float, default=None,
                    help="latency probe rate (default 1000/s; 250/s with --vm, where the Python probe is costly)")
+    p.add_argument("--placement", default=DEFAULT_PLACEMENT, choices=PLACEMENT_CHOICES,
+                   help="where the device under test's receive runs: single-core (default: RPS steers it to "
+                        "the forwarder's CPU, all its work on one CPU as on the one-core board), split (on the "
+                        "generator's CPU, as veth does it; the figures in docs/benchmarks/ were taken so), or "
+                        "both, each mode in turn (the first is the headline)")
     p.add_argument("--out", default="bench-out", metavar="DIR", help="output folder (default ./bench-out)")
     p.add_argument("--vm", action="store_true", help="run every mode inside the Debian-kernel VM (kernel mode too)")
     p.add_argument("--vm-timeout", type=float, default=3600, help=argparse.SUPPRESS)
@@ -104,6 +124,7 @@ def main(args: argparse.Namespace) -> int:
     if any(s < 60 or s > 1514 for s in args.sizes):
         log("reshaper bench: sizes must be 60..1514 bytes (Ethernet frame without FCS, MTU 1500)")
         return 2
+    args.placements = placements_asked(args.placement)
     args.duration = args.duration or (0.6 if q else 3.0)
     args.probe_pps = args.probe_pps or (250.0 if args.vm else 1000.0)
     args.search_duration = args.search_duration or (args.duration if q else 2.0)

@@ -1,6 +1,7 @@
 """The counters a trial compares, read before and after it: interface statistics
-(IFLA_STATS64), per-CPU time (/proc/stat), receive softirqs, backlog drops, and the
-forwarder process's CPU time; a snapshot of all of them and the difference of two."""
+(IFLA_STATS64), per-CPU time (/proc/stat), receive softirqs and frames received per CPU,
+backlog drops, and the forwarder process's CPU time; a snapshot of all of them and the
+difference of two."""
 from __future__ import annotations
 
 import os
@@ -45,6 +46,22 @@ def softnet_dropped() -> int:
         return 0
 
 
+def frames_received() -> dict[int, int]:
+    """Per CPU, frames its receive path took in (/proc/net/softnet_stat's first column, counted
+    in __netif_receive_skb_core on the CPU that runs it; the CPU index is column 13 where the
+    kernel writes it, else the line's order)."""
+    out = {}
+    try:
+        with open("/proc/net/softnet_stat") as f:
+            for i, line in enumerate(f):
+                fields = line.split()
+                if fields:
+                    out[int(fields[12], 16) if len(fields) > 12 else i] = int(fields[0], 16)
+    except OSError:
+        pass
+    return out
+
+
 def proc_cpu(pid: int) -> dict:
     """utime+stime (ticks), on-CPU ns of all threads (schedstat), context switches."""
     with open(f"/proc/{pid}/stat") as f:
@@ -80,7 +97,8 @@ class Counters:
         s = {"t": time.monotonic(),
              "links": {"a0": link_stats(self.ipr["a"], "a0"), "a1": link_stats(self.ipr["br"], "a1"),
                        "b1": link_stats(self.ipr["br"], "b1"), "b0": link_stats(self.ipr["b"], "b0")},
-             "cpu": cpu_times(), "net_rx": net_rx_softirqs(), "backlog_dropped": softnet_dropped(),
+             "cpu": cpu_times(), "net_rx": net_rx_softirqs(), "rx_frames": frames_received(),
+             "backlog_dropped": softnet_dropped(),
              "dut": dut.counters()}
         if dut.pid:
             try:

@@ -1,4 +1,5 @@
-"""The PNGs of a run: throughput against frame size, latency CDFs, CPU per frame. The one
+"""The PNGs of a run, in its headline placement: throughput against frame size, latency CDFs,
+CPU per frame (report.md's tables have every placement). The one
 module of the bench that imports matplotlib (report.py imports it only when plots are asked
 for: under the VM's TCG importing it is slow, and the report needs none of it)."""
 from __future__ import annotations
@@ -22,11 +23,12 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = results["summary"]["rows"]
+    headline = results["placements"][0]
+    rows = [r for r in results["summary"]["rows"] if r["placement"] == headline]
     modes = [m for m in results["modes"] if any(r["mode"] == m for r in rows)]
     colors = {m: c for m, c in zip(ALL_MODES, ("tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple",
                                                "tab:olive", "tab:brown"))}
-    sub = " (VM)" if results["where"] == "vm" else ""
+    sub = f", {headline}" + (" (VM)" if results["where"] == "vm" else "")
     written = []
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -48,7 +50,7 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     styles = {"0.1": ":", "0.5": "-", "0.9": "--"}
     for ax, size in zip(axes[0], sizes):
         for mode in modes:
-            s = results["modes"][mode]["sizes"].get(str(size), {})
+            s = results["modes"][mode]["placements"][headline]["sizes"].get(str(size), {})
             for frac, t in s.get("latency", {}).items():
                 xs = sorted(t["latency"]["samples_us"])
                 if not xs:

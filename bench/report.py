@@ -1,39 +1,57 @@
-"""What a run comes to: the summary rows (ratios to the Linux bridge), report.md (how every
-number was taken, and the recipe for the real set-up with a board in the middle), and
-results.json; the plots come from plots.py, imported only when they are asked for."""
+"""What a run comes to: the summary rows (ratios to the Linux bridge in the same placement, and
+whether the placement held), report.md (how every number was taken, the placement check, and the
+recipe for the real set-up with a board in the middle), and results.json; the plots come from
+plots.py, imported only when they are asked for."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from reshaper.bench.settings import FWD_CPU, GEN_CPU, LOSS_FREE, USER_HZ
+from reshaper.bench.settings import FWD_CPU, GEN_CPU, LOSS_FREE, PLACEMENT_MAX_GEN_RX_PER_FRAME, USER_HZ
+from reshaper.bench.topology import placement_verdict
+
+
+def measurements(results: dict):
+    """(mode, placement, size, measurement) of every mode measured, in the order of the run's
+    placements (the headline first)."""
+    for mode, m in results["modes"].items():
+        for placement in results["placements"]:
+            for size, s in m.get("placements", {}).get(placement, {}).get("sizes", {}).items():
+                yield mode, placement, size, s
+
+
+def placement_summary(s: dict) -> dict:
+    """Where a measurement's receive work ran over all its trials (topology.placement_verdict), and
+    the generator CPU's softirq time per frame at saturation."""
+    checks = [t["placement_check"] for t in (s["saturation"], *s["search"], *s["latency"].values())]
+    return {**placement_verdict(checks),
+            "generator_softirq_ns_per_frame": s["saturation"]["placement_check"]["generator_softirq_ns_per_frame"]}
 
 
 def summarise(results: dict) -> dict:
     rows = []
-    for mode, m in results["modes"].items():
-        if m.get("status") == "unavailable":
+    for mode, placement, size, s in measurements(results):
+        if "error" in s:
             continue
-        for size, s in m.get("sizes", {}).items():
-            if "error" in s:
-                continue
-            sat = s["saturation"]
-            lat = {k: {q: v["latency"].get(q) for q in ("p50_us", "p99_us", "p99.9_us", "max_us")}
-                   for k, v in s["latency"].items()}
-            cpu_at = s["latency"].get("0.9") or sat
-            rows.append({"mode": mode, "size": int(size), "loss_free_pps": s["loss_free_pps"],
-                         "generator_limited": s["generator_limited"],
-                         "sat_offered_pps": sat["offered_pps"], "sat_delivered_pps": sat["delivered_pps"],
-                         "sat_loss": sat["loss"], "cpu_ns_per_frame": cpu_at["cpu"].get("ns_per_frame"),
-                         "cpu_source": cpu_at["cpu"]["source"],
-                         "cpu_at": "90 % of loss-free" if "0.9" in s["latency"] else "saturation",
-                         "fwd_ns_per_frame": cpu_at["cpu"].get("fwd_ns_per_frame"),
-                         "softirq_ns_per_frame": cpu_at["cpu"].get("softirq_ns_per_frame"),
-                         "all_busy_ns_per_frame": cpu_at["cpu"].get("all_busy_ns_per_frame"),
-                         "sat_drops": sat["drops"], "latency": lat})
-    base = {r["size"]: r for r in rows if r["mode"] == "linux-bridge"}
+        sat = s["saturation"]
+        lat = {k: {q: v["latency"].get(q) for q in ("p50_us", "p99_us", "p99.9_us", "max_us")}
+               for k, v in s["latency"].items()}
+        cpu_at = s["latency"].get("0.9") or sat
+        rows.append({"mode": mode, "placement": placement, "size": int(size), "loss_free_pps": s["loss_free_pps"],
+                     "generator_limited": s["generator_limited"],
+                     "sat_offered_pps": sat["offered_pps"], "sat_delivered_pps": sat["delivered_pps"],
+                     "sat_loss": sat["loss"], "cpu_ns_per_frame": cpu_at["cpu"].get("ns_per_frame"),
+                     "cpu_source": cpu_at["cpu"]["source"],
+                     "cpu_at": "90 % of loss-free" if "0.9" in s["latency"] else "saturation",
+                     "fwd_ns_per_frame": cpu_at["cpu"].get("fwd_ns_per_frame"),
+                     "softirq_ns_per_frame": cpu_at["cpu"].get("softirq_ns_per_frame"),
+                     "all_busy_ns_per_frame": cpu_at["cpu"].get("all_busy_ns_per_frame"),
+                     "forwarder_cpu_ns_per_frame": cpu_at["placement_check"]["forwarder_ns_per_frame"],
+                     "placement_check": placement_summary(s),
+                     "sat_drops": sat["drops"], "latency": lat})
+    base = {(r["size"], r["placement"]): r for r in rows if r["mode"] == "linux-bridge"}
     for r in rows:
-        b = base.get(r["size"])
+        b = base.get((r["size"], r["placement"]))
 
         def ratio(key, r=r, b=b):
             return r[key] / b[key] if b and r.get(key) is not None and b.get(key) else None
@@ -46,8 +64,40 @@ def summarise(results: dict) -> dict:
     return {"rows": rows}
 
 
+def ordered(results: dict, rows: list[dict]) -> list[dict]:
+    """Rows by size, mode, then placement as run (the headline first): placements side by side."""
+    return sorted(rows, key=lambda r: (r["size"], r["mode"], results["placements"].index(r["placement"])))
+
+
 def fmt(v, spec=",.0f", none="–"):
     return none if v is None else format(v, spec)
+
+
+def placement_verdict_line(what: str, verdict: dict, detail: str = "") -> str:
+    """One report line (markdown) on whether a placement held (topology.placement_verdict), with a
+    WARNING when single-core did not."""
+    line = (f"{what}: generator CPU frames received per forwarded frame: "
+            f"{fmt(verdict['generator_rx_per_frame'], '.2f')}, NET_RX softirqs per forwarded frame: "
+            f"{fmt(verdict['generator_net_rx_per_frame'], '.2f')} ({verdict['trials']} trials{detail})")
+    if verdict["held"] is True:
+        return line + ": held."
+    if verdict["held"] is False:
+        return line + (f".  \n  **WARNING: the single-core placement did not hold for {what}**: the generator's CPU "
+                       f"received frames (above {PLACEMENT_MAX_GEN_RX_PER_FRAME:g} per forwarded frame), so part of "
+                       "the device under test's work ran there; these are not single-core figures.")
+    return line + " (split: that receive is the generator CPU's by design)."
+
+
+def placement_rule() -> str:
+    """How topology.placement_verdict judges, for a report."""
+    return (f"Single-core held when CPU {GEN_CPU} (the generator's) received at most "
+            f"{PLACEMENT_MAX_GEN_RX_PER_FRAME:g} frames per forwarded frame (/proc/net/softnet_stat, counted on "
+            f"the CPU that runs the receive): receiving for the device under test is one per frame or more (split: "
+            f"a1, and b0 for the kernel paths); the margin is for this machine's other traffic. Its NET_RX softirqs "
+            f"(/proc/softirqs) are no test: handing a frame to CPU {FWD_CPU}'s idle backlog runs one on CPU "
+            f"{GEN_CPU} to send the RPS interrupt, up to one per frame at light load, none when CPU {FWD_CPU} is "
+            "saturated; in a VM each such interrupt is costly, which its softirq time (/proc/stat) shows, work the "
+            "one-core board does not have.")
 
 
 def remote_recipe() -> str:
@@ -94,6 +144,32 @@ three roles are three hosts; run the same pieces by hand (replace interface name
 """
 
 
+PLACEMENT_WORDS = {
+    "single-core": f"the device under test's receive steered to CPU {FWD_CPU} by RPS: all its work on one CPU, "
+                   "as on the one-core board",
+    "split": f"veth's default: the device under test's receive runs on the generator's CPU {GEN_CPU}, for free",
+}
+
+
+def placement_section(results: dict, rows: list[dict]) -> list[str]:
+    """Whether each measurement's placement held, and the forwarder CPU's time per frame by kind."""
+    out = ["", "## Placement check", "", placement_rule(), ""]
+    for r in ordered(results, rows):
+        c = r["placement_check"]
+        out.append("* " + placement_verdict_line(
+            f"{r['mode']} at {r['size']} B in {r['placement']}", c,
+            f"; softirq time at saturation {fmt(c['generator_softirq_ns_per_frame'])} ns/frame"))
+    out += ["", f"CPU {FWD_CPU} (the device under test's) per forwarded frame at 90 % of the loss-free rate (at "
+            "saturation where none was found), by kind (/proc/stat ticks of that CPU, all processes):", "",
+            "| size B | mode | placement | softirq ns/frame | system ns/frame | user ns/frame |",
+            "|---|---|---|---|---|---|"]
+    for r in ordered(results, rows):
+        f = r["forwarder_cpu_ns_per_frame"]
+        out.append(f"| {r['size']} | {r['mode']} | {r['placement']} | {fmt(f['softirq'])} | {fmt(f['system'])} | "
+                   f"{fmt(f['user'])} |")
+    return out
+
+
 def report(results: dict) -> str:
     mb, ma = results["machine_before"], results["machine_after"]
     rows = results["summary"]["rows"]
@@ -108,7 +184,11 @@ def report(results: dict) -> str:
            f"qemu running: before {'yes' if mb['qemu_running'] else 'no'}, after {'yes' if ma['qemu_running'] else 'no'}"
            + (f"; busy before: {', '.join(mb['busy_processes'])}" if mb["busy_processes"] else "") + "  ",
            f"Versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}  ",
-           f"Rule file: `{results['rule_file']['path']}` (ports rewritten to a: a1, b: b1; full text in results.json)",
+           f"Rule file: `{results['rule_file']['path']}` (ports rewritten to a: a1, b: b1; full text in results.json)  ",
+           f"Placement: the headline figures are **{results['placement']['headline']}** "
+           f"({PLACEMENT_WORDS[results['placement']['headline']]})"
+           + ("; every table shows each mode in both placements, side by side (the `placement` column)"
+              if len(results["placements"]) > 1 else "") + ". The placement check is below.",
            ""]
     host = results.get("vm", {}).get("host_machine")
     if results["where"] == "vm":
@@ -132,75 +212,80 @@ def report(results: dict) -> str:
         if m["status"] == "unavailable":
             out.append(f"* **{mode}**: {m['reason']}.")
         elif m["status"] == "error":
-            errs = {s: v["error"] for s, v in m["sizes"].items() if "error" in v}
-            out.append(f"* **{mode}**: FAILED: " + "; ".join(f"{s} B: {e}" for s, e in errs.items()))
+            errs = [f"{size} B {placement}: {s['error']}" for mo, placement, size, s in measurements(results)
+                    if mo == mode and "error" in s]
+            out.append(f"* **{mode}**: FAILED: " + "; ".join(errs))
         else:
             out.append(f"* **{mode}**: measured.")
     out += ["", "## Throughput and CPU (absolute)", "",
             "Loss-free: highest offered rate with loss < 0.1 % (binary search); saturation: generator unpaced. "
             "CPU/frame at 90 % of the loss-free rate: user-space modes the forwarder process's user+sys, "
             "kernel paths softirq time of all CPUs; `softirq` and `all CPUs busy` columns for every mode.", "",
-            "| size B | mode | loss-free kpps | saturation offered kpps | saturation delivered kpps | loss at sat. | "
-            "CPU ns/frame (source) | fwd user+sys ns/frame | softirq ns/frame | all CPUs busy ns/frame |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["size"], r["mode"])):
-        out.append(f"| {r['size']} | {r['mode']} | {fmt(r['loss_free_pps'] / 1e3, ',.1f')}"
+            "| size B | mode | placement | loss-free kpps | saturation offered kpps | saturation delivered kpps | "
+            "loss at sat. | CPU ns/frame (source) | fwd user+sys ns/frame | softirq ns/frame | all CPUs busy ns/frame |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in ordered(results, rows):
+        out.append(f"| {r['size']} | {r['mode']} | {r['placement']} | {fmt(r['loss_free_pps'] / 1e3, ',.1f')}"
                    f"{' (generator max)' if r['generator_limited'] else ''} | {fmt(r['sat_offered_pps'] / 1e3, ',.1f')} | "
                    f"{fmt(r['sat_delivered_pps'] / 1e3, ',.1f')} | {fmt((r['sat_loss'] or 0) * 100, '.1f')} % | "
                    f"{fmt(r['cpu_ns_per_frame'])} ({r['cpu_source']}) | {fmt(r['fwd_ns_per_frame'])} | "
                    f"{fmt(r['softirq_ns_per_frame'])} | {fmt(r['all_busy_ns_per_frame'])} |")
-    out += ["", "## Ratios to the Linux bridge (same run, same size)", "",
-            "| size B | mode | loss-free rate | saturation delivered | CPU per frame | p50 latency at 50 % load |",
-            "|---|---|---|---|---|---|"]
+    out += ["", "## Ratios to the Linux bridge (same run, same size, same placement)", "",
+            "| size B | mode | placement | loss-free rate | saturation delivered | CPU per frame | "
+            "p50 latency at 50 % load |",
+            "|---|---|---|---|---|---|---|"]
     gl = [r for r in rows if r["generator_limited"]]
     if gl:
         out[-2:-2] = ["`≤`/`≥`: the Linux bridge's or the mode's loss-free rate is the generator's maximum, a lower "
                       "bound (the generator could not saturate it), so the ratio is a bound; `~`: both were, the ratio "
                       "compares generator maxima, not the paths.", ""]
-    for r in sorted(rows, key=lambda r: (r["size"], r["mode"])):
+    for r in ordered(results, rows):
         v = r["vs_linux_bridge"]
-        b = next((x for x in rows if x["mode"] == "linux-bridge" and x["size"] == r["size"]), None)
+        b = next((x for x in rows if x["mode"] == "linux-bridge" and x["size"] == r["size"]
+                  and x["placement"] == r["placement"]), None)
         # a generator-limited loss-free rate is a lower bound: so is a ratio with it on top, an upper
         # bound with it below
         mark = ("≥ " if r["generator_limited"] and not (b and b["generator_limited"]) else
                 "≤ " if b and b["generator_limited"] and not r["generator_limited"] else
                 "~ " if r["generator_limited"] and b and b["generator_limited"] and r["mode"] != "linux-bridge"
                 else "")
-        out.append(f"| {r['size']} | {r['mode']} | {mark}{fmt(v['loss_free'], '.2f')} | {fmt(v['saturation'], '.2f')} | "
+        out.append(f"| {r['size']} | {r['mode']} | {r['placement']} | {mark}{fmt(v['loss_free'], '.2f')} | {fmt(v['saturation'], '.2f')} | "
                    f"{fmt(v['cpu_per_frame'], '.2f')} | {fmt(v['p50_at_50'], '.2f')} |")
     out += ["", "## One-way latency (probe flow, µs)", "",
             "At 10, 50 and 90 % of each mode's own loss-free rate (the generator carries the load minus the probe).", "",
-            "| size B | mode | load | p50 | p99 | p99.9 | max | probes recv/sent | bulk loss |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for mode, m in results["modes"].items():
-        for size, s in m.get("sizes", {}).items():
-            for frac, t in s.get("latency", {}).items():
-                lat = t["latency"]
-                req = t["requested_pps"] + lat["probe_pps"]
-                load = (f"{t['offered_pps'] / 1e3:,.1f} kpps" if t["offered_pps"] >= 0.97 * req else
-                        f"asked {req / 1e3:,.1f}, offered {t['offered_pps'] / 1e3:,.1f} kpps")
-                out.append(f"| {size} | {mode} | {float(frac):.0%} ({load}) | "
-                           f"{fmt(lat.get('p50_us'), ',.1f')} | {fmt(lat.get('p99_us'), ',.1f')} | "
-                           f"{fmt(lat.get('p99.9_us'), ',.1f')} | {fmt(lat.get('max_us'), ',.1f')} | "
-                           f"{lat['probe_received']}/{lat['probe_sent']} | {(t['loss'] or 0) * 100:.2f} %"
-                           f"{' (above 0.1 %: not loss-free on this repeat)' if (t['loss'] or 0) >= LOSS_FREE else ''} |")
+            "| size B | mode | placement | load | p50 | p99 | p99.9 | max | probes recv/sent | bulk loss |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for mode, placement, size, s in measurements(results):
+        for frac, t in s.get("latency", {}).items():
+            lat = t["latency"]
+            req = t["requested_pps"] + lat["probe_pps"]
+            load = (f"{t['offered_pps'] / 1e3:,.1f} kpps" if t["offered_pps"] >= 0.97 * req else
+                    f"asked {req / 1e3:,.1f}, offered {t['offered_pps'] / 1e3:,.1f} kpps")
+            out.append(f"| {size} | {mode} | {placement} | {float(frac):.0%} ({load}) | "
+                       f"{fmt(lat.get('p50_us'), ',.1f')} | {fmt(lat.get('p99_us'), ',.1f')} | "
+                       f"{fmt(lat.get('p99.9_us'), ',.1f')} | {fmt(lat.get('max_us'), ',.1f')} | "
+                       f"{lat['probe_received']}/{lat['probe_sent']} | {(t['loss'] or 0) * 100:.2f} %"
+                       f"{' (above 0.1 %: not loss-free on this repeat)' if (t['loss'] or 0) >= LOSS_FREE else ''} |")
     out += ["", "## Drops by where, at saturation", "",
-            "| size B | mode | sent | delivered | where (counts) |", "|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["size"], r["mode"])):
-        m = results["modes"][r["mode"]]["sizes"][str(r["size"])]["saturation"]
+            "| size B | mode | placement | sent | delivered | where (counts) |", "|---|---|---|---|---|---|"]
+    for r in ordered(results, rows):
+        m = results["modes"][r["mode"]]["placements"][r["placement"]]["sizes"][str(r["size"])]["saturation"]
         nz = ", ".join(f"{k} {v:,}" for k, v in r["sat_drops"].items() if v) or "none"
-        out.append(f"| {r['size']} | {r['mode']} | {m['sent']:,} | {m['delivered']:,} | {nz} |")
-    notes = [(mode, size, n) for mode, m in results["modes"].items() for size, s in m.get("sizes", {}).items()
+        out.append(f"| {r['size']} | {r['mode']} | {r['placement']} | {m['sent']:,} | {m['delivered']:,} | {nz} |")
+    out += placement_section(results, rows)
+    notes = [(mode, f"{size} B {placement}", n) for mode, placement, size, s in measurements(results)
              for n in s.get("notes", [])]
     out += ["", "## Generator limits", "",
-            f"For the kernel paths (linux-bridge, kernel) the generator's maximum is not independent of the path: veth "
+            f"For the kernel paths (linux-bridge, kernel) in the split placement the generator's maximum is not "
+            f"independent of the path: veth "
             f"runs the whole bridge path inside the generator's send() on CPU {GEN_CPU}, so `(generator max)` there is "
             f"what generator + path manage together on one CPU; between two kernel paths its ratio still reflects the "
             f"paths' cost (the generator's share is the same). User-space modes only put a1's receive on CPU {GEN_CPU}. "
+            f"That is the split placement; in single-core CPU {GEN_CPU} only hands the frames over (RPS). "
             "The latency probe (Python) also runs on that CPU: where a row says `asked X, offered Y`, the paced "
             "generator fell short and the latency was taken at the lower load.", ""]
     if notes:
-        out += [f"* {mode} {size} B: {n}" for mode, size, n in notes]
+        out += [f"* {mode} {where}: {n}" for mode, where, n in notes]
     else:
         out.append("* The generator saturated every mode (loss at its maximum rate) and reached every requested rate.")
     out += ["", "## Where each number came from", "",
@@ -211,11 +296,13 @@ def report(results: dict) -> str:
             f"CLOCK_MONOTONIC (batches of up to 32 when behind), pinned to CPU {GEN_CPU}; 5-frame round-robin mix "
             "(dns-rewrite, web-to-proxy, syn-mark, v6-hoplimit, no rule).",
             f"* Device under test: pinned to CPU {FWD_CPU} (every thread), "
-            f"{results['placement'].get('forwarder_sched', 'SCHED_OTHER')}, no RPS. veth delivers on the *sending* CPU: "
-            f"a1's receive, and for the kernel paths (linux-bridge, kernel) the whole bridge path a1 -> bridge -> b1 -> b0, "
-            f"run in softirq on CPU {GEN_CPU} beside the generator; a user-space forwarder's send() runs b0's receive on "
-            f"CPU {FWD_CPU}. So the kernel paths compete with the generator for CPU {GEN_CPU}, the user-space ones get a "
-            "CPU of their own: on real NICs interrupts decide this instead.",
+            f"{results['placement'].get('forwarder_sched', 'SCHED_OTHER')}. veth delivers on the *sending* CPU: "
+            f"in the split placement a1's receive, and for the kernel paths (linux-bridge, kernel) the whole bridge "
+            f"path a1 -> bridge -> b1 -> b0, run in softirq on CPU {GEN_CPU} beside the generator, so the kernel paths "
+            f"compete with the generator for CPU {GEN_CPU} and the user-space ones get that receive for free. In the "
+            f"single-core placement RPS on a1 and b1 (rps_cpus = CPU {FWD_CPU}) moves that receive to CPU {FWD_CPU}: "
+            "the device under test's whole path shares one CPU, as on the one-core board. A user-space forwarder's "
+            f"send() runs b0's receive on CPU {FWD_CPU} in both. On real NICs interrupts decide this instead.",
             "* Latency: a probe flow (UDP, 64-byte payload, ≤ 1000/s, sleep-paced) from ns a to a socket in ns b; the "
             "payload carries CLOCK_REALTIME ns taken just before sendto(), the sink reads the kernel's SO_TIMESTAMPNS "
             "(lab/stamped.py's method). Same machine, same clock. Probes take the no-rule path of the program.",

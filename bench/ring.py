@@ -1,6 +1,7 @@
 """Ring-mode benchmark: frames/s, RTT and CPU per frame, against the Linux bridge.
 
-    .venv/bin/python -m reshaper.bench.ring [--duration S] [--sizes 64,1500] [--rounds 3] [--json PATH]
+    .venv/bin/python -m reshaper.bench.ring [--duration S] [--sizes 64,1500] [--rounds 3]
+                                            [--placement single-core|split|both] [--json PATH]
 
 Topology (bridge/netns.py), one run, modes interleaved round by round:
 
@@ -12,6 +13,14 @@ Modes:
            FDB entry for the destination MAC (known-unicast forwarding, no flooding).
   ring     `reshaper run --mode ring`, no rules, pinned to CPU 1.
   ring-5   the same with examples/five-rules.yaml (ports rewritten to a: a1, b: b1).
+  kernel-rps   the kernel bridge, always in the single-core placement (what split was compared with).
+
+Placement (--placement, bench/topology.py's placed(), as in `reshaper bench`): single-core (the
+default) steers the receive of the forwarder's ports to CPU 1 with RPS, so the whole path shares
+the forwarder's CPU as on the one-core board; split leaves veth's receive on the sender's CPU 0,
+where trafgen runs; both runs each mode in each, in turn. Every measurement checks where the
+receive ran (frames received per CPU, /proc/net/softnet_stat) and the report warns when
+single-core did not hold.
 
 The generator is trafgen (Debian netsniff-ng, bench/trafgen.py), pinned to CPU 0, sending a round-robin mix
 of five frames, each of which hits a different branch of the five-rule program:
@@ -52,15 +61,16 @@ from reshaper.bridge.offloads import GRO, GSO, TSO, set_offloads
 from reshaper.lab import REPO
 
 from reshaper.bench.cli import unwind_on_sigterm
-from reshaper.bench.counters import cpu_times, link_stats, net_rx_softirqs, proc_cpu
+from reshaper.bench.counters import cpu_times, frames_received, link_stats, net_rx_softirqs, proc_cpu
 from reshaper.bench.devices import BRIDGE_DEV, LinuxBridge
 from reshaper.bench.frames import frame_mix
 from reshaper.bench.machine import machine, qemu_running
 from reshaper.bench.probe import percentile
-from reshaper.bench.report import fmt
+from reshaper.bench.report import fmt, placement_rule, placement_verdict_line
 from reshaper.bench.run import FIVE_RULES
-from reshaper.bench.settings import FWD_CPU, GEN_CPU, USER_HZ
-from reshaper.bench.topology import set_rps
+from reshaper.bench.settings import (DEFAULT_PLACEMENT, FWD_CPU, GEN_CPU, PLACEMENT_CHOICES, USER_HZ,
+                                     placements_asked)
+from reshaper.bench.topology import PLACEMENT_RPS, placed, placement_check, placement_verdict
 from reshaper.bench.trafgen import Trafgen, build_shim, trafgen_config
 
 MODES = ("kernel", "ring", "ring-5", "kernel-rps", "ring-5-busy")
@@ -83,7 +93,7 @@ class Probe:
 
     def snap(self, pid: int | None = None, bridge: RunningAppliance | None = None) -> dict:
         s = {"t": time.monotonic(), "a0": link_stats(self.ipr_a, "a0"), "b0": link_stats(self.ipr_b, "b0"),
-             "cpu": cpu_times(), "net_rx": net_rx_softirqs()}
+             "cpu": cpu_times(), "net_rx": net_rx_softirqs(), "rx_frames": frames_received()}
         if pid:
             s["proc"] = proc_cpu(pid)
         if bridge:
@@ -97,7 +107,7 @@ class Probe:
         return s
 
 
-def delta(before: dict, after: dict) -> dict:
+def delta(before: dict, after: dict, placement: str) -> dict:
     dt = after["t"] - before["t"]
     delivered = after["b0"]["rx_packets"] - before["b0"]["rx_packets"]
     sent = after["a0"]["tx_packets"] - before["a0"]["tx_packets"]
@@ -114,6 +124,10 @@ def delta(before: dict, after: dict) -> dict:
         "net_rx_per_s": {c: (after["net_rx"][c] - before["net_rx"].get(c, 0)) / dt for c in after["net_rx"]},
     }
     r["delivered_ratio"] = r["delivered_pps"] / r["offered_pps"] if r["offered_pps"] else 0.0
+    per_cpu = {c: {k: now[k] - before["cpu"][c][k] for k in now} for c, now in after["cpu"].items()}
+    r["placement_check"] = placement_check(
+        placement, {c: n - before["rx_frames"].get(c, 0) for c, n in after["rx_frames"].items()},
+        {c: n - before["net_rx"].get(c, 0) for c, n in after["net_rx"].items()}, per_cpu, delivered)
     for c, now in after["cpu"].items():
         d = {k: now[k] - before["cpu"][c][k] for k in now}
         total = sum(d.values()) or 1
@@ -151,23 +165,18 @@ def delta(before: dict, after: dict) -> dict:
 # ---- the forwarders --------------------------------------------------------------
 
 class KernelBridge(LinuxBridge):
-    """bench/devices.py's plain Linux bridge (br_netfilter hooks off, static FDB entry), optionally
-    with a1's receive steered to the forwarder's CPU (RPS), as reshaper's path is."""
+    """bench/devices.py's plain Linux bridge (br_netfilter hooks off, static FDB entry) under the
+    name of its mode (kernel, or kernel-rps: the same in the single-core placement)."""
 
-    def __init__(self, topo: Topology, rps: bool = False):
+    def __init__(self, topo: Topology, name: str):
         super().__init__(topo)
-        self.name = "kernel-rps" if rps else "kernel"
-        self.rps = rps
+        self.name = name
 
-    def start(self) -> None:
-        if self.rps:
-            set_rps(self.topo.br, "a1", 1 << FWD_CPU)
-        super().start()
 
-    def stop(self) -> None:
-        super().stop()
-        if self.rps:
-            set_rps(self.topo.br, "a1", 0)
+def placements_of(mode: str, args) -> list[str]:
+    """The placements a mode runs in: kernel-rps is the kernel bridge in single-core, whatever
+    --placement says."""
+    return ["single-core"] if mode == "kernel-rps" else args.placements
 
 
 class RingModeUnderTest:
@@ -247,7 +256,7 @@ def strace_summary(pid: int, seconds: float = 1.0) -> str:
 
 # ---- the run ---------------------------------------------------------------------------
 
-def measure(topo, probe, fwd, trafgen, warmup: float, duration: float, idle_wait: float) -> dict:
+def measure(topo, probe, fwd, trafgen, warmup: float, duration: float, idle_wait: float, placement: str) -> dict:
     idle = wait_idle(idle_wait)
     qemu = qemu_running()
     trafgen.start()
@@ -259,7 +268,7 @@ def measure(topo, probe, fwd, trafgen, warmup: float, duration: float, idle_wait
         before = probe.snap(fwd.pid, rbridge)
         time.sleep(duration)
         after = probe.snap(fwd.pid, rbridge)
-        result = delta(before, after)
+        result = delta(before, after, placement)
         result.update(idle, qemu_running=qemu or qemu_running())
         if not trafgen.alive():
             result["error"] = f"trafgen exited during the measurement: {trafgen.output()[-400:]}"
@@ -268,9 +277,47 @@ def measure(topo, probe, fwd, trafgen, warmup: float, duration: float, idle_wait
         trafgen.stop()
 
 
+def run_mode(args, topo, probe, mode: str, placement: str, rnd: int, configs, tg_cfgs, shim, tmp: Path,
+             results: dict) -> None:
+    """One mode in one placement, one round: RTT (--ping), then every size; into results."""
+    if mode.startswith("kernel"):
+        fwd = KernelBridge(topo, mode)
+    else:
+        fwd = RingModeUnderTest(topo, mode, configs[mode], tmp)
+    fwd.start()
+    try:
+        if args.ping:
+            idle = wait_idle(args.idle_wait)
+            rtts = ping_rtts(topo, args.ping_count, args.ping_interval)
+            results["rtt"].append({"round": rnd, "mode": mode, "placement": placement, "samples": len(rtts),
+                                   "p50_us": percentile(rtts, 0.5) if rtts else None,
+                                   "p99_us": percentile(rtts, 0.99) if rtts else None,
+                                   "max_us": max(rtts) if rtts else None,
+                                   "idle_ok": idle["idle_ok"], "qemu_running": qemu_running()})
+        for size in args.sizes:
+            tg = Trafgen(topo, tg_cfgs[size], tmp / "trafgen.log", shim)
+            m = measure(topo, probe, fwd, tg, args.warmup, args.duration, args.idle_wait, placement)
+            m.update(round=rnd, mode=mode, placement=placement, size=size)
+            results["measurements"].append(m)
+            print(f"round {rnd + 1}/{args.rounds} {mode:7s} {placement:11s} {size:5d} B: "
+                  f"offered {m.get('offered_pps', 0) / 1e3:7.1f} kpps, "
+                  f"delivered {m.get('delivered_pps', 0) / 1e3:7.1f} kpps"
+                  + (f"  ERROR {m['error']}" if "error" in m else ""), file=sys.stderr)
+            if args.profile and mode.startswith("ring") and rnd == args.rounds - 1:
+                tg.start()
+                try:
+                    time.sleep(args.warmup)
+                    results["profile"][f"{mode} {placement} {size}"] = strace_summary(fwd.pid)
+                finally:
+                    tg.stop()
+    finally:
+        fwd.stop()
+
+
 def run(args) -> dict:
     results = {"command": " ".join([os.path.relpath(sys.executable, REPO), "-m", "reshaper.bench.ring", *sys.argv[1:]]),
-               "machine_before": machine(), "measurements": [], "rtt": [], "profile": {}}
+               "machine_before": machine(), "placements": args.placements, "measurements": [], "rtt": [],
+               "profile": {}}
     if not shutil.which("trafgen"):
         raise SystemExit("trafgen not found: apt-get install netsniff-ng")
     with tempfile.TemporaryDirectory(prefix="bench-ring-") as tmpdir, Topology("rsbench") as topo:
@@ -290,38 +337,9 @@ def run(args) -> dict:
             for rnd in range(args.rounds):
                 order = list(args.modes[rnd % len(args.modes):] + args.modes[:rnd % len(args.modes)])
                 for mode in order:
-                    if mode.startswith("kernel"):
-                        fwd = KernelBridge(topo, rps=mode == "kernel-rps")
-                    else:
-                        fwd = RingModeUnderTest(topo, mode, configs[mode], tmp)
-                    fwd.start()
-                    try:
-                        if args.ping:
-                            idle = wait_idle(args.idle_wait)
-                            rtts = ping_rtts(topo, args.ping_count, args.ping_interval)
-                            results["rtt"].append({"round": rnd, "mode": mode, "samples": len(rtts),
-                                                   "p50_us": percentile(rtts, 0.5) if rtts else None,
-                                                   "p99_us": percentile(rtts, 0.99) if rtts else None,
-                                                   "max_us": max(rtts) if rtts else None,
-                                                   "idle_ok": idle["idle_ok"], "qemu_running": qemu_running()})
-                        for size in args.sizes:
-                            tg = Trafgen(topo, tg_cfgs[size], tmp / "trafgen.log", shim)
-                            m = measure(topo, probe, fwd, tg, args.warmup, args.duration, args.idle_wait)
-                            m.update(round=rnd, mode=mode, size=size)
-                            results["measurements"].append(m)
-                            print(f"round {rnd + 1}/{args.rounds} {mode:7s} {size:5d} B: "
-                                  f"offered {m.get('offered_pps', 0) / 1e3:7.1f} kpps, "
-                                  f"delivered {m.get('delivered_pps', 0) / 1e3:7.1f} kpps"
-                                  + (f"  ERROR {m['error']}" if "error" in m else ""), file=sys.stderr)
-                            if args.profile and mode.startswith("ring") and rnd == args.rounds - 1:
-                                tg.start()
-                                try:
-                                    time.sleep(args.warmup)
-                                    results["profile"][f"{mode} {size}"] = strace_summary(fwd.pid)
-                                finally:
-                                    tg.stop()
-                    finally:
-                        fwd.stop()
+                    for placement in placements_of(mode, args):
+                        with placed(topo, placement):
+                            run_mode(args, topo, probe, mode, placement, rnd, configs, tg_cfgs, shim, tmp, results)
         finally:
             probe.close()
     results["machine_after"] = machine()
@@ -339,20 +357,23 @@ def summarise(results: dict, args) -> dict:
     ms = [m for m in results["measurements"] if "error" not in m]
     summary = {"throughput": [], "rtt": []}
     for size in args.sizes:
-        kernel_by_round = {m["round"]: m["delivered_pps"] for m in ms if m["mode"] == "kernel" and m["size"] == size}
-        for mode in args.modes:
-            rows = [m for m in ms if m["mode"] == mode and m["size"] == size]
+        kernel_by_round = {(m["round"], m["placement"]): m["delivered_pps"] for m in ms
+                           if m["mode"] == "kernel" and m["size"] == size}
+        for mode, placement in ((mo, pl) for mo in args.modes for pl in placements_of(mo, args)):
+            rows = [m for m in ms if m["mode"] == mode and m["size"] == size and m["placement"] == placement]
             if not rows:
                 continue
-            ratios = [m["delivered_pps"] / kernel_by_round[m["round"]] for m in rows
-                      if kernel_by_round.get(m["round"])]
+            # against the kernel bridge in the same placement (kernel-rps: in the headline one)
+            ref = args.placements[0] if mode == "kernel-rps" else placement
+            ratios = [m["delivered_pps"] / kernel_by_round[(m["round"], ref)] for m in rows
+                      if kernel_by_round.get((m["round"], ref))]
             pick = lambda key, rows=rows: med([m.get(key) for m in rows])  # noqa: E731
             cpu = lambda c, key, rows=rows: med([m["cpu"][c][key] for m in rows])  # noqa: E731
             summary["throughput"].append({
-                "size": size, "mode": mode, "n": len(rows),
+                "size": size, "mode": mode, "placement": placement, "n": len(rows),
                 "delivered_pps": pick("delivered_pps"), "offered_pps": pick("offered_pps"),
                 "delivered_ratio": pick("delivered_ratio"),
-                "vs_kernel": med(ratios) if mode != "kernel" else 1.0,
+                "vs_kernel": med(ratios),
                 "all_delivered_pps": [round(m["delivered_pps"]) for m in rows],
                 "fwd_cpu_ns_per_frame": pick("fwd_cpu_ns_per_frame"),
                 "fwd_run_ns_per_frame": pick("fwd_run_ns_per_frame"),
@@ -367,15 +388,21 @@ def summarise(results: dict, args) -> dict:
                         for c in (GEN_CPU, FWD_CPU)},
                 "net_rx_per_s": {c: med([m["net_rx_per_s"].get(c) for m in rows]) for c in (GEN_CPU, FWD_CPU)},
                 "rule_hits": rows[-1].get("rule_hits"),
+                "placement_check": placement_verdict([m["placement_check"] for m in rows]),
+                "fwd_cpu_split_ns_per_frame": {k: med([m["placement_check"]["forwarder_ns_per_frame"][k] for m in rows])
+                                               for k in ("softirq", "system", "user")},
             })
-    kernel_rtt = {r["round"]: r for r in results["rtt"] if r["mode"] == "kernel"}
-    for mode in args.modes:
-        rows = [r for r in results["rtt"] if r["mode"] == mode and r["p50_us"] is not None]
+    kernel_rtt = {(r["round"], r["placement"]): r for r in results["rtt"] if r["mode"] == "kernel"}
+    for mode, placement in ((mo, pl) for mo in args.modes for pl in placements_of(mo, args)):
+        rows = [r for r in results["rtt"] if r["mode"] == mode and r["placement"] == placement
+                and r["p50_us"] is not None]
         if not rows:
             continue
-        added50 = [r["p50_us"] - kernel_rtt[r["round"]]["p50_us"] for r in rows if r["round"] in kernel_rtt]
-        added99 = [r["p99_us"] - kernel_rtt[r["round"]]["p99_us"] for r in rows if r["round"] in kernel_rtt]
-        summary["rtt"].append({"mode": mode, "n": len(rows), "p50_us": med([r["p50_us"] for r in rows]),
+        ref = args.placements[0] if mode == "kernel-rps" else placement
+        base = {r["round"]: kernel_rtt[(r["round"], ref)] for r in rows if (r["round"], ref) in kernel_rtt}
+        added50 = [r["p50_us"] - base[r["round"]]["p50_us"] for r in rows if r["round"] in base]
+        added99 = [r["p99_us"] - base[r["round"]]["p99_us"] for r in rows if r["round"] in base]
+        summary["rtt"].append({"mode": mode, "placement": placement, "n": len(rows), "p50_us": med([r["p50_us"] for r in rows]),
                                "p99_us": med([r["p99_us"] for r in rows]), "max_us": max(r["max_us"] for r in rows),
                                "added_p50_us": med(added50), "added_p99_us": med(added99)})
     return summary
@@ -391,15 +418,20 @@ def report(results: dict, summary: dict, args) -> str:
            + (f"; busy before: {', '.join(mb['busy_processes'])}" if mb["busy_processes"] else ""), "",
            f"{args.rounds} rounds, modes interleaved (order rotated each round), {args.duration:g} s per "
            f"measurement after {args.warmup:g} s warm-up; medians over rounds; `vs kernel` is the median of "
-           f"per-round ratios to the kernel bridge.", "",
-           "| size | forwarder | delivered kpps | offered kpps | delivered/offered | vs kernel | "
+           f"per-round ratios to the kernel bridge in the same placement.", "",
+           f"Placement: the headline figures are **{args.placements[0]}**"
+           + (" (every table shows both, side by side)" if len(args.placements) > 1 else "") + "; "
+           f"single-core: RPS steers the receive of a1 and b1 to CPU {FWD_CPU}, the forwarder's, so the whole "
+           f"path shares one CPU as on the one-core board; split: veth's receive stays on the sender's CPU "
+           f"{GEN_CPU}, trafgen's. The placement check is below the table.", "",
+           "| size | forwarder | placement | delivered kpps | offered kpps | delivered/offered | vs kernel | "
            "fwd CPU ns/frame utime+stime (user/sys) | fwd on-CPU ns/frame | frames/loop | "
            f"CPU{GEN_CPU} busy (softirq) | CPU{FWD_CPU} busy (softirq) | NET_RX/s CPU{GEN_CPU} / CPU{FWD_CPU} |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["throughput"]:
         c0, c1 = r["cpu"][GEN_CPU], r["cpu"][FWD_CPU]
         out.append(
-            f"| {r['size']} | {r['mode']} | {fmt(r['delivered_pps'] / 1e3, ',.1f')} | "
+            f"| {r['size']} | {r['mode']} | {r['placement']} | {fmt(r['delivered_pps'] / 1e3, ',.1f')} | "
             f"{fmt(r['offered_pps'] / 1e3, ',.1f')} | {fmt(r['delivered_ratio'], '.3f')} | "
             f"{fmt(r['vs_kernel'], '.2f')} | {fmt(r['fwd_cpu_ns_per_frame'])}"
             + (f" ({fmt(r['fwd_user_ns_per_frame'])}/{fmt(r['fwd_sys_ns_per_frame'])})" if r['fwd_user_ns_per_frame'] is not None else "")
@@ -407,12 +439,20 @@ def report(results: dict, summary: dict, args) -> str:
             f"{fmt(r['fwd_frames_per_loop'], '.1f')} | {fmt(c0['busy'] * 100, '.0f')} % ({fmt(c0['softirq'] * 100, '.0f')} %) | "
             f"{fmt(c1['busy'] * 100, '.0f')} % ({fmt(c1['softirq'] * 100, '.0f')} %) | "
             f"{fmt(r['net_rx_per_s'][GEN_CPU])} / {fmt(r['net_rx_per_s'][FWD_CPU])} |")
+    out += ["", "Placement check. " + placement_rule(), ""]
+    for r in summary["throughput"]:
+        split = r["fwd_cpu_split_ns_per_frame"]
+        out.append("* " + placement_verdict_line(
+            f"{r['mode']} at {r['size']} B in {r['placement']}", r["placement_check"],
+            f"; CPU {FWD_CPU} per frame: softirq {fmt(split['softirq'])}, system {fmt(split['system'])}, "
+            f"user {fmt(split['user'])} ns"))
     if summary["rtt"]:
         out += ["", f"RTT, ping a -> b, {args.ping_count} pings at {args.ping_interval * 1000:g} ms, no other traffic "
-                "(median over rounds of each round's percentile; `added` = minus the kernel bridge of the same round):", "",
-                "| forwarder | p50 µs | p99 µs | max µs | added p50 µs | added p99 µs |", "|---|---|---|---|---|---|"]
+                "(median over rounds of each round's percentile; `added` = minus the kernel bridge of the same round and placement):", "",
+                "| forwarder | placement | p50 µs | p99 µs | max µs | added p50 µs | added p99 µs |",
+                "|---|---|---|---|---|---|---|"]
         for r in summary["rtt"]:
-            out.append(f"| {r['mode']} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} | {fmt(r['max_us'])} | "
+            out.append(f"| {r['mode']} | {r['placement']} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} | {fmt(r['max_us'])} | "
                        f"{fmt(r['added_p50_us'], '+,.0f')} | {fmt(r['added_p99_us'], '+,.0f')} |")
     out += ["", "Where the bottleneck is (per row, from delivered/offered, drops and CPU busy):"]
     for r in summary["throughput"]:
@@ -424,17 +464,17 @@ def report(results: dict, summary: dict, args) -> str:
                      + f", CPU {FWD_CPU} {c1:.0%} busy")
         else:
             where = (f"the offered load: everything offered is delivered; CPU {GEN_CPU} {c0:.0%} busy (generator"
-                     + (" + whole bridge path" if r["mode"] == "kernel" else " + a1 receive") + f"), CPU {FWD_CPU} {c1:.0%}")
-        out.append(f"* {r['size']} B {r['mode']}: {where}.")
+                     + ("" if r["placement"] == "single-core" else
+                        " + whole bridge path" if r["mode"] == "kernel" else " + a1 receive")
+                     + f"), CPU {FWD_CPU} {c1:.0%}")
+        out.append(f"* {r['size']} B {r['mode']} {r['placement']}: {where}.")
     out += ["", "Targets (issue 3):"]
-    for size in args.sizes:
-        r5 = next((r for r in summary["throughput"] if r["size"] == size and r["mode"] == "ring-5"), None)
-        if r5 and r5["vs_kernel"] is not None:
-            out.append(f"* {size} B: ring mode with 5 rules delivers {r5['vs_kernel']:.2f}x the kernel bridge's frames/s: "
-                       f"{'met' if r5['vs_kernel'] >= 1.0 else 'MISSED'} (target >= 1.00).")
+    for r5 in (r for r in summary["throughput"] if r["mode"] == "ring-5" and r["vs_kernel"] is not None):
+        out.append(f"* {r5['size']} B {r5['placement']}: ring mode with 5 rules delivers {r5['vs_kernel']:.2f}x the "
+                   f"kernel bridge's frames/s: {'met' if r5['vs_kernel'] >= 1.0 else 'MISSED'} (target >= 1.00).")
     for r in summary["rtt"]:
         if r["mode"].startswith("ring") and r["added_p99_us"] is not None:
-            out.append(f"* {r['mode']} adds {r['added_p99_us']:+.0f} µs p99 RTT: "
+            out.append(f"* {r['mode']} {r['placement']} adds {r['added_p99_us']:+.0f} µs p99 RTT: "
                        f"{'met' if r['added_p99_us'] <= 100 else 'MISSED'} (target <= +100 µs).")
     disturbed = [m for m in results["measurements"] + results["rtt"] if not m.get("idle_ok", True) or m.get("qemu_running")]
     errors = [m for m in results["measurements"] if "error" in m]
@@ -445,12 +485,13 @@ def report(results: dict, summary: dict, args) -> str:
     out += ["", "Notes on placement and method:",
             f"* trafgen pinned to CPU {GEN_CPU} in namespace a, sending on a0 (TX ring, qdisc bypassed, one worker, "
             f"4 MB SO_SNDBUFFORCE send buffer through an LD_PRELOAD shim); "
-            f"reshaper pinned to CPU {FWD_CPU} (all threads). No RPS on any port"
-            + (f", except in kernel-rps: a1's receive steered to CPU {FWD_CPU} (rps_cpus), so the whole bridge "
-               f"path runs there, the placement reshaper has." if "kernel-rps" in args.modes else "."),
-            f"* veth delivers on the sending CPU: a1's receive (and for the kernel bridge the whole bridge path "
-            f"a1 -> {BRIDGE_DEV} -> b1 -> b0) runs in softirq on CPU {GEN_CPU}, charged beside the generator; in ring mode "
-            f"the send() from CPU {FWD_CPU} runs b0's receive in softirq on CPU {FWD_CPU}. See the NET_RX/s columns.",
+            f"reshaper pinned to CPU {FWD_CPU} (all threads). RPS: "
+            + "; ".join(f"{p}: {PLACEMENT_RPS[p]}" for p in args.placements)
+            + ("; kernel-rps is always single-core." if "kernel-rps" in args.modes else "."),
+            f"* veth delivers on the sending CPU: in split a1's receive (and for the kernel bridge the whole bridge "
+            f"path a1 -> {BRIDGE_DEV} -> b1 -> b0) runs in softirq on CPU {GEN_CPU}, charged beside the generator; in "
+            f"single-core RPS moves it to CPU {FWD_CPU}. In ring mode the send() from CPU {FWD_CPU} runs b0's receive "
+            f"in softirq on CPU {FWD_CPU} in both. See the NET_RX/s columns and the placement check.",
             "* delivered = b0 rx_packets, offered = a0 tx_packets + tx_dropped (IFLA_STATS64 via pyroute2); "
             "frames reaching b0 are dropped there at once (foreign destination MAC), no user-space sink.",
             "* fwd CPU ns/frame: reshaper's utime+stime (10 ms ticks) and schedstat on-CPU time per delivered frame; "
@@ -472,7 +513,11 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--modes", default=",".join(DEFAULT_MODES),
                    help=f"subset of {','.join(MODES)} (default {','.join(DEFAULT_MODES)}); kernel-rps: "
-                        f"the kernel bridge with RPS on a1 to CPU {FWD_CPU}, i.e. on the forwarder's CPU")
+                        f"the kernel bridge in the single-core placement whatever --placement says")
+    p.add_argument("--placement", default=DEFAULT_PLACEMENT, choices=PLACEMENT_CHOICES,
+                   help="single-core (default): the forwarder's ports' receive on its CPU (RPS), the whole path "
+                        "on one CPU as on the board; split: that receive on trafgen's CPU, as veth does it; "
+                        "both: each mode in each, in turn")
     p.add_argument("--ping-count", type=int, default=200)
     p.add_argument("--ping-interval", type=float, default=0.01, help="seconds (default 0.01)")
     p.add_argument("--no-ping", dest="ping", action="store_false")
@@ -483,6 +528,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.modes = [m for m in args.modes.split(",") if m]
+    args.placements = placements_asked(args.placement)
     if bad := set(args.modes) - set(MODES):
         p.error(f"unknown modes {bad}")
     if os.geteuid() != 0:

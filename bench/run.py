@@ -1,6 +1,7 @@
 """`reshaper bench` on this machine: the topology (bridge/netns.py), the rule file with its
-ports rewritten, and every mode measured at every frame size, sizes outer and modes inner
-so that modes are close in time; one mode failing says so and the others go on."""
+ports rewritten, and every mode measured at every frame size in every placement asked for,
+sizes outer, modes inner and placements innermost so that what is compared is close in time;
+one mode failing says so and the others go on."""
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ from reshaper.bench.generator import build_generator
 from reshaper.bench.machine import machine, versions
 from reshaper.bench.report import summarise
 from reshaper.bench.settings import FWD_CPU, GEN_CPU, LOAD_POINTS, LOSS_FREE, RT_PREFIX, log
-from reshaper.bench.topology import OFFLOADS, prepare
+from reshaper.bench.topology import OFFLOADS, PLACEMENT_RPS, placed, prepare
 from reshaper.bench.trial import Trials
 
 FIVE_RULES = example("five-rules.yaml")
@@ -48,17 +49,43 @@ def unavailable_reason(mode: str, in_vm: bool) -> str | None:
     return None
 
 
+def measure_placed(result: dict, mode: str, placement: str, size: int, trials, topo, rules_path: Path,
+                   tmp: Path) -> None:
+    """One mode at one size in one placement, into result (its entry in results["modes"]): the
+    placement set up before the device under test starts and undone after it stopped; a failure
+    is written down, and the other modes go on."""
+    dut = device_under_test(mode, topo, rules_path, tmp)
+    trials.placement = placement
+    try:
+        with placed(topo, placement):
+            try:
+                dut.start()
+                result["placements"][placement]["sizes"][str(size)] = trials.measure(dut, size)
+            finally:
+                dut.stop()
+    except Exception as exc:   # one mode failing says so and the others go on
+        log(f"{mode} {size} B {placement}: FAILED: {exc}")
+        result["placements"][placement]["sizes"][str(size)] = {"placement": placement, "error": str(exc)}
+        result["status"] = "error"
+    finally:
+        if mode == "nfqueue":
+            log_path = tmp / "nfqueue.log"
+            result["log"] = log_path.read_text()[-2000:] if log_path.exists() else ""
+
+
 def run_bench(args) -> dict:
     from reshaper.bridge.netns import Topology
 
     # this process (the probe and the bookkeeping) stays on the generator's CPU
     os.sched_setaffinity(0, {GEN_CPU})
     config_path = Path(args.config) if args.config else FIVE_RULES
-    results = {"schema": 1, "command": args.command_line, "where": "vm" if args.in_vm else "host",
+    results = {"schema": 2, "command": args.command_line, "where": "vm" if args.in_vm else "host",
                "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
                "args": {k: v for k, v in vars(args).items() if k not in ("func",)},
                "machine_before": machine(top=not args.quick), "versions": versions(),
-               "placement": {"generator_cpu": GEN_CPU, "forwarder_cpu": FWD_CPU, "rps": "none",
+               "placements": args.placements,
+               "placement": {"headline": args.placements[0], "generator_cpu": GEN_CPU, "forwarder_cpu": FWD_CPU,
+                             "rps": {p: PLACEMENT_RPS[p] for p in args.placements},
                              "forwarder_sched": "SCHED_FIFO 50 (--rt)" if RT_PREFIX else "SCHED_OTHER",
                              "offloads": OFFLOADS},
                "loss_threshold": LOSS_FREE, "load_points": list(LOAD_POINTS), "modes": {}}
@@ -81,26 +108,16 @@ def run_bench(args) -> dict:
                 log(f"{mode}: {why}")
             else:
                 runnable.append(mode)
-                results["modes"][mode] = {"status": "ok", "sizes": {}, "notes": []}
+                results["modes"][mode] = {"status": "ok", "notes": [],
+                                          "placements": {p: {"sizes": {}} for p in args.placements}}
         trials = Trials(args, topo, gen, frames)
         per = 1 + (args.search_steps) + len(LOAD_POINTS)
-        trials.trials_total = per * len(runnable) * len(args.sizes)
+        trials.trials_total = per * len(runnable) * len(args.sizes) * len(args.placements)
         try:
             for size in args.sizes:
                 for mode in runnable:
-                    dut = device_under_test(mode, topo, rules_path, tmp)
-                    try:
-                        dut.start()
-                        results["modes"][mode]["sizes"][str(size)] = trials.measure(dut, size)
-                    except Exception as exc:   # one mode failing says so and the others go on
-                        log(f"{mode} {size} B: FAILED: {exc}")
-                        results["modes"][mode]["sizes"][str(size)] = {"error": str(exc)}
-                        results["modes"][mode]["status"] = "error"
-                    finally:
-                        dut.stop()
-                        if mode == "nfqueue":
-                            results["modes"][mode]["log"] = (tmp / "nfqueue.log").read_text()[-2000:] \
-                                if (tmp / "nfqueue.log").exists() else ""
+                    for placement in args.placements:   # side by side: the same mode and size, in turn
+                        measure_placed(results["modes"][mode], mode, placement, size, trials, topo, rules_path, tmp)
         finally:
             trials.counters.close()
     results["machine_after"] = machine(top=not args.quick)

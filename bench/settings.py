@@ -1,5 +1,6 @@
 """What every part of `reshaper bench` agrees on: the modes it compares, which CPU runs
-what, the loss threshold and load points of a measurement, and the progress log."""
+what and the placements of the device under test's receive, the loss threshold and load
+points of a measurement, and the progress log."""
 from __future__ import annotations
 
 import os
@@ -20,6 +21,19 @@ KERNEL_PATHS = ("kernel", "linux-bridge")   # CPU per frame: softirq time, not a
 
 # the generator (and this process: probe, bookkeeping) on one CPU, the device under test on another
 GEN_CPU, FWD_CPU = 0, 1
+# where the device under test's receive work runs (topology.placed() applies one): veth runs a
+# frame's receive on the sending CPU, so in `split` the generator's CPU receives for the device
+# under test; `single-core` steers that receive to FWD_CPU (RPS), all of its work on one CPU as on
+# the one-core board, and is the default of the headline figures
+PLACEMENTS = ("single-core", "split")
+DEFAULT_PLACEMENT = "single-core"
+BOTH_PLACEMENTS = "both"   # --placement both: each mode in each, in turn, the default first
+PLACEMENT_CHOICES = (*PLACEMENTS, BOTH_PLACEMENTS)
+
+# single-core held when the generator's CPU received at most this many frames per forwarded frame
+# over a measurement's trials: one that receives for the device under test takes in one (a1) or
+# two (a1 and b0, the kernel paths) per frame; the margin absorbs this machine's other traffic
+PLACEMENT_MAX_GEN_RX_PER_FRAME = 0.1
 RT_PREFIX: list[str] = []   # --rt: ["chrt", "-f", "50"] for the user-space forwarders
 
 LOSS_FREE = 0.001          # RFC 2544 style: loss below 0.1 %
@@ -29,3 +43,8 @@ USER_HZ = os.sysconf("SC_CLK_TCK")
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def placements_asked(placement: str) -> list[str]:
+    """The placements a --placement asks for, the headline one first."""
+    return list(PLACEMENTS) if placement == BOTH_PLACEMENTS else [placement]

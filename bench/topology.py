@@ -1,6 +1,12 @@
 """The bench's settings on a namespace topology (bridge/netns.py): sysctls and RPS as seen
-from inside a namespace, static neighbours, and the interface state every mode is measured in."""
+from inside a namespace, static neighbours, the interface state every mode is measured in, and
+the placement of the device under test's receive (placed(), shared by `reshaper bench` and
+bench/ring.py) with the check that it held (report.py words it)."""
 from __future__ import annotations
+
+from contextlib import contextmanager
+
+from reshaper.bench.settings import FWD_CPU, GEN_CPU, PLACEMENT_MAX_GEN_RX_PER_FRAME, USER_HZ
 
 NUD_PERMANENT = 0x80
 
@@ -50,3 +56,68 @@ def prepare(topo) -> None:
     static_neighbours(topo)
     for key in ("all", "default", "a1", "b1"):
         ns_write(topo.br, f"/proc/sys/net/ipv6/conf/{key}/disable_ipv6", "1")
+
+
+# where frames enter the device under test: a1 from the generator, b1 from the sink's side (ping
+# replies); what a forwarder sends on b1 is received by b0 on the forwarder's own CPU already
+DUT_INGRESS = ("a1", "b1")
+PLACEMENT_RPS = {"single-core": f"RPS on {', '.join(DUT_INGRESS)} to CPU {FWD_CPU}", "split": "none"}
+
+
+@contextmanager
+def placed(topo, placement: str):
+    """The device under test's receive placed (settings.PLACEMENTS) for the trials inside: in
+    single-core RPS steers the ingress ports' receive to FWD_CPU, so the Linux bridge's whole
+    path, the kernel module's, AF_PACKET's receive into ring mode's ring and the frames queued to
+    NFQUEUE run there, where the forwarder runs; split changes nothing (veth receives on the
+    sender's CPU). Undone on the way out."""
+    mask = 1 << FWD_CPU if placement == "single-core" else 0
+    try:
+        for ifname in DUT_INGRESS:
+            set_rps(topo.br, ifname, mask)
+        yield
+    finally:
+        if mask:
+            for ifname in DUT_INGRESS:
+                set_rps(topo.br, ifname, 0)
+
+
+def placement_check(placement: str, rx_frames: dict[int, int], net_rx: dict[int, int],
+                    cpu: dict[int, dict[str, int]], delivered: int) -> dict:
+    """Where a trial's receive work ran, from its per-CPU counter deltas: frames received
+    (/proc/net/softnet_stat), NET_RX softirqs (/proc/softirqs) and softirq time (/proc/stat) per
+    forwarded frame on the generator's CPU and the forwarder's, and the forwarder CPU's time per
+    frame by kind. Frames received is what tells the placements apart: in single-core the
+    generator's CPU still runs a NET_RX softirq whenever it hands a frame to an idle FWD_CPU
+    backlog (to send the RPS interrupt), about one per frame at light load, but receives none."""
+    def per_frame(value):
+        return value / delivered if delivered else None
+
+    def ns(ticks):
+        return per_frame(ticks / USER_HZ * 1e9)
+
+    fwd = cpu.get(FWD_CPU, {})
+    return {"placement": placement, "delivered": delivered,
+            "generator_rx_frames": rx_frames.get(GEN_CPU, 0), "forwarder_rx_frames": rx_frames.get(FWD_CPU, 0),
+            "generator_net_rx": net_rx.get(GEN_CPU, 0), "forwarder_net_rx": net_rx.get(FWD_CPU, 0),
+            "generator_rx_per_frame": per_frame(rx_frames.get(GEN_CPU, 0)),
+            "generator_net_rx_per_frame": per_frame(net_rx.get(GEN_CPU, 0)),
+            "forwarder_net_rx_per_frame": per_frame(net_rx.get(FWD_CPU, 0)),
+            "generator_softirq_ns_per_frame": ns(cpu.get(GEN_CPU, {}).get("softirq", 0)),
+            "forwarder_ns_per_frame": {k: ns(fwd.get(k, 0)) for k in ("softirq", "system", "user")}}
+
+
+def placement_verdict(checks: list[dict]) -> dict:
+    """Where the receive work of several trials in one placement ran (their placement_check()s):
+    frames received and NET_RX softirqs on the generator's CPU per forwarded frame over all of
+    them, and whether single-core held (settings.PLACEMENT_MAX_GEN_RX_PER_FRAME; None for split)."""
+    delivered = sum(c["delivered"] for c in checks)
+
+    def per_frame(key):
+        return sum(c[key] for c in checks) / delivered if delivered else None
+
+    rx = per_frame("generator_rx_frames")
+    single = bool(checks) and checks[0]["placement"] == "single-core"
+    return {"generator_rx_per_frame": rx, "generator_net_rx_per_frame": per_frame("generator_net_rx"),
+            "trials": len(checks), "threshold": PLACEMENT_MAX_GEN_RX_PER_FRAME,
+            "held": (rx is not None and rx <= PLACEMENT_MAX_GEN_RX_PER_FRAME) if single else None}

@@ -1,6 +1,7 @@
 """One trial (the generator at a rate for a duration, every counter before and after) and
-a mode's measurement at one frame size built from trials: saturation, the loss-free rate
-(binary search, RFC 2544 style), latency at LOAD_POINTS of it, CPU per frame, drops by where."""
+a mode's measurement at one frame size in one placement built from trials: saturation, the
+loss-free rate (binary search, RFC 2544 style), latency at LOAD_POINTS of it, CPU per frame,
+drops by where, and where the receive work ran (topology.placement_check)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,8 @@ from pathlib import Path
 from reshaper.bench.counters import Counters, subtract
 from reshaper.bench.generator import generator_argv
 from reshaper.bench.probe import Probe, percentile
-from reshaper.bench.settings import GEN_CPU, KERNEL_PATHS, LOAD_POINTS, LOSS_FREE, USER_HZ, log
+from reshaper.bench.settings import DEFAULT_PLACEMENT, GEN_CPU, KERNEL_PATHS, LOAD_POINTS, LOSS_FREE, USER_HZ, log
+from reshaper.bench.topology import placement_check
 
 
 def drops_by_where(mode: str, d: dict) -> dict:
@@ -49,7 +51,8 @@ def drops_by_where(mode: str, d: dict) -> dict:
 
 
 class Trials:
-    """The trials of one run: the generator binary, the frame files by size, progress across modes."""
+    """The trials of one run: the generator binary, the frame files by size, progress across modes,
+    and the placement the trials are in now (the caller applies it with topology.placed())."""
 
     def __init__(self, args, topo, gen: Path, frames: dict[int, Path]):
         self.args, self.topo, self.gen, self.frames = args, topo, gen, frames
@@ -57,6 +60,7 @@ class Trials:
         self.trials_done = 0
         self.trials_total = 1
         self.t0 = time.monotonic()
+        self.placement = DEFAULT_PLACEMENT
 
     def progress(self, msg: str) -> None:
         el = time.monotonic() - self.t0
@@ -88,7 +92,7 @@ class Trials:
         # or one in flight across the window's edge): delivered is capped at sent, the excess kept
         delivered_raw = b0["rx_packets"]
         delivered = min(delivered_raw, sent)
-        r = {"size": size, "requested_pps": round(rate), "seconds": round(dt, 3), "generator": genr,
+        r = {"size": size, "placement": self.placement, "requested_pps": round(rate), "seconds": round(dt, 3), "generator": genr,
              "sent": sent, "delivered": delivered, "delivered_raw": delivered_raw,
              "stray_received": delivered_raw - delivered, "offered_pps": sent / dt, "delivered_pps": delivered / dt,
              "loss": max(0.0, 1 - delivered / sent) if sent else None,
@@ -107,6 +111,8 @@ class Trials:
             busy += total - now["idle"] - now["iowait"]
         r["cpu"] = {"per_cpu": cpus, "window_s": round(window, 3),
                     "net_rx_per_s": {c: v / window for c, v in d["net_rx"].items()}}
+        r["placement_check"] = placement_check(self.placement, d["rx_frames"], d["net_rx"], d["cpu"],
+                                              delivered)
         per = (lambda ticks: ticks / USER_HZ * 1e9 / delivered) if delivered else (lambda ticks: None)
         r["cpu"]["softirq_ns_per_frame"] = per(softirq)
         r["cpu"]["all_busy_ns_per_frame"] = per(busy)
@@ -135,10 +141,11 @@ class Trials:
 
     def measure(self, dut, size: int) -> dict:
         a = self.args
-        res = {"search": [], "latency": {}}
+        res = {"placement": self.placement, "search": [], "latency": {}}
+        who = f"{dut.name:12s} {size:5d} B {self.placement:11s}"
         sat = self.trial(dut, size, 0, a.duration)
         res["saturation"] = sat
-        self.progress(f"{dut.name:12s} {size:5d} B saturation: offered {sat['offered_pps'] / 1e3:7.1f} kpps, "
+        self.progress(f"{who} saturation: offered {sat['offered_pps'] / 1e3:7.1f} kpps, "
                       f"delivered {sat['delivered_pps'] / 1e3:7.1f} kpps, loss {sat['loss'] or 0:.2%}")
         notes = []
         if sat["loss"] is not None and sat["loss"] < LOSS_FREE:
@@ -159,7 +166,7 @@ class Trials:
                     lo = max(lo, min(rate, t["offered_pps"]))
                 else:
                     hi = rate
-                self.progress(f"{dut.name:12s} {size:5d} B search {i + 1}/{a.search_steps}: "
+                self.progress(f"{who} search {i + 1}/{a.search_steps}: "
                               f"{rate / 1e3:7.1f} kpps requested, {t['offered_pps'] / 1e3:7.1f} offered, "
                               f"loss {t['loss'] or 0:.3%} -> {'ok' if ok else 'lossy'}")
                 if t["generator_short"]:
@@ -179,7 +186,7 @@ class Trials:
                 else:
                     hi = rate
                 extra += 1
-                self.progress(f"{dut.name:12s} {size:5d} B search (lower): {rate / 1e3:7.1f} kpps requested, "
+                self.progress(f"{who} search (lower): {rate / 1e3:7.1f} kpps requested, "
                               f"loss {t['loss'] or 0:.3%} -> {'ok' if ok else 'lossy'}")
             lfr = lo
             if lfr == 0:
@@ -192,7 +199,7 @@ class Trials:
             t["load_fraction"] = frac
             res["latency"][str(frac)] = t
             lat = t["latency"]
-            self.progress(f"{dut.name:12s} {size:5d} B latency at {frac:.0%} ({(rate + probe) / 1e3:7.1f} kpps): "
+            self.progress(f"{who} latency at {frac:.0%} ({(rate + probe) / 1e3:7.1f} kpps): "
                           f"p50 {lat.get('p50_us', float('nan')):7.1f} µs, p99 {lat.get('p99_us', float('nan')):8.1f} µs"
                           f", loss {t['loss'] or 0:.3%}")
             if t["generator_short"]:

@@ -35,6 +35,7 @@ def run_in_vm(args) -> dict:
         "--modes", ",".join(args.modes), "--sizes", ",".join(map(str, args.sizes)),
         "--duration", str(args.duration), "--search-steps", str(args.search_steps),
         "--search-duration", str(args.search_duration), "--probe-pps", str(args.probe_pps),
+        "--placement", args.placement,
         "--out", guest_out, "--in-vm", "--frames-dir", guest_out, *(["--rt"] if args.rt else []), "--no-plots",
         "--gen-dir", GUEST_DIR]   # the generator, built above into the module's folder
     script = (". /tmp/env.sh\nexport RESHAPER_CACHE=/tmp/cache\n"

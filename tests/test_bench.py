@@ -1,5 +1,6 @@
-"""`reshaper bench --quick`: a short run in network namespaces (about 30 s), checked for
-completeness and consistency, not for figures (this machine is shared)."""
+"""`reshaper bench --quick`: a short run in network namespaces (about a minute) in the default
+placement, and a shorter one of the Linux bridge in both, checked for completeness and
+consistency (the placement check included), not for figures (this machine is shared)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from reshaper.bench.naive_forwarder import naive_forward  # noqa: F401  (importable without root)
+from reshaper.bench.settings import PLACEMENT_MAX_GEN_RX_PER_FRAME
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ["ring", "nfqueue", "linux-bridge", "python", "kernel"]   # kernel: explained, not measured, here
@@ -33,6 +35,26 @@ def bench(tmp_path_factory):
         return out, json.load(f), proc.stderr
 
 
+@pytest.fixture(scope="module")
+def both_placements(tmp_path_factory):
+    """The Linux bridge alone in both placements (about 15 s)."""
+    out = tmp_path_factory.mktemp("bench-both")
+    proc = subprocess.run([sys.executable, "-m", "reshaper", "bench", "--quick", "--modes", "linux-bridge",
+                           "--placement", "both", "--no-plots", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "results.json") as f:
+        return out, json.load(f)
+
+
+def measured(results):
+    """(mode, placement, size, measurement) of every mode measured."""
+    for mode, m in results["modes"].items():
+        for placement, p in m.get("placements", {}).items():
+            for size, s in p["sizes"].items():
+                yield mode, placement, size, s
+
+
 def test_every_mode_present_or_explained(bench):
     _, results, _ = bench
     assert set(results["modes"]) == set(MODES)
@@ -41,7 +63,8 @@ def test_every_mode_present_or_explained(bench):
             assert m["reason"], mode
         else:
             assert m["status"] == "ok", (mode, m)
-            assert set(m["sizes"]) == {"64"}, mode
+            assert set(m["placements"]) == {"single-core"}, mode   # the default, alone under --quick
+            assert set(m["placements"]["single-core"]["sizes"]) == {"64"}, mode
     if not os.path.exists("/proc/modules"):
         kernel = results["modes"]["kernel"]
         assert kernel["status"] == "unavailable" and "--vm" in kernel["reason"]
@@ -52,32 +75,76 @@ def test_every_mode_present_or_explained(bench):
 
 def test_samples_consistent(bench):
     _, results, _ = bench
-    for mode, m in results["modes"].items():
-        for size, s in m.get("sizes", {}).items():
-            trials = [s["saturation"], *s["search"], *s["latency"].values()]
-            for t in trials:
-                assert 0 <= t["delivered"] <= t["sent"], (mode, t["requested_pps"], t["sent"], t["delivered"])
-                assert t["sent"] > 0
-                assert 0 <= t["loss"] <= 1
-                assert set(t["drops"]) >= {"a1_rx_dropped", "b1_tx_dropped", "unexplained"}
-                assert t["cpu"]["source"]
-            sat = s["saturation"]
-            assert s["loss_free_pps"] <= sat["offered_pps"] * 1.01
-            if s["loss_free_pps"] > 0:
-                assert set(s["latency"]) == {"0.1", "0.5", "0.9"}, mode
-            for frac, t in s["latency"].items():
-                lat = t["latency"]
-                assert lat["probe_received"] <= lat["probe_sent"]
-                assert lat["probe_received"] > 0, (mode, frac, "no probe arrived")
-                assert len(lat["samples_us"]) == lat["probe_received"]
-                assert lat["min_us"] <= lat["p50_us"] <= lat["p99_us"] <= lat["p99.9_us"] <= lat["max_us"], lat
-                assert lat["min_us"] > 0
+    for mode, placement, size, s in measured(results):
+        trials = [s["saturation"], *s["search"], *s["latency"].values()]
+        for t in trials:
+            assert 0 <= t["delivered"] <= t["sent"], (mode, t["requested_pps"], t["sent"], t["delivered"])
+            assert t["sent"] > 0
+            assert 0 <= t["loss"] <= 1
+            assert set(t["drops"]) >= {"a1_rx_dropped", "b1_tx_dropped", "unexplained"}
+            assert t["cpu"]["source"]
+        sat = s["saturation"]
+        assert s["loss_free_pps"] <= sat["offered_pps"] * 1.01
+        if s["loss_free_pps"] > 0:
+            assert set(s["latency"]) == {"0.1", "0.5", "0.9"}, mode
+        for frac, t in s["latency"].items():
+            lat = t["latency"]
+            assert lat["probe_received"] <= lat["probe_sent"]
+            assert lat["probe_received"] > 0, (mode, frac, "no probe arrived")
+            assert len(lat["samples_us"]) == lat["probe_received"]
+            assert lat["min_us"] <= lat["p50_us"] <= lat["p99_us"] <= lat["p99.9_us"] <= lat["max_us"], lat
+            assert lat["min_us"] > 0
     # drops by where: the mode's own counters are there
-    ring = results["modes"]["ring"]["sizes"]["64"]["saturation"]["drops"]
+    sat = {mode: s["saturation"] for mode, _, _, s in measured(results)}
+    ring = sat["ring"]["drops"]
     assert {"ring_rx_ring_drops", "ring_tx_full", "ring_oversize", "engine_dropped"} <= set(ring)
-    nfq = results["modes"]["nfqueue"]["sizes"]["64"]["saturation"]["drops"]
-    assert "nfqueue_queue_dropped" in nfq
-    assert "python_socket_drops" in results["modes"]["python"]["sizes"]["64"]["saturation"]["drops"]
+    assert "nfqueue_queue_dropped" in sat["nfqueue"]["drops"]
+    assert "python_socket_drops" in sat["python"]["drops"]
+
+
+def test_every_result_has_its_placement_checked(bench):
+    _, results, _ = bench
+    assert results["placements"] == ["single-core"] and results["placement"]["headline"] == "single-core"
+    report = (bench[0] / "report.md").read_text()
+    assert "headline figures are **single-core**" in report and "## Placement check" in report
+    for mode, placement, size, s in measured(results):
+        assert placement == s["placement"] == "single-core", mode
+        for t in [s["saturation"], *s["search"], *s["latency"].values()]:
+            assert t["placement"] == "single-core"
+            check = t["placement_check"]
+            for key in ("generator_rx_frames", "forwarder_rx_frames", "generator_net_rx", "forwarder_net_rx",
+                        "generator_softirq_ns_per_frame"):
+                assert check[key] is not None and check[key] >= 0, (mode, key, check)
+            assert set(check["forwarder_ns_per_frame"]) == {"softirq", "system", "user"}
+    for r in results["summary"]["rows"]:
+        assert r["placement"] == "single-core"
+        c = r["placement_check"]
+        assert c["generator_rx_per_frame"] is not None and c["generator_net_rx_per_frame"] is not None, r["mode"]
+        assert c["held"] is (c["generator_rx_per_frame"] <= PLACEMENT_MAX_GEN_RX_PER_FRAME), r["mode"]
+        # the report says, per mode, whether it held, with a WARNING when it did not
+        line = next(x for x in report.splitlines()
+                    if x.startswith(f"* {r['mode']} at {r['size']} B in single-core:"))
+        assert f"frames received per forwarded frame: {c['generator_rx_per_frame']:.2f}" in line
+        assert "NET_RX softirqs per forwarded frame" in line
+        assert line.endswith(": held.") if c["held"] else "WARNING" in report, line
+
+
+def test_both_placements_side_by_side(both_placements):
+    out, results = both_placements
+    assert results["placements"] == ["single-core", "split"]
+    m = results["modes"]["linux-bridge"]
+    assert set(m["placements"]) == {"single-core", "split"}
+    rows = {r["placement"]: r for r in results["summary"]["rows"]}
+    assert set(rows) == {"single-core", "split"}
+    # in split the generator's CPU runs the Linux bridge's whole receive: a1's and b0's frames
+    assert rows["split"]["placement_check"]["generator_rx_per_frame"] >= 1.0
+    assert rows["split"]["placement_check"]["held"] is None
+    assert rows["single-core"]["placement_check"]["held"] is True   # RPS moved all of it to the forwarder's CPU
+    assert rows["single-core"]["vs_linux_bridge"]["loss_free"] == pytest.approx(1.0)
+    assert rows["split"]["vs_linux_bridge"]["loss_free"] == pytest.approx(1.0)   # against itself, same placement
+    report = (out / "report.md").read_text()
+    assert "| 64 | linux-bridge | single-core |" in report and "| 64 | linux-bridge | split |" in report
+    assert "* linux-bridge at 64 B in split:" in report
 
 
 def test_summary_and_ratios(bench):
