@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reshaper.bench.settings import FWD_CPU, GEN_CPU, LOSS_FREE, PLACEMENT_MAX_GEN_RX_PER_FRAME, USER_HZ
+from reshaper.bench.settings import (FWD_CPU, GEN_CPU, LIVELOCK, LOSS_FREE, OVERLOAD_FACTORS,
+                                     PLACEMENT_MAX_GEN_RX_PER_FRAME, USER_HZ)
 from reshaper.bench.topology import placement_verdict
 
 
@@ -23,7 +24,8 @@ def measurements(results: dict):
 def placement_summary(s: dict) -> dict:
     """Where a measurement's receive work ran over all its trials (topology.placement_verdict), and
     the generator CPU's softirq time per frame at saturation."""
-    checks = [t["placement_check"] for t in (s["saturation"], *s["search"], *s["latency"].values())]
+    checks = [t["placement_check"]
+              for t in (s["saturation"], *s["search"], *s["latency"].values(), *s.get("overload", {}).values())]
     return {**placement_verdict(checks),
             "generator_softirq_ns_per_frame": s["saturation"]["placement_check"]["generator_softirq_ns_per_frame"]}
 
@@ -48,7 +50,11 @@ def summarise(results: dict) -> dict:
                      "all_busy_ns_per_frame": cpu_at["cpu"].get("all_busy_ns_per_frame"),
                      "forwarder_cpu_ns_per_frame": cpu_at["placement_check"]["forwarder_ns_per_frame"],
                      "placement_check": placement_summary(s),
-                     "sat_drops": sat["drops"], "latency": lat})
+                     "sat_drops": sat["drops"], "latency": lat,
+                     # delivered at each overload factor, as a fraction of the loss-free rate
+                     "overload": {k: {"offered_pps": t["offered_pps"], "delivered_pps": t["delivered_pps"],
+                                      "of_loss_free": t["delivered_pps"] / s["loss_free_pps"]}
+                                  for k, t in s.get("overload", {}).items()}})
     base = {(r["size"], r["placement"]): r for r in rows if r["mode"] == "linux-bridge"}
     for r in rows:
         b = base.get((r["size"], r["placement"]))
@@ -149,6 +155,30 @@ PLACEMENT_WORDS = {
                    "as on the one-core board",
     "split": f"veth's default: the device under test's receive runs on the generator's CPU {GEN_CPU}, for free",
 }
+
+
+def overload_section(results: dict, rows: list[dict]) -> list[str]:
+    """Delivered when offered more than the loss-free rate: where receive livelock shows."""
+    out = ["", "## Overload: delivered past the loss-free rate", "",
+           f"Offered {' and '.join(f'{f:g}x' for f in OVERLOAD_FACTORS)} each mode's own loss-free rate; delivered "
+           f"as a fraction of that rate. A mode that keeps less than {LIVELOCK:g} of it livelocks: the "
+           f"kernel spends the CPU receiving frames the forwarder cannot drain, then drops them. Modes whose "
+           f"loss-free rate is the generator's maximum cannot be overloaded here.", "",
+           "| size B | mode | placement | loss-free kpps | " + " | ".join(f"{f:g}x: offered, delivered kpps (of loss-free)"
+                                                            for f in OVERLOAD_FACTORS) + " | |",
+           "|---|---|---|---|" + "---|" * len(OVERLOAD_FACTORS) + "---|"]
+    for r in ordered(results, rows):
+        if not r["overload"]:
+            continue
+        cells = []
+        for factor in OVERLOAD_FACTORS:
+            o = r["overload"].get(str(factor))
+            cells.append("–" if o is None else f"{o['offered_pps'] / 1e3:,.1f}, {o['delivered_pps'] / 1e3:,.1f} "
+                                               f"({o['of_loss_free']:.2f})")
+        worst = min(o["of_loss_free"] for o in r["overload"].values())
+        out.append(f"| {r['size']} | {r['mode']} | {r['placement']} | {fmt(r['loss_free_pps'] / 1e3, ',.1f')} | "
+                   + " | ".join(cells) + f" | {'**livelock**' if worst < LIVELOCK else 'holds'} |")
+    return out
 
 
 def placement_section(results: dict, rows: list[dict]) -> list[str]:
@@ -272,6 +302,7 @@ def report(results: dict) -> str:
         m = results["modes"][r["mode"]]["placements"][r["placement"]]["sizes"][str(r["size"])]["saturation"]
         nz = ", ".join(f"{k} {v:,}" for k, v in r["sat_drops"].items() if v) or "none"
         out.append(f"| {r['size']} | {r['mode']} | {r['placement']} | {m['sent']:,} | {m['delivered']:,} | {nz} |")
+    out += overload_section(results, rows)
     out += placement_section(results, rows)
     notes = [(mode, f"{size} B {placement}", n) for mode, placement, size, s in measurements(results)
              for n in s.get("notes", [])]

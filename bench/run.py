@@ -17,7 +17,7 @@ from reshaper.bench.frames import DST_MAC, MIX, SRC_MAC, write_frames
 from reshaper.bench.generator import build_generator
 from reshaper.bench.machine import machine, versions
 from reshaper.bench.report import summarise
-from reshaper.bench.settings import FWD_CPU, GEN_CPU, LOAD_POINTS, LOSS_FREE, RT_PREFIX, log
+from reshaper.bench.settings import FWD_CPU, GEN_CPU, LOAD_POINTS, LOSS_FREE, OVERLOAD_FACTORS, RT_PREFIX, log
 from reshaper.bench.topology import OFFLOADS, PLACEMENT_RPS, placed, prepare
 from reshaper.bench.trial import Trials
 
@@ -88,7 +88,8 @@ def run_bench(args) -> dict:
                              "rps": {p: PLACEMENT_RPS[p] for p in args.placements},
                              "forwarder_sched": "SCHED_FIFO 50 (--rt)" if RT_PREFIX else "SCHED_OTHER",
                              "offloads": OFFLOADS},
-               "loss_threshold": LOSS_FREE, "load_points": list(LOAD_POINTS), "modes": {}}
+               "loss_threshold": LOSS_FREE, "load_points": list(LOAD_POINTS),
+               "overload_factors": list(OVERLOAD_FACTORS), "modes": {}}
     with tempfile.TemporaryDirectory(prefix="reshaper-bench-") as tmpdir, Topology("rsbn") as topo:
         tmp = Path(tmpdir)
         rules_path, original, rewritten = bench_config(config_path, tmp)
@@ -111,7 +112,7 @@ def run_bench(args) -> dict:
                 results["modes"][mode] = {"status": "ok", "notes": [],
                                           "placements": {p: {"sizes": {}} for p in args.placements}}
         trials = Trials(args, topo, gen, frames)
-        per = 1 + (args.search_steps) + len(LOAD_POINTS)
+        per = 1 + (args.search_steps) + len(LOAD_POINTS) + len(OVERLOAD_FACTORS)
         trials.trials_total = per * len(runnable) * len(args.sizes) * len(args.placements)
         try:
             for size in args.sizes:

@@ -1,7 +1,8 @@
 """One trial (the generator at a rate for a duration, every counter before and after) and
 a mode's measurement at one frame size in one placement built from trials: saturation, the
-loss-free rate (binary search, RFC 2544 style), latency at LOAD_POINTS of it, CPU per frame,
-drops by where, and where the receive work ran (topology.placement_check)."""
+loss-free rate (binary search, RFC 2544 style), latency at LOAD_POINTS of it, delivered at
+OVERLOAD_FACTORS of it (where livelock shows), CPU per frame, drops by where, and where the
+receive work ran (topology.placement_check)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,8 @@ from pathlib import Path
 from reshaper.bench.counters import Counters, subtract
 from reshaper.bench.generator import generator_argv
 from reshaper.bench.probe import Probe, percentile
-from reshaper.bench.settings import DEFAULT_PLACEMENT, GEN_CPU, KERNEL_PATHS, LOAD_POINTS, LOSS_FREE, USER_HZ, log
+from reshaper.bench.settings import (DEFAULT_PLACEMENT, GEN_CPU, KERNEL_PATHS, LOAD_POINTS, LOSS_FREE,
+                                     OVERLOAD_FACTORS, USER_HZ, log)
 from reshaper.bench.topology import placement_check
 
 
@@ -205,5 +207,16 @@ class Trials:
             if t["generator_short"]:
                 notes.append(f"latency at {frac:.0%}: offered {t['offered_pps'] / 1e3:,.1f} kpps < requested "
                              f"{rate / 1e3:,.1f} kpps (generator short)")
+        res["overload"] = {}
+        for factor in OVERLOAD_FACTORS if lfr > 0 and not res["generator_limited"] else ():
+            t = self.trial(dut, size, factor * lfr, a.duration)
+            t["overload_factor"] = factor
+            res["overload"][str(factor)] = t
+            self.progress(f"{who} overload {factor:g}x ({factor * lfr / 1e3:7.1f} kpps requested, "
+                          f"{t['offered_pps'] / 1e3:7.1f} offered): delivered {t['delivered_pps'] / 1e3:7.1f} kpps, "
+                          f"{t['delivered_pps'] / lfr:.2f}x the loss-free rate")
+            if t["generator_short"]:
+                notes.append(f"overload {factor:g}x: offered {t['offered_pps'] / 1e3:,.1f} kpps < requested "
+                             f"{factor * lfr / 1e3:,.1f} kpps (generator short)")
         res["notes"] = notes
         return res

@@ -76,7 +76,7 @@ def test_every_mode_present_or_explained(bench):
 def test_samples_consistent(bench):
     _, results, _ = bench
     for mode, placement, size, s in measured(results):
-        trials = [s["saturation"], *s["search"], *s["latency"].values()]
+        trials = [s["saturation"], *s["search"], *s["latency"].values(), *s["overload"].values()]
         for t in trials:
             assert 0 <= t["delivered"] <= t["sent"], (mode, t["requested_pps"], t["sent"], t["delivered"])
             assert t["sent"] > 0
@@ -145,6 +145,26 @@ def test_both_placements_side_by_side(both_placements):
     report = (out / "report.md").read_text()
     assert "| 64 | linux-bridge | single-core |" in report and "| 64 | linux-bridge | split |" in report
     assert "* linux-bridge at 64 B in split:" in report
+
+
+def test_overload_past_the_loss_free_rate_shows_livelock_or_not(bench):
+    _, results, _ = bench
+    report = (bench[0] / "report.md").read_text()
+    assert "## Overload: delivered past the loss-free rate" in report
+    rows = {(r["mode"], r["placement"]): r for r in results["summary"]["rows"]}
+    for mode, placement, size, s in measured(results):
+        overloaded = s["loss_free_pps"] > 0 and not s["generator_limited"]
+        assert set(s["overload"]) == ({"1.5", "3.0"} if overloaded else set()), mode
+        for factor, t in s["overload"].items():
+            assert t["overload_factor"] == float(factor)
+            assert t["requested_pps"] == pytest.approx(float(factor) * s["loss_free_pps"], abs=1)
+            row = rows[(mode, placement)]["overload"][factor]
+            assert row["of_loss_free"] == pytest.approx(t["delivered_pps"] / s["loss_free_pps"])
+        if overloaded:
+            worst = min(o["of_loss_free"] for o in rows[(mode, placement)]["overload"].values())
+            verdict = "**livelock**" if worst < 0.9 else "holds"
+            assert any(line.startswith(f"| {size} | {mode} | {placement} |") and line.endswith(f"| {verdict} |")
+                       for line in report.splitlines()), (mode, verdict)
 
 
 def test_summary_and_ratios(bench):
