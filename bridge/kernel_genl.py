@@ -16,7 +16,7 @@ from pyroute2.netlink.generic import GenericNetlinkSocket
 
 from reshaper._native import ffi, lib
 from reshaper.bridge.appliance import SetupError
-from reshaper.rules.binding import GLOBAL_COUNTERS, RULE_COUNTERS
+from reshaper.rules.binding import state_counters
 
 GENL_NAME = ffi.string(lib.reshaper_genl_name).decode()
 PORT_COUNTERS = tuple(name for name, _ in ffi.typeof("struct reshaper_port_stats").fields)
@@ -110,12 +110,7 @@ def parse_stats(reply) -> dict:
            "engine": {}, "rules": [], "ports": {}}
     state = reply.get_attr("RESHAPER_A_STATE")
     if state:
-        buf = ffi.from_buffer(state)
-        head = ffi.cast("struct rs_state *", buf)
-        rules = ffi.cast("struct rs_rule_state *", buf + ffi.sizeof("struct rs_state"))
-        out["engine"] = {k: getattr(head.counters, k) for k in GLOBAL_COUNTERS}
-        out["rules"] = [{k: getattr(rules[i], k) for k in RULE_COUNTERS} | {"queue_depth": rules[i].rate_count}
-                        for i in range(head.n_rules)]
+        out["engine"], out["rules"] = state_counters(state)
     ports = reply.get_attr("RESHAPER_A_PORT_STATS")
     if ports:
         stats = ffi.cast("struct reshaper_port_stats *", ffi.from_buffer(ports))

@@ -46,15 +46,14 @@ class Engine:
 
     def __init__(self, program: bytes, seed: int = 0):
         self.state_size = program_verify(program)
-        self.ffi, self.lib = ffi, lib   # one extension: ring mode's C loop uses this program and state
-        self.program = self.ffi.new("uint8_t[]", program)
+        self.program = ffi.new("uint8_t[]", program)
         self.program_len = len(program)
-        self.state = self.ffi.new("uint8_t[]", self.state_size)
-        self.lib.rs_state_init(self.program, self.program_len, self.state, self.state_size, seed)
-        self._buf = self.ffi.new("uint8_t[]", lib.RS_MAX_FRAME + lib.RS_FRAME_ROOM)
-        self._verdict = self.ffi.new("struct rs_verdict *")
-        self._header = self.ffi.cast("struct rs_state *", self.state)
-        self._rules = self.ffi.cast("struct rs_rule_state *", self.state + self.ffi.sizeof("struct rs_state"))
+        self.state = ffi.new("uint8_t[]", self.state_size)
+        lib.rs_state_init(self.program, self.program_len, self.state, self.state_size, seed)
+        self._buf = ffi.new("uint8_t[]", lib.RS_MAX_FRAME + lib.RS_FRAME_ROOM)
+        self._verdict = ffi.new("struct rs_verdict *")
+        self._header = ffi.cast("struct rs_state *", self.state)
+        self._rules = ffi.cast("struct rs_rule_state *", self.state + ffi.sizeof("struct rs_state"))
         self.n_rules = self._header.n_rules
 
     def run(self, frame: bytes, port: str, now_ns: int = 0, l3: bool = False) -> tuple[Verdict, bytes]:
@@ -62,20 +61,37 @@ class Engine:
         n = len(frame)
         if n > lib.RS_MAX_FRAME:
             raise ValueError(f"frame of {n} bytes is over the engine's {lib.RS_MAX_FRAME}")
-        self.ffi.memmove(self._buf, frame, n)
+        ffi.memmove(self._buf, frame, n)
         v = self._verdict
-        self.lib.rs_run(self.program, self.program_len, self.state, self._buf, n, n + lib.RS_FRAME_ROOM,
+        lib.rs_run(self.program, self.program_len, self.state, self._buf, n, n + lib.RS_FRAME_ROOM,
                    PORTS[port], lib.RS_RUN_L3 if l3 else 0, now_ns, v)
         verdict = Verdict(v.verdict == lib.RS_V_FORWARD, DROP_REASONS.get(v.reason, str(v.reason)),
                           v.len, v.copies, v.rule, v.flags, v.delay_ns)
-        return verdict, self.ffi.buffer(self._buf, v.len)[:]
+        return verdict, ffi.buffer(self._buf, v.len)[:]
 
     def counters(self) -> dict[str, int]:
-        c = self._header.counters
-        return {name: getattr(c, name) for name in GLOBAL_COUNTERS}
+        return engine_counters(self._header)
 
     def rule_counters(self, index: int) -> dict[str, int]:
         if not 0 <= index < self.n_rules:
             raise IndexError(f"rule {index} of {self.n_rules}")
-        r = self._rules[index]
-        return {name: getattr(r, name) for name in RULE_COUNTERS} | {"queue_depth": r.rate_count}
+        return rule_counters(self._rules[index])
+
+
+def engine_counters(header) -> dict[str, int]:
+    """The global counters of a state (a struct rs_state)."""
+    return {name: getattr(header.counters, name) for name in GLOBAL_COUNTERS}
+
+
+def rule_counters(rule) -> dict[str, int]:
+    """One rule's counters in a state (a struct rs_rule_state), its rate queue's depth with them."""
+    return {name: getattr(rule, name) for name in RULE_COUNTERS} | {"queue_depth": rule.rate_count}
+
+
+def state_counters(state: bytes) -> tuple[dict[str, int], list[dict[str, int]]]:
+    """The global and per-rule counters of a state copied out of the engine (the kernel module's
+    GET_STATS): struct rs_state, then one struct rs_rule_state a rule."""
+    buf = ffi.from_buffer(state)
+    header = ffi.cast("struct rs_state *", buf)
+    rules = ffi.cast("struct rs_rule_state *", buf + ffi.sizeof("struct rs_state"))
+    return engine_counters(header), [rule_counters(rules[i]) for i in range(header.n_rules)]
