@@ -8,14 +8,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CACHE ?= $(HOME)/.cache/reshaper
 # what the appliance and the demo need, then what the tests and benchmarks add
-APT_PACKAGES := python3-venv python3-dev gcc iproute2 iputils-ping iptables libnetfilter-queue-dev
+APT_PACKAGES := python3-venv python3-dev gcc iproute2 iputils-ping iptables libnetfilter-queue-dev \
+  clang libxdp-dev libbpf-dev
 # what the unit tests run besides Python: clang (the engine's names), tshark (pcapng as written),
 # systemd-analyze (the unit's exposure)
 APT_UNIT_PACKAGES := clang tshark systemd
 APT_TEST_PACKAGES := $(APT_UNIT_PACKAGES) libclang-rt-14-dev valgrind netsniff-ng strace iperf3 \
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-system-arm qemu-user-static binfmt-support debootstrap
 ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
-RING_SOURCES := $(wildcard ring/*.c ring/*.h)
+RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/bpf/*.c)
 # device settings and privileges every mode uses, compiled into the same extension
 DEVICE_SOURCES := $(wildcard reshaper/*.c reshaper/*.h)
 FUZZ_SECONDS ?= 60

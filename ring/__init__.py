@@ -1,4 +1,5 @@
 """Ring mode's data path: PACKET_MMAP rings and the C forwarder (ring/*.c, ring.h), seen from Python.
+XDP mode's is the same forwarder on AF_XDP sockets (ring/xsk.c): carrier=lib.RS_CARRIER_XDP.
 
 Python opens the forwarder, swaps programs between two calls of run(), reads
 counters and stops it; every frame stays in C.
@@ -38,7 +39,7 @@ class RingForwarder:
     """Two ports joined by the engine, on AF_PACKET rings."""
 
     def __init__(self, a: RingPort, b: RingPort, ring_frames: int = 4096, pool_frames: int = 4096,
-                 busy_poll_us: int = 0):
+                 busy_poll_us: int = 0, carrier: int = lib.RS_CARRIER_PACKET):
         self._names = [ffi.new("char[]", p.interface.encode()) for p in (a, b)]
         cfg = ffi.new("struct rs_forwarder_config *")
         cfg.ifname = self._names
@@ -48,6 +49,7 @@ class RingForwarder:
         cfg.ring_frames = ring_frames
         cfg.pool_frames = pool_frames
         cfg.busy_poll_ns = busy_poll_us * 1000
+        cfg.carrier = carrier
         err = ffi.new("char[256]")
         self._forwarder = lib.rs_forwarder_open(cfg, err, 256)
         if self._forwarder == ffi.NULL:
@@ -71,6 +73,12 @@ class RingForwarder:
 
     def stop(self) -> None:
         lib.rs_forwarder_stop(self._forwarder)
+
+    def xdp_attachment(self, port: int) -> str:
+        """How XDP mode meets port's interface (0 a, 1 b): native or generic XDP, zero-copy or copy."""
+        flags = lib.rs_forwarder_carrier_flags(self._forwarder, port)
+        return ("native XDP" if flags & lib.RS_XDP_NATIVE else "generic XDP") + ", " + \
+            ("zero-copy" if flags & lib.RS_XDP_ZEROCOPY else "copy mode")
 
     def stats(self) -> dict:
         lib.rs_forwarder_stats(self._forwarder, self._stats)

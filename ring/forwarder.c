@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * Ring mode's forwarder: the per-frame loop between two ports. Each turn takes
- * a batch from each link's RX ring (link.c), finds the frame's port, runs the
+ * a batch from each link's RX ring (link.c; XDP mode: its AF_XDP socket, xsk.c), finds the frame's port, runs the
  * engine on it (rules/engine/engine.c) and does what the verdict says: out of
  * the other port's TX ring, into the delay queue (delay_queue.c), or to a
  * Python hook (hook_queue.c); super-frames go to super_frames.c. Then it
@@ -101,9 +101,17 @@ struct rs_forwarder *rs_forwarder_open(const struct rs_forwarder_config *cfg, ch
 			fw->port_link[p] = p;
 		}
 	}
-	for (i = 0; i < (uint32_t)fw->nlinks; i++)
-		if (rs_link_open(&fw->link[i], cfg->ifname[i], cfg, err, errlen))
+	if (cfg->carrier == RS_CARRIER_XDP && (fw->vlan[0] || fw->vlan[1])) {
+		snprintf(err, errlen, "XDP mode carries plain ports only, not a port's VLAN on a trunk");
+		goto out;
+	}
+	for (i = 0; i < (uint32_t)fw->nlinks; i++) {
+		struct rs_link *l = &fw->link[i];
+
+		if (cfg->carrier == RS_CARRIER_XDP ? rs_xsk_open(l, cfg->ifname[i], cfg, cfg->mtu[l->port[0]], err, errlen)
+						   : rs_link_open(l, cfg->ifname[i], cfg, err, errlen))
 			goto out;
+	}
 
 	fw->busy_poll_ns = cfg->busy_poll_ns;
 	fw->slot_size = cfg->frame_size;
@@ -140,6 +148,38 @@ void rs_forwarder_stop(struct rs_forwarder *fw)
 	fw->stop = 1;
 }
 
+/* The data of l's next free TX ring slot, or NULL when the ring is full even after a kick. */
+static uint8_t *tx_slot(struct rs_forwarder *fw, struct rs_link *l)
+{
+	struct tpacket2_hdr *h = (void *)(l->tx + (size_t)l->tx_head * l->frame_size);
+
+	if (l->xsk)
+		return rs_xsk_tx_slot(l);
+	if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE) {
+		rs_link_kick(fw, l);
+		if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE)
+			return NULL;
+	}
+	return (uint8_t *)h + TX_DATA + VNET_HLEN;
+}
+
+/* Hands the frame of wire bytes written at tx_slot's pointer to the kernel's side of the ring. */
+static void tx_commit(struct rs_link *l, uint8_t *d, uint32_t wire)
+{
+	struct tpacket2_hdr *h = (void *)(l->tx + (size_t)l->tx_head * l->frame_size);
+
+	if (l->xsk) {
+		rs_xsk_tx_commit(l, wire);
+		return;
+	}
+	/* a plain frame, its checksum done: no GSO, no NEEDS_CSUM */
+	memset(d - VNET_HLEN, 0, VNET_HLEN);
+	h->tp_len = VNET_HLEN + wire;
+	__atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
+	l->tx_head = (l->tx_head + 1) % l->nframes;
+	l->tx_pending++;
+}
+
 /* Writes a frame leaving port out into its TX ring: the port's tag added in trunk form. */
 void rs_emit(struct rs_forwarder *fw, int out, const uint8_t *f, uint32_t len, uint32_t pcp, uint32_t copies)
 {
@@ -154,15 +194,11 @@ void rs_emit(struct rs_forwarder *fw, int out, const uint8_t *f, uint32_t len, u
 		return;
 	}
 	for (c = 0; c <= copies; c++) {
-		struct tpacket2_hdr *h = (void *)(l->tx + (size_t)l->tx_head * l->frame_size);
-		uint8_t *d = (uint8_t *)h + TX_DATA + VNET_HLEN;
+		uint8_t *d = tx_slot(fw, l);
 
-		if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE) {
-			rs_link_kick(fw, l);
-			if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE) {
-				ps->tx_full++;
-				continue;
-			}
+		if (!d) {
+			ps->tx_full++;
+			continue;
 		}
 		if (vlan) {
 			memcpy(d, f, 12);
@@ -174,12 +210,7 @@ void rs_emit(struct rs_forwarder *fw, int out, const uint8_t *f, uint32_t len, u
 		} else {
 			memcpy(d, f, len);
 		}
-		/* a plain frame, its checksum done: no GSO, no NEEDS_CSUM */
-		memset(d - VNET_HLEN, 0, VNET_HLEN);
-		h->tp_len = VNET_HLEN + wire;
-		__atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
-		l->tx_head = (l->tx_head + 1) % l->nframes;
-		l->tx_pending++;
+		tx_commit(l, d, wire);
 		ps->tx++;
 		ps->tx_bytes += wire;
 	}
@@ -312,11 +343,34 @@ static void handle_rx(struct rs_forwarder *fw, struct rs_link *l, struct tpacket
 	rs_forward_frame(fw, port, w, len, pcp, now);
 }
 
+/*
+ * One frame of an XDP mode link (xsk.c): a plain port's, whole, as the wire
+ * had it. No receive stamp comes with it: its time is the loop's.
+ */
+void rs_receive_frame(struct rs_forwarder *fw, struct rs_link *l, const uint8_t *data, uint32_t len)
+{
+	int port = l->port[0];
+	struct rs_port_stats *ps = &fw->st.port[port];
+
+	if (len < ETH_HLEN || len > WORK_CAP - RS_FRAME_ROOM) {
+		ps->oversize++;
+		return;
+	}
+	memcpy(fw->work, data, len);
+	ps->rx++;
+	ps->rx_bytes += len;
+	/* a veth or tap peer's frame may come with its checksum left to the NIC, and XDP does not say */
+	ps->csum_completed += (uint64_t)rs_csum_complete_seeded(fw->work, len, 0);
+	rs_forward_frame(fw, port, fw->work, len, 0, fw->mono_now);
+}
+
 /* A batch of l's RX ring; returns how many frames it took. */
 static int link_rx(struct rs_forwarder *fw, struct rs_link *l)
 {
 	int n;
 
+	if (l->xsk)
+		return rs_xsk_rx(fw, l, BATCH);
 	for (n = 0; n < BATCH; n++) {
 		struct tpacket2_hdr *h = (void *)(l->rx + (size_t)l->rx_head * l->frame_size);
 
@@ -421,7 +475,9 @@ void rs_forwarder_stats(struct rs_forwarder *fw, struct rs_forwarder_stats *out)
 		struct tpacket_stats ts;
 		socklen_t sl = sizeof(ts);
 
-		if (!getsockopt(l->fd, SOL_PACKET, PACKET_STATISTICS, &ts, &sl))
+		if (l->xsk)
+			l->ring_drops = rs_xsk_drops(l);
+		else if (!getsockopt(l->fd, SOL_PACKET, PACKET_STATISTICS, &ts, &sl))
 			l->ring_drops += ts.tp_drops;
 	}
 	*out = fw->st;
@@ -432,6 +488,17 @@ void rs_forwarder_stats(struct rs_forwarder *fw, struct rs_forwarder_stats *out)
 	out->pool_frames = fw->pool_frames;
 }
 
+uint32_t rs_forwarder_carrier_flags(struct rs_forwarder *fw, int port)
+{
+	return rs_xsk_carrier_flags(&fw->link[fw->port_link[port & 1]]);
+}
+
+/* l can send: its rings are mapped, or its AF_XDP socket is open */
+static int link_ready(const struct rs_link *l)
+{
+	return (l->map || l->xsk) && l->fd >= 0;
+}
+
 void rs_forwarder_close(struct rs_forwarder *fw)
 {
 	int i;
@@ -439,14 +506,17 @@ void rs_forwarder_close(struct rs_forwarder *fw)
 	if (!fw)
 		return;
 	/* frames still held for a delay, or back from a hook, leave now rather than never */
-	if (fw->heap && fw->link[0].map)
+	if (fw->heap && link_ready(&fw->link[0]))
 		rs_delay_release(fw, UINT64_MAX);
-	if (fw->from_py.meta && fw->link[0].map)
+	if (fw->from_py.meta && link_ready(&fw->link[0]))
 		rs_hook_returns(fw);
 	for (i = 0; i < 2; i++) {
-		if (fw->link[i].map && fw->link[i].fd >= 0)
+		if (link_ready(&fw->link[i]))
 			rs_link_kick(fw, &fw->link[i]);
-		rs_link_close(&fw->link[i]);
+		if (fw->link[i].xsk)
+			rs_xsk_close(&fw->link[i]);
+		else
+			rs_link_close(&fw->link[i]);
 	}
 	rs_hook_queues_close(fw);
 	rs_delay_pool_close(fw);

@@ -139,6 +139,10 @@ void rs_link_close(struct rs_link *l)
 /* Has the kernel send what the TX ring holds. */
 void rs_link_kick(struct rs_forwarder *fw, struct rs_link *l)
 {
+	if (l->xsk) {
+		rs_xsk_kick(fw, l);
+		return;
+	}
 	if (!l->tx_pending)
 		return;
 	if (send(l->fd, NULL, 0, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != ENOBUFS) {

@@ -2,8 +2,9 @@
 /*
  * Ring mode's forwarder, the interface Python sees (ring/__init__.py, through
  * reshaper/_ffi_build.py): the per-frame loop between two ports, in C.
- * AF_PACKET TPACKET_V2 RX and TX rings on each port's interface, the shared
- * engine on every frame, a timer queue for delayed frames. Python only opens,
+ * AF_PACKET TPACKET_V2 RX and TX rings on each port's interface (or, in XDP
+ * mode, an AF_XDP socket: xsk.c), the shared engine on every frame, a timer
+ * queue for delayed frames. Python only opens,
  * reloads, reads counters and stops it. Super-frames (GSO: the 64 KB TCP/UDP
  * segments a veth or tap peer with TSO/GSO hands over) arrive whole with their
  * virtio_net_hdr; super_frames.c says how the rules and the counters see them.
@@ -61,6 +62,14 @@ struct rs_hook_meta {
 #define RS_RING_MIN_SLOT  2048
 #define RS_RING_SLOT_ROOM (14 + 8 + 128)
 
+/* how frames reach the loop (rs_forwarder_config.carrier) */
+#define RS_CARRIER_PACKET 0   /* AF_PACKET and PACKET_MMAP rings: ring mode */
+#define RS_CARRIER_XDP    1   /* AF_XDP sockets fed by an XDP program: XDP mode */
+
+/* rs_forwarder_carrier_flags: how XDP mode meets a port's interface */
+#define RS_XDP_NATIVE   1     /* the program runs in the driver, before any socket buffer (else: generic XDP) */
+#define RS_XDP_ZEROCOPY 2     /* the driver fills the UMEM itself (else: the kernel copies into it) */
+
 struct rs_forwarder_config {
 	const char *ifname[2];  /* interface of port a, b (may be the same in trunk form) */
 	uint32_t vlan[2];       /* trunk form: the port's VLAN id; 0: plain or VLAN interface */
@@ -70,6 +79,7 @@ struct rs_forwarder_config {
 	uint32_t ring_frames;   /* slots per ring */
 	uint32_t pool_frames;   /* buffers for delayed frames */
 	uint64_t busy_poll_ns;  /* keep polling the rings this long after the last frame before sleeping */
+	uint32_t carrier;       /* RS_CARRIER_*; XDP: plain ports only, each interface with one receive queue */
 };
 
 struct rs_forwarder;
@@ -110,6 +120,12 @@ int rs_forwarder_hook_take(struct rs_forwarder *fw, struct rs_hook_meta *m, uint
 int rs_forwarder_hook_put(struct rs_forwarder *fw, const struct rs_hook_meta *m, const uint8_t *frame);
 void rs_forwarder_hook_wake(struct rs_forwarder *fw);
 uint32_t rs_forwarder_generation(struct rs_forwarder *fw);
+
+/* RS_XDP_* of port (0 a, 1 b) in XDP mode; 0 in ring mode. */
+uint32_t rs_forwarder_carrier_flags(struct rs_forwarder *fw, int port);
+
+/* Detaches an XDP mode program left on ifname by a run that was killed; how many were, or -errno. */
+int rs_xsk_detach_ours(const char *ifname);
 
 /* Sends every queued frame now (used on exit) and closes everything. */
 void rs_forwarder_close(struct rs_forwarder *fw);

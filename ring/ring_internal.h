@@ -4,6 +4,7 @@
  * forwarder's state and the calls the units make of each other.
  *   forwarder.c     the loop: receive, the engine, transmit; open, close, counters
  *   link.c          a port interface's AF_PACKET sockets and PACKET_MMAP rings
+ *   xsk.c           XDP mode's links instead: an AF_XDP socket, its UMEM, the XDP program
  *   delay_queue.c   delayed frames: the buffer pool and the heap by departure
  *   hook_queue.c    the queues to and from the Python hooks, and their eventfds
  *   super_frames.c  GSO super-frames: cut here, or sent whole for the kernel to cut
@@ -35,6 +36,7 @@ struct rs_link {
 	uint32_t rx_head, tx_head, tx_pending;
 	int nports, port[2];
 	uint64_t ring_drops;       /* PACKET_STATISTICS, accumulated (reading resets it) */
+	struct rs_xsk *xsk;        /* XDP mode: frames come and go through this instead (xsk.c); fd is its socket */
 };
 
 /* a delayed frame: its departure, arrival order (ties), buffer, egress, rule */
@@ -99,6 +101,7 @@ static inline void rs_put_be16(uint8_t *p, uint32_t v)
 #pragma GCC visibility push(hidden)
 
 /* forwarder.c */
+void rs_receive_frame(struct rs_forwarder *fw, struct rs_link *l, const uint8_t *data, uint32_t len);
 void rs_forward_frame(struct rs_forwarder *fw, int port, uint8_t *w, uint32_t len, uint32_t pcp, uint64_t now);
 void rs_emit(struct rs_forwarder *fw, int out, const uint8_t *f, uint32_t len, uint32_t pcp, uint32_t copies);
 
@@ -110,6 +113,17 @@ void rs_link_kick(struct rs_forwarder *fw, struct rs_link *l);
 void rs_link_drop_copy(struct rs_link *l, const struct tpacket2_hdr *h);
 int rs_link_take_copy(struct rs_link *l, const struct tpacket2_hdr *h, uint8_t *w, uint32_t cut, uint32_t ins,
 		      struct virtio_net_hdr *vh);
+
+/* xsk.c */
+int rs_xsk_open(struct rs_link *l, const char *ifname, const struct rs_forwarder_config *cfg, uint32_t mtu,
+		char *err, uint32_t errlen);
+void rs_xsk_close(struct rs_link *l);
+int rs_xsk_rx(struct rs_forwarder *fw, struct rs_link *l, int budget);
+uint8_t *rs_xsk_tx_slot(struct rs_link *l);
+void rs_xsk_tx_commit(struct rs_link *l, uint32_t len);
+void rs_xsk_kick(struct rs_forwarder *fw, struct rs_link *l);
+uint64_t rs_xsk_drops(struct rs_link *l);
+uint32_t rs_xsk_carrier_flags(const struct rs_link *l);
 
 /* delay_queue.c */
 int rs_delay_pool_open(struct rs_forwarder *fw, uint32_t frames);

@@ -227,8 +227,8 @@ class PortSpec:
             fields = self.trunk.value.fields
             spec = read_mapping(node, fields)
             return Port(self.name, parse_at(spec["interface"], fields["interface"].value.parse),
-                        parse_at(spec["vlan"], fields["vlan"].value.parse))
-        return Port(self.name, self.interface.value.parse(node))
+                        parse_at(spec["vlan"], fields["vlan"].value.parse), node)
+        return Port(self.name, self.interface.value.parse(node), node=node)
 
 
 class Directories:

@@ -21,6 +21,7 @@ class Port:
     name: str                # "a" or "b"
     interface: str           # eth0.100, or eth0 in trunk form
     vlan: int | None = None  # set in trunk form: the tag this port adds/removes
+    node: Node | None = dataclasses.field(default=None, compare=False, repr=False)  # where a mode's limits point
 
     def describe(self) -> str:
         if self.vlan is None:

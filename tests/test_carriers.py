@@ -1,5 +1,5 @@
-"""One rule file, the same frames on every carrier: the same inputs through ring mode
-and nfqueue mode live (network namespaces) and through `apply` must leave as the same
+"""One rule file, the same frames on every carrier: the same inputs through ring mode,
+XDP mode and nfqueue mode live (network namespaces) and through `apply` must leave as the same
 frames, byte for byte, in the same order within each flow. Kernel mode gets the golden cases in the VM
 (tests/kmod/test_kmod.py) against the same expectations.
 
@@ -7,7 +7,8 @@ The inputs: the golden cases whose outcome does not depend on when frames arrive
 their ports moved onto the test topology's a1 and b1; a generated mix (a two-way
 conversation sent from one side, inner VLAN tags, IPv6 extension headers, fragments,
 bad checksums); and a real capture of two hosts talking (tests/data/conversation.pcapng)
-replayed from one side. nfqueue mode takes the rule files its limits allow (`check --mode
+replayed from one side. XDP mode takes the rule files without trunk form (`check --mode
+xdp`). nfqueue mode takes the rule files its limits allow (`check --mode
 nfqueue`), and the frames it can see the same way: IP, not cut short (br_netfilter drops
 an IPv4 packet with a bad header before the queue, README "NFQUEUE mode").
 """
@@ -109,6 +110,8 @@ def test_golden_case_on_every_carrier(path, tmp_path, topo, taps):
     frames = [f for _, f in case.inputs]
     want = applied(tmp_path, config, frames, case.from_port, case.seed)
     modes = ["ring"]
+    if not MODES["xdp"].limits(load_config(str(config))):
+        modes.append("xdp")
     if not MODES["nfqueue"].limits(load_config(str(config))) and "vlan:" not in config.read_text() \
             and all(nfqueue_sees(f) for f in frames):
         modes.append("nfqueue")
@@ -124,7 +127,7 @@ def test_a_generated_mix_on_every_carrier(from_port, tmp_path, topo, taps):
     frames = mix()
     want = applied(tmp_path, config, frames, from_port, 0)
     assert len(want) == len(frames) - 1   # telnet dropped; the others cross
-    for mode in ("ring", "nfqueue"):
+    for mode in ("ring", "xdp", "nfqueue"):
         got = live(topo, taps, tmp_path, config, mode, frames, from_port, 0, len(want))
         assert flows(got) == flows(want), mode
 
@@ -141,6 +144,6 @@ def test_a_real_conversation_replayed_from_one_side_on_every_carrier(from_port, 
     config.write_text(CONVERSATION_RULES)
     want = applied(tmp_path, config, frames, from_port, 0)
     assert len(want) == len(frames)
-    for mode in ("ring", "nfqueue"):
+    for mode in ("ring", "xdp", "nfqueue"):
         got = live(topo, taps, tmp_path, config, mode, frames, from_port, 0, len(want))
         assert flows(got) == flows(want), mode

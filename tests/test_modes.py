@@ -11,7 +11,7 @@ SET_UP_ONLY = ("pyroute2", "netfilterqueue", "reshaper.bridge.kernel_genl", "res
 
 
 def test_each_mode_is_registered_under_its_own_name():
-    assert list(modes.MODES) == ["ring", "nfqueue", "kernel"]
+    assert list(modes.MODES) == ["ring", "xdp", "nfqueue", "kernel"]
     assert {name: mode.mode for name, mode in modes.MODES.items()} == {name: name for name in modes.MODES}
     assert modes.get(modes.DEFAULT) is modes.MODES["ring"]
 
@@ -21,7 +21,7 @@ def test_check_asks_every_mode_without_loading_what_set_up_needs():
             f"status = main(['check', {str(example('demo.yaml'))!r}]); "
             f"print(status, sorted(m for m in {SET_UP_ONLY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "  modes: ring yes, nfqueue yes, kernel yes\n" in out
+    assert "  modes: ring yes, xdp yes, nfqueue yes, kernel yes\n" in out
     assert out.splitlines()[-1] == "0 []"
 
 

@@ -1,6 +1,7 @@
 """Ring mode delays live, in network namespaces: one flow, one direction, and nothing else.
+XDP mode, the same forwarder on AF_XDP sockets, is held to the same bounds.
 
-host a (a0) <-> a1 [reshaper --mode ring] b1 <-> b0 (host b)
+host a (a0) <-> a1 [reshaper --mode ring|xdp] b1 <-> b0 (host b)
 
 A 20 ms rule on one flow (ICMP over IPv4, or UDP to port 7000) from one
 port: that flow's ping RTT and one-way delay grow by 20 ms; IPv6 ping, UDP
@@ -55,11 +56,11 @@ def median_ms(samples) -> float:
     return statistics.median((rx - tx) / MS for _, tx, rx in samples)
 
 
-@pytest.mark.parametrize("direction", ["a", "b"])
-def test_a_20ms_rule_delays_its_flow_in_its_direction_only(tmp_path, topo, direction):
+@pytest.mark.parametrize("mode,direction", [("ring", "a"), ("ring", "b"), ("xdp", "a")])
+def test_a_20ms_rule_delays_its_flow_in_its_direction_only(tmp_path, topo, mode, direction):
     cfg = tmp_path / "rules.yaml"
     cfg.write_text(rules(direction))
-    with LiveAppliance(topo.br, cfg, tmp_path) as appliance:
+    with LiveAppliance(topo.br, cfg, tmp_path, mode=mode) as appliance:
         ping_rtts(topo.a, HOST_B["v4"])  # ARP, warm-up
         # ping: one leg of the round trip crosses the rule, whichever direction it is
         v4 = ping_rtts(topo.a, HOST_B["v4"])

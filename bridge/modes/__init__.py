@@ -18,9 +18,11 @@ from reshaper.bridge.appliance import Appliance
 from reshaper.bridge.modes.kernel import KernelAppliance
 from reshaper.bridge.modes.nfqueue import NfqueueAppliance
 from reshaper.bridge.modes.ring import RingAppliance
+from reshaper.bridge.modes.xdp import XdpAppliance
 
 # in the order `check` lists them; ring first, the default
-MODES: dict[str, type[Appliance]] = {mode.mode: mode for mode in (RingAppliance, NfqueueAppliance, KernelAppliance)}
+MODES: dict[str, type[Appliance]] = {
+    mode.mode: mode for mode in (RingAppliance, XdpAppliance, NfqueueAppliance, KernelAppliance)}
 DEFAULT = "ring"
 
 

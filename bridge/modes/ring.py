@@ -234,7 +234,13 @@ class RingAppliance(Appliance):
             for iface in down:
                 ipr.link("set", index=ipr.link_lookup(ifname=iface)[0], state="up")
         a, b = (RingPort(p.interface, p.vlan, mtus[n]) for n, p in sorted(self.config.ports.items()))
-        self.forwarder = RingForwarder(a, b, pool_frames=pool, busy_poll_us=self.busy_poll_us)
+        self.forwarder = RingForwarder(a, b, pool_frames=pool, busy_poll_us=self.busy_poll_us, carrier=self.carrier())
+
+    def carrier(self) -> int:
+        """How frames reach the C loop (ring.h, RS_CARRIER_*): PACKET_MMAP rings."""
+        from reshaper.ring import lib
+
+        return lib.RS_CARRIER_PACKET
 
     def load(self, program: bytes, config):
         from reshaper.bridge.hooks import Hooks

@@ -1426,6 +1426,45 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 	st->counters.forwarded += 1 + (uint64_t)c.copies;
 }
 
+/* The pseudo-header's sum of a parsed frame with one (rs_has_pseudo_hdr): addresses, protocol, L4 length. */
+static uint32_t rs_pseudo_hdr_sum(const struct rs_pkt *p)
+{
+	uint32_t l4len = p->l3_end - p->l4, alen = p->ipv == 4 ? 8 : 32;
+
+	return rs_csum_span(p->b + p->l3 + (p->ipv == 4 ? 12 : 8), 0, alen) + p->proto + (l4len & 0xffff) +
+	       (l4len >> 16);
+}
+
+/* The L4 span's sum, the checksum field counted as zero, on top of s. */
+static uint32_t rs_l4_sum(const struct rs_pkt *p, uint32_t s)
+{
+	uint32_t i;
+
+	for (i = p->l4; i < p->l3_end; i++)
+		if (i != p->ck && i != p->ck + 1)
+			s += (((i - p->l4) & 1) ? p->b[i] : (uint32_t)p->b[i] << 8);
+	return s;
+}
+
+/* Parses frame for a checksum to compute; 0 when it has one (TCP, UDP or ICMPv6, whole, not a fragment). */
+static int rs_csum_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t run_flags)
+{
+	p->b = frame;
+	p->len = p->cap = len;
+	p->l3mode = run_flags & RS_RUN_L3;
+	return !frame || len > RS_MAX_FRAME || rs_parse(p) || !p->l4hl || p->frag || !rs_has_pseudo_hdr(p);
+}
+
+/* Writes the checksum the frame's L4 bytes and pseudo-header sum ps give. */
+static void rs_csum_write(struct rs_pkt *p, uint32_t ps)
+{
+	uint32_t s = ~rs_csum_fold(rs_csum_fold(rs_l4_sum(p, ps))) & 0xffff;
+
+	if (s == 0 && p->proto == RS_IPPROTO_UDP)
+		s = 0xffff;
+	rs_put_be16(p->b + p->ck, s);
+}
+
 /*
  * The TCP/UDP/ICMPv6 checksum of a frame, computed from scratch. Carriers
  * call it on frames the kernel hands over with the checksum not yet done
@@ -1435,25 +1474,34 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 int rs_csum_complete(uint8_t *frame, uint32_t len, uint32_t run_flags)
 {
 	struct rs_pkt p;
-	uint32_t s, l4len, i, alen;
 
-	p.b = frame;
-	p.len = p.cap = len;
-	p.l3mode = run_flags & RS_RUN_L3;
-	if (!frame || len > RS_MAX_FRAME || rs_parse(&p) || !p.l4hl || p.frag ||
-	    !rs_has_pseudo_hdr(&p))
+	if (rs_csum_parse(&p, frame, len, run_flags))
 		return 0;
-	l4len = p.l3_end - p.l4;
-	/* pseudo-header: addresses, protocol, L4 length */
-	alen = p.ipv == 4 ? 8 : 32;
-	s = rs_csum_span(p.b + p.l3 + (p.ipv == 4 ? 12 : 8), 0, alen);
-	s += p.proto + (l4len & 0xffff) + (l4len >> 16);
-	rs_put_be16(p.b + p.ck, 0);
-	for (i = p.l4; i < p.l3_end; i++)
-		s += (((i - p.l4) & 1) ? p.b[i] : (uint32_t)p.b[i] << 8);
-	s = ~rs_csum_fold(rs_csum_fold(s)) & 0xffff;
-	if (s == 0 && p.proto == RS_IPPROTO_UDP)
-		s = 0xffff;
-	rs_put_be16(p.b + p.ck, s);
+	rs_csum_write(&p, rs_pseudo_hdr_sum(&p));
+	return 1;
+}
+
+/*
+ * For carriers the kernel does not tell which frames are CHECKSUM_PARTIAL
+ * (XDP: a veth peer's, a tap's): a checksum that does not add up but holds
+ * exactly the pseudo-header sum, as the sending stack leaves it for the NIC,
+ * is computed. Any other wrong checksum is the frame's own and stays.
+ */
+int rs_csum_complete_seeded(uint8_t *frame, uint32_t len, uint32_t run_flags)
+{
+	struct rs_pkt p;
+	uint32_t ps, seed, field;
+
+	if (rs_csum_parse(&p, frame, len, run_flags))
+		return 0;
+	ps = rs_pseudo_hdr_sum(&p);
+	seed = rs_csum_fold(rs_csum_fold(ps));
+	field = (uint32_t)p.b[p.ck] << 8 | p.b[p.ck + 1];
+	/* 0 and 0xffff are one value in ones' complement */
+	if (field != seed && !(field == 0 && seed == 0xffff) && !(field == 0xffff && seed == 0))
+		return 0;
+	if (rs_csum_fold(rs_csum_fold(rs_l4_sum(&p, ps) + field)) == 0xffff)
+		return 0;	/* it adds up as it is */
+	rs_csum_write(&p, ps);
 	return 1;
 }

@@ -73,6 +73,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (v.len > flen + 4 || v.verdict > RS_V_DROP)
 			abort();
 	}
+	/* what carriers run before the rules, on what the rules left */
+	rs_csum_complete_seeded(frame, flen, (port >> 2) & RS_RUN_L3);
+	rs_csum_complete(frame, flen, (port >> 2) & RS_RUN_L3);
 out:
 	free(frame);
 	free(state);

@@ -253,4 +253,11 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
  */
 int rs_csum_complete(uint8_t *frame, uint32_t len, uint32_t run_flags);
 
+/*
+ * The same for a frame that may or may not be CHECKSUM_PARTIAL, where the
+ * carrier cannot tell (XDP): computed only when the field holds exactly the
+ * pseudo-header sum and does not add up. 1 when it wrote one.
+ */
+int rs_csum_complete_seeded(uint8_t *frame, uint32_t len, uint32_t run_flags);
+
 #endif /* RS_PROGRAM_H */
