@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sysconfig
+import tempfile
 
 from cffi import FFI
 
@@ -45,26 +46,32 @@ XDP_LIBRARIES = ["xdp", "bpf"]
 GENERATED = ROOT / "build/generated"   # the embedded XDP program's header (gitignored build/)
 
 
-def compiler_has(headers: list[str]) -> bool:
-    """Whether the compiler pip builds the extension with (CC and CFLAGS, as a cross build sets them) finds headers."""
+def links_with(headers: list[str], libraries: list[str]) -> bool:
+    """Whether the compiler pip builds the extension with (CC, CFLAGS and LDFLAGS, as a cross build sets
+    them) finds these headers and links these libraries: a cross compiler may see the host's headers
+    (Debian's multiarch /usr/include) without the target's libraries."""
     cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-    source = "".join(f"#include <{h}>\n" for h in headers)
-    try:
-        return subprocess.run([*cc, *shlex.split(os.environ.get("CFLAGS", "")), "-E", "-x", "c", "-"],
-                              input=source.encode(), capture_output=True).returncode == 0
-    except OSError:
-        return False
+    source = "".join(f"#include <{h}>\n" for h in headers) + "int main(void) { return 0; }\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return subprocess.run([*cc, *shlex.split(os.environ.get("CFLAGS", "")), "-x", "c", "-", "-o",
+                                   f"{tmp}/probe", *shlex.split(os.environ.get("LDFLAGS", "")),
+                                   *(f"-l{lib}" for lib in libraries)],
+                                  input=source.encode(), capture_output=True).returncode == 0
+        except OSError:
+            return False
 
 
 def embed_xdp_program() -> bool:
     """Compiles the XDP program with clang into GENERATED/xsk_redirect_object.h; False when it cannot."""
     clang = shutil.which("clang")
-    if not clang or not compiler_has(["xdp/xsk.h", "bpf/libbpf.h"]):
+    if not clang or not links_with(["xdp/xsk.h", "bpf/libbpf.h"], XDP_LIBRARIES):
         return False
     GENERATED.mkdir(parents=True, exist_ok=True)
     obj = GENERATED / "xsk_redirect.bpf.o"
-    # -g: libbpf reads the map's definition from the object's BTF; the host's asm/ headers serve every target
-    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    # -g: libbpf reads the map's definition from the object's BTF. The uapi headers (asm/types.h) are
+    # the build machine's: a BPF object is the same whichever machine it is for
+    multiarch = subprocess.run([clang, "-print-multiarch"], capture_output=True, text=True).stdout.strip()
     subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{multiarch}", "-c", str(XDP_PROGRAM),
                     "-o", str(obj)], check=True)
     data = obj.read_bytes()
