@@ -21,6 +21,7 @@ import threading
 import time
 
 from reshaper.bridge.control import RUN_DIR, ControlServer, default_control_path, netns_id
+from reshaper.bridge.realtime import Realtime, RealtimeError, apply, scheduling
 from reshaper.rules.config import load_config
 from reshaper.rules.model import Config, ConfigError, Diagnostic
 
@@ -94,12 +95,15 @@ def clean_stale_state(config: Config, namespace_wide: bool) -> None:
 class Appliance:
     mode = ""
     namespace_wide = False  # the mode holds what a namespace has one of (the module's program, NFQUEUE numbers)
+    user_space = True       # frames cross the thread that runs run(): what --realtime and --cpu apply to
     slice_ms = 100
     drop_counters: tuple[str, ...] = ()  # port counters the status line adds up as drops
 
     def __init__(self, config: Config, control_path: str | None, status_interval: float, seed: int,
-                 hooks_path: list[str] | None = None, busy_poll_us: int = 0):
+                 hooks_path: list[str] | None = None, busy_poll_us: int = 0, realtime: Realtime | None = None):
         self.config = config
+        self.realtime = realtime  # --realtime, --cpu: checked already (bridge/run.py), applied by run()
+        self.forwarder_tid = 0  # the thread that forwards: run()'s
         self.busy_poll_us = busy_poll_us  # ring mode: poll this long after the last frame before sleeping
         self.hooks_path = hooks_path  # from the command line, beside the file's own
         ifaces = sorted({p.interface for p in config.ports.values()})
@@ -179,6 +183,7 @@ class Appliance:
                 "uptime_s": round(time.time() - self.started, 3),
                 "reloads": self.reloads, "reloads_refused": self.reloads_refused,
                 "last_reload_error": self.last_reload_error,
+                "forwarder": scheduling(self.forwarder_tid) if self.user_space else None,
                 **stats,
                 "engine": engine.counters(),
                 "rules": [{"name": rule.name, **engine.rule_counters(i)} for i, rule in enumerate(config.rules)],
@@ -229,20 +234,30 @@ class Appliance:
         log(message)
 
     def run(self) -> int:
-        from reshaper.bridge.privileges import drop_capabilities
+        from reshaper.bridge.privileges import CAP_NET_ADMIN, drop_capabilities
 
         os.makedirs(RUN_DIR, exist_ok=True)
         clean_stale_state(self.config, self.namespace_wide)
         program = self.config.program
+        self.forwarder_tid = threading.get_native_id()
+        if self.realtime:
+            # before set-up, while the capabilities it may need are there: a refusal leaves nothing to undo
+            try:
+                log(apply(self.realtime))
+            except RealtimeError as exc:
+                log(str(exc))
+                sd_notify(f"STATUS={exc}")
+                return 1
         self.record()
         try:
             self.set_up(program)
             self.port_indexes = {iface: index for iface, index in self.port_interfaces().values()}
             self.engine = self.load(program, self.config)
             self.control = ControlServer(self.control_path, self.snapshot)
-            # sockets are open; only undoing the set-up at exit needs a privilege.
-            # Capabilities are per thread: drop them before the control thread starts.
-            drop_capabilities()
+            # sockets are open; only undoing the set-up at exit needs a privilege (and locked
+            # memory may need CAP_IPC_LOCK: bridge/realtime.py). Capabilities are per thread:
+            # drop them before the control thread starts.
+            drop_capabilities((CAP_NET_ADMIN, *(self.realtime.keep if self.realtime else ())))
             self.control.start()
             signal.signal(signal.SIGHUP, lambda *_: setattr(self, "_reload", True))
             signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))

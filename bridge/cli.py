@@ -6,6 +6,7 @@ import json
 import sys
 
 from reshaper.bridge import modes
+from reshaper.bridge.realtime import PRIORITY as REALTIME_PRIORITY, describe
 from reshaper.rules.config import load_config
 from reshaper.rules.model import Config, ConfigError
 
@@ -91,7 +92,7 @@ def cmd_run(args) -> int:
     from reshaper.bridge.run import run
 
     return run(args.config, args.mode, args.control, args.status_interval, args.seed, args.hooks_path,
-               args.busy_poll)
+               args.busy_poll, args.realtime, args.cpu)
 
 
 def cmd_stats(args) -> int:
@@ -125,6 +126,8 @@ def format_stats(stats: dict) -> str:
     lines = [f"{stats['mode']} mode, pid {stats['pid']}, up {stats['uptime_s']:.0f} s, {stats['config']}, "
              f"reloads {stats['reloads']}" + (f" (last refused: {stats['last_reload_error'].splitlines()[0]})"
                                               if stats.get("last_reload_error") else "")]
+    if stats.get("forwarder"):
+        lines.append(f"forwarder: {describe(stats['forwarder'])}")
     port_keys = [k for k in next(iter(stats["ports"].values())) if k not in ("interface", "vlan", "rx_bytes",
                                                                            "tx_bytes")]
     lines.append(f"{'port':<6}{'interface':<14}" + "".join(f"{k:>15}" for k in port_keys))
@@ -218,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--busy-poll", type=int, default=0, metavar="US",
                    help="ring mode: keep polling the rings US microseconds after the last frame before sleeping "
                         "(lower latency, a core's worth of CPU while traffic flows; default 0)")
+    p.add_argument("--realtime", action="store_true",
+                   help="user-space modes: forward on a SCHED_FIFO thread (priority %d, under the kernel's "
+                        "interrupt threads) with the process's memory locked (mlockall); needs CAP_SYS_NICE or "
+                        "RLIMIT_RTPRIO, an unlimited RLIMIT_MEMLOCK or CAP_IPC_LOCK, and the kernel's real-time "
+                        "throttling on; not with --busy-poll" % REALTIME_PRIORITY)
+    p.add_argument("--cpu", type=int, metavar="N",
+                   help="user-space modes: run the forwarder on CPU N only (threads it starts later too)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("stats", help="counters of the running instance")

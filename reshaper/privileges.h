@@ -11,6 +11,9 @@
 #include <linux/capability.h>
 
 #define RS_CAP_NET_ADMIN CAP_NET_ADMIN  /* the capability number, for Python */
+/* what `reshaper run --realtime` needs (bridge/realtime.py) */
+#define RS_CAP_SYS_NICE CAP_SYS_NICE   /* SCHED_FIFO above RLIMIT_RTPRIO */
+#define RS_CAP_IPC_LOCK CAP_IPC_LOCK   /* locking memory beyond RLIMIT_MEMLOCK */
 
 /* Keeps only the capabilities whose bits (1 << CAP_*) are set in keep; returns 0 or -errno. */
 int rs_drop_capabilities(uint64_t keep);

@@ -111,6 +111,7 @@ def set_up_bridge(config: Config, changed: dict, record) -> dict[str, str]:
 class KernelAppliance(Appliance):
     mode = "kernel"
     namespace_wide = True   # one program per network namespace in the module
+    user_space = False      # the module forwards, in the kernel's softirq
     drop_counters = ("dropped", "oversize", "errors")
 
     @staticmethod

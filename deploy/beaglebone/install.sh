@@ -87,6 +87,15 @@ if [ "$RULES_ONLY" = 1 ]; then
   say "rules swapped and reloaded (no restart)"; exit 0
 fi
 
+# ---- real-time throttling: the unit runs the service SCHED_FIFO (reshaper.service), and its
+# sandbox hides /proc/sys from reshaper's own check (bridge/realtime.py), so it is checked here
+rt_runtime=$(cat /proc/sys/kernel/sched_rt_runtime_us) rt_period=$(cat /proc/sys/kernel/sched_rt_period_us)
+if [ "$rt_runtime" -lt 0 ] || [ "$rt_runtime" -ge "$rt_period" ]; then
+  die "real-time throttling is off (kernel.sched_rt_runtime_us = $rt_runtime): the service's SCHED_FIFO \
+forwarder could keep everything else off the core under a full load of frames; set it back to the kernel's \
+default (sysctl kernel.sched_rt_runtime_us=950000, and in /etc/sysctl.d) and deploy again"
+fi
+
 # ---- Python: venv with Debian's compiled dependencies, our wheel without deps
 need=
 pkgs="python3-venv python3-cffi-backend python3-yaml python3-scapy python3-pyroute2 iproute2 kmod"

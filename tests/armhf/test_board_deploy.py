@@ -21,6 +21,7 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 
+from reshaper.bridge.realtime import PRIORITY as REALTIME_PRIORITY
 from reshaper.lab.vm.board import Board
 from tests.helpers.deploy import EXPOSURE_MAX, exposure
 
@@ -123,6 +124,11 @@ def test_service_is_hardened(board, ring_deployed):
     assert caps["CapBnd"] == cap_net_admin | cap_net_raw, status   # the unit's bounding set
     assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), status
     assert re.search(r"^Seccomp:\s+2$", status, re.M), status     # SystemCallFilter: a seccomp filter
+    # --realtime: SCHED_FIFO from the unit (its threads reset to SCHED_OTHER), memory locked by the daemon
+    sched = board.ssh(f"chrt -p {pid}").stdout
+    assert f"{pid}'s current scheduling policy: SCHED_FIFO|SCHED_RESET_ON_FORK\n" in sched, sched
+    assert f"{pid}'s current scheduling priority: {REALTIME_PRIORITY}\n" in sched, sched
+    assert int(re.search(r"^VmLck:\s+(\d+) kB$", status, re.M).group(1)) > 0, status
     # systemd's own rating of the unit as installed and running (5.3 MEDIUM before it was hardened)
     report = board.ssh("systemd-analyze security --no-pager reshaper.service").stdout
     level, rating = exposure(report)

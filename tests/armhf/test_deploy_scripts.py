@@ -8,6 +8,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+from reshaper.bridge.realtime import PRIORITY as REALTIME_PRIORITY
 from tests.helpers.deploy import EXPOSURE_MAX, exposure
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,13 +30,17 @@ def test_example_rules_valid_in_every_mode():
 
 def test_unit_is_hardened():
     unit = (BB / "reshaper.service").read_text()
-    for line in ("Type=notify", "ExecStart=/opt/reshaper/venv/bin/reshaper run /etc/reshaper/rules.yaml --mode ${RESHAPER_MODE}",
+    for line in ("Type=notify",
+                 "ExecStart=/opt/reshaper/venv/bin/reshaper run /etc/reshaper/rules.yaml --mode ${RESHAPER_MODE} --realtime",
                  "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure",
                  "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ReadWritePaths=/run/reshaper", "PrivateDevices=yes",
                  "ProtectKernelTunables=yes", "RestrictNamespaces=yes", "MemoryDenyWriteExecute=yes",
                  "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_PACKET AF_INET",
-                 "SystemCallFilter=@system-service"):
+                 "SystemCallFilter=@system-service",
+                 # --realtime: the service manager makes it SCHED_FIFO at the daemon's own priority
+                 "CPUSchedulingPolicy=fifo", f"CPUSchedulingPriority={REALTIME_PRIORITY}",
+                 "CPUSchedulingResetOnFork=yes", "LimitMEMLOCK=infinity", "RestrictRealtime=yes"):
         assert line in unit.splitlines(), line
 
 
