@@ -83,6 +83,22 @@ def proc_cpu(pid: int) -> dict:
     return {"ticks": utime + stime, "utime": utime, "stime": stime, "run_ns": run_ns, **ctx}
 
 
+def napi_cpu() -> dict:
+    """Per NAPI thread of the device under test's ports (XDP mode, single-core): utime+stime ticks,
+    and the CPUs it may run on (topology.threaded_napi pins them)."""
+    from reshaper.bench.topology import napi_threads
+
+    out = {}
+    for pid, name in napi_threads().items():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[name] = {"ticks": int(fields[11]) + int(fields[12]), "cpus": sorted(os.sched_getaffinity(pid))}
+        except OSError:
+            pass   # gone since
+    return out
+
+
 class Counters:
     """Snapshots of everything a trial compares: links, CPUs, softirqs, the forwarder."""
 
@@ -98,7 +114,7 @@ class Counters:
              "links": {"a0": link_stats(self.ipr["a"], "a0"), "a1": link_stats(self.ipr["br"], "a1"),
                        "b1": link_stats(self.ipr["br"], "b1"), "b0": link_stats(self.ipr["b"], "b0")},
              "cpu": cpu_times(), "net_rx": net_rx_softirqs(), "rx_frames": frames_received(),
-             "backlog_dropped": softnet_dropped(),
+             "backlog_dropped": softnet_dropped(), "napi": napi_cpu(),
              "dut": dut.counters()}
         if dut.pid:
             try:

@@ -84,13 +84,16 @@ def placement_verdict_line(what: str, verdict: dict, detail: str = "") -> str:
     WARNING when single-core did not."""
     line = (f"{what}: generator CPU frames received per forwarded frame: "
             f"{fmt(verdict['generator_rx_per_frame'], '.2f')}, NET_RX softirqs per forwarded frame: "
-            f"{fmt(verdict['generator_net_rx_per_frame'], '.2f')} ({verdict['trials']} trials{detail})")
+            f"{fmt(verdict['generator_net_rx_per_frame'], '.2f')} ({verdict['trials']} trials{detail})"
+            + (f"; its ports' NAPI threads ran on CPU {', '.join(map(str, verdict['napi_thread_cpus']))}"
+               if verdict.get("napi_thread_cpus") else ""))
     if verdict["held"] is True:
         return line + ": held."
     if verdict["held"] is False:
         return line + (f".  \n  **WARNING: the single-core placement did not hold for {what}**: the generator's CPU "
-                       f"received frames (above {PLACEMENT_MAX_GEN_RX_PER_FRAME:g} per forwarded frame), so part of "
-                       "the device under test's work ran there; these are not single-core figures.")
+                       f"received frames (above {PLACEMENT_MAX_GEN_RX_PER_FRAME:g} per forwarded frame), or its NAPI "
+                       f"threads were not on CPU {FWD_CPU} only, so part of the device under test's work ran there; "
+                       "these are not single-core figures.")
     return line + " (split: that receive is the generator CPU's by design)."
 
 
@@ -103,7 +106,8 @@ def placement_rule() -> str:
             f"(/proc/softirqs) are no test: handing a frame to CPU {FWD_CPU}'s idle backlog runs one on CPU "
             f"{GEN_CPU} to send the RPS interrupt, up to one per frame at light load, none when CPU {FWD_CPU} is "
             "saturated; in a VM each such interrupt is costly, which its softirq time (/proc/stat) shows, work the "
-            "one-core board does not have.")
+            f"one-core board does not have. XDP mode receives before any of that, in its ports' NAPI threads: "
+            f"single-core held for it when, besides, every one of them may run on CPU {FWD_CPU} only.")
 
 
 def remote_recipe() -> str:

@@ -18,7 +18,7 @@ from reshaper.bench.generator import build_generator
 from reshaper.bench.machine import machine, versions
 from reshaper.bench.report import summarise
 from reshaper.bench.settings import FWD_CPU, GEN_CPU, LOAD_POINTS, LOSS_FREE, OVERLOAD_FACTORS, RT_PREFIX, log
-from reshaper.bench.topology import OFFLOADS, PLACEMENT_RPS, placed, prepare
+from reshaper.bench.topology import OFFLOADS, PLACEMENT_RPS, placed, prepare, threaded_napi
 from reshaper.bench.trial import Trials
 
 FIVE_RULES = example("five-rules.yaml")
@@ -60,6 +60,8 @@ def measure_placed(result: dict, mode: str, placement: str, size: int, trials, t
         with placed(topo, placement):
             try:
                 dut.start()
+                if mode == "xdp":
+                    threaded_napi(topo, placement)
                 result["placements"][placement]["sizes"][str(size)] = trials.measure(dut, size)
             finally:
                 dut.stop()

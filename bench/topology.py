@@ -4,6 +4,7 @@ the placement of the device under test's receive (placed(), shared by `reshaper 
 bench/ring.py) with the check that it held (report.py words it)."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 from reshaper.bench.settings import FWD_CPU, GEN_CPU, PLACEMENT_MAX_GEN_RX_PER_FRAME, USER_HZ
@@ -16,11 +17,46 @@ def ns_write(ns, path: str, value: str) -> None:
     ns.run(["/bin/sh", "-c", f"test -e {path} && echo {value} > {path} || true"], check=True)
 
 
-def set_rps(ns, ifname: str, mask: int) -> None:
-    """RPS mask of a port's receive queue: /sys of the namespace, mounted in a private mount namespace."""
+def ns_sysfs_write(ns, path: str, value: str) -> None:
+    """Writes a /sys file as the namespace sees it: its own sysfs, mounted in a private mount namespace."""
     ns.run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-            f"mount -t sysfs sysfs /sys && echo {mask:x} > /sys/class/net/{ifname}/queues/rx-0/rps_cpus"],
-           check=True)
+            f"mount -t sysfs sysfs /sys && echo {value} > /sys/{path}"], check=True)
+
+
+def set_rps(ns, ifname: str, mask: int) -> None:
+    """RPS mask of a port's receive queue."""
+    ns_sysfs_write(ns, f"class/net/{ifname}/queues/rx-0/rps_cpus", f"{mask:x}")
+
+
+def napi_threads(ifnames=None) -> dict[int, str]:
+    """The kernel threads of threaded NAPI on the device under test's ports (DUT_INGRESS): {pid: name}."""
+    prefixes = tuple(f"napi/{ifname}-" for ifname in (ifnames or DUT_INGRESS))
+    found = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                continue
+            if name.startswith(prefixes):
+                found[int(pid)] = name
+    return found
+
+
+def threaded_napi(topo, placement: str) -> None:
+    """XDP mode's receive in a placement, once its program is attached: native XDP runs before
+    RPS, in the NAPI context of the sending veth's CPU, so single-core makes the ports' NAPI
+    threaded (possible only while XDP gives them NAPI) and pins the threads to FWD_CPU."""
+    if placement != "single-core":
+        return
+    for ifname in DUT_INGRESS:
+        ns_sysfs_write(topo.br, f"class/net/{ifname}/threaded", "1")
+    threads = napi_threads()
+    if not threads:
+        raise RuntimeError(f"no NAPI threads for {', '.join(DUT_INGRESS)} after threaded=1")
+    for pid in threads:
+        os.sched_setaffinity(pid, {FWD_CPU})
 
 
 def static_neighbours(topo) -> None:
@@ -61,7 +97,8 @@ def prepare(topo) -> None:
 # where frames enter the device under test: a1 from the generator, b1 from the sink's side (ping
 # replies); what a forwarder sends on b1 is received by b0 on the forwarder's own CPU already
 DUT_INGRESS = ("a1", "b1")
-PLACEMENT_RPS = {"single-core": f"RPS on {', '.join(DUT_INGRESS)} to CPU {FWD_CPU}", "split": "none"}
+PLACEMENT_RPS = {"single-core": f"RPS on {', '.join(DUT_INGRESS)} to CPU {FWD_CPU} (xdp: their NAPI threaded, the threads "
+                 f"pinned there)", "split": "none"}
 
 
 @contextmanager
@@ -83,13 +120,15 @@ def placed(topo, placement: str):
 
 
 def placement_check(placement: str, rx_frames: dict[int, int], net_rx: dict[int, int],
-                    cpu: dict[int, dict[str, int]], delivered: int) -> dict:
+                    cpu: dict[int, dict[str, int]], delivered: int, napi: dict | None = None) -> dict:
     """Where a trial's receive work ran, from its per-CPU counter deltas: frames received
     (/proc/net/softnet_stat), NET_RX softirqs (/proc/softirqs) and softirq time (/proc/stat) per
     forwarded frame on the generator's CPU and the forwarder's, and the forwarder CPU's time per
     frame by kind. Frames received is what tells the placements apart: in single-core the
     generator's CPU still runs a NET_RX softirq whenever it hands a frame to an idle FWD_CPU
-    backlog (to send the RPS interrupt), about one per frame at light load, but receives none."""
+    backlog (to send the RPS interrupt), about one per frame at light load, but receives none.
+    XDP mode's receive is not counted there: it runs in its ports' NAPI threads (napi:
+    counters.napi_cpu()'s, their ticks over the trial), which must be allowed FWD_CPU only."""
     def per_frame(value):
         return value / delivered if delivered else None
 
@@ -104,7 +143,9 @@ def placement_check(placement: str, rx_frames: dict[int, int], net_rx: dict[int,
             "generator_net_rx_per_frame": per_frame(net_rx.get(GEN_CPU, 0)),
             "forwarder_net_rx_per_frame": per_frame(net_rx.get(FWD_CPU, 0)),
             "generator_softirq_ns_per_frame": ns(cpu.get(GEN_CPU, {}).get("softirq", 0)),
-            "forwarder_ns_per_frame": {k: ns(fwd.get(k, 0)) for k in ("softirq", "system", "user")}}
+            "forwarder_ns_per_frame": {k: ns(fwd.get(k, 0)) for k in ("softirq", "system", "user")},
+            "napi_threads": {name: t["cpus"] for name, t in (napi or {}).items()},
+            "napi_thread_ns_per_frame": ns(sum(t["ticks"] for t in (napi or {}).values()))}
 
 
 def placement_verdict(checks: list[dict]) -> dict:
@@ -118,6 +159,8 @@ def placement_verdict(checks: list[dict]) -> dict:
 
     rx = per_frame("generator_rx_frames")
     single = bool(checks) and checks[0]["placement"] == "single-core"
+    napi_cpus = sorted({cpu for c in checks for cpus in c.get("napi_threads", {}).values() for cpu in cpus})
     return {"generator_rx_per_frame": rx, "generator_net_rx_per_frame": per_frame("generator_net_rx"),
-            "trials": len(checks), "threshold": PLACEMENT_MAX_GEN_RX_PER_FRAME,
-            "held": (rx is not None and rx <= PLACEMENT_MAX_GEN_RX_PER_FRAME) if single else None}
+            "trials": len(checks), "threshold": PLACEMENT_MAX_GEN_RX_PER_FRAME, "napi_thread_cpus": napi_cpus,
+            "held": (rx is not None and rx <= PLACEMENT_MAX_GEN_RX_PER_FRAME and napi_cpus in ([], [FWD_CPU]))
+            if single else None}

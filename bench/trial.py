@@ -28,7 +28,7 @@ def drops_by_where(mode: str, d: dict) -> dict:
     rs = dut.get("reshaper")
     if rs:
         ports = rs.get("ports", {})
-        if mode == "ring":
+        if mode in ("ring", "xdp"):
             out["ring_rx_ring_drops"] = sum(p.get("ring_drops", 0) for p in ports.values())
             out["ring_tx_full"] = sum(p.get("tx_full", 0) for p in ports.values())
             out["ring_oversize"] = sum(p.get("oversize", 0) for p in ports.values())
@@ -113,8 +113,10 @@ class Trials:
             busy += total - now["idle"] - now["iowait"]
         r["cpu"] = {"per_cpu": cpus, "window_s": round(window, 3),
                     "net_rx_per_s": {c: v / window for c, v in d["net_rx"].items()}}
+        napi = {name: {"ticks": d["napi"].get(name, {}).get("ticks", 0), "cpus": t["cpus"]}
+                for name, t in after["napi"].items()}
         r["placement_check"] = placement_check(self.placement, d["rx_frames"], d["net_rx"], d["cpu"],
-                                              delivered)
+                                              delivered, napi)
         per = (lambda ticks: ticks / USER_HZ * 1e9 / delivered) if delivered else (lambda ticks: None)
         r["cpu"]["softirq_ns_per_frame"] = per(softirq)
         r["cpu"]["all_busy_ns_per_frame"] = per(busy)

@@ -50,7 +50,7 @@ struct rs_xsk {
 	size_t area_len;
 	uint32_t chunk, nchunks;       /* UMEM chunk size and count */
 	uint64_t *tx_free;             /* transmit chunks not in flight */
-	uint32_t ntx_free, tx_pending;
+	uint32_t ntx_free;
 	uint32_t tx_idx;               /* the transmit descriptor reserved by rs_xsk_tx_slot */
 	uint64_t tx_addr;
 	struct bpf_object *obj;
@@ -342,21 +342,27 @@ void rs_xsk_tx_commit(struct rs_link *l, uint32_t len)
 	d->addr = x->tx_addr;
 	d->len = len;
 	xsk_ring_prod__submit(&x->tx, 1);
-	x->tx_pending++;
 }
 
 void rs_xsk_kick(struct rs_forwarder *fw, struct rs_link *l)
 {
 	struct rs_xsk *x = l->xsk;
+	uint32_t size = x->nchunks / 2, round;
 
-	if (x->tx_pending) {
-		/* copy mode sends in this call; a zero-copy driver only when it asks to be woken */
-		if (xsk_ring_prod__needs_wakeup(&x->tx) &&
-		    sendto(l->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 &&
-		    errno != EAGAIN && errno != EBUSY && errno != ENOBUFS)
-			fw->st.port[l->port[0]].tx_errors++;
-		else
-			x->tx_pending = 0;
+	/*
+	 * Copy mode sends in the call, but a few dozen frames per call (the kernel's
+	 * TX batch): call again while the ring holds frames and the kernel takes
+	 * them, else the ring fills at rates the device could carry. A zero-copy
+	 * driver is woken only when it asks.
+	 */
+	for (round = 0; round < size && xsk_prod_nb_free(&x->tx, size) < size; round++) {
+		if (!xsk_ring_prod__needs_wakeup(&x->tx))
+			break;
+		if (sendto(l->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0) {
+			if (errno != EAGAIN && errno != EBUSY && errno != ENOBUFS)
+				fw->st.port[l->port[0]].tx_errors++;
+			break;	/* the device pushes back: the rest goes at the next kick */
+		}
 	}
 	reclaim(x);
 }

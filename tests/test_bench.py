@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from reshaper.bench.naive_forwarder import naive_forward  # noqa: F401  (importable without root)
-from reshaper.bench.settings import PLACEMENT_MAX_GEN_RX_PER_FRAME
+from reshaper.bench.settings import FWD_CPU, PLACEMENT_MAX_GEN_RX_PER_FRAME
 
 REPO = Path(__file__).resolve().parent.parent
-MODES = ["ring", "nfqueue", "linux-bridge", "python", "kernel"]   # kernel: explained, not measured, here
+MODES = ["ring", "xdp", "nfqueue", "linux-bridge", "python", "kernel"]   # kernel: explained, not measured, here
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 pytestmark = [
@@ -116,10 +116,18 @@ def test_every_result_has_its_placement_checked(bench):
                         "generator_softirq_ns_per_frame"):
                 assert check[key] is not None and check[key] >= 0, (mode, key, check)
             assert set(check["forwarder_ns_per_frame"]) == {"softirq", "system", "user"}
+            # XDP mode's receive runs in its ports' NAPI threads, pinned to the forwarder's CPU; no other
+            # mode's ports have any
+            threads = check["napi_threads"]
+            if mode == "xdp":
+                assert threads and all(cpus == [FWD_CPU] for cpus in threads.values()), threads
+            else:
+                assert threads == {}, (mode, threads)
     for r in results["summary"]["rows"]:
         assert r["placement"] == "single-core"
         c = r["placement_check"]
         assert c["generator_rx_per_frame"] is not None and c["generator_net_rx_per_frame"] is not None, r["mode"]
+        assert c["napi_thread_cpus"] == ([FWD_CPU] if r["mode"] == "xdp" else []), r["mode"]
         assert c["held"] is (c["generator_rx_per_frame"] <= PLACEMENT_MAX_GEN_RX_PER_FRAME), r["mode"]
         # the report says, per mode, whether it held, with a WARNING when it did not
         line = next(x for x in report.splitlines()
