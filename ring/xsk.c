@@ -347,22 +347,26 @@ void rs_xsk_tx_commit(struct rs_link *l, uint32_t len)
 void rs_xsk_kick(struct rs_forwarder *fw, struct rs_link *l)
 {
 	struct rs_xsk *x = l->xsk;
-	uint32_t size = x->nchunks / 2, round;
+	uint32_t size = x->nchunks / 2, free = xsk_prod_nb_free(&x->tx, size), before;
 
 	/*
 	 * Copy mode sends in the call, but a few dozen frames per call (the kernel's
-	 * TX batch): call again while the ring holds frames and the kernel takes
-	 * them, else the ring fills at rates the device could carry. A zero-copy
-	 * driver is woken only when it asks.
+	 * TX batch), and says EAGAIN when it stopped with more to send: call again
+	 * while the ring holds frames and each call takes some, else the ring fills
+	 * at rates the device could carry. A zero-copy driver is woken only when it
+	 * asks.
 	 */
-	for (round = 0; round < size && xsk_prod_nb_free(&x->tx, size) < size; round++) {
-		if (!xsk_ring_prod__needs_wakeup(&x->tx))
+	while (free < size && xsk_ring_prod__needs_wakeup(&x->tx)) {
+		if (sendto(l->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN && errno != EBUSY &&
+		    errno != ENOBUFS) {
+			fw->st.port[l->port[0]].tx_errors++;
 			break;
-		if (sendto(l->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0) {
-			if (errno != EAGAIN && errno != EBUSY && errno != ENOBUFS)
-				fw->st.port[l->port[0]].tx_errors++;
-			break;	/* the device pushes back: the rest goes at the next kick */
 		}
+		before = free;
+		free = xsk_prod_nb_free(&x->tx, size);
+		reclaim(x);
+		if (free == before)
+			break;	/* the device pushes back (busy, or no completion room): the rest goes at the next kick */
 	}
 	reclaim(x);
 }
