@@ -59,7 +59,7 @@ import sys
 from pathlib import Path
 
 from reshaper.bench.settings import (ALL_MODES, DEFAULT_MODES, DEFAULT_PLACEMENT, PLACEMENT_CHOICES, QUICK_MODES,
-                                     RT_PREFIX, log, placements_asked)
+                                     REALTIME, RT_PREFIX, log, placements_asked)
 
 
 def unwind_on_sigterm() -> None:
@@ -93,13 +93,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--placement", default=DEFAULT_PLACEMENT, choices=PLACEMENT_CHOICES,
                    help="where the device under test's receive runs: single-core (default: RPS steers it to "
                         "the forwarder's CPU, all its work on one CPU as on the one-core board), split (on the "
-                        "generator's CPU, as veth does it; the figures in docs/benchmarks/ were taken so), or "
-                        "both, each mode in turn (the first is the headline)")
+                        "generator's CPU, as veth does it), single-core+hog (single-core with a busy loop on "
+                        "the forwarder's CPU besides, a board that runs other work), both (single-core and "
+                        "split) or hog (single-core and single-core+hog), each mode in turn (the first is the "
+                        "headline)")
     p.add_argument("--out", default="bench-out", metavar="DIR", help="output folder (default ./bench-out)")
     p.add_argument("--vm", action="store_true", help="run every mode inside the Debian-kernel VM (kernel mode too)")
     p.add_argument("--vm-timeout", type=float, default=3600, help=argparse.SUPPRESS)
-    p.add_argument("--rt", action="store_true", help="run the user-space forwarders SCHED_FIFO 50 (chrt): "
-                   "on a shared machine they then are not queued behind other work")
+    p.add_argument("--realtime", action="store_true",
+                   help="run reshaper's user-space modes with `run --realtime` (the forwarding thread SCHED_FIFO, "
+                        "memory locked) and the Python baselines under chrt at the same priority: on a shared CPU "
+                        "they then are not queued behind other work")
     p.add_argument("--quick", action="store_true", help="a short run: about a second per trial, one size")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNGs")
     p.add_argument("--in-vm", action="store_true", help=argparse.SUPPRESS)
@@ -148,8 +152,11 @@ def main(args: argparse.Namespace) -> int:
         return 2
     unwind_on_sigterm()
     out_dir = Path(args.out)
-    if args.rt:
-        RT_PREFIX[:] = ["chrt", "-f", "50"]
+    if args.realtime:
+        from reshaper.bridge.realtime import PRIORITY
+
+        REALTIME[0] = True
+        RT_PREFIX[:] = ["chrt", "-f", str(PRIORITY)]
     if args.vm:
         from reshaper.bench.vm import run_in_vm
 

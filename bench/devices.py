@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from reshaper.bench.frames import DST_MAC
-from reshaper.bench.settings import FWD_CPU, RT_PREFIX
+from reshaper.bench.settings import FWD_CPU, REALTIME, RT_PREFIX
 from reshaper.bench.topology import ns_write
 from reshaper.bridge.modes.nfqueue import QUEUE_MAXLEN
 from reshaper.lab import REPO
@@ -129,7 +129,7 @@ class Reshaper:
         self.appliance = RunningAppliance(
             self.config, self.tmp / f"{self.name}.sock", self.name, ns=self.topo.br,
             log_path=self.tmp / f"{self.name}.log", env={**os.environ, "RESHAPER_RUN_DIR": str(self.tmp / "run")},
-            prefix=[*RT_PREFIX, "taskset", "-c", str(FWD_CPU)])
+            prefix=["taskset", "-c", str(FWD_CPU)], extra=["--realtime"] if REALTIME[0] else [])
         self.appliance.start(timeout)
         self.pid = self.appliance.proc.pid
         time.sleep(0.3)

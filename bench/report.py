@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reshaper.bench.settings import (FWD_CPU, GEN_CPU, LIVELOCK, LOSS_FREE, OVERLOAD_FACTORS,
+from reshaper.bench.settings import (FWD_CPU, GEN_CPU, HOG, LIVELOCK, LOSS_FREE, OVERLOAD_FACTORS,
+                                     SHARED_CPU_MAX_P99, SHARED_CPU_MIN_LOSS_FREE,
                                      PLACEMENT_MAX_GEN_RX_PER_FRAME, USER_HZ)
 from reshaper.bench.topology import placement_verdict
 
@@ -158,6 +159,7 @@ PLACEMENT_WORDS = {
     "single-core": f"the device under test's receive steered to CPU {FWD_CPU} by RPS: all its work on one CPU, "
                    "as on the one-core board",
     "split": f"veth's default: the device under test's receive runs on the generator's CPU {GEN_CPU}, for free",
+    HOG: f"single-core, with a busy loop (SCHED_OTHER) on CPU {FWD_CPU} besides: a board that runs other work",
 }
 
 
@@ -182,6 +184,34 @@ def overload_section(results: dict, rows: list[dict]) -> list[str]:
         worst = min(o["of_loss_free"] for o in r["overload"].values())
         out.append(f"| {r['size']} | {r['mode']} | {r['placement']} | {fmt(r['loss_free_pps'] / 1e3, ',.1f')} | "
                    + " | ".join(cells) + f" | {'**livelock**' if worst < LIVELOCK else 'holds'} |")
+    return out
+
+
+def shared_cpu_section(results: dict, rows: list[dict]) -> list[str]:
+    """Each mode with a busy loop on its CPU (single-core+hog) against itself idle (single-core): the
+    loss-free rate's ratio and p99 latency at half of each one's loss-free rate, against issue 17's
+    targets (settings.SHARED_CPU_*)."""
+    by = {(r["mode"], r["size"], r["placement"]): r for r in rows}
+    pairs = [(by[(m, z, "single-core")], r) for (m, z, p), r in sorted(by.items()) if p == HOG
+             and (m, z, "single-core") in by]
+    if not pairs:
+        return []
+    out = ["", "## A shared CPU: a busy loop on the forwarder's CPU", "",
+           f"Each mode in single-core+hog against itself in single-core (same run): the loss-free rate's ratio "
+           f"(target at least {SHARED_CPU_MIN_LOSS_FREE:g}) and p99 latency at 50 % of each one's loss-free rate "
+           f"(target at most {SHARED_CPU_MAX_P99:g}x). The forwarders ran "
+           + ("SCHED_FIFO (`--realtime`)." if results["args"].get("realtime") else "SCHED_OTHER."), "",
+           "| size B | mode | loss-free kpps idle | with hog | ratio | p99 µs idle | with hog | ratio | verdict |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for idle, hog in pairs:
+        lf = hog["loss_free_pps"] / idle["loss_free_pps"] if idle["loss_free_pps"] else None
+        p_idle = idle["latency"].get("0.5", {}).get("p99_us")
+        p_hog = hog["latency"].get("0.5", {}).get("p99_us")
+        p99 = p_hog / p_idle if p_idle and p_hog else None
+        met = lf is not None and p99 is not None and lf >= SHARED_CPU_MIN_LOSS_FREE and p99 <= SHARED_CPU_MAX_P99
+        out.append(f"| {idle['size']} | {idle['mode']} | {fmt(idle['loss_free_pps'] / 1e3, ',.1f')} | "
+                   f"{fmt(hog['loss_free_pps'] / 1e3, ',.1f')} | {fmt(lf, '.2f')} | {fmt(p_idle, ',.0f')} | "
+                   f"{fmt(p_hog, ',.0f')} | {fmt(p99, '.2f')} | {'met' if met else '**not met**'} |")
     return out
 
 
@@ -237,7 +267,7 @@ def report(results: dict) -> str:
                 + (", qemu running (another job's VM)" if mb["qemu_running"] or ma["qemu_running"] else "")
                 + (f", busy processes {', '.join(mb['busy_processes'])}" if mb["busy_processes"] else "")
                 + f"; per-trial load averages are in results.json. The device under test shares CPU {FWD_CPU} with "
-                "that work (SCHED_OTHER unless --rt), so user-space modes lose frames and gain milliseconds of "
+                "that work (SCHED_OTHER unless --realtime), so user-space modes lose frames and gain milliseconds of "
                 "latency whenever the scheduler runs something else there; the kernel paths run in softirq, "
                 "which preempts it. Figures drift 10-40 % between runs here; compare modes within this run "
                 "(interleaved size by size), not with other runs.", ""]
@@ -307,6 +337,7 @@ def report(results: dict) -> str:
         nz = ", ".join(f"{k} {v:,}" for k, v in r["sat_drops"].items() if v) or "none"
         out.append(f"| {r['size']} | {r['mode']} | {r['placement']} | {m['sent']:,} | {m['delivered']:,} | {nz} |")
     out += overload_section(results, rows)
+    out += shared_cpu_section(results, rows)
     out += placement_section(results, rows)
     notes = [(mode, f"{size} B {placement}", n) for mode, placement, size, s in measurements(results)
              for n in s.get("notes", [])]

@@ -17,7 +17,8 @@ from reshaper.bench.frames import DST_MAC, MIX, SRC_MAC, write_frames
 from reshaper.bench.generator import build_generator
 from reshaper.bench.machine import machine, versions
 from reshaper.bench.report import summarise
-from reshaper.bench.settings import FWD_CPU, GEN_CPU, LOAD_POINTS, LOSS_FREE, OVERLOAD_FACTORS, RT_PREFIX, log
+from reshaper.bench.settings import (FWD_CPU, GEN_CPU, LOAD_POINTS, LOSS_FREE, OVERLOAD_FACTORS, REALTIME, RT_PREFIX,
+                                     log)
 from reshaper.bench.topology import OFFLOADS, PLACEMENT_RPS, placed, prepare, threaded_napi
 from reshaper.bench.trial import Trials
 
@@ -88,7 +89,8 @@ def run_bench(args) -> dict:
                "placements": args.placements,
                "placement": {"headline": args.placements[0], "generator_cpu": GEN_CPU, "forwarder_cpu": FWD_CPU,
                              "rps": {p: PLACEMENT_RPS[p] for p in args.placements},
-                             "forwarder_sched": "SCHED_FIFO 50 (--rt)" if RT_PREFIX else "SCHED_OTHER",
+                             "forwarder_sched": f"SCHED_FIFO (--realtime: {' '.join(RT_PREFIX)} for the baselines)"
+                             if REALTIME[0] else "SCHED_OTHER",
                              "offloads": OFFLOADS},
                "loss_threshold": LOSS_FREE, "load_points": list(LOAD_POINTS),
                "overload_factors": list(OVERLOAD_FACTORS), "modes": {}}

@@ -24,17 +24,23 @@ GEN_CPU, FWD_CPU = 0, 1
 # where the device under test's receive work runs (topology.placed() applies one): veth runs a
 # frame's receive on the sending CPU, so in `split` the generator's CPU receives for the device
 # under test; `single-core` steers that receive to FWD_CPU (RPS), all of its work on one CPU as on
-# the one-core board, and is the default of the headline figures
-PLACEMENTS = ("single-core", "split")
+# the one-core board, and is the default of the headline figures; `single-core+hog` is single-core
+# with a busy loop on FWD_CPU besides (topology.cpu_hog): a board that runs other work too
+HOG = "single-core+hog"
+PLACEMENTS = ("single-core", "split", HOG)
 DEFAULT_PLACEMENT = "single-core"
-BOTH_PLACEMENTS = "both"   # --placement both: each mode in each, in turn, the default first
-PLACEMENT_CHOICES = (*PLACEMENTS, BOTH_PLACEMENTS)
+# --placement both / hog: each mode in each placement of the set, in turn, the default first
+PLACEMENT_SETS = {"both": ("single-core", "split"), "hog": ("single-core", HOG)}
+PLACEMENT_CHOICES = (*PLACEMENTS, *PLACEMENT_SETS)
 
 # single-core held when the generator's CPU received at most this many frames per forwarded frame
 # over a measurement's trials: one that receives for the device under test takes in one (a1) or
 # two (a1 and b0, the kernel paths) per frame; the margin absorbs this machine's other traffic
 PLACEMENT_MAX_GEN_RX_PER_FRAME = 0.1
-RT_PREFIX: list[str] = []   # --rt: ["chrt", "-f", "50"] for the user-space forwarders
+# --realtime: reshaper's modes run with `run --realtime` (bridge/realtime.py), the Python baselines
+# under chrt at the same priority (RT_PREFIX)
+REALTIME: list[bool] = [False]
+RT_PREFIX: list[str] = []
 
 LOSS_FREE = 0.001          # RFC 2544 style: loss below 0.1 %
 LOAD_POINTS = (0.1, 0.5, 0.9)   # latency at these fractions of the loss-free rate
@@ -42,6 +48,10 @@ LOAD_POINTS = (0.1, 0.5, 0.9)   # latency at these fractions of the loss-free ra
 # loss-free; LIVELOCK below this fraction of its loss-free rate delivered (issue 17's target: 0.9)
 OVERLOAD_FACTORS = (1.5, 3.0)
 LIVELOCK = 0.9
+# issue 17's targets for a shared CPU (single-core+hog against single-core, same mode and size):
+# loss-free rate at least this fraction of idle, p99 at half the loss-free rate at most this multiple
+SHARED_CPU_MIN_LOSS_FREE = 0.8
+SHARED_CPU_MAX_P99 = 2.0
 USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -51,4 +61,9 @@ def log(msg: str) -> None:
 
 def placements_asked(placement: str) -> list[str]:
     """The placements a --placement asks for, the headline one first."""
-    return list(PLACEMENTS) if placement == BOTH_PLACEMENTS else [placement]
+    return list(PLACEMENT_SETS.get(placement, (placement,)))
+
+
+def single_core(placement: str) -> bool:
+    """Whether a placement puts all of the device under test's work on FWD_CPU."""
+    return placement in ("single-core", HOG)

@@ -5,9 +5,12 @@ bench/ring.py) with the check that it held (report.py words it)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 
-from reshaper.bench.settings import FWD_CPU, GEN_CPU, PLACEMENT_MAX_GEN_RX_PER_FRAME, USER_HZ
+from reshaper.bench.settings import FWD_CPU, GEN_CPU, HOG, PLACEMENT_MAX_GEN_RX_PER_FRAME, USER_HZ, single_core
 
 NUD_PERMANENT = 0x80
 
@@ -48,7 +51,7 @@ def threaded_napi(topo, placement: str) -> None:
     """XDP mode's receive in a placement, once its program is attached: native XDP runs before
     RPS, in the NAPI context of the sending veth's CPU, so single-core makes the ports' NAPI
     threaded (possible only while XDP gives them NAPI) and pins the threads to FWD_CPU."""
-    if placement != "single-core":
+    if not single_core(placement):
         return
     for ifname in DUT_INGRESS:
         ns_sysfs_write(topo.br, f"class/net/{ifname}/threaded", "1")
@@ -99,6 +102,20 @@ def prepare(topo) -> None:
 DUT_INGRESS = ("a1", "b1")
 PLACEMENT_RPS = {"single-core": f"RPS on {', '.join(DUT_INGRESS)} to CPU {FWD_CPU} (xdp: their NAPI threaded, the threads "
                  f"pinned there)", "split": "none"}
+PLACEMENT_RPS[HOG] = PLACEMENT_RPS["single-core"] + f", and a busy loop on CPU {FWD_CPU}"
+
+
+@contextmanager
+def cpu_hog(cpu: int):
+    """A busy loop on cpu (SCHED_OTHER, nice 0, in this namespace) for the trials inside: the other
+    work of a board that runs more than reshaper."""
+    hog = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        yield hog.pid
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 @contextmanager
@@ -107,12 +124,17 @@ def placed(topo, placement: str):
     single-core RPS steers the ingress ports' receive to FWD_CPU, so the Linux bridge's whole
     path, the kernel module's, AF_PACKET's receive into ring mode's ring and the frames queued to
     NFQUEUE run there, where the forwarder runs; split changes nothing (veth receives on the
-    sender's CPU). Undone on the way out."""
-    mask = 1 << FWD_CPU if placement == "single-core" else 0
+    sender's CPU); single-core+hog is single-core with cpu_hog on FWD_CPU, started before the
+    device under test. Undone on the way out."""
+    mask = 1 << FWD_CPU if single_core(placement) else 0
     try:
         for ifname in DUT_INGRESS:
             set_rps(topo.br, ifname, mask)
-        yield
+        if placement == HOG:
+            with cpu_hog(FWD_CPU):
+                yield
+        else:
+            yield
     finally:
         if mask:
             for ifname in DUT_INGRESS:
@@ -158,7 +180,7 @@ def placement_verdict(checks: list[dict]) -> dict:
         return sum(c[key] for c in checks) / delivered if delivered else None
 
     rx = per_frame("generator_rx_frames")
-    single = bool(checks) and checks[0]["placement"] == "single-core"
+    single = bool(checks) and single_core(checks[0]["placement"])
     napi_cpus = sorted({cpu for c in checks for cpus in c.get("napi_threads", {}).values() for cpu in cpus})
     return {"generator_rx_per_frame": rx, "generator_net_rx_per_frame": per_frame("generator_net_rx"),
             "trials": len(checks), "threshold": PLACEMENT_MAX_GEN_RX_PER_FRAME, "napi_thread_cpus": napi_cpus,

@@ -36,7 +36,7 @@ def run_in_vm(args) -> dict:
         "--duration", str(args.duration), "--search-steps", str(args.search_steps),
         "--search-duration", str(args.search_duration), "--probe-pps", str(args.probe_pps),
         "--placement", args.placement,
-        "--out", guest_out, "--in-vm", "--frames-dir", guest_out, *(["--rt"] if args.rt else []), "--no-plots",
+        "--out", guest_out, "--in-vm", "--frames-dir", guest_out, *(["--realtime"] if args.realtime else []), "--no-plots",
         "--gen-dir", GUEST_DIR]   # the generator, built above into the module's folder
     script = (". /tmp/env.sh\nexport RESHAPER_CACHE=/tmp/cache\n"
               "for m in veth br_netfilter xt_physdev xt_NFQUEUE nfnetlink_queue nf_tables nft_compat "
