@@ -10,7 +10,9 @@ import sys
 import time
 from contextlib import contextmanager
 
-from reshaper.bench.settings import FWD_CPU, GEN_CPU, HOG, PLACEMENT_MAX_GEN_RX_PER_FRAME, USER_HZ, single_core
+from reshaper.bench.settings import (FWD_CPU, GEN_CPU, HOG, PLACEMENT_MAX_GEN_RX_PER_FRAME, REALTIME, USER_HZ,
+                                     single_core)
+from reshaper.bridge.realtime import PRIORITY
 
 NUD_PERMANENT = 0x80
 
@@ -50,7 +52,8 @@ def napi_threads(ifnames=None) -> dict[int, str]:
 def threaded_napi(topo, placement: str) -> None:
     """XDP mode's receive in a placement, once its program is attached: native XDP runs before
     RPS, in the NAPI context of the sending veth's CPU, so single-core makes the ports' NAPI
-    threaded (possible only while XDP gives them NAPI) and pins the threads to FWD_CPU."""
+    threaded (possible only while XDP gives them NAPI) and pins the threads to FWD_CPU (under
+    --realtime, at the forwarder's priority)."""
     if not single_core(placement):
         return
     for ifname in DUT_INGRESS:
@@ -60,6 +63,10 @@ def threaded_napi(topo, placement: str) -> None:
         raise RuntimeError(f"no NAPI threads for {', '.join(DUT_INGRESS)} after threaded=1")
     for pid in threads:
         os.sched_setaffinity(pid, {FWD_CPU})
+        if REALTIME[0]:
+            # beside a SCHED_FIFO forwarder a SCHED_OTHER thread would never run: the same priority,
+            # so that each runs its batch to the end in turn, neither preempting the other
+            os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(PRIORITY))
 
 
 def static_neighbours(topo) -> None:
