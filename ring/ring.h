@@ -124,9 +124,6 @@ uint32_t rs_forwarder_generation(struct rs_forwarder *fw);
 /* RS_XDP_* of port (0 a, 1 b) in XDP mode; 0 in ring mode. */
 uint32_t rs_forwarder_carrier_flags(struct rs_forwarder *fw, int port);
 
-/* Detaches an XDP mode program left on ifname by a run that was killed; how many were, or -errno. */
-int rs_xsk_detach_ours(const char *ifname);
-
 /* Sends every queued frame now (used on exit) and closes everything. */
 void rs_forwarder_close(struct rs_forwarder *fw);
 

@@ -11,7 +11,8 @@
  * kernel through the fill ring for receive, each one given back as soon as the
  * frame is copied out; the second half is a stack of free chunks for transmit,
  * refilled from the completion ring. One socket on queue 0: an interface with
- * more receive queues is refused (receive_queues).
+ * more receive queues is refused (receive_queues). The interface is made
+ * promiscuous, as a bridge port is (hold_promiscuous).
  *
  * Built without libxdp and libbpf (reshaper/_ffi_build.py finds neither), XDP
  * mode says so when opened; ring mode is unaffected.
@@ -55,8 +56,10 @@ struct rs_xsk {
 	uint64_t tx_addr;
 	struct bpf_object *obj;
 	int ifindex;
-	uint32_t attach_flags;         /* how the program is attached: XDP_FLAGS_DRV_MODE or _SKB_MODE */
+	int link_fd;                   /* the program's attachment: closed, the kernel takes it off */
+	uint32_t attach_flags;         /* how it is attached: XDP_FLAGS_DRV_MODE or _SKB_MODE */
 	uint32_t carrier_flags;        /* RS_XDP_* (ring.h) */
+	int promisc_fd;                /* the packet socket that holds the interface promiscuous */
 };
 
 static int fail(char *err, uint32_t errlen, int e, const char *what, const char *ifname)
@@ -65,46 +68,25 @@ static int fail(char *err, uint32_t errlen, int e, const char *what, const char 
 	return -1;
 }
 
-/* The name of the XDP program attached to ifindex in mode flags ("" for none). */
-static void attached_name(int ifindex, uint32_t flags, char *name, size_t len)
+/* Names the XDP program attached to ifindex into name ("" for none): its name, or its id where
+ * reading the name is not allowed (it takes CAP_SYS_ADMIN). */
+static void attached_name(int ifindex, char *name, size_t len)
 {
 	struct bpf_prog_info info;
 	uint32_t id = 0, info_len = sizeof(info);
 	int fd;
 
 	name[0] = 0;
-	if (bpf_xdp_query_id(ifindex, (int)flags, &id) || !id)
+	if (bpf_xdp_query_id(ifindex, 0, &id) || !id)
 		return;
+	snprintf(name, len, "id %u", id);
 	fd = bpf_prog_get_fd_by_id(id);
-	if (fd < 0) {
-		snprintf(name, len, "?");	/* there is one, of a name we may not read */
+	if (fd < 0)
 		return;
-	}
 	memset(&info, 0, sizeof(info));
-	if (!bpf_obj_get_info_by_fd(fd, &info, &info_len))
+	if (!bpf_obj_get_info_by_fd(fd, &info, &info_len) && info.name[0])
 		snprintf(name, len, "%s", info.name);
-	else
-		snprintf(name, len, "?");
 	close(fd);
-}
-
-int rs_xsk_detach_ours(const char *ifname)
-{
-	static const uint32_t modes[] = { XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE };
-	int ifindex = (int)if_nametoindex(ifname), detached = 0;
-	char name[BPF_OBJ_NAME_LEN];
-	size_t i;
-
-	if (!ifindex)
-		return -ENODEV;
-	for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
-		attached_name(ifindex, modes[i], name, sizeof(name));
-		/* the kernel keeps BPF_OBJ_NAME_LEN - 1 characters of the name */
-		if (name[0] && !strncmp(name, RS_XSK_PROG_NAME, sizeof(name) - 1) &&
-		    !bpf_xdp_detach(ifindex, modes[i], NULL))
-			detached++;
-	}
-	return detached;
 }
 
 /* The receive queues ifname has now, as ethtool -l counts them; 1 for a driver that does not say. */
@@ -124,16 +106,44 @@ static uint32_t receive_queues(const char *ifname)
 	return rc || ch.rx_count + ch.combined_count == 0 ? 1 : ch.rx_count + ch.combined_count;
 }
 
-/* Loads the program and attaches it to l's interface: native XDP where the driver has it, else generic. */
+/*
+ * Frames for other hosts' MACs, which a bridge port must take, are dropped by a NIC's
+ * address filter before XDP sees them (the BeagleBone's cpsw, virtio-net) unless the
+ * interface is promiscuous. As ring mode does (link.c), a packet socket's membership
+ * holds it so: protocol 0, so no frame is queued to that socket, and the kernel undoes
+ * it when the socket closes, also when the process is killed.
+ */
+static int hold_promiscuous(struct rs_xsk *x, const char *ifname, char *err, uint32_t errlen)
+{
+	struct packet_mreq mr;
+
+	x->promisc_fd = socket(AF_PACKET, SOCK_RAW, 0);
+	if (x->promisc_fd < 0)
+		return fail(err, errlen, errno, "a packet socket (for promiscuous mode) for", ifname);
+	memset(&mr, 0, sizeof(mr));
+	mr.mr_ifindex = x->ifindex;
+	mr.mr_type = PACKET_MR_PROMISC;
+	if (setsockopt(x->promisc_fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof(mr)))
+		return fail(err, errlen, errno, "promiscuous mode on", ifname);
+	return 0;
+}
+
+/*
+ * Loads the program and attaches it to the interface: native XDP where the
+ * driver has it, else generic. Through a BPF link, which the link's file
+ * descriptor holds: the kernel takes the program off when the process ends,
+ * also when it is killed, so no run leaves one behind for the next to find.
+ */
 static int attach_program(struct rs_xsk *x, const char *ifname, char *err, uint32_t errlen)
 {
+	static const uint32_t modes[] = { XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE };
 	struct bpf_program *prog;
-	char name[BPF_OBJ_NAME_LEN];
+	char name[32];
+	size_t i;
 	int rc;
 
-	/* a killed run's program is ours to replace; anyone else's stays, and we refuse */
-	rs_xsk_detach_ours(ifname);
-	attached_name(x->ifindex, 0, name, sizeof(name));
+	/* anyone else's program stays, and we refuse */
+	attached_name(x->ifindex, name, sizeof(name));
 	if (name[0]) {
 		snprintf(err, errlen, "%s already has an XDP program (%s): remove it (ip link set dev %s xdp off) "
 			 "or use another mode", ifname, name, ifname);
@@ -151,18 +161,16 @@ static int attach_program(struct rs_xsk *x, const char *ifname, char *err, uint3
 		snprintf(err, errlen, "the XDP program has no %s", RS_XSK_PROG_NAME);
 		return -1;
 	}
-	x->attach_flags = XDP_FLAGS_DRV_MODE;
-	rc = bpf_xdp_attach(x->ifindex, bpf_program__fd(prog), XDP_FLAGS_UPDATE_IF_NOEXIST | x->attach_flags, NULL);
-	if (rc) {
-		/* no native XDP in this driver (or not at this MTU): the generic hook, after the socket buffer */
-		x->attach_flags = XDP_FLAGS_SKB_MODE;
-		rc = bpf_xdp_attach(x->ifindex, bpf_program__fd(prog),
-				    XDP_FLAGS_UPDATE_IF_NOEXIST | x->attach_flags, NULL);
+	/* no native XDP in this driver (or not at this MTU): the generic hook, after the socket buffer */
+	for (i = 0; i < sizeof(modes) / sizeof(modes[0]) && x->link_fd < 0; i++) {
+		LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = modes[i]);
+
+		x->link_fd = bpf_link_create(bpf_program__fd(prog), x->ifindex, BPF_XDP, &opts);
+		x->attach_flags = modes[i];
 	}
-	if (rc) {
-		x->attach_flags = 0;
-		return fail(err, errlen, rc, "attaching the XDP program to", ifname);
-	}
+	if (x->link_fd < 0)
+		return fail(err, errlen, x->link_fd, "attaching the XDP program (a BPF link: Linux 5.9 or later) to",
+			    ifname);
 	if (x->attach_flags == XDP_FLAGS_DRV_MODE)
 		x->carrier_flags |= RS_XDP_NATIVE;
 	return 0;
@@ -185,6 +193,7 @@ int rs_xsk_open(struct rs_link *l, const char *ifname, const struct rs_forwarder
 		return -1;
 	}
 	l->xsk = x;
+	x->promisc_fd = x->link_fd = -1;
 	x->ifindex = (int)if_nametoindex(ifname);
 	if (!x->ifindex)
 		return fail(err, errlen, errno, "no interface", ifname);
@@ -223,7 +232,7 @@ int rs_xsk_open(struct rs_link *l, const char *ifname, const struct rs_forwarder
 	rc = xsk_umem__create(&x->umem, x->area, x->area_len, &x->fill, &x->comp, &ucfg);
 	if (rc)
 		return fail(err, errlen, rc, "AF_XDP UMEM (no AF_XDP in this kernel, or no CAP_NET_RAW?) for", ifname);
-	if (attach_program(x, ifname, err, errlen))
+	if (hold_promiscuous(x, ifname, err, errlen) || attach_program(x, ifname, err, errlen))
 		return -1;
 
 	memset(&scfg, 0, sizeof(scfg));
@@ -267,8 +276,8 @@ void rs_xsk_close(struct rs_link *l)
 	if (x->sock)
 		xsk_socket__delete(x->sock);   /* closes l->fd */
 	l->fd = -1;
-	if (x->attach_flags)
-		bpf_xdp_detach(x->ifindex, x->attach_flags, NULL);
+	if (x->link_fd >= 0)
+		close(x->link_fd);
 	if (x->obj)
 		bpf_object__close(x->obj);
 	if (x->umem)
@@ -276,6 +285,8 @@ void rs_xsk_close(struct rs_link *l)
 	if (x->area)
 		munmap(x->area, x->area_len);
 	free(x->tx_free);
+	if (x->promisc_fd >= 0)
+		close(x->promisc_fd);
 	free(x);
 	l->xsk = NULL;
 }
@@ -405,6 +416,5 @@ void rs_xsk_tx_commit(struct rs_link *l, uint32_t len) { (void)l; (void)len; }
 void rs_xsk_kick(struct rs_forwarder *fw, struct rs_link *l) { (void)fw; (void)l; }
 uint64_t rs_xsk_drops(struct rs_link *l) { (void)l; return 0; }
 uint32_t rs_xsk_carrier_flags(const struct rs_link *l) { (void)l; return 0; }
-int rs_xsk_detach_ours(const char *ifname) { (void)ifname; return 0; }
 
 #endif /* RS_HAVE_XDP */

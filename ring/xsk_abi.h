@@ -6,7 +6,7 @@
 #ifndef RS_XSK_ABI_H
 #define RS_XSK_ABI_H
 
-#define RS_XSK_PROG_NAME  "reshaper_xsk"   /* how a run finds its program, or a killed run's */
+#define RS_XSK_PROG_NAME  "reshaper_xsk"   /* the program in the object, and as bpftool lists it */
 #define RS_XSK_MAP_NAME   "rs_xsks"
 #define RS_XSK_MAX_QUEUES 64               /* receive queues the map can name */
 

@@ -7,10 +7,11 @@ on it and sends it out of the other port's socket (ring/xsk.c). Native XDP
 where the driver has it (veth, virtio-net, the BeagleBone's cpsw), else the
 generic hook; the status line says which.
 
-Set-up is ring mode's (GRO off, ports brought up), and the state file also
-names the interfaces that get the program, so a killed run's is taken off at
-the next start. Frames reach XDP before VLAN untagging, so it carries plain
-ports only (a VLAN interface such as eth0.100 is one): trunk form is refused.
+Set-up is ring mode's (GRO off, ports brought up). The program is attached
+through a BPF link that the process holds, so the kernel takes it off when the
+process ends, killed or not: nothing of it is left for a state file. Frames
+reach XDP before VLAN untagging, so it carries plain ports only (a VLAN
+interface such as eth0.100 is one): trunk form is refused.
 An interface must have one receive queue (one socket serves it); a frame must
 fit a page with the kernel's headroom (MTU up to about 3,800).
 """
@@ -31,19 +32,6 @@ class XdpAppliance(RingAppliance):
                               f"{port.interface}: name the VLAN interface ({port.interface}.{port.vlan}) "
                               "or use --mode ring")
                 for name, port in sorted(config.ports.items()) if port.vlan is not None]
-
-    @staticmethod
-    def restore(saved: dict) -> None:
-        """Ring mode's restore, and the XDP program of a run that was killed taken off its interfaces."""
-        from reshaper.ring import lib
-
-        for iface in saved.get("xdp", []):
-            lib.rs_xsk_detach_ours(iface.encode())
-        RingAppliance.restore(saved)
-
-    def set_up(self, program: bytes) -> None:
-        self.changed["xdp"] = sorted({p.interface for p in self.config.ports.values()})
-        super().set_up(program)
 
     def carrier(self) -> int:
         from reshaper.ring import lib

@@ -7,15 +7,16 @@
 #                                                Debian armmp release in apt's lists)
 #   dkms/reshaper-VER/                           module sources + dkms.conf (rebuilt on the board)
 #   reshaper-beaglebone-VER.tar.gz               bundle: all of the above, install.sh,
-#                                                reshaper.service, an example rule file
+#                                                reshaper.service (and reshaper-xdp.conf, its
+#                                                drop-in for XDP mode), an example rule file
 #
 #   deploy/beaglebone/build.sh [--kernel-release 6.1.0-50-armmp | --kernel-headers DIR]
 #                              [--no-module] [--out DIR]
 #
-# Idempotent. Debian packages (armhf libpython headers, armmp kernel headers) are
-# fetched with `apt-get download` and unpacked with `dpkg -x` (never installed:
+# Idempotent. Debian packages (armhf libpython headers, libxdp and libbpf, armmp kernel
+# headers) are fetched with `apt-get download` and unpacked with `dpkg -x` (never installed:
 # installing armhf kernel headers through apt would remove the host gcc), cached in
-# ~/.cache/reshaper/armhf (RESHAPER_ARMHF_CACHE). Needs: gcc-arm-linux-gnueabihf,
+# ~/.cache/reshaper/armhf (RESHAPER_ARMHF_CACHE). Needs: gcc-arm-linux-gnueabihf, clang,
 # dpkg --add-architecture armhf + apt-get update (done here when missing), the
 # project's .venv (make setup) for cffi/setuptools.
 set -euo pipefail
@@ -113,9 +114,22 @@ cross_wheel() {
     "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" . 2>&1 | grep -v "^$" || true
   ) >"$2" 2>&1 || true
 }
+# XDP mode (reshaper/_ffi_build.py): the extension links Debian's armhf libxdp and libbpf, and
+# through them libelf and zlib (the board installs libxdp1 and libbpf1: install.sh); the XDP
+# program is compiled by this machine's clang, with this machine's headers (a BPF object is the
+# same whichever machine it is for)
+log "wheel: armhf libxdp and libbpf"
+command -v clang >/dev/null || die "no clang (XDP mode's program): apt-get install clang"
+XDP_ROOT=$CACHE/xdp-armhf
+unpack "$XDP_ROOT" libxdp-dev:armhf libxdp1:armhf libbpf-dev:armhf libbpf1:armhf libelf1:armhf zlib1g:armhf
+XDP_CFLAGS="-I$XDP_ROOT/usr/include"
+XDP_LDFLAGS="-L$XDP_ROOT/usr/lib/arm-linux-gnueabihf"
+for d in "$XDP_ROOT"/usr/lib/arm-linux-gnueabihf "$XDP_ROOT"/lib/arm-linux-gnueabihf; do
+  [ ! -d "$d" ] || XDP_LDFLAGS="$XDP_LDFLAGS -Wl,-rpath-link,$d"   # libbpf's own libelf and libz
+done
 log "wheel: building with ${CROSS}gcc"
 # the appliance only: no benchmark, no test lab (setup.py), so no matplotlib either
-RESHAPER_APPLIANCE_ONLY=1 cross_wheel "$SRC" "$CACHE/wheel-build.log"
+RESHAPER_APPLIANCE_ONLY=1 cross_wheel "$SRC" "$CACHE/wheel-build.log" "$XDP_CFLAGS" "$XDP_LDFLAGS"
 WHEEL=$(ls "$WHEELS"/reshaper-"$VERSION"-cp311-cp311-linux_armv7l.whl 2>/dev/null || true)
 [ -n "$WHEEL" ] || { cat "$CACHE/wheel-build.log"; die "no armhf wheel built"; }
 # arm_wheel_check WHEEL N: the wheel holds N shared objects, each ARM EABI5 hard-float
@@ -134,6 +148,25 @@ arm_wheel_check() {
   [ "$nso" -eq "$2" ] || die "expected $2 extensions in $(basename "$1"), found $nso"
 }
 arm_wheel_check "$WHEEL" 1   # reshaper._native: engine and ring in one (reshaper/_ffi_build.py)
+# _ffi_build.py builds without XDP mode where the compiler cannot link libxdp and libbpf: here
+# that would be a board that says "no AF_XDP", so the build stops and shows the linker's reason
+xdp_check() {
+  local check needed
+  check=$(mktemp -d)
+  (cd "$check" && "$PY" -m zipfile -e "$WHEEL" .)
+  needed=$(readelf -d "$check"/reshaper/_native*.so | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
+  rm -rf "$check"
+  if [[ " $needed" != *" libxdp.so.1 "* || " $needed" != *" libbpf.so.1 "* ]]; then
+    echo "the extension needs: $needed" >&2
+    echo "${CROSS}gcc linking -lxdp -lbpf as reshaper/_ffi_build.py tries it:" >&2
+    # shellcheck disable=SC2086  # flag lists
+    printf '#include <xdp/xsk.h>\n#include <bpf/libbpf.h>\nint main(void) { return 0; }\n' \
+      | ${CROSS}gcc -I"$SYSROOT/usr/include" $XDP_CFLAGS -x c - -o /dev/null $XDP_LDFLAGS -lxdp -lbpf >&2 || true
+    die "the wheel was built without XDP mode (no libxdp.so.1 and libbpf.so.1 in its extension)"
+  fi
+  log "wheel: XDP mode in; the extension needs $needed"
+}
+xdp_check
 grep -qE '^reshaper/(bench|lab)/' <<<"$("$PY" -m zipfile -l "$WHEEL")" && die "the wheel carries reshaper/bench or reshaper/lab"
 rm -f "$OUT"/reshaper-*-linux_armv7l.whl
 cp "$WHEEL" "$OUT/"
@@ -263,7 +296,7 @@ cp "$WHEEL" "$B/"
 cp -r "$OUT/deps" "$B/deps"
 [ -z "$KO" ] || cp "$KO" "$B/module/"
 mkdir -p "$B/dkms" && cp -r "$DKMS" "$B/dkms/"   # dkms/reshaper-VERSION, as install.sh takes it
-cp "$HERE/install.sh" "$HERE/reshaper.service" "$B/"
+cp "$HERE/install.sh" "$HERE/reshaper.service" "$HERE/reshaper-xdp.conf" "$B/"
 cp "$HERE/rules.example.yaml" "$B/rules.example.yaml"
 [ ! -f "$HERE/README.md" ] || cp "$HERE/README.md" "$B/README.md"
 chmod +x "$B/install.sh"

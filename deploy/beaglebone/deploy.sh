@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploy reshaper to a BeagleBone Black (or any armhf Debian board) over SSH.
 #
-#   deploy/beaglebone/deploy.sh HOST RULES.yaml [--mode ring|kernel|nfqueue]
+#   deploy/beaglebone/deploy.sh HOST RULES.yaml [--mode ring|xdp|kernel|nfqueue]
 #       [--vlans 100,200] [--interface eth0] [--rules-only] [--rollback]
 #       [--bundle FILE] [--port N] [--identity KEYFILE]
 #
@@ -47,7 +47,7 @@ done
 MODE_ARG=()   # install.sh keeps the board's last mode when none is given
 [ -n "$MODE" ] && MODE_ARG=(--mode "$MODE")
 MODE=${MODE:-ring}
-case $MODE in ring|kernel|nfqueue) ;; *) echo "deploy.sh: --mode must be ring, kernel or nfqueue" >&2; exit 2 ;; esac
+case $MODE in ring|xdp|kernel|nfqueue) ;; *) echo "deploy.sh: --mode must be ring, xdp, kernel or nfqueue" >&2; exit 2 ;; esac
 [[ -z $VLANS || $VLANS =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "deploy.sh: --vlans is a list like 100,200" >&2; exit 2; }
 [[ $IFACE =~ ^[A-Za-z0-9_.-]+$ ]] || { echo "deploy.sh: bad --interface" >&2; exit 2; }
 [[ -z $PORT || $PORT =~ ^[0-9]+$ ]] || { echo "deploy.sh: --port is a number" >&2; exit 2; }

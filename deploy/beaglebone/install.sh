@@ -1,14 +1,15 @@
 #!/bin/bash
 # Runs ON THE BOARD as root, from the unpacked bundle (deploy.sh does this over SSH):
 #
-#   ./install.sh --rules FILE [--mode ring|kernel|nfqueue] [--vlans 100,200] [--interface eth0]
+#   ./install.sh --rules FILE [--mode ring|xdp|kernel|nfqueue] [--vlans 100,200] [--interface eth0]
 #   ./install.sh --rules FILE --rules-only     swap the rule file, reload (no restart)
 #   ./install.sh --rollback                    previous wheel and rule file back, restart
 #
 # Installs into /opt/reshaper/venv (system site packages: Debian's python3-cffi-backend,
 # -yaml, -scapy, -pyroute2), the module (DKMS when kernel headers exist, else the
 # prebuilt one when its vermagic matches `uname -r`), persistent VLAN interfaces
-# (systemd-networkd or ifupdown), /etc/reshaper/rules.yaml, and the hardened unit.
+# (systemd-networkd or ifupdown), /etc/reshaper/rules.yaml, and the hardened unit (with, in XDP
+# mode, the drop-in that lets it load an XDP program and open AF_XDP sockets).
 # Re-running upgrades in place. Every step says what it did; any failure stops it.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -34,7 +35,7 @@ die() { echo "[install] ERROR: $*" >&2; exit 1; }
 # shellcheck source=/dev/null  # written by the last run, below
 [ -f $ETC/install.conf ] && . $ETC/install.conf
 MODE=${MODE:-${LAST_MODE:-ring}} IFACE=${IFACE:-${LAST_IFACE:-eth0}} VLANS=${VLANS:-${LAST_VLANS:-}}
-case $MODE in ring|kernel|nfqueue) ;; *) die "--mode must be ring, kernel or nfqueue" ;; esac
+case $MODE in ring|xdp|kernel|nfqueue) ;; *) die "--mode must be ring, xdp, kernel or nfqueue" ;; esac
 # both end up in the ifupdown file, whose up/pre-up lines a shell runs, and in install.conf
 [[ $IFACE =~ ^[A-Za-z0-9_.-]{1,15}$ ]] || die "--interface: not an interface name: $IFACE"
 [[ -z $VLANS || $VLANS =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--vlans is a list like 100,200"
@@ -98,7 +99,8 @@ fi
 
 # ---- Python: venv with Debian's compiled dependencies, our wheel without deps
 need=
-pkgs="python3-venv python3-cffi-backend python3-yaml python3-scapy python3-pyroute2 iproute2 kmod"
+# libxdp1 and libbpf1 in every mode: the wheel's extension links them (XDP mode, build.sh)
+pkgs="python3-venv python3-cffi-backend python3-yaml python3-scapy python3-pyroute2 iproute2 kmod libxdp1 libbpf1"
 [ "$MODE" = nfqueue ] && pkgs="$pkgs libnetfilter-queue1 iptables"   # the bundle's netfilterqueue links it
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need="$need $p"
@@ -234,6 +236,15 @@ printf 'LAST_MODE=%q\nLAST_IFACE=%q\nLAST_VLANS=%q\n' "$MODE" "$IFACE" "$VLANS" 
 install_rules
 echo "RESHAPER_MODE=$MODE" >$ETC/reshaper.env
 install -m 0644 reshaper.service /etc/systemd/system/reshaper.service
+# XDP mode needs more than the other modes (an XDP program: CAP_BPF and bpf(); AF_XDP sockets):
+# a drop-in for that mode only, so the others keep the unit's sandbox as it is
+dropins=/etc/systemd/system/reshaper.service.d
+if [ "$MODE" = xdp ]; then
+  mkdir -p $dropins && install -m 0644 reshaper-xdp.conf $dropins/xdp.conf
+  say "unit: XDP mode's drop-in $dropins/xdp.conf"
+else
+  rm -f $dropins/xdp.conf; rmdir $dropins 2>/dev/null || true
+fi
 systemctl daemon-reload
 systemctl enable -q reshaper
 systemctl restart reshaper

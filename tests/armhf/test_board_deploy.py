@@ -7,7 +7,7 @@ The tests share one board and run in order, as an operator would: deploy the
 example rule file (ring mode) and see frames tagged 100 leave tagged 200,
 rewritten; swap the rules without a restart; reboot and find everything back;
 re-deploy in kernel mode over the top (the prebuilt module, as its vermagic
-matches the board's kernel), then in nfqueue mode."""
+matches the board's kernel), then in XDP mode, then in nfqueue mode."""
 from __future__ import annotations
 
 import json
@@ -23,7 +23,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 
 from reshaper.bridge.realtime import PRIORITY as REALTIME_PRIORITY
 from reshaper.lab.vm.board import Board
-from tests.helpers.deploy import EXPOSURE_MAX, exposure
+from tests.helpers.deploy import EXPOSURE_MAX, EXPOSURE_MAX_XDP, exposure
 
 pytestmark = pytest.mark.armhf
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +31,8 @@ BB = REPO / "deploy/beaglebone"
 MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 OURS = {bytes.fromhex(m.replace(":", "")) for m in (MAC_A, MAC_B)}
 PAYLOAD = b"through the deployed bridge " * 2
+CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF = 1 << 12, 1 << 13, 1 << 39   # linux/capability.h
+XDP_DROPIN = "/etc/systemd/system/reshaper.service.d/xdp.conf"   # install.sh, from reshaper-xdp.conf
 
 
 def udp(vlan: int, dport: int, tos: int = 0, src: str = MAC_A, dst: str = MAC_B) -> bytes:
@@ -80,6 +82,18 @@ def main_pid(board: Board) -> int:
     return int(board.ssh("systemctl show -p MainPID --value reshaper").stdout)
 
 
+def process_status(board: Board, pid: int) -> tuple[str, dict[str, int]]:
+    """/proc/PID/status on the board, and its capability sets by name (CapEff: mask)."""
+    status = board.ssh(f"cat /proc/{pid}/status").stdout
+    return status, {k: int(v, 16) for k, v in re.findall(r"^(Cap\w+):\s+([0-9a-f]+)$", status, re.M)}
+
+
+def board_exposure(board: Board) -> tuple[tuple[float, str], str]:
+    """systemd's rating of the unit as installed and running, and its report."""
+    report = board.ssh("systemd-analyze security --no-pager reshaper.service").stdout
+    return exposure(report), report
+
+
 @pytest.fixture(scope="module")
 def board():
     t0 = time.monotonic()
@@ -117,11 +131,9 @@ def test_deploy_installs_service_that_rewrites_frames(board, ring_deployed):
 
 def test_service_is_hardened(board, ring_deployed):
     pid = main_pid(board)
-    status = board.ssh(f"cat /proc/{pid}/status").stdout
-    caps = {k: int(v, 16) for k, v in re.findall(r"^(Cap\w+):\s+([0-9a-f]+)$", status, re.M)}
-    cap_net_admin, cap_net_raw = 1 << 12, 1 << 13
-    assert caps["CapEff"] == cap_net_admin, status          # dropped after set-up
-    assert caps["CapBnd"] == cap_net_admin | cap_net_raw, status   # the unit's bounding set
+    status, caps = process_status(board, pid)
+    assert caps["CapEff"] == CAP_NET_ADMIN, status          # dropped after set-up
+    assert caps["CapBnd"] == CAP_NET_ADMIN | CAP_NET_RAW, status   # the unit's bounding set
     assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), status
     assert re.search(r"^Seccomp:\s+2$", status, re.M), status     # SystemCallFilter: a seccomp filter
     # --realtime: SCHED_FIFO from the unit (its threads reset to SCHED_OTHER), memory locked by the daemon
@@ -130,8 +142,7 @@ def test_service_is_hardened(board, ring_deployed):
     assert f"{pid}'s current scheduling priority: {REALTIME_PRIORITY}\n" in sched, sched
     assert int(re.search(r"^VmLck:\s+(\d+) kB$", status, re.M).group(1)) > 0, status
     # systemd's own rating of the unit as installed and running (5.3 MEDIUM before it was hardened)
-    report = board.ssh("systemd-analyze security --no-pager reshaper.service").stdout
-    level, rating = exposure(report)
+    (level, rating), report = board_exposure(board)
     print(f"systemd-analyze security reshaper.service on the board: {level} {rating}")
     assert level <= EXPOSURE_MAX, report
 
@@ -176,10 +187,47 @@ def test_redeploy_in_kernel_mode_upgrades_in_place(board, bb_build, ring_deploye
     assert (rules["mark-voice"]["matched"], rules["no-telnet"]["dropped"]) == (1, 1)
 
 
+def test_redeploy_in_xdp_mode(board, bb_build, ring_deployed):
+    """The wheel's AF_XDP carrier (armhf libxdp and libbpf), with the unit's drop-in for it. The
+    ports are VLAN interfaces, which have no XDP in a driver: the program sits at the generic hook
+    of eth0.100 and eth0.200 (after the kernel took the tag off) and the sockets are in copy mode,
+    as on a real BeagleBone's eth0.100 (its cpsw's native XDP would be eth0's)."""
+    r = deploy(board, bb_build["bundle"], BB / "rules.example.yaml", "--mode", "xdp")
+    assert f"[install] unit: XDP mode's drop-in {XDP_DROPIN}" in r.stdout, r.stdout
+    assert "[install] done: reshaper reshaper-0.1.0-cp311-cp311-linux_armv7l.whl, mode xdp" in r.stdout, r.stdout
+    assert board.ssh("systemctl show -p StatusText --value reshaper").stdout.strip() == \
+        "xdp mode: a = eth0.100, b = eth0.200; 4 rules (a: generic XDP, copy mode; b: generic XDP, copy mode)"
+    for port in ("eth0.100", "eth0.200"):
+        link = board.ssh(f"ip -d link show dev {port}").stdout
+        assert re.search(r"^\s*prog/xdp id \d+ name reshaper_xsk ", link, re.M) and " xdpgeneric" in link, link
+    got = exchange(board, [udp(100, 5060), telnet(100), udp(100, 7000),
+                           udp(200, 5060, src=MAC_B, dst=MAC_A)], 3)
+    assert got == [udp(200, 5060, tos=46 << 2), udp(200, 7000), udp(100, 5060, src=MAC_B, dst=MAC_A)]
+    s = stats(board)
+    rules = {r["name"]: r for r in s["rules"]}
+    assert (rules["mark-voice"]["matched"], rules["no-telnet"]["dropped"]) == (1, 1)
+    ports = s["ports"]
+    assert (ports["a"]["rx"], ports["b"]["tx"], ports["b"]["rx"], ports["a"]["tx"]) == (3, 2, 1, 1), ports
+    # the drop-in's privileges are for set-up: afterwards CAP_NET_ADMIN only, as in the other modes
+    pid = main_pid(board)
+    status, caps = process_status(board, pid)
+    assert caps["CapEff"] == CAP_NET_ADMIN, status
+    assert caps["CapBnd"] == CAP_NET_ADMIN | CAP_NET_RAW | CAP_BPF, status
+    sched = board.ssh(f"chrt -p {pid}").stdout
+    assert f"{pid}'s current scheduling policy: SCHED_FIFO|SCHED_RESET_ON_FORK\n" in sched, sched
+    (level, rating), report = board_exposure(board)
+    print(f"systemd-analyze security reshaper.service in XDP mode on the board: {level} {rating}")
+    assert level <= EXPOSURE_MAX_XDP, report
+
+
 def test_redeploy_in_nfqueue_mode(board, bb_build, ring_deployed):
     """The bundle's cross-built NetfilterQueue wheel: bridge + br_netfilter + iptables NFQUEUE."""
     r = deploy(board, bb_build["bundle"], BB / "rules.example.yaml", "--mode", "nfqueue")
     assert "mode nfqueue" in r.stdout, r.stdout
+    # XDP mode's drop-in went with the mode: the unit's own sandbox again
+    assert board.ssh(f"test -e {XDP_DROPIN}", check=False).returncode == 1
+    assert board.ssh("systemctl show -p CapabilityBoundingSet --value reshaper").stdout.split() == \
+        ["cap_net_admin", "cap_net_raw"]
     got = exchange(board, [udp(100, 5060), telnet(100), udp(100, 7000)], 2)
     assert got == [udp(200, 5060, tos=46 << 2), udp(200, 7000)]
     rules = {r["name"]: r for r in stats(board)["rules"]}

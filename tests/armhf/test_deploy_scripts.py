@@ -3,13 +3,15 @@ is well formed, and deploy.sh refuses a bad rule file before it touches the
 network. The deploy to an emulated board is test_board_deploy.py."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import zipfile
 from pathlib import Path
 
+from reshaper.bridge.modes import MODES
 from reshaper.bridge.realtime import PRIORITY as REALTIME_PRIORITY
-from tests.helpers.deploy import EXPOSURE_MAX, exposure
+from tests.helpers.deploy import EXPOSURE_MAX, EXPOSURE_MAX_XDP, exposure
 
 REPO = Path(__file__).resolve().parents[2]
 BB = REPO / "deploy/beaglebone"
@@ -21,8 +23,15 @@ def test_scripts_parse():
         assert r.returncode == 0, (name, r.stderr)
 
 
+def test_scripts_take_every_mode():
+    """deploy.sh and install.sh check --mode against a list of their own: it is bridge/modes' list."""
+    for name in ("deploy.sh", "install.sh"):
+        listed = re.search(r"^case \$MODE in ([a-z|]+)\) ;;", (BB / name).read_text(), re.M).group(1)
+        assert sorted(listed.split("|")) == sorted(MODES), name
+
+
 def test_example_rules_valid_in_every_mode():
-    for mode in ("ring", "kernel", "nfqueue"):
+    for mode in MODES:
         r = subprocess.run([str(REPO / ".venv/bin/reshaper"), "check", str(BB / "rules.example.yaml"), "--mode", mode],
                            capture_output=True, text=True)
         assert r.returncode == 0, (mode, r.stdout, r.stderr)
@@ -44,16 +53,39 @@ def test_unit_is_hardened():
         assert line in unit.splitlines(), line
 
 
+def offline_exposure(folder: Path) -> tuple[tuple[float, str], str]:
+    """systemd-analyze's rating of folder/reshaper.service with its drop-ins there, and its report."""
+    assert shutil.which("systemd-analyze"), "systemd-analyze is missing (Debian package systemd)"
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", "reshaper.service"],
+                       cwd=folder, capture_output=True, text=True)
+    return exposure(r.stdout), r.stdout
+
+
 def test_unit_security_exposure(tmp_path):
     """systemd-analyze's rating of the unit file, offline: this machine's systemd is Debian 12's,
     as the board's. test_board_deploy.py rates the installed unit on the emulated board."""
-    assert shutil.which("systemd-analyze"), "systemd-analyze is missing (Debian package systemd)"
     shutil.copy(BB / "reshaper.service", tmp_path)
-    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", "reshaper.service"],
-                       cwd=tmp_path, capture_output=True, text=True)
-    level, rating = exposure(r.stdout)
+    (level, rating), report = offline_exposure(tmp_path)
     print(f"systemd-analyze security (offline): {level} {rating}")
-    assert level <= EXPOSURE_MAX, r.stdout
+    assert level <= EXPOSURE_MAX, report
+
+
+def test_xdp_dropin_adds_what_xdp_mode_needs_only(tmp_path):
+    """XDP mode's drop-in, as install.sh puts it beside the unit: CAP_BPF, bpf() and AF_XDP, and
+    systemd-analyze's rating of the two together."""
+    dropin = (BB / "reshaper-xdp.conf").read_text().splitlines()
+    settings = [line for line in dropin if line and not line.startswith("#")]
+    assert settings == ["[Service]", "CapabilityBoundingSet=CAP_BPF", "SystemCallFilter=bpf",
+                        "RestrictAddressFamilies=AF_XDP"]
+    assert "install -m 0644 reshaper-xdp.conf $dropins/xdp.conf" in (BB / "install.sh").read_text()
+    shutil.copy(BB / "reshaper.service", tmp_path)
+    (tmp_path / "reshaper.service.d").mkdir()
+    shutil.copy(BB / "reshaper-xdp.conf", tmp_path / "reshaper.service.d/xdp.conf")
+    (level, rating), report = offline_exposure(tmp_path)
+    print(f"systemd-analyze security with XDP mode's drop-in (offline): {level} {rating}")
+    for granted in ("Service may load BPF programs", "(e.g. bpf is allowed)", "Service may allocate exotic sockets"):
+        assert granted in report, (granted, report)
+    assert level <= EXPOSURE_MAX_XDP, report
 
 
 def test_deploy_refuses_bad_rules_without_connecting(tmp_path):
@@ -104,3 +136,15 @@ def test_board_wheel_carries_the_appliance_only(bb_build):
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     matplotlib = [line for line in requires if "matplotlib" in line]
     assert matplotlib and all('extra == "bench"' in line for line in matplotlib), requires
+
+
+def test_board_wheel_has_xdp_mode(bb_build, tmp_path):
+    """The board's extension links armhf libxdp and libbpf (build.sh passes them to the cross build),
+    so XDP mode is in it: without them reshaper/_ffi_build.py would build it without."""
+    with zipfile.ZipFile(bb_build["wheel"]) as wheel:
+        so = next(n for n in wheel.namelist() if n.startswith("reshaper/_native") and n.endswith(".so"))
+        wheel.extract(so, tmp_path)
+    dynamic = subprocess.run(["readelf", "-d", str(tmp_path / so)], capture_output=True, text=True, check=True).stdout
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+)\]", dynamic)
+    assert "libxdp.so.1" in needed and "libbpf.so.1" in needed, needed
+    assert "] wheel: XDP mode in; the extension needs " in bb_build["log"], bb_build["log"]

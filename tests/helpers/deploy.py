@@ -8,6 +8,9 @@ import re
 # `systemd-analyze security reshaper.service`: 5.3 MEDIUM before the unit was hardened,
 # 2.0 OK since (at most 4.9 is "OK")
 EXPOSURE_MAX = 2.0
+# with XDP mode's drop-in (deploy/beaglebone/reshaper-xdp.conf): CAP_BPF, bpf(), and AF_XDP (an
+# "exotic" family to systemd-analyze)
+EXPOSURE_MAX_XDP = 2.2
 
 
 def exposure(report: str) -> tuple[float, str]:
