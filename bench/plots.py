@@ -26,8 +26,7 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     headline = results["placements"][0]
     rows = [r for r in results["summary"]["rows"] if r["placement"] == headline]
     modes = [m for m in results["modes"] if any(r["mode"] == m for r in rows)]
-    colors = {m: c for m, c in zip(ALL_MODES, ("tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple",
-                                               "tab:olive", "tab:brown"))}
+    colors = {m: f"C{i}" for i, m in enumerate(ALL_MODES)}   # matplotlib's ten-colour cycle, one per mode
     sub = f", {headline}" + (" (VM)" if results["where"] == "vm" else "")
     written = []
 

@@ -54,10 +54,12 @@ def threaded_napi(topo, placement: str) -> None:
     RPS, in the NAPI context of the sending veth's CPU, so single-core makes the ports' NAPI
     threaded (possible only while XDP gives them NAPI) and pins the threads to FWD_CPU (under
     --realtime, at the forwarder's priority)."""
+    for ifname in DUT_INGRESS:
+        # split: not threaded, also where an earlier single-core run left the device so (the setting
+        # outlives the NAPI instances, made anew with each program)
+        ns_sysfs_write(topo.br, f"class/net/{ifname}/threaded", "1" if single_core(placement) else "0")
     if not single_core(placement):
         return
-    for ifname in DUT_INGRESS:
-        ns_sysfs_write(topo.br, f"class/net/{ifname}/threaded", "1")
     threads = napi_threads()
     if not threads:
         raise RuntimeError(f"no NAPI threads for {', '.join(DUT_INGRESS)} after threaded=1")
