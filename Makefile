@@ -19,6 +19,8 @@ ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
 RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/bpf/*.c)
 # device settings and privileges every mode uses, compiled into the same extension
 DEVICE_SOURCES := $(wildcard reshaper/*.c reshaper/*.h)
+# NFQUEUE mode's per-packet call
+NFQUEUE_SOURCES := $(wildcard bridge/modes/*.c bridge/modes/*.h)
 FUZZ_SECONDS ?= 60
 
 .PHONY: demo test test-unit setup test-setup apt apt-unit apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine kmod bench-kernel bench bench-vm clean
@@ -48,7 +50,7 @@ apt-test:
 	$(call apt_install,$(APT_TEST_PACKAGES))
 
 $(VENV)/.installed: pyproject.toml setup.py reshaper/_ffi_build.py kmod/reshaper_genl.h $(ENGINE_SOURCES) $(RING_SOURCES) \
-  $(DEVICE_SOURCES)
+  $(DEVICE_SOURCES) $(NFQUEUE_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --cache-dir $(CACHE)/pip --upgrade pip setuptools wheel cffi
 	$(PY) -m pip install -q --cache-dir $(CACHE)/pip -e '.[test,bench]'

@@ -23,7 +23,8 @@ rewritten to plain a: a1, b: b1), on the same round-robin mix of five frames
 (bench/frames.py: each hits another branch of the five-rule program). The modes
 are bench/devices.py's: ring, nfqueue, kernel (the module: only where modules
 load, --vm here), linux-bridge (the baseline), python (a naive forwarder), and
-on request bridge-netfilter and nfqueue-accept (NFQUEUE's yardsticks).
+on request bridge-netfilter and nfqueue-accept (NFQUEUE's yardsticks: with nfqueue-accept
+in the run, the report gives nfqueue's ratios to it, same size and placement).
 
 Per mode, frame size and placement (sizes outer, modes inner, placements innermost, so what is
 compared is close in time):

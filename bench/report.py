@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reshaper.bench.settings import (FWD_CPU, GEN_CPU, HOG, LIVELOCK, LOSS_FREE, OVERLOAD_FACTORS,
                                      SHARED_CPU_MAX_P99, SHARED_CPU_MIN_LOSS_FREE,
-                                     PLACEMENT_MAX_GEN_RX_PER_FRAME, USER_HZ)
+                                     PLACEMENT_MAX_GEN_RX_PER_FRAME, USER_HZ, YARDSTICK_OF)
 from reshaper.bench.topology import placement_verdict
 
 
@@ -59,16 +59,32 @@ def summarise(results: dict) -> dict:
     base = {(r["size"], r["placement"]): r for r in rows if r["mode"] == "linux-bridge"}
     for r in rows:
         b = base.get((r["size"], r["placement"]))
-
-        def ratio(key, r=r, b=b):
-            return r[key] / b[key] if b and r.get(key) is not None and b.get(key) else None
-        r["vs_linux_bridge"] = {"loss_free": ratio("loss_free_pps"), "saturation": ratio("sat_delivered_pps"),
-                                "cpu_per_frame": ratio("cpu_ns_per_frame")}
+        r["vs_linux_bridge"] = ratios(r, b)
         bl = b["latency"].get("0.5", {}) if b else {}
         rl = r["latency"].get("0.5", {})
         r["vs_linux_bridge"]["p50_at_50"] = (rl["p50_us"] / bl["p50_us"]
                                              if rl.get("p50_us") and bl.get("p50_us") else None)
+    yardstick_ratios(rows)
     return {"rows": rows}
+
+
+def ratios(r: dict, b: dict | None) -> dict:
+    """Row r against row b (same size and placement): loss-free rate, delivered at saturation, CPU
+    per frame; None where either lacks the figure."""
+    def ratio(key):
+        return r[key] / b[key] if b and r.get(key) is not None and b.get(key) else None
+    return {"loss_free": ratio("loss_free_pps"), "saturation": ratio("sat_delivered_pps"),
+            "cpu_per_frame": ratio("cpu_ns_per_frame")}
+
+
+def yardstick_ratios(rows: list[dict]) -> None:
+    """Each row of a mode with a yardstick (settings.YARDSTICK_OF) gets vs_yardstick: its ratios to the
+    yardstick's row of the same size and placement, None where the run did not measure it."""
+    by = {(r["mode"], r["size"], r["placement"]): r for r in rows}
+    for r in rows:
+        if r["mode"] in YARDSTICK_OF:
+            y = by.get((YARDSTICK_OF[r["mode"]], r["size"], r["placement"]))
+            r["vs_yardstick"] = {"yardstick": YARDSTICK_OF[r["mode"]], **ratios(r, y)} if y else None
 
 
 def ordered(results: dict, rows: list[dict]) -> list[dict]:
@@ -184,6 +200,28 @@ def overload_section(results: dict, rows: list[dict]) -> list[str]:
         worst = min(o["of_loss_free"] for o in r["overload"].values())
         out.append(f"| {r['size']} | {r['mode']} | {r['placement']} | {fmt(r['loss_free_pps'] / 1e3, ',.1f')} | "
                    + " | ".join(cells) + f" | {'**livelock**' if worst < LIVELOCK else 'holds'} |")
+    return out
+
+
+def yardstick_section(results: dict, rows: list[dict]) -> list[str]:
+    """Each mode with a yardstick (settings.YARDSTICK_OF) against it, or how to get it measured."""
+    mine = [r for r in ordered(results, rows) if r["mode"] in YARDSTICK_OF]
+    if not mine:
+        return []
+    out = ["", "## Against its own yardstick (same run, same size, same placement)", "",
+           ", ".join(f"{mode} against {yardstick}" for mode, yardstick in YARDSTICK_OF.items()
+                     if any(r["mode"] == mode for r in mine)) + ": what the same set-up gives with no work per "
+           "packet (bench/devices.py).", "",
+           "| size B | mode | yardstick | placement | loss-free rate | saturation delivered | CPU per frame |",
+           "|---|---|---|---|---|---|---|"]
+    for r in mine:
+        v = r["vs_yardstick"]
+        if v is None:
+            out.append(f"| {r['size']} | {r['mode']} | {YARDSTICK_OF[r['mode']]} | {r['placement']} | not in this "
+                       f"run (add {YARDSTICK_OF[r['mode']]} to --modes) | | |")
+        else:
+            out.append(f"| {r['size']} | {r['mode']} | {v['yardstick']} | {r['placement']} | "
+                       f"{fmt(v['loss_free'], '.2f')} | {fmt(v['saturation'], '.2f')} | {fmt(v['cpu_per_frame'], '.2f')} |")
     return out
 
 
@@ -315,6 +353,7 @@ def report(results: dict) -> str:
                 else "")
         out.append(f"| {r['size']} | {r['mode']} | {r['placement']} | {mark}{fmt(v['loss_free'], '.2f')} | {fmt(v['saturation'], '.2f')} | "
                    f"{fmt(v['cpu_per_frame'], '.2f')} | {fmt(v['p50_at_50'], '.2f')} |")
+    out += yardstick_section(results, rows)
     out += ["", "## One-way latency (probe flow, µs)", "",
             "At 10, 50 and 90 % of each mode's own loss-free rate (the generator carries the load minus the probe).", "",
             "| size B | mode | placement | load | p50 | p99 | p99.9 | max | probes recv/sent | bulk loss |",

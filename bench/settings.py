@@ -15,6 +15,8 @@ CACHE = Path(os.environ.get("RESHAPER_CACHE", Path.home() / ".cache" / "reshaper
 BASELINES = ("linux-bridge", "python")
 YARDSTICKS = ("bridge-netfilter", "nfqueue-accept")
 ALL_MODES = (*MODES, *BASELINES, *YARDSTICKS)
+# a mode's own yardstick: the report gives the mode's ratios to it (same run, size and placement)
+YARDSTICK_OF = {"nfqueue": "nfqueue-accept"}
 DEFAULT_MODES = (*MODES, *BASELINES)
 QUICK_MODES = tuple(m for m in DEFAULT_MODES if m != "kernel")   # --quick: what runs on any kernel
 KERNEL_PATHS = ("kernel", "linux-bridge")   # CPU per frame: softirq time, not a process's

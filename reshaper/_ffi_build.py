@@ -1,6 +1,7 @@
 """Builds reshaper._native, the one C extension (cffi API mode, run by pip from setup.py).
 
-It holds the engine (rules/engine/), ring mode's loop (ring/), the device
+It holds the engine (rules/engine/), ring mode's loop (ring/), NFQUEUE mode's
+per-packet call (bridge/modes/nfqueue_packet.c), the device
 settings, privileges and memory locking the modes use (reshaper/offloads.c,
 privileges.c, realtime.c) and
 the kernel module's netlink contract (kmod/reshaper_genl.h). The cdef is taken
@@ -26,9 +27,9 @@ from cffi import FFI
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEADERS = ("rules/engine/rs_program.h", "rules/engine/rs_dist_tables.h", "ring/ring.h", "reshaper/offloads.h",
-           "reshaper/privileges.h", "reshaper/realtime.h", "kmod/reshaper_genl.h")
+           "reshaper/privileges.h", "reshaper/realtime.h", "kmod/reshaper_genl.h", "bridge/modes/nfqueue_packet.h")
 SOURCES = ("rules/engine/engine.c", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "ring").glob("*.c")),
-           "reshaper/offloads.c", "reshaper/privileges.c", "reshaper/realtime.c")
+           "reshaper/offloads.c", "reshaper/privileges.c", "reshaper/realtime.c", "bridge/modes/nfqueue_packet.c")
 
 
 def header_cdef(header_text: str) -> str:

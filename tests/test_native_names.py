@@ -1,6 +1,6 @@
-"""The C of reshaper._native outside the engine (ring/*.c, reshaper/*.c) names what it shares rs_*:
-the extension is loaded into every Python process that imports reshaper, beside other libraries.
-(The engine's own names: tests/test_engine_names.py.)"""
+"""The C of reshaper._native outside the engine (ring/*.c, reshaper/*.c, bridge/modes/*.c) names what it
+shares rs_*: the extension is loaded into every Python process that imports reshaper, beside other
+libraries. (The engine's own names: tests/test_engine_names.py.)"""
 import re
 import subprocess
 from pathlib import Path
@@ -8,8 +8,8 @@ from pathlib import Path
 import reshaper._native
 
 REPO = Path(__file__).resolve().parents[1]
-UNITS = sorted(REPO.glob("ring/*.c")) + sorted(REPO.glob("reshaper/*.c"))
-INCLUDES = [f"-I{REPO / d}" for d in ("rules/engine", "ring", "reshaper")]
+UNITS = sorted(REPO.glob("ring/*.c")) + sorted(REPO.glob("reshaper/*.c")) + sorted(REPO.glob("bridge/modes/*.c"))
+INCLUDES = [f"-I{REPO / d}" for d in ("rules/engine", "ring", "reshaper", "bridge/modes")]
 
 
 def global_names(nm_output: str) -> set[str]:
@@ -17,7 +17,7 @@ def global_names(nm_output: str) -> set[str]:
 
 
 def test_every_function_a_unit_shares_is_prefixed(tmp_path):
-    assert {p.name for p in UNITS} >= {"forwarder.c", "link.c", "offloads.c", "privileges.c"}
+    assert {p.name for p in UNITS} >= {"forwarder.c", "link.c", "offloads.c", "privileges.c", "nfqueue_packet.c"}
     for unit in UNITS:
         obj = tmp_path / f"{unit.stem}.o"
         subprocess.run(["gcc", "-std=gnu11", "-c", *INCLUDES, str(unit), "-o", str(obj)], check=True)
@@ -31,6 +31,6 @@ def test_the_extension_exports_only_its_interface():
     privileges.h and the engine's interface are exported, with Python's entry point."""
     exported = global_names(subprocess.run(["nm", "-D", "--defined-only", reshaper._native.__file__],
                                            capture_output=True, text=True, check=True).stdout)
-    assert {"rs_forwarder_open", "rs_set_offloads", "rs_drop_capabilities", "rs_run"} <= exported
+    assert {"rs_forwarder_open", "rs_set_offloads", "rs_drop_capabilities", "rs_run", "rs_nfq_run"} <= exported
     assert "rs_emit" not in exported and "rs_link_open" not in exported
     assert [n for n in exported if not n.startswith("rs_")] == ["PyInit__native"]

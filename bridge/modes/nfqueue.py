@@ -4,9 +4,10 @@ The yardstick mode: what many people would try first. Frames cross a Linux
 bridge; the bridge's own nf_call_iptables/ip6tables switches hand their IP
 packets to iptables, where a chain of ours (RESHAPER) queues those entering
 from each port to a queue of its own (one per port, so the queue says the
-port). Each packet runs through the same C engine (reshaper._native, L3 mode);
-a changed packet goes back with the verdict. Delays hold the packet and give
-the verdict later, from a timer queue in this process.
+port). Each packet runs through the same C engine (reshaper._native, L3 mode)
+in one C call (nfqueue_packet.c); a changed packet goes back with the verdict.
+Delays hold the packet and give the verdict later, from a timer queue in this
+process.
 
 --queue-bypass makes the kernel accept packets while no process is bound to
 the queue (fail-open: traffic keeps flowing if reshaper dies);
@@ -33,9 +34,9 @@ import time
 import zlib
 from collections import deque
 
-from reshaper._native import lib
+from reshaper._native import ffi, lib
 from reshaper.bridge.appliance import Appliance, SetupError, log
-from reshaper.rules.binding import Engine
+from reshaper.rules.binding import PORTS, Engine
 from reshaper.rules.model import Config, Diagnostic
 
 CHAIN = "RESHAPER"
@@ -190,10 +191,16 @@ class NfqueueAppliance(Appliance):
         self.counters = {p: dict.fromkeys(PORT_COUNTERS, 0) for p in "ab"}
         self.held: list = []  # (departure ns, sequence, packet, port)
         self.seq = 0
+        # what a packet's C call runs (load() points it at the engine) and leaves: the verdict, the frame
+        self.packet = ffi.new("struct rs_nfq_packet *")
+        self.frame = ffi.new("uint8_t[]", lib.RS_MAX_FRAME + lib.RS_FRAME_ROOM)
+        self.packet.frame = self.frame
+        self.frame_bytes = ffi.cast("char *", self.frame)   # ffi.unpack of a char * gives bytes
+        self.hooked_rules: set[int] = set()   # the rules with a hook, kept by load()
         self.queues = []
         for i, port in enumerate("ab"):
             q = NetfilterQueue()
-            q.bind(QUEUE_BASE + i, lambda pkt, port=port: self._packet(pkt, port), max_len=QUEUE_MAXLEN)
+            q.bind(QUEUE_BASE + i, self._callback(port), max_len=QUEUE_MAXLEN)
             self.queues.append(q)
         self.poller = select.poll()
         self.by_fd = {q.get_fd(): (q, port) for q, port in zip(self.queues, "ab")}
@@ -236,6 +243,10 @@ class NfqueueAppliance(Appliance):
         if getattr(self, "hooks", None) is not None:
             self.hooks.close()  # its threads end once the packets it holds are settled
         self.hooks = hooks
+        self.hooked_rules.clear()
+        self.hooked_rules.update(hooks.by_rule)
+        # the next packet runs the new program (self.engine, which load's caller sets, keeps it alive)
+        self.packet.prog, self.packet.prog_len, self.packet.state = engine.program, engine.program_len, engine.state
         return engine
 
     def _filter_at_bridge(self, config) -> None:
@@ -251,29 +262,51 @@ class NfqueueAppliance(Appliance):
         if drop_from:
             install_bridge_filter(drop_from)
 
-    def _packet(self, pkt, port: str) -> None:
+    def _callback(self, port: str):
+        """The queue's callback for port's packets. It runs per packet, so what it uses is bound
+        here once, and it does only what the common verdicts need: one C call (nfqueue_packet.c)
+        copies the payload in, runs the engine and says the verdict; a packet forwarded now or
+        dropped is settled here, the rest (over the engine's size, delayed, a rule's hook) in _unusual."""
+        run, unpack, packet, frame = lib.rs_nfq_run, ffi.unpack, self.packet, self.frame_bytes
+        port_id, counters, hooked_rules = PORTS[port], self.counters[port], self.hooked_rules
+        accept, drop, delayed, code_bits = lib.RS_NFQ_ACCEPT, lib.RS_NFQ_DROP, lib.RS_NFQ_DELAYED, lib.RS_NFQ_CODE_BITS
+        unusual = self._unusual
+
+        def on_packet(pkt) -> None:
+            counters["rx"] += 1
+            payload = pkt.get_payload()
+            result = run(packet, payload, len(payload), port_id)
+            if result == drop:
+                pkt.drop()
+                counters["dropped"] += 1
+                return
+            if result == delayed or result < 0 or hooked_rules:
+                unusual(pkt, port, result)
+                return
+            if result != accept:   # changed: its new length is above the code
+                pkt.set_payload(unpack(frame, result >> code_bits))
+            pkt.accept()
+            counters["tx"] += 1
+        return on_packet
+
+    def _unusual(self, pkt, port: str, result: int) -> None:
+        """A forwarded packet the callback leaves: over the engine's size, a rule's hook, a delay."""
         counters = self.counters[port]
-        counters["rx"] += 1
-        now = time.monotonic_ns()
-        try:
-            verdict, out = self.engine.run(pkt.get_payload(), port, now, l3=True)
-        except ValueError:  # larger than the engine takes: pass it as it is
+        if result == lib.RS_NFQ_TOO_LONG:   # larger than the engine takes: pass it as it is
             pkt.accept()
             counters["tx"] += 1
             return
-        if not verdict.forward:
-            pkt.drop()
-            counters["dropped"] += 1
-            return
+        verdict, now = self.packet.v, self.packet.now_ns
         if verdict.rule in self.hooks.by_rule:
             # the verdict waits for the hook, off this loop: other packets go on meanwhile
             seq = self.seq
             self.seq += 1
             self.awaiting[seq] = (pkt, port)
-            self.hooks.submit(verdict.rule, out, port, now, lambda made: self._hook_settled(seq, made), l3=True)
+            self.hooks.submit(verdict.rule, ffi.unpack(self.frame_bytes, verdict.len), port, now,
+                              lambda made: self._hook_settled(seq, made), l3=True)
             return
         if verdict.flags & lib.RS_VF_MODIFIED:
-            pkt.set_payload(out)
+            pkt.set_payload(ffi.unpack(self.frame_bytes, verdict.len))
         if verdict.delay_ns:
             heapq.heappush(self.held, (now + verdict.delay_ns, self.seq, pkt, port))
             self.seq += 1
