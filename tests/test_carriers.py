@@ -22,6 +22,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from reshaper._native import ffi, lib
 from reshaper.bridge.apply import apply_capture
 from reshaper.bridge.captures import CaptureReader
 from reshaper.bridge.modes import MODES
@@ -136,7 +137,9 @@ def test_a_generated_mix_on_every_carrier(from_port, tmp_path, topo, taps):
 def test_a_real_conversation_replayed_from_one_side_on_every_carrier(from_port, tmp_path, topo, taps):
     """dumpcap's capture of two hosts talking (ARP, ping, UDP, TCP both ways; the locally sent
     frames with the checksums offload leaves), replayed from one side: every frame crosses,
-    rewritten alike by every carrier."""
+    rewritten alike by every carrier. XDP mode cannot tell those checksums from ones a NIC was
+    left to compute (CHECKSUM_PARTIAL, which it is not told of) and computes them before the
+    rules (docs/modes.md): it gives what apply gives for the frames with them computed."""
     reader = CaptureReader(str(CONVERSATION))
     frames = [data for _, data in reader.frames()]
     assert len(frames) == 70
@@ -144,6 +147,16 @@ def test_a_real_conversation_replayed_from_one_side_on_every_carrier(from_port, 
     config.write_text(CONVERSATION_RULES)
     want = applied(tmp_path, config, frames, from_port, 0)
     assert len(want) == len(frames)
+    completed = [seed_checksums_computed(f) for f in frames]
+    assert completed != frames   # the capture has such checksums
+    want_xdp = applied(tmp_path, config, completed, from_port, 0)
     for mode in ("ring", "xdp", "nfqueue"):
         got = live(topo, taps, tmp_path, config, mode, frames, from_port, 0, len(want))
-        assert flows(got) == flows(want), mode
+        assert flows(got) == flows(want_xdp if mode == "xdp" else want), mode
+
+
+def seed_checksums_computed(frame: bytes) -> bytes:
+    """frame with a TCP/UDP checksum that holds only the pseudo-header sum computed, as XDP mode does."""
+    buf = ffi.new("uint8_t[]", frame)
+    lib.rs_csum_complete_seeded(buf, len(frame), 0)
+    return ffi.buffer(buf, len(frame))[:]
