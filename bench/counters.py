@@ -62,11 +62,16 @@ def frames_received() -> dict[int, int]:
     return out
 
 
-def proc_cpu(pid: int) -> dict:
-    """utime+stime (ticks), on-CPU ns of all threads (schedstat), context switches."""
+def user_system_ticks(pid: int) -> tuple[int, int]:
+    """A process's (or kernel thread's) utime and stime, in ticks, from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
+    return int(fields[11]), int(fields[12])
+
+
+def proc_cpu(pid: int) -> dict:
+    """utime+stime (ticks), on-CPU ns of all threads (schedstat), context switches."""
+    utime, stime = user_system_ticks(pid)
     run_ns = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -91,9 +96,7 @@ def napi_cpu() -> dict:
     out = {}
     for pid, name in napi_threads().items():
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            out[name] = {"ticks": int(fields[11]) + int(fields[12]), "cpus": sorted(os.sched_getaffinity(pid))}
+            out[name] = {"ticks": sum(user_system_ticks(pid)), "cpus": sorted(os.sched_getaffinity(pid))}
         except OSError:
             pass   # gone since
     return out

@@ -151,10 +151,11 @@ void rs_forwarder_stop(struct rs_forwarder *fw)
 /* The data of l's next free TX ring slot, or NULL when the ring is full even after a kick. */
 static uint8_t *tx_slot(struct rs_forwarder *fw, struct rs_link *l)
 {
-	struct tpacket2_hdr *h = (void *)(l->tx + (size_t)l->tx_head * l->frame_size);
+	struct tpacket2_hdr *h;
 
 	if (l->xsk)
 		return rs_xsk_tx_slot(l);
+	h = (void *)(l->tx + (size_t)l->tx_head * l->frame_size);
 	if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE) {
 		rs_link_kick(fw, l);
 		if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) != TP_STATUS_AVAILABLE)
@@ -166,12 +167,13 @@ static uint8_t *tx_slot(struct rs_forwarder *fw, struct rs_link *l)
 /* Hands the frame of wire bytes written at tx_slot's pointer to the kernel's side of the ring. */
 static void tx_commit(struct rs_link *l, uint8_t *d, uint32_t wire)
 {
-	struct tpacket2_hdr *h = (void *)(l->tx + (size_t)l->tx_head * l->frame_size);
+	struct tpacket2_hdr *h;
 
 	if (l->xsk) {
 		rs_xsk_tx_commit(l, wire);
 		return;
 	}
+	h = (void *)(l->tx + (size_t)l->tx_head * l->frame_size);
 	/* a plain frame, its checksum done: no GSO, no NEEDS_CSUM */
 	memset(d - VNET_HLEN, 0, VNET_HLEN);
 	h->tp_len = VNET_HLEN + wire;
