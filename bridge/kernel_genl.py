@@ -108,7 +108,8 @@ def parse_stats(reply) -> dict:
            "queued": reply.get_attr("RESHAPER_A_QUEUED") or 0,
            "queue_drops": reply.get_attr("RESHAPER_A_QUEUE_DROPS") or 0,
            "engine": {}, "rules": [], "ports": {}}
-    state = reply.get_attr("RESHAPER_A_STATE")
+    # the module sends the state in pieces (kmod/reshaper_genl.h's RESHAPER_STATE_PIECE)
+    state = b"".join(reply.get_attrs("RESHAPER_A_STATE"))
     if state:
         out["engine"], out["rules"] = state_counters(state)
     ports = reply.get_attr("RESHAPER_A_PORT_STATS")

@@ -14,6 +14,8 @@
 /* the longest program LOAD can carry: it goes in one attribute, whose 16-bit
  * length counts the attribute's own 4-byte header (struct nlattr) */
 #define RESHAPER_MAX_PROGRAM_LEN	(0xffff - 4)
+/* GET_STATS sends the state in pieces of at most this many bytes, for the same reason */
+#define RESHAPER_STATE_PIECE		0xf000
 
 enum {
 	RESHAPER_CMD_UNSPEC,
@@ -31,7 +33,8 @@ enum {
 	RESHAPER_A_PORT_B,	/* string: interface of port b */
 	RESHAPER_A_SEED,	/* u64: PRNG seed */
 	RESHAPER_A_PROGRAM_LEN,	/* u32: length of the loaded program (absent: none) */
-	RESHAPER_A_STATE,	/* binary: struct rs_state + n_rules struct rs_rule_state */
+	RESHAPER_A_STATE,	/* binary, repeated: pieces that joined in order are
+				 * struct rs_state + n_rules struct rs_rule_state */
 	RESHAPER_A_PORT_STATS,	/* binary: struct reshaper_port_stats[2], a then b */
 	RESHAPER_A_QUEUED,	/* u32: frames waiting in the delay queue */
 	RESHAPER_A_QUEUE_DROPS,	/* u64: frames refused by a full delay queue */

@@ -120,15 +120,19 @@ static int rs_cmd_get_stats(struct sk_buff *skb, struct genl_info *info)
 {
 	struct rs_net *rn = rs_pernet(genl_info_net(info));
 	struct rs_prog *p = rs_prog_get(rn);
-	struct nlattr *st = NULL, *ps = NULL;
-	size_t state_len = 0;
+	struct nlattr *st[DIV_ROUND_UP(sizeof(struct rs_state) + RS_MAX_RULES * sizeof(struct rs_rule_state),
+				       RESHAPER_STATE_PIECE)];
+	struct nlattr *ps = NULL;
+	size_t state_len = 0, pieces = 0, i;
 	struct sk_buff *msg;
 	void *hdr;
 
-	if (p)
+	if (p) {
 		state_len = sizeof(struct rs_state) +
 			    ((struct rs_state *)p->state)->n_rules * sizeof(struct rs_rule_state);
-	msg = genlmsg_new(nla_total_size(state_len) + 256, GFP_KERNEL);
+		pieces = DIV_ROUND_UP(state_len, RESHAPER_STATE_PIECE);
+	}
+	msg = genlmsg_new(state_len + pieces * nla_total_size(0) + 256, GFP_KERNEL);
 	if (!msg)
 		return -ENOMEM;
 	hdr = genlmsg_put_reply(msg, info, &rs_family, 0, RESHAPER_CMD_GET_STATS);
@@ -137,12 +141,18 @@ static int rs_cmd_get_stats(struct sk_buff *skb, struct genl_info *info)
 	if (p) {
 		if (nla_put_u32(msg, RESHAPER_A_PROGRAM_LEN, p->len))
 			goto nospace;
-		st = nla_reserve(msg, RESHAPER_A_STATE, state_len);
+		for (i = 0; i < pieces; i++) {
+			st[i] = nla_reserve(msg, RESHAPER_A_STATE,
+					    min_t(size_t, state_len - i * RESHAPER_STATE_PIECE, RESHAPER_STATE_PIECE));
+			if (!st[i])
+				goto nospace;
+		}
 		ps = nla_reserve(msg, RESHAPER_A_PORT_STATS, sizeof(p->port));
-		if (!st || !ps)
+		if (!ps)
 			goto nospace;
 		spin_lock_bh(&p->lock);
-		memcpy(nla_data(st), p->state, state_len);
+		for (i = 0; i < pieces; i++)
+			memcpy(nla_data(st[i]), (u8 *)p->state + i * RESHAPER_STATE_PIECE, nla_len(st[i]));
 		memcpy(nla_data(ps), p->port, sizeof(p->port));
 		spin_unlock_bh(&p->lock);
 	}

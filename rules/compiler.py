@@ -53,7 +53,7 @@ def _bytes_operands(spec: dict) -> bytes:
 
 def _ip_operands(which: str, address) -> bytes:
     family = lib.RS_FAMILY_IPV4 if address.version == 4 else lib.RS_FAMILY_IPV6
-    return struct.pack("<BB", _WHICH[which], family) + address.packed.ljust(16, b"\0")
+    return struct.pack("<BB", _WHICH[which], family) + address.packed
 
 
 def compile_match(m: Match) -> bytes:
@@ -69,7 +69,7 @@ def compile_match(m: Match) -> bytes:
         return _ranges(lib.RS_F_ETH_TYPE, [(ethertype, ethertype)])
     if m.field in ("ip_src", "ip_dst"):
         net = m.value
-        mask = net.netmask.packed.ljust(16, b"\0")
+        mask = net.netmask.packed
         return _op(lib.RS_M_IP, _ip_operands(m.field[3:], net.network_address) + mask)
     if m.field == "tcp_flags":
         mask, value = m.value

@@ -1,9 +1,11 @@
 """Writes the fuzzer's seed corpus: compiled example and golden programs x sample frames.
 
-Input layout of rules/engine/fuzz_engine.c: [u16 LE program length][program][u8 port][frame].
+Input layouts of rules/engine/fuzz_engine.c: [u16 LE program length][program][u8 port][frame], and
+[u16 0][u8 port][u8 n][n bytes the harness makes a program of][frame] (seeded with pseudo-random bytes).
 Usage: python -m tests.fuzz_seeds DIR
 """
 import pathlib
+import random
 import struct
 import sys
 import tempfile
@@ -69,6 +71,12 @@ def main(directory: str) -> None:
                 (target / f"seed-{i:03}-{j:02}-{port}").write_bytes(
                     struct.pack("<H", len(program)) + program + bytes([port]) + data)
                 n += 1
+    draw = random.Random(18)
+    for j, frame in enumerate(sample_frames()):
+        for k in range(4):
+            made = bytes(draw.randrange(256) for _ in range(draw.randrange(8, 256)))
+            (target / f"built-{j:02}-{k}").write_bytes(struct.pack("<HBB", 0, 1 + k % 2, len(made)) + made + frame)
+            n += 1
     print(f"{n} seeds in {target}")
 
 

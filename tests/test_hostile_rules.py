@@ -373,16 +373,23 @@ def test_many_aliases_are_refused_quickly():
 
 
 def test_nested_aliases_are_refused():
-    # each list ten aliases of the one before: l4 stands for 111,111 nodes
+    # each list ten aliases of the one before: l4 stands for 111,111 nodes, l5 for 1,111,111
     levels = ["l0: &l0 [" + ", ".join(["x"] * 10) + "]"]
     levels += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 8)]
     text = "\n".join(levels) + "\n"
-    # nodes before l4's aliases: the mapping, 5 keys, the lists l0-l3 (11 + 111 + 1111 + 11111), l4's list
-    before = 1 + 5 + 11 + 111 + 1111 + 11111 + 1
-    alias = (MAX_NODES - before) // 11111 + 1
-    assert errors(text) == [at(text, "*l3", f"the file stands for more than {MAX_NODES:,} YAML nodes (an alias "
-                                            "counts as every node it repeats); a rule file needs far fewer",
-                               text.index("*l3", text.index("l4:")) + len("*l3, ") * (alias - 1))]
+    # the mapping, then per level its key, its list and its ten items (an alias counts what it stands for)
+    nodes, size = 1, 1
+    for level in range(8):
+        nodes += 2
+        if nodes + 10 * size > MAX_NODES:
+            break
+        nodes += 10 * size
+        size = 1 + 10 * size
+    alias = (MAX_NODES - nodes) // size + 1
+    name = f"*l{level - 1}"
+    assert errors(text) == [at(text, name, f"the file stands for more than {MAX_NODES:,} YAML nodes (an alias "
+                                           "counts as every node it repeats); a rule file needs far fewer",
+                               text.index(name, text.index(f"l{level}:")) + len(name + ", ") * (alias - 1))]
 
 
 def test_an_alias_inside_its_anchor():
@@ -391,20 +398,25 @@ def test_an_alias_inside_its_anchor():
 
 
 def test_the_largest_rule_files_load():
-    # every rule's 64 actions as verbose as YAML writes them, its match shared through an alias
+    # 256 rules of 64 actions as verbose as YAML writes them, their match shared through an alias
     rules = ["  - name: r0\n    match: &m {eth_type: ipv4, ip_proto: tcp, dst_port: ["
              + ", ".join(str(p) for p in range(1, 17)) + "]}\n"]
-    rules += [f"  - name: r{i}\n    match: *m\n" for i in range(1, lib.RS_MAX_RULES)]
+    rules += [f"  - name: r{i}\n    match: *m\n" for i in range(1, 256)]
     actions = "    actions: [" + ", ".join(["{dec_ttl: {}}"] * lib.RS_MAX_OPS) + "]\n"
     config = load_config("r.yaml", PORTS + "rules:\n" + "".join(rule + actions for rule in rules))
-    assert len(config.rules) == lib.RS_MAX_RULES
     assert {len(rule.actions) for rule in config.rules} == {lib.RS_MAX_OPS}
+    # every rule the engine takes, with as many actions as the program's bytes leave (2 bytes each)
+    per_rule = ((lib.RS_MAX_PROGRAM_LEN - lib.RS_HDR_LEN) // lib.RS_MAX_RULES - lib.RS_RULE_HDR_LEN) // 2
+    actions = "    actions: [" + ", ".join(["{dec_ttl: {}}"] * per_rule) + "]\n"
+    config = load_config("r.yaml", PORTS + "rules:\n" + "".join(f"  - name: r{i}\n" + actions
+                                                                for i in range(lib.RS_MAX_RULES)))
+    assert len(config.rules) == lib.RS_MAX_RULES
 
 
 # ---- item 4: reloading ------------------------------------------------------------------------
 
 RELOADED = PORTS + "rules:\n" + "".join(f"  - {{name: r{i}, match: {{dscp: {i % 64}}}}}\n"
-                                        for i in range(lib.RS_MAX_RULES))
+                                        for i in range(256))
 
 
 def test_repeated_loads_do_not_grow_memory():

@@ -25,7 +25,7 @@ def code(prog: bytes) -> int:
 def with_rule(body: bytes, n_match: int, n_action: int, flags: int = 0) -> bytes:
     """A one-rule program around hand-made ops."""
     rule = struct.pack("<HBBBBH", 8 + len(body), 0, flags, n_match, n_action, 0) + body
-    return struct.pack("<IHHHHI", lib.RS_MAGIC, 1, lib.RS_PF_FWD_A_TO_B, 1, 0, 16 + len(rule)) + rule
+    return struct.pack("<IHHHHI", lib.RS_MAGIC, lib.RS_VERSION, lib.RS_PF_FWD_A_TO_B, 1, 0, 16 + len(rule)) + rule
 
 
 def op(opcode: int, operands: bytes = b"") -> bytes:
@@ -57,7 +57,7 @@ def test_trailing_bytes_are_refused():
 
 @pytest.mark.parametrize("offset,value,error", [
     (0, b"XSHP", lib.RS_E_MAGIC),
-    (4, struct.pack("<H", 2), lib.RS_E_VERSION),
+    (4, struct.pack("<H", lib.RS_VERSION + 1), lib.RS_E_VERSION),
     (6, struct.pack("<H", 0x10), lib.RS_E_FLAGS),
     (10, struct.pack("<H", 1), lib.RS_E_FLAGS),
     (8, struct.pack("<H", 257), lib.RS_E_RULES),

@@ -38,6 +38,36 @@
 
 /* ---- byte access ---- */
 
+/*
+ * Program integers are little-endian (PROGRAM.md). On a little-endian CPU one
+ * load reads them: __builtin_memcpy becomes a plain load at any alignment
+ * where the CPU allows it (x86, ARMv7), byte loads where it does not.
+ */
+#ifdef RS_LITTLE_ENDIAN
+static uint32_t rs_le16(const uint8_t *b)
+{
+	uint16_t v;
+
+	__builtin_memcpy(&v, b, 2);
+	return v;
+}
+
+static uint32_t rs_le32(const uint8_t *b)
+{
+	uint32_t v;
+
+	__builtin_memcpy(&v, b, 4);
+	return v;
+}
+
+static uint64_t rs_le64(const uint8_t *b)
+{
+	uint64_t v;
+
+	__builtin_memcpy(&v, b, 8);
+	return v;
+}
+#else
 static uint32_t rs_le16(const uint8_t *b)
 {
 	return (uint32_t)b[0] | (uint32_t)b[1] << 8;
@@ -52,10 +82,16 @@ static uint64_t rs_le64(const uint8_t *b)
 {
 	return (uint64_t)rs_le32(b) | (uint64_t)rs_le32(b + 4) << 32;
 }
+#endif
 
 static uint32_t rs_be16(const uint8_t *b)
 {
 	return (uint32_t)b[0] << 8 | b[1];
+}
+
+static uint32_t rs_be32(const uint8_t *b)
+{
+	return rs_be16(b) << 16 | rs_be16(b + 2);
 }
 
 /* ---- verifier ---- */
@@ -72,13 +108,13 @@ static int rs_op_fixed_len(uint32_t op)
 	switch (op) {
 	case RS_M_ETH:		return 13;
 	case RS_M_HAS_VLAN:	return 0;
-	case RS_M_IP:		return 34;
 	case RS_M_TCP_FLAGS:	return 2;
 	case RS_M_RANGE:
+	case RS_M_IP:
 	case RS_M_BYTES:
+	case RS_A_SET_IP:
 	case RS_A_PAYLOAD:	return -1;
 	case RS_A_SET_ETH:	return 7;
-	case RS_A_SET_IP:	return 18;
 	case RS_A_SET_FIELD:	return 3;
 	case RS_A_DEC_TTL:	return 0;
 	case RS_A_PUSH_VLAN:	return 4;
@@ -110,6 +146,12 @@ static int rs_verify_oplen(uint32_t op, const uint8_t *o, uint32_t n)
 		return n == (uint32_t)fixed ? 0 : -RS_E_OPLEN;
 	if (op == RS_M_RANGE)
 		return n >= 2 && n == 2 + 4 * (uint32_t)o[1] ? 0 : -RS_E_OPLEN;
+	if (op == RS_M_IP || op == RS_A_SET_IP) {
+		/* addresses (and masks) of the family's length; an unknown family is an operand error */
+		uint32_t a = n >= 2 && o[1] == RS_FAMILY_IPV4 ? 4 : 16;
+
+		return n >= 2 && n == 2 + a * (op == RS_M_IP ? 2 : 1) ? 0 : -RS_E_OPLEN;
+	}
 	/* RS_M_BYTES, RS_A_PAYLOAD */
 	return n >= 4 && n == 4 + 2 * (uint32_t)o[3] ? 0 : -RS_E_OPLEN;
 }
@@ -245,6 +287,166 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
 	return off == rlen ? 0 : -RS_E_RULES;
 }
 
+/* ---- the loaded form ------------------------------------------------------
+ *
+ * rs_state_init() turns the verified program into a classifier, kept in the
+ * state after the rate queues, so that finding a frame's first matching rule
+ * does not walk every rule: tuple-space search, as Open vSwitch's classifier
+ * does. A match op that tests one field for one value under a mask becomes a
+ * key field (RS_K_*); rules with the same key fields and masks share a
+ * subtable, where a hash of the frame's masked fields finds the rules with
+ * its values. Whatever else a rule tests (a range, several values, bytes, a
+ * field tested twice) stays residual: the op itself, run on the candidates.
+ * First match stays: subtables are visited in the order of their first
+ * rule, a bucket holds its rules in program order, and the search stops at
+ * the best rule found so far. rs_run_reference() walks the program itself;
+ * the fuzzer holds both to the same results (fuzz_engine.c).
+ */
+
+/* key fields: the RS_F_* fields of RS_M_RANGE keep their numbers (1..9) */
+#define RS_K_PORT	0
+#define RS_K_TCP_FLAGS	10
+#define RS_K_HAS_VLAN	11
+#define RS_K_ETH	12	/* 4 words: source bytes 0-3, 4-5; destination 0-3, 4-5 */
+#define RS_K_IP4	16	/* 2 words: source, destination */
+#define RS_K_IP6	18	/* 8 words: source 0..3, destination 0..3 */
+#define RS_K_N		26
+#define RS_K_BIT(k)	(1u << (k))
+#define RS_K_RANGES	(((1u << (RS_F_LENGTH + 1)) - 1) & ~1u)
+#define RS_K_ETH_ALL	(0xfu << RS_K_ETH)
+#define RS_K_IP4_ALL	(0x3u << RS_K_IP4)
+#define RS_K_IP6_ALL	(0xffu << RS_K_IP6)
+
+/* a subtable of up to this many rules is walked; a larger one is hashed */
+#define RS_WALK_MAX	4
+
+/* What a rule tests, split into key fields and residual match ops. */
+struct rs_shape {
+	uint32_t keys;			/* RS_K_* bits */
+	uint32_t nresid;
+	uint32_t act;			/* offset of the first action op in the rule */
+	uint32_t mask[RS_K_N], value[RS_K_N];
+	uint16_t resid[RS_MAX_OPS];	/* offsets of residual match ops in the rule */
+};
+
+struct rs_form_rule {
+	uint32_t rule;		/* offset of the rule in the program */
+	uint32_t act;		/* offset of its first action op in the rule */
+	uint32_t resid;		/* pool index of its residual ops' offsets in the program */
+	uint32_t nresid;
+	uint32_t key;		/* pool index of its key values, one per key field */
+	uint32_t sub;		/* its subtable */
+	uint32_t next;		/* the next rule of its bucket + 1, 0: none */
+};
+
+struct rs_form_sub {
+	uint32_t keys;		/* RS_K_* bits */
+	uint32_t nkeys;
+	uint32_t first;		/* its first rule */
+	uint32_t mask;		/* pool index of a mask per key field */
+	uint32_t count;		/* its rules */
+	uint32_t bits;		/* hash bits, 0: one bucket */
+	uint32_t slots;		/* pool index of 1 << bits bucket heads (rule + 1, 0: none) */
+};
+
+static void rs_key_set(struct rs_shape *sh, uint32_t k, uint32_t mask, uint32_t value)
+{
+	sh->keys |= RS_K_BIT(k);
+	sh->mask[k] = mask;
+	sh->value[k] = value;
+}
+
+/* Makes one match op key fields; 0 when it stays residual. */
+static int rs_shape_op(struct rs_shape *sh, uint32_t op, const uint8_t *o)
+{
+	uint32_t k, m, i;
+
+	switch (op) {
+	case RS_M_RANGE:
+		if (o[1] != 1 || rs_le16(o + 2) != rs_le16(o + 4) || (sh->keys & RS_K_BIT(o[0])))
+			return 0;
+		rs_key_set(sh, o[0], 0xffffffffu, rs_le16(o + 2));
+		return 1;
+	case RS_M_HAS_VLAN:
+		if (sh->keys & RS_K_BIT(RS_K_HAS_VLAN))
+			return 0;
+		rs_key_set(sh, RS_K_HAS_VLAN, 1, 1);
+		return 1;
+	case RS_M_TCP_FLAGS:
+		/* a value with bits outside the mask never matches, here as in the op */
+		if (sh->keys & RS_K_BIT(RS_K_TCP_FLAGS))
+			return 0;
+		rs_key_set(sh, RS_K_TCP_FLAGS, o[0], o[1]);
+		return 1;
+	case RS_M_ETH:
+		k = RS_K_ETH + 2 * o[0];
+		if (sh->keys & (0x3u << k))
+			return 0;
+		m = rs_be32(o + 7);
+		rs_key_set(sh, k, m, rs_be32(o + 1) & m);
+		m = rs_be16(o + 11);
+		if (m)
+			rs_key_set(sh, k + 1, m, rs_be16(o + 5) & m);
+		return 1;
+	case RS_M_IP:
+		if (o[1] == RS_FAMILY_IPV4) {
+			k = RS_K_IP4 + o[0];
+			if (sh->keys & RS_K_BIT(k))
+				return 0;
+			m = rs_be32(o + 6);
+			rs_key_set(sh, k, m, rs_be32(o + 2) & m);
+			return 1;
+		}
+		k = RS_K_IP6 + 4 * o[0];
+		if (sh->keys & (0xfu << k))
+			return 0;
+		/* the first word even under a zero mask: it requires an IPv6 packet */
+		for (i = 0; i < 4; i++) {
+			m = rs_be32(o + 18 + 4 * i);
+			if (i == 0 || m)
+				rs_key_set(sh, k + i, m, rs_be32(o + 2 + 4 * i) & m);
+		}
+		return 1;
+	}
+	return 0;
+}
+
+/* The shape of a verified rule. */
+static void rs_rule_shape(const uint8_t *r, struct rs_shape *sh)
+{
+	uint32_t k, off = RS_RULE_HDR_LEN;
+
+	sh->keys = 0;
+	sh->nresid = 0;
+	if (r[2] != RS_FROM_ANY)
+		rs_key_set(sh, RS_K_PORT, 0xffffffffu, r[2] == RS_FROM_A ? RS_PORT_A : RS_PORT_B);
+	for (k = 0; k < r[4]; k++) {
+		if (!rs_shape_op(sh, r[off], r + off + 2))
+			sh->resid[sh->nresid++] = (uint16_t)off;
+		off += RS_OP_HDR_LEN + r[off + 1];
+	}
+	sh->act = off;
+}
+
+static uint32_t rs_popcount(uint32_t x)
+{
+	uint32_t n = 0;
+
+	for (; x; x &= x - 1)
+		n++;
+	return n;
+}
+
+/* Pool words a rule may take: residual offsets, its key values, its subtable's masks and up to
+ * five bucket heads (a subtable of c rules hashed into fewer than 4c buckets, or walked in 1). */
+static uint32_t rs_form_words(const uint8_t *r)
+{
+	struct rs_shape sh;
+
+	rs_rule_shape(r, &sh);
+	return sh.nresid + 2 * rs_popcount(sh.keys) + 5;
+}
+
 /*
  * Checks the whole program (error order: header, then rule by rule, op by
  * op: op header inside the rule, opcode, operands inside the rule, operand
@@ -253,7 +455,7 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
  */
 static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size)
 {
-	uint32_t n, i, off = RS_HDR_LEN, limit, sum = 0;
+	uint32_t n, i, off = RS_HDR_LEN, limit, sum = 0, words = 0;
 	int err;
 
 	if (!prog || len < RS_HDR_LEN)
@@ -281,14 +483,18 @@ static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size)
 		err = rs_verify_rule(prog + off, rlen, &limit);
 		if (err)
 			return err;
-		sum += limit;	/* <= 256 * 65535: no overflow */
+		sum += limit;	/* <= 1024 * 65535: no overflow */
+		words += rs_form_words(prog + off);
 		off += rlen;
 	}
 	if (off != len)
 		return -RS_E_RULES;
 
+	/* then the loaded form, 8-aligned: rules, subtables, the pool of words */
 	*size = (uint32_t)sizeof(struct rs_state) +
 		n * (uint32_t)sizeof(struct rs_rule_state) + 8 * sum;
+	*size = (*size + 7) & ~7u;
+	*size += n * (uint32_t)(sizeof(struct rs_form_rule) + sizeof(struct rs_form_sub)) + 4 * words;
 	*size = (*size + 7) & ~7u;
 	return 0;
 }
@@ -377,6 +583,8 @@ static uint32_t rs_prng_corr(struct rs_state *st, uint32_t corr, uint32_t *last)
 
 /* ---- state ---- */
 
+static void rs_form_build(const uint8_t *prog, struct rs_state *st);
+
 static struct rs_rule_state *rs_rule_states(struct rs_state *st)
 {
 	return (struct rs_rule_state *)(st + 1);
@@ -424,6 +632,9 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 		}
 		off += rs_le16(r);
 	}
+	st->prog_len = prog_len;
+	st->form = (qoff + 7) & ~7u;
+	rs_form_build(prog, st);
 }
 
 /* ---- frame parsing ---- */
@@ -727,7 +938,7 @@ static int rs_match_op(const struct rs_pkt *p, uint32_t op, const uint8_t *o,
 	case RS_M_IP:
 		if (rs_ip_addr_at(p, o[0], o[1], &at, &n))
 			return 0;
-		return rs_masked_eq(p->b + at, o + 2, o + 18, n);
+		return rs_masked_eq(p->b + at, o + 2, o + 2 + n, n);
 	case RS_M_TCP_FLAGS:
 		if (!p->l4hl || p->proto != RS_IPPROTO_TCP)
 			return 0;
@@ -756,6 +967,186 @@ static int rs_rule_matches(const struct rs_pkt *p, const uint8_t *r,
 	}
 	*act = off;
 	return 1;
+}
+
+/* ---- classifying through the loaded form ---- */
+
+static struct rs_form_rule *rs_form_rules(const struct rs_state *st)
+{
+	return (struct rs_form_rule *)(void *)((uint8_t *)st + st->form);
+}
+
+static struct rs_form_sub *rs_form_subs(const struct rs_state *st)
+{
+	return (struct rs_form_sub *)(rs_form_rules(st) + st->n_rules);
+}
+
+static uint32_t *rs_form_pool(const struct rs_state *st)
+{
+	return (uint32_t *)(rs_form_subs(st) + st->n_rules);
+}
+
+/* Multiplicative hashing: the top bits of the product choose the bucket. */
+static uint32_t rs_key_hash(const uint32_t *w, uint32_t n)
+{
+	uint32_t h = 0, i;
+
+	for (i = 0; i < n; i++)
+		h = (h ^ w[i]) * 0x9e3779b1u;
+	return h;
+}
+
+static uint32_t rs_bucket(const struct rs_form_sub *sub, const uint32_t *key)
+{
+	return sub->bits ? rs_key_hash(key, sub->nkeys) >> (32 - sub->bits) : 0;
+}
+
+/* Builds the classifier of a verified program into a zeroed state (rs_state_init). */
+static void rs_form_build(const uint8_t *prog, struct rs_state *st)
+{
+	struct rs_form_rule *fr = rs_form_rules(st);
+	struct rs_form_sub *fs = rs_form_subs(st);
+	uint32_t *pool = rs_form_pool(st), used = 0, off = RS_HDR_LEN, i, j, k, s;
+	struct rs_shape sh;
+
+	for (i = 0; i < st->n_rules; i++) {
+		const uint8_t *r = prog + off;
+
+		rs_rule_shape(r, &sh);
+		fr[i].rule = off;
+		fr[i].act = sh.act;
+		fr[i].nresid = sh.nresid;
+		fr[i].resid = used;
+		for (j = 0; j < sh.nresid; j++)
+			pool[used++] = off + sh.resid[j];
+		/* its subtable: the one with the same key fields and masks, or a new one */
+		for (s = 0; s < st->n_subtables; s++) {
+			const uint32_t *mask = pool + fs[s].mask;
+
+			if (fs[s].keys != sh.keys)
+				continue;
+			for (k = sh.keys, j = 0; k; k &= k - 1, j++)
+				if (mask[j] != sh.mask[__builtin_ctz(k)])
+					break;
+			if (!k)
+				break;
+		}
+		if (s == st->n_subtables) {
+			st->n_subtables++;
+			fs[s].keys = sh.keys;
+			fs[s].nkeys = rs_popcount(sh.keys);
+			fs[s].first = i;
+			fs[s].mask = used;
+			for (k = sh.keys; k; k &= k - 1)
+				pool[used++] = sh.mask[__builtin_ctz(k)];
+			st->keyed |= sh.keys;
+		}
+		fs[s].count++;
+		fr[i].sub = s;
+		fr[i].key = used;
+		for (k = sh.keys; k; k &= k - 1)
+			pool[used++] = sh.value[__builtin_ctz(k)];
+		off += rs_le16(r);
+	}
+	for (s = 0; s < st->n_subtables; s++) {
+		for (fs[s].bits = 0; fs[s].count > RS_WALK_MAX && (1u << fs[s].bits) < 2 * fs[s].count;)
+			fs[s].bits++;
+		fs[s].slots = used;
+		used += 1u << fs[s].bits;
+	}
+	/* rules join the tail of their bucket: each bucket lists its rules in program order */
+	for (i = 0; i < st->n_rules; i++) {
+		const struct rs_form_sub *sub = fs + fr[i].sub;
+		uint32_t *e = pool + sub->slots + rs_bucket(sub, pool + fr[i].key);
+
+		while (*e)
+			e = &fr[*e - 1].next;
+		*e = i + 1;
+	}
+}
+
+/* The frame's key fields the program uses; returns the RS_K_* bits it has. */
+static uint32_t rs_frame_keys(const struct rs_pkt *p, uint32_t keyed, uint32_t port,
+			      uint32_t rx_len, uint32_t *kv)
+{
+	uint32_t present = RS_K_BIT(RS_K_PORT) | RS_K_BIT(RS_K_HAS_VLAN), bits, f, i;
+	const uint8_t *h = p->b + p->l3;
+
+	kv[RS_K_PORT] = port;
+	kv[RS_K_HAS_VLAN] = p->ntags > 0;
+	for (bits = keyed & RS_K_RANGES; bits; bits &= bits - 1) {
+		f = (uint32_t)__builtin_ctz(bits);
+		if (!rs_field_get(p, f, rx_len, kv + f))
+			present |= RS_K_BIT(f);
+	}
+	if ((keyed & RS_K_BIT(RS_K_TCP_FLAGS)) && p->l4hl && p->proto == RS_IPPROTO_TCP) {
+		kv[RS_K_TCP_FLAGS] = p->b[p->l4 + 13];
+		present |= RS_K_BIT(RS_K_TCP_FLAGS);
+	}
+	if ((keyed & RS_K_ETH_ALL) && !p->l3mode) {
+		kv[RS_K_ETH] = rs_be32(p->b + 6);
+		kv[RS_K_ETH + 1] = rs_be16(p->b + 10);
+		kv[RS_K_ETH + 2] = rs_be32(p->b);
+		kv[RS_K_ETH + 3] = rs_be16(p->b + 4);
+		present |= RS_K_ETH_ALL;
+	}
+	if ((keyed & RS_K_IP4_ALL) && p->ipv == 4) {
+		kv[RS_K_IP4] = rs_be32(h + 12);
+		kv[RS_K_IP4 + 1] = rs_be32(h + 16);
+		present |= RS_K_IP4_ALL;
+	}
+	if ((keyed & RS_K_IP6_ALL) && p->ipv == 6) {
+		for (i = 0; i < 4; i++) {
+			kv[RS_K_IP6 + i] = rs_be32(h + 8 + 4 * i);
+			kv[RS_K_IP6 + 4 + i] = rs_be32(h + 24 + 4 * i);
+		}
+		present |= RS_K_IP6_ALL;
+	}
+	return present;
+}
+
+static int rs_resid_match(const uint8_t *prog, const uint32_t *resid, uint32_t n,
+			  const struct rs_pkt *p, uint32_t rx_len)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++)
+		if (!rs_match_op(p, prog[resid[i]], prog + resid[i] + 2, rx_len))
+			return 0;
+	return 1;
+}
+
+/* The index of the frame's first matching rule, n_rules for none. */
+static uint32_t rs_classify(const uint8_t *prog, const struct rs_state *st,
+			    const struct rs_pkt *p, uint32_t port, uint32_t rx_len)
+{
+	const struct rs_form_rule *fr = rs_form_rules(st);
+	const struct rs_form_sub *fs = rs_form_subs(st);
+	const uint32_t *pool = rs_form_pool(st);
+	uint32_t kv[RS_K_N], fk[RS_K_N], best = st->n_rules, present, s, j, k, e;
+
+	present = rs_frame_keys(p, st->keyed, port, rx_len, kv);
+	for (s = 0; s < st->n_subtables && fs[s].first < best; s++) {
+		const struct rs_form_sub *sub = fs + s;
+		const uint32_t *mask = pool + sub->mask;
+
+		if (sub->keys & ~present)
+			continue;
+		for (k = sub->keys, j = 0; k; k &= k - 1, j++)
+			fk[j] = kv[__builtin_ctz(k)] & mask[j];
+		for (e = pool[sub->slots + rs_bucket(sub, fk)]; e && e - 1 < best; e = fr[e - 1].next) {
+			const struct rs_form_rule *r = fr + e - 1;
+			const uint32_t *key = pool + r->key;
+
+			for (j = 0; j < sub->nkeys && key[j] == fk[j]; j++)
+				;
+			if (j == sub->nkeys && rs_resid_match(prog, pool + r->resid, r->nresid, p, rx_len)) {
+				best = e - 1;
+				break;
+			}
+		}
+	}
+	return best;
 }
 
 /* ---- checksums (RFC 1071 sums, RFC 1624 updates) ---- */
@@ -1345,9 +1736,9 @@ static int rs_direction_ok(uint32_t pflags, uint32_t port)
 	return 0;
 }
 
-void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
-	    uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
-	    uint64_t now_ns, struct rs_verdict *v)
+static void rs_run_with(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
+			uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
+			uint64_t now_ns, struct rs_verdict *v, int reference)
 {
 	struct rs_state *st = state;
 	struct rs_ctx c;
@@ -1364,7 +1755,7 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 
 	/* a state rs_state_init() did not set up for this program: pass */
 	if (!prog || prog_len < RS_HDR_LEN || !st || !st->size ||
-	    st->n_rules != rs_le16(prog + 8))
+	    st->prog_len != prog_len || st->n_rules != rs_le16(prog + 8))
 		return;
 	st->counters.frames_in++;
 	pflags = rs_le16(prog + 6);
@@ -1389,11 +1780,20 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 	}
 
 	n = st->n_rules;
-	for (i = 0; i < n; i++) {
-		r = prog + off;
-		if (rs_rule_matches(&c.p, r, port, len, &act))
-			break;
-		off += rs_le16(r);
+	if (reference) {
+		/* every rule in turn, as the program lists them */
+		for (i = 0; i < n; i++) {
+			r = prog + off;
+			if (rs_rule_matches(&c.p, r, port, len, &act))
+				break;
+			off += rs_le16(r);
+		}
+	} else {
+		i = rs_classify(prog, st, &c.p, port, len);
+		if (i < n) {
+			r = prog + rs_form_rules(st)[i].rule;
+			act = rs_form_rules(st)[i].act;
+		}
 	}
 	if (i == n) {
 		st->counters.unmatched++;
@@ -1424,6 +1824,20 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 	v->delay_ns = c.dep - now_ns;
 	c.rs->duplicated += c.copies;
 	st->counters.forwarded += 1 + (uint64_t)c.copies;
+}
+
+void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
+	    uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
+	    uint64_t now_ns, struct rs_verdict *v)
+{
+	rs_run_with(prog, prog_len, state, frame, len, cap, port, run_flags, now_ns, v, 0);
+}
+
+void rs_run_reference(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
+		      uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
+		      uint64_t now_ns, struct rs_verdict *v)
+{
+	rs_run_with(prog, prog_len, state, frame, len, cap, port, run_flags, now_ns, v, 1);
 }
 
 /* The pseudo-header's sum of a parsed frame with one (rs_has_pseudo_hdr): addresses, protocol, L4 length. */

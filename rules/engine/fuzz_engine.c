@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
- * libFuzzer harness for engine.c.
+ * libFuzzer harness for engine.c: the verifier against anything, and rs_run()
+ * (the loaded form's classifier) against rs_run_reference() (every rule in
+ * turn): the same verdicts, frame bytes, counters and timing state, or abort.
  *
- * Input: [u16 LE program length][program][u8 port][frame bytes].
+ * Input, two kinds:
+ *   [u16 LE program length > 0][program][u8 port][frame bytes]
+ *   [u16 0][u8 port][u8 n][n bytes that make a program][frame bytes]
  * port byte: bits 0-1 the port passed to rs_run (0..3, so invalid ports
- * are exercised too), bit 2 RS_RUN_L3.
+ * are exercised too), bit 2 RS_RUN_L3. The second kind builds programs from
+ * a small vocabulary of fields and values (the addresses and ports of
+ * tests/fuzz_seeds.py's frames), so that rules share subtables and keys and
+ * most programs verify: random bytes alone rarely make one.
  *
- * Build and run:
+ * Build and run: make fuzz (Makefile), or
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined \
  *         -fno-sanitize-recover=undefined fuzz_engine.c engine.c \
  *         -o /tmp/fuzz_engine
@@ -23,62 +30,273 @@
 #include "rs_program.h"
 
 #define RUNS 4
+#define MAX_BUILT 4096
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* ---- programs from a vocabulary ---- */
+
+struct builder {
+	uint8_t *b;
+	uint32_t len;
+	const uint8_t *in;
+	uint32_t n, at;
+};
+
+static uint32_t next(struct builder *g)
 {
-	uint32_t plen, flen, state_size = 0, port, i;
-	const uint8_t *frame_in;
-	uint8_t *prog, *frame;
-	void *state;
+	return g->at < g->n ? g->in[g->at++] : 0;
+}
 
-	/* the verifier must survive anything */
-	rs_program_verify(data, (uint32_t)(size > 0xffffffffu ? 0 : size),
-			  &state_size);
+static void put(struct builder *g, const void *p, uint32_t n)
+{
+	if (g->len + n <= MAX_BUILT)
+		memcpy(g->b + g->len, p, n);
+	g->len += n;
+}
 
-	if (size < 3)
-		return 0;
-	plen = data[0] | (uint32_t)data[1] << 8;
-	if (size < 2 + (size_t)plen + 1)
-		return 0;
-	/* exact-size copy: reads past the program's end trip ASan */
-	prog = malloc(plen ? plen : 1);
-	if (!prog)
-		return 0;
-	memcpy(prog, data + 2, plen);
-	if (rs_program_verify(prog, plen, &state_size)) {
-		free(prog);
-		return 0;
+static void op(struct builder *g, uint32_t code, const uint8_t *o, uint32_t n)
+{
+	uint8_t h[2] = { (uint8_t)code, (uint8_t)n };
+
+	put(g, h, 2);
+	put(g, o, n);
+}
+
+/* values the seed frames carry, and a few they do not */
+static const uint16_t values[] = { 0x0800, 0x86dd, 0x0806, 6, 17, 1, 58, 53, 80, 4000, 23, 0, 7, 3, 64, 1 };
+static const uint8_t v4[][4] = { {10, 0, 0, 1}, {10, 0, 1, 1}, {10, 0, 0, 0}, {192, 0, 2, 1} };
+static const uint8_t v4_masks[][4] = { {255, 255, 255, 255}, {255, 255, 255, 0}, {255, 0, 0, 0}, {0, 0, 0, 0} };
+static const uint8_t macs[][6] = { {2, 0, 0, 0, 0, 1}, {2, 0, 0, 0, 0, 2} };
+
+static void match_op(struct builder *g)
+{
+	uint32_t c = next(g), x = next(g), i;
+	uint8_t o[40];
+
+	memset(o, 0, sizeof(o));
+	switch (c % 8) {
+	case 0:		/* one value of a field */
+	case 1:
+		o[0] = (uint8_t)(1 + c / 8 % RS_F_LENGTH);
+		o[1] = 1;
+		o[2] = o[4] = (uint8_t)values[x % 16];
+		o[3] = o[5] = (uint8_t)(values[x % 16] >> 8);
+		op(g, RS_M_RANGE, o, 6);
+		break;
+	case 2:		/* two ranges */
+		o[0] = (uint8_t)(1 + c / 8 % RS_F_LENGTH);
+		o[1] = 2;
+		o[2] = (uint8_t)(x & 0x3f);
+		o[4] = (uint8_t)(x & 0x3f) + (uint8_t)(c >> 4);
+		o[6] = 0x50;
+		o[8] = 0x60;
+		o[9] = 0x0fa0 >> 8;
+		op(g, RS_M_RANGE, o, 10);
+		break;
+	case 3:
+		if (c & 8) {
+			op(g, RS_M_HAS_VLAN, o, 0);
+		} else {
+			o[0] = (uint8_t)x;
+			o[1] = (uint8_t)(x & (c >> 4 ? 0x12 : 0xff));
+			op(g, RS_M_TCP_FLAGS, o, 2);
+		}
+		break;
+	case 4:
+		o[0] = (c >> 3) & 1;
+		memcpy(o + 1, macs[x & 1], 6);
+		memset(o + 7, 0xff, 6);
+		if (x & 2)
+			o[12] = o[11] = 0;
+		op(g, RS_M_ETH, o, 13);
+		break;
+	case 5:
+	case 6:
+		o[0] = (c >> 3) & 1;
+		o[1] = RS_FAMILY_IPV4;
+		memcpy(o + 2, v4[x % 4], 4);
+		memcpy(o + 6, v4_masks[x / 4 % 4], 4);
+		op(g, RS_M_IP, o, 10);
+		break;
+	default:
+		if (c & 8) {	/* IPv6 2001:db8::1/2 under a prefix of 0..128 */
+			o[0] = (c >> 4) & 1;
+			o[1] = RS_FAMILY_IPV6;
+			o[2] = 0x20, o[3] = 0x01, o[4] = 0x0d, o[5] = 0xb8, o[17] = (uint8_t)(1 + (x & 1));
+			for (i = 0; i < (x >> 1) % 129; i++)
+				o[18 + i / 8] |= (uint8_t)(0x80 >> (i % 8));
+			op(g, RS_M_IP, o, 34);
+		} else {	/* bytes */
+			o[0] = (uint8_t)(x % 3);
+			o[1] = (uint8_t)(c >> 4);
+			o[3] = 2;
+			o[4] = (uint8_t)values[x % 16];
+			o[6] = o[7] = 0xff;
+			op(g, RS_M_BYTES, o, 8);
+		}
 	}
+}
 
-	port = data[2 + plen];
-	frame_in = data + 3 + plen;
-	flen = (uint32_t)(size - 3 - plen);
-	if (flen > RS_MAX_FRAME + 8)
-		flen = RS_MAX_FRAME + 8;
+static void action_op(struct builder *g)
+{
+	uint32_t c = next(g);
+	uint8_t o[24];
 
-	state = malloc(state_size);
-	frame = malloc((size_t)flen + 4);
-	if (!state || !frame)
+	memset(o, 0, sizeof(o));
+	switch (c % 6) {
+	case 0:
+		op(g, RS_A_DROP, o, 0);
+		break;
+	case 1:
+		o[0] = RS_F_DSCP;
+		o[1] = (uint8_t)(c >> 3);
+		op(g, RS_A_SET_FIELD, o, 3);
+		break;
+	case 2:
+		op(g, RS_A_DEC_TTL, o, 0);
+		break;
+	case 3:		/* delay 1 ms + jitter, normal */
+		o[2] = 0x0f, o[1] = 0x42, o[0] = 0x40;
+		o[9] = (uint8_t)c;
+		o[16] = RS_DIST_NORMAL;
+		op(g, RS_A_DELAY, o, 21);
+		break;
+	case 4:		/* loss of ~c/256 */
+		o[3] = (uint8_t)c;
+		op(g, RS_A_LOSS, o, 8);
+		break;
+	default:	/* rate 1 Mbit/s, queue of 3 */
+		o[2] = 0x0f, o[1] = 0x42, o[0] = 0x40;
+		o[10] = 3;
+		op(g, RS_A_RATE, o, 12);
+	}
+}
+
+/* A program of up to 64 rules from g's bytes; its length, or 0 when too long. */
+static uint32_t build_program(struct builder *g, uint8_t *out)
+{
+	uint32_t nrules = 0, k, start, flags = RS_PF_FWD_A_TO_B | RS_PF_FWD_B_TO_A;
+	uint8_t hdr[16] = { 0 };
+
+	g->b = out;
+	g->len = RS_HDR_LEN;
+	flags |= (next(g) & 3) ? 0 : RS_PF_DEFAULT_DROP | RS_PF_MALFORMED_DROP;
+	while (g->at < g->n && nrules < 64) {
+		uint32_t c = next(g), nm = (c >> 2) % 4, na = (c >> 4) % 2;
+		uint8_t rh[8] = { 0, 0, (uint8_t)(c % 3), 0, (uint8_t)nm, (uint8_t)na, 0, 0 };
+
+		start = g->len;
+		put(g, rh, 8);
+		for (k = 0; k < nm; k++)
+			match_op(g);
+		for (k = 0; k < na; k++)
+			action_op(g);
+		if (g->len > MAX_BUILT)
+			return 0;
+		out[start] = (uint8_t)(g->len - start);
+		out[start + 1] = (uint8_t)((g->len - start) >> 8);
+		nrules++;
+	}
+	hdr[0] = RS_MAGIC & 0xff, hdr[1] = (RS_MAGIC >> 8) & 0xff;
+	hdr[2] = (RS_MAGIC >> 16) & 0xff, hdr[3] = RS_MAGIC >> 24;
+	hdr[4] = RS_VERSION;
+	hdr[6] = (uint8_t)flags;
+	hdr[8] = (uint8_t)nrules;
+	hdr[12] = (uint8_t)g->len, hdr[13] = (uint8_t)(g->len >> 8);
+	memcpy(out, hdr, sizeof(hdr));
+	return g->len;
+}
+
+/* ---- both engines on the same frames ---- */
+
+static void run_both(const uint8_t *prog, uint32_t plen, uint32_t state_size, uint32_t port,
+		     const uint8_t *frame_in, uint32_t flen)
+{
+	void *fast = malloc(state_size), *ref = malloc(state_size);
+	uint8_t *frame = malloc((size_t)flen + 4), *again = malloc((size_t)flen + 4);
+	uint32_t i, before_form;
+
+	if (!fast || !ref || !frame || !again)
 		goto out;
-	rs_state_init(prog, plen, state, state_size, 42);
+	rs_state_init(prog, plen, fast, state_size, 42);
+	rs_state_init(prog, plen, ref, state_size, 42);
+	/* counters, PRNG, rule states and rate queues come before the loaded form */
+	before_form = ((struct rs_state *)fast)->form;
+	if (!before_form || before_form > state_size)
+		abort();
 
 	for (i = 0; i < RUNS; i++) {
-		struct rs_verdict v;
+		struct rs_verdict v, w;
 
 		memcpy(frame, frame_in, flen);
-		rs_run(prog, plen, state, frame, flen, flen + 4, port & 3,
+		memcpy(again, frame_in, flen);
+		rs_run(prog, plen, fast, frame, flen, flen + 4, port & 3,
 		       (port >> 2) & RS_RUN_L3, 1000000ull * i * i, &v);
+		rs_run_reference(prog, plen, ref, again, flen, flen + 4, port & 3,
+				 (port >> 2) & RS_RUN_L3, 1000000ull * i * i, &w);
 		if (v.len > flen + 4 || v.verdict > RS_V_DROP)
+			abort();
+		if (memcmp(&v, &w, sizeof(v)) || memcmp(frame, again, v.len) ||
+		    memcmp(fast, ref, before_form))
 			abort();
 	}
 	/* what carriers run before the rules, on what the rules left */
 	rs_csum_complete_seeded(frame, flen, (port >> 2) & RS_RUN_L3);
 	rs_csum_complete(frame, flen, (port >> 2) & RS_RUN_L3);
 out:
+	free(again);
 	free(frame);
-	free(state);
+	free(ref);
+	free(fast);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	uint32_t plen, flen, state_size = 0, port, skip;
+	uint8_t *prog;
+
+	/* the verifier must survive anything */
+	rs_program_verify(data, (uint32_t)(size > 0xffffffffu ? 0 : size),
+			  &state_size);
+
+	if (size < 4)
+		return 0;
+	plen = data[0] | (uint32_t)data[1] << 8;
+	if (plen) {
+		if (size < 2 + (size_t)plen + 1)
+			return 0;
+		/* exact-size copy: reads past the program's end trip ASan */
+		prog = malloc(plen);
+		if (!prog)
+			return 0;
+		memcpy(prog, data + 2, plen);
+		port = data[2 + plen];
+		skip = 3 + plen;
+	} else {
+		struct builder g = { 0 };
+		uint8_t built[MAX_BUILT];
+
+		port = data[2];
+		g.in = data + 4;
+		g.n = data[3];
+		if (size < 4 + (size_t)g.n)
+			return 0;
+		plen = build_program(&g, built);
+		prog = malloc(plen ? plen : 1);
+		if (!prog)
+			return 0;
+		memcpy(prog, built, plen);
+		skip = 4 + g.n;
+	}
+	if (!plen || rs_program_verify(prog, plen, &state_size)) {
+		free(prog);
+		return 0;
+	}
+	flen = (uint32_t)(size - skip);
+	if (flen > RS_MAX_FRAME + 8)
+		flen = RS_MAX_FRAME + 8;
+	run_both(prog, plen, state_size, port, data + skip, flen);
 	free(prog);
 	return 0;
 }

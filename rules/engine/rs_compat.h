@@ -16,4 +16,9 @@ static inline uint64_t rs_div64(uint64_t a, uint64_t b) { return div64_u64(a, b)
 static inline uint64_t rs_div64(uint64_t a, uint64_t b) { return a / b; }
 #endif
 
+/* program integers are little-endian (PROGRAM.md): on a CPU of that order engine.c reads them in one load */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define RS_LITTLE_ENDIAN 1
+#endif
+
 #endif /* RS_COMPAT_H */

@@ -17,12 +17,12 @@
 
 /* ---- header ------------------------------------------------------------ */
 #define RS_MAGIC            0x50485352u /* "RSHP" read as little-endian u32 */
-#define RS_VERSION          1
+#define RS_VERSION          2
 #define RS_HDR_LEN          16
 #define RS_RULE_HDR_LEN     8
 #define RS_OP_HDR_LEN       2
 #define RS_MAX_PROGRAM_LEN  65536
-#define RS_MAX_RULES        256
+#define RS_MAX_RULES        1024
 #define RS_MAX_OPS          64      /* per rule, match and action each */
 
 /* header flags */
@@ -49,13 +49,13 @@
 #define RS_M_ETH        0x01 /* u8 which, mac[6], mask[6]                  len 13 */
 #define RS_M_RANGE      0x02 /* u8 field, u8 n, n x (u16 lo, u16 hi)       len 2+4n */
 #define RS_M_HAS_VLAN   0x03 /* frame carries an inner 802.1Q/802.1ad tag  len 0 */
-#define RS_M_IP         0x04 /* u8 which, u8 family, addr[16], mask[16]    len 34 */
+#define RS_M_IP         0x04 /* u8 which, u8 family, addr[a], mask[a]      len 2+2a, a 4 (IPv4) or 16 */
 #define RS_M_TCP_FLAGS  0x05 /* u8 mask, u8 value                          len 2 */
 #define RS_M_BYTES      0x06 /* u8 base, u16 offset, u8 n, val[n], mask[n] len 4+2n */
 
 /* ---- action ops ---------------------------------------------------------- */
 #define RS_A_SET_ETH    0x40 /* u8 which, mac[6]                           len 7 */
-#define RS_A_SET_IP     0x41 /* u8 which, u8 family, addr[16]              len 18 */
+#define RS_A_SET_IP     0x41 /* u8 which, u8 family, addr[a]               len 2+a */
 #define RS_A_SET_FIELD  0x42 /* u8 field, u16 value                        len 3 */
 #define RS_A_DEC_TTL    0x43 /*                                            len 0 */
 #define RS_A_PUSH_VLAN  0x44 /* u16 tpid, u16 tci                          len 4 */
@@ -209,7 +209,12 @@ struct rs_state {
 	uint32_t n_rules;
 	uint32_t size;
 	struct rs_counters counters;
-	/* struct rs_rule_state rules[n_rules]; then the rate queues */
+	/* the loaded form (engine.c): the classifier rs_state_init builds from the program */
+	uint32_t prog_len;	/* of the program it was built from */
+	uint32_t form;		/* its byte offset in the state */
+	uint32_t n_subtables;
+	uint32_t keyed;		/* the key fields some subtable uses */
+	/* struct rs_rule_state rules[n_rules]; then the rate queues; then the loaded form */
 };
 
 /* ---- API ---------------------------------------------------------------- */
@@ -245,6 +250,15 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 	    uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
 	    uint64_t now_ns, struct rs_verdict *v);
+
+/*
+ * The same, finding the first matching rule the straightforward way: every
+ * rule in turn, its ops read from the program. The reference rs_run() is held
+ * to (rules/engine/fuzz_engine.c); carriers call rs_run().
+ */
+void rs_run_reference(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
+		      uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
+		      uint64_t now_ns, struct rs_verdict *v);
 
 /*
  * Computes the TCP/UDP/ICMPv6 checksum of a frame from scratch, for frames
