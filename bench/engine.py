@@ -1,13 +1,19 @@
 """Engine cost per frame and `apply` throughput (a benchmark, not a test).
 
-    python -m reshaper.bench.engine [--frames 1000000]
+    python -m reshaper.bench.engine [--frames 1000000] [--json PATH] [--plot PATH]
 
-1. rs_run on the five-rule example over a mix of frames: instructions per
-   frame under callgrind (deterministic) and ns per frame natively, built
-   with the flags of the cffi extension (-O2).
+1. The engine over two kinds of rule sets: the five-rule example over a mix of
+   frames, and per-host rules (each `match: {ip_dst: 10.1.x.y/32, ip_proto:
+   udp}` with a delay, as experimenters write them) from 5 to 1,000 rules with
+   a frame that hits the last rule and one that hits none. Instructions per
+   frame under callgrind (deterministic) and ns per frame natively, built with
+   the flags of the cffi extension (-O2), for rs_run (the classifier of the
+   loaded form) and rs_run_reference (every rule in turn) from one build.
 2. `reshaper apply` on a capture of N frames: frames per second, end to end.
 """
 import argparse
+import dataclasses
+import json
 import os
 import pathlib
 import re
@@ -30,6 +36,11 @@ from reshaper.rules.config import load_config
 ENGINE = REPO / "rules" / "engine"
 HARNESS = pathlib.Path(__file__).resolve().parent / "engine_harness.c"   # the engine over a file of frames
 CONFIG = example("five-rules.yaml")
+RULE_COUNTS = (5, 50, 250, 1000)
+ENTRIES = {"loaded": "rs_run", "reference": "rs_run_reference"}
+# frames per callgrind run and per native run of the five-rule mix (callgrind counts: any number will do)
+CALLGRIND_FRAMES = 2_000
+NATIVE_INSTRUCTIONS = 2_000_000_000   # about a second natively, whatever a case costs
 
 
 def frame_mix() -> list[bytes]:
@@ -49,29 +60,97 @@ def frame_mix() -> list[bytes]:
     return [bytes(f) for f in frames]
 
 
-def bench_input(path: pathlib.Path) -> int:
-    program = compile_rules(load_config(str(CONFIG)))
-    frames = frame_mix()
-    data = struct.pack("<I", len(program)) + program + struct.pack("<I", len(frames))
-    data += b"".join(struct.pack("<H", len(f)) + f for f in frames)
+def per_host_address(i: int) -> str:
+    return f"10.1.{i // 250}.{i % 250 + 1}"
+
+
+def per_host_config(n: int) -> str:
+    """n rules, a delay per lab host: the rule file experimenters write."""
+    rules = "".join(f"  - {{name: host-{i}, match: {{ip_dst: {per_host_address(i)}/32, ip_proto: udp}}, "
+                    f"actions: [{{delay: {{time: {i % 50 + 1}ms}}}}]}}\n" for i in range(n))
+    return "version: 1\nports: {a: eth0.100, b: eth0.200}\nrules:\n" + rules
+
+
+def per_host_frame(address: str) -> bytes:
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="10.0.0.5", dst=address)
+                 / UDP(sport=5000, dport=6000) / (b"d" * 18))
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    rules: int
+    program: bytes
+    frames: list[bytes]
+
+
+def cases() -> list[Case]:
+    """The five-rule mix, then per n rules a frame hitting the last rule and one hitting none."""
+    out = [Case("five-rule mix", 5, compile_rules(load_config(str(CONFIG))), frame_mix())]
+    for n in RULE_COUNTS:
+        program = compile_rules(load_config(f"per-host-{n}.yaml", per_host_config(n)))
+        out.append(Case(f"{n} per-host rules, last rule", n, program, [per_host_frame(per_host_address(n - 1))]))
+        out.append(Case(f"{n} per-host rules, no rule", n, program, [per_host_frame("10.2.0.1")]))
+    return out
+
+
+def bench_input(path: pathlib.Path, case: Case) -> None:
+    data = struct.pack("<I", len(case.program)) + case.program + struct.pack("<I", len(case.frames))
+    data += b"".join(struct.pack("<H", len(f)) + f for f in case.frames)
     path.write_bytes(data)
-    return len(frames)
 
 
-def engine_cost(tmp: pathlib.Path) -> dict:
+def harness_command(cc: str, flags: list[str], out: pathlib.Path) -> list[str]:
+    return [cc, *flags, f"-I{ENGINE}", str(HARNESS), str(ENGINE / "engine.c"), "-o", str(out)]
+
+
+def iterations(case: Case, frames: int) -> int:
+    return max(1, frames // len(case.frames))
+
+
+def parse_callgrind(stdout: str, stderr: str) -> float:
+    frames = int(re.search(r"frames=(\d+)", stdout).group(1))
+    return int(re.search(r"Collected : (\d+)", stderr).group(1)) / frames
+
+
+def engine_costs(tmp: pathlib.Path) -> list[dict]:
+    """Every case through both entries: instructions per frame (callgrind), then ns per frame natively."""
     binary = tmp / "bench_engine"
-    subprocess.run(["gcc", "-O2", "-std=gnu11", f"-I{ENGINE}", str(HARNESS),
-                    str(ENGINE / "engine.c"), "-o", str(binary)], check=True)
-    inp = tmp / "input.bin"
-    bench_input(inp)
-    native = subprocess.run([str(binary), str(inp), "200000"], check=True, capture_output=True, text=True).stdout
-    ns = float(re.search(r"ns_per_frame=([\d.]+)", native).group(1))
-    out = tmp / "callgrind.out"
-    cg = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--toggle-collect=rs_run",
-                         str(binary), str(inp), "1000"], check=True, capture_output=True, text=True)
-    frames = int(re.search(r"frames=(\d+)", cg.stdout).group(1))
-    instructions = int(re.search(r"Collected : (\d+)", cg.stderr).group(1))
-    return {"ns_per_frame": ns, "instructions_per_frame": instructions / frames}
+    subprocess.run(harness_command("gcc", ["-O2", "-std=gnu11"], binary), check=True)
+    rows = []
+    for k, case in enumerate(cases()):
+        inp = tmp / f"input-{k}.bin"
+        bench_input(inp, case)
+        row = {"case": case.name, "rules": case.rules}
+        for entry, symbol in ENTRIES.items():
+            extra = ["reference"] if entry == "reference" else []
+            cg = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp / 'cg.out'}",
+                                 f"--toggle-collect={symbol}", str(binary), str(inp),
+                                 str(iterations(case, CALLGRIND_FRAMES)), *extra],
+                                check=True, capture_output=True, text=True)
+            per = parse_callgrind(cg.stdout, cg.stderr)
+            native = subprocess.run([str(binary), str(inp), str(iterations(case, int(NATIVE_INSTRUCTIONS / per))),
+                                     *extra], check=True, capture_output=True, text=True).stdout
+            row[entry] = {"instructions_per_frame": round(per, 1),
+                          "ns_per_frame": float(re.search(r"ns_per_frame=([\d.]+)", native).group(1))}
+        rows.append(row)
+    return rows
+
+
+def cost_table(rows: list[dict], arch: str, timed: bool = True) -> str:
+    head = "| case | loaded form, instructions/frame | reference, instructions/frame |"
+    rule = "|---|---|---|"
+    if timed:
+        head += " loaded form, ns/frame | reference, ns/frame |"
+        rule += "---|---|"
+    lines = [f"{arch}, callgrind" + (" and native -O2" if timed else ""), "", head, rule]
+    for r in rows:
+        line = (f"| {r['case']} | {r['loaded']['instructions_per_frame']:,.0f} | "
+                f"{r['reference']['instructions_per_frame']:,.0f} |")
+        if timed:
+            line += f" {r['loaded']['ns_per_frame']:.1f} | {r['reference']['ns_per_frame']:.1f} |"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def apply_throughput(tmp: pathlib.Path, n: int) -> dict:
@@ -95,12 +174,17 @@ def apply_throughput(tmp: pathlib.Path, n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=1_000_000)
+    parser.add_argument("--json", type=pathlib.Path, help="write the engine's figures here")
+    parser.add_argument("--plot", type=pathlib.Path, help="write instructions per frame against rules here (PNG)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="reshaper-bench-") as tmp:
-        cost = engine_cost(pathlib.Path(tmp))
-        print(f"engine, five-rule program, {len(frame_mix())}-frame mix: "
-              f"{cost['instructions_per_frame']:.0f} instructions/frame (callgrind), "
-              f"{cost['ns_per_frame']:.1f} ns/frame (native, -O2, {os.uname().machine})")
+        rows = engine_costs(pathlib.Path(tmp))
+        print(cost_table(rows, os.uname().machine))
+        if args.json:
+            args.json.write_text(json.dumps({"arch": os.uname().machine, "rows": rows}, indent=1) + "\n")
+        if args.plot:
+            from reshaper.bench.plots import engine_scaling
+            engine_scaling({os.uname().machine: rows}, args.plot)
         result = apply_throughput(pathlib.Path(tmp), args.frames)
         print(f"reshaper apply: {result['frames']} frames in {result['seconds']:.1f} s = "
               f"{result['frames_per_second']:,.0f} frames/s")

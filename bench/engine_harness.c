@@ -4,9 +4,11 @@
  *
  * Input file: [u32 LE program length][program][u32 LE frame count]
  *             then per frame [u16 LE length][bytes].
- * Usage: bench_engine INPUT ITERATIONS
- * Prints: frames=N ns_per_frame=X. Under callgrind, collect only rs_run
- * (--toggle-collect=rs_run) and divide Ir by the frames printed.
+ * Usage: bench_engine INPUT ITERATIONS [reference]
+ * Runs rs_run(), or rs_run_reference() (every rule in turn) when asked.
+ * Prints: frames=N ns_per_frame=X. Under callgrind, collect only the entry
+ * run (--toggle-collect=rs_run or rs_run_reference) and divide Ir by the
+ * frames printed.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -31,13 +33,18 @@ int main(int argc, char **argv)
 	void *state;
 	FILE *f;
 
-	if (argc != 3 || !(f = fopen(argv[1], "rb"))) {
-		fprintf(stderr, "usage: bench_engine INPUT ITERATIONS\n");
+	void (*run)(const uint8_t *, uint32_t, void *, uint8_t *, uint32_t, uint32_t, uint32_t, uint32_t,
+		    uint64_t, struct rs_verdict *) = rs_run;
+
+	if (argc < 3 || argc > 4 || !(f = fopen(argv[1], "rb"))) {
+		fprintf(stderr, "usage: bench_engine INPUT ITERATIONS [reference]\n");
 		return 2;
 	}
 	size = fread(file, 1, sizeof(file), f);
 	fclose(f);
 	iterations = strtoul(argv[2], NULL, 10);
+	if (argc == 4 && !strcmp(argv[3], "reference"))
+		run = rs_run_reference;
 	plen = get32(file);
 	if (size < 8 + plen || rs_program_verify(file + 4, plen, &state_size)) {
 		fprintf(stderr, "bench_engine: bad input or program\n");
@@ -58,8 +65,8 @@ int main(int argc, char **argv)
 		for (i = 0; i < n; i++) {
 			/* a fresh copy each time: rewrites must not pile up */
 			memcpy(work, frames[i], lens[i]);
-			rs_run(file + 4, plen, state, work, lens[i], lens[i] + RS_FRAME_ROOM,
-			       (i & 1) ? RS_PORT_B : RS_PORT_A, 0, it * 1000 + i, &v);
+			run(file + 4, plen, state, work, lens[i], lens[i] + RS_FRAME_ROOM,
+			    (i & 1) ? RS_PORT_B : RS_PORT_A, 0, it * 1000 + i, &v);
 		}
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);

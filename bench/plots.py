@@ -84,3 +84,27 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     ax.legend(fontsize=7)
     written.append(_save(fig, out_dir / "cpu_per_frame.png"))
     return written
+
+
+def engine_scaling(costs: dict[str, list[dict]], path: Path) -> Path:
+    """Instructions per frame against the number of per-host rules (bench/engine.py's rows), per
+    architecture, for the loaded form and the reference walk: a frame hitting the last rule and none."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for a, (arch, rows) in enumerate(costs.items()):
+        for e, (entry, label) in enumerate((("loaded", "loaded form"), ("reference", "every rule in turn"))):
+            for hit, style in (("last rule", "o-"), ("no rule", "x--")):
+                rs = sorted((r for r in rows if r["case"].endswith(hit)), key=lambda r: r["rules"])
+                ax.plot([r["rules"] for r in rs], [r[entry]["instructions_per_frame"] for r in rs], style,
+                        color=f"C{2 * a + e}", label=f"{arch}, {label}, {hit}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("per-host rules")
+    ax.set_ylabel("engine instructions per frame (callgrind)")
+    ax.set_title("Engine cost against the number of rules")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _save(fig, path)

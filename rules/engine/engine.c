@@ -312,13 +312,27 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
 #define RS_K_IP6	18	/* 8 words: source 0..3, destination 0..3 */
 #define RS_K_N		26
 #define RS_K_BIT(k)	(1u << (k))
-#define RS_K_RANGES	(((1u << (RS_F_LENGTH + 1)) - 1) & ~1u)
 #define RS_K_ETH_ALL	(0xfu << RS_K_ETH)
 #define RS_K_IP4_ALL	(0x3u << RS_K_IP4)
 #define RS_K_IP6_ALL	(0xffu << RS_K_IP6)
+/* fields every frame has */
+#define RS_K_FRAME	(RS_K_BIT(RS_K_PORT) | RS_K_BIT(RS_K_HAS_VLAN) | RS_K_BIT(RS_F_ETH_TYPE) | \
+			 RS_K_BIT(RS_F_LENGTH))
+
+/* form_flags: the program reads the TCP/UDP/ICMP header, or rewrites (which keeps its checksum) */
+#define RS_FORM_L4	0x1
 
 /* a subtable of up to this many rules is walked; a larger one is hashed */
 #define RS_WALK_MAX	4
+
+/* the order a subtable compares its fields in: the likeliest to differ first, so that a walk
+ * leaves a rule after one comparison */
+static const uint8_t rs_key_order[RS_K_N] = {
+	RS_K_PORT, RS_K_TCP_FLAGS, RS_F_DST_PORT, RS_F_SRC_PORT, RS_K_IP4 + 1, RS_K_IP4,
+	RS_K_IP6 + 4, RS_K_IP6 + 5, RS_K_IP6 + 6, RS_K_IP6 + 7, RS_K_IP6, RS_K_IP6 + 1, RS_K_IP6 + 2,
+	RS_K_IP6 + 3, RS_K_ETH + 2, RS_K_ETH + 3, RS_K_ETH, RS_K_ETH + 1, RS_F_VLAN, RS_F_DSCP,
+	RS_F_TTL, RS_F_LENGTH, RS_F_VLAN_PCP, RS_K_HAS_VLAN, RS_F_IP_PROTO, RS_F_ETH_TYPE,
+};
 
 /* What a rule tests, split into key fields and residual match ops. */
 struct rs_shape {
@@ -334,19 +348,35 @@ struct rs_form_rule {
 	uint32_t act;		/* offset of its first action op in the rule */
 	uint32_t resid;		/* pool index of its residual ops' offsets in the program */
 	uint32_t nresid;
-	uint32_t key;		/* pool index of its key values, one per key field */
+	uint32_t entry;		/* pool index of its entry in its subtable */
 	uint32_t sub;		/* its subtable */
-	uint32_t next;		/* the next rule of its bucket + 1, 0: none */
 };
+
+/* A subtable's first RS_HEAD key fields (in rs_key_order) are its head: hashed and compared as
+ * that many words, a missing field as kv[RS_K_NONE] = 0 under a zero mask. The rest, its tail
+ * (more than four fields: rare), are compared one by one. */
+#define RS_HEAD		4
+#define RS_K_NONE	RS_K_N
+
+/* A rule's entry in its subtable (pool words): its index, the pool index of the next entry of its
+ * bucket (0: none; pool word 0 is never an entry), its head's values, then its tail's values. */
+#define RS_ENTRY_RULE	0
+#define RS_ENTRY_NEXT	1
+#define RS_ENTRY_KEY	2
+#define RS_ENTRY_TAIL	(RS_ENTRY_KEY + RS_HEAD)
 
 struct rs_form_sub {
 	uint32_t keys;		/* RS_K_* bits */
-	uint32_t nkeys;
 	uint32_t first;		/* its first rule */
-	uint32_t mask;		/* pool index of a mask per key field */
-	uint32_t count;		/* its rules */
 	uint32_t bits;		/* hash bits, 0: one bucket */
-	uint32_t slots;		/* pool index of 1 << bits bucket heads (rule + 1, 0: none) */
+	uint32_t slots;		/* pool index of 1 << bits bucket heads (entries, 0: none) */
+	uint32_t count;		/* its rules */
+	uint32_t ntail;		/* key fields past the head */
+	uint32_t tail;		/* pool index of the tail's fields, then their masks */
+	uint32_t mask[RS_HEAD];	/* the head's masks */
+	uint8_t field[RS_HEAD];	/* the head's fields (RS_K_*, RS_K_NONE) */
+	uint32_t single;	/* it has one rule: key0 is that rule's first key value */
+	uint32_t key0;
 };
 
 static void rs_key_set(struct rs_shape *sh, uint32_t k, uint32_t mask, uint32_t value)
@@ -437,14 +467,15 @@ static uint32_t rs_popcount(uint32_t x)
 	return n;
 }
 
-/* Pool words a rule may take: residual offsets, its key values, its subtable's masks and up to
- * five bucket heads (a subtable of c rules hashed into fewer than 4c buckets, or walked in 1). */
+/* Pool words a rule may take: residual offsets, its entry, its subtable's fields and masks, up to
+ * five bucket heads (a subtable of c rules hashed into fewer than 4c buckets, or walked in 1), and
+ * pool word 0 that is no entry. */
 static uint32_t rs_form_words(const uint8_t *r)
 {
 	struct rs_shape sh;
 
 	rs_rule_shape(r, &sh);
-	return sh.nresid + 2 * rs_popcount(sh.keys) + 5;
+	return sh.nresid + RS_ENTRY_TAIL + 3 * rs_popcount(sh.keys) + 5 + 1;
 }
 
 /*
@@ -526,9 +557,9 @@ const char *rs_verify_strerror(int code)
 }
 
 /* ---- PRNG: xoshiro128** seeded through splitmix64 ------------------------
- * The 128-bit xoshiro state is kept as prng[0] = s0 | s1 << 32 and
- * prng[1] = s2 | s3 << 32. Seeding: x = seed; prng[0] = rs_splitmix64(&x);
- * prng[1] = rs_splitmix64(&x) (an all-zero result, which xoshiro cannot leave,
+ * The 128-bit xoshiro state is kept as prng[0..3] = s0..s3. Seeding: x = seed;
+ * s0 | s1 << 32 = rs_splitmix64(&x); s2 | s3 << 32 = rs_splitmix64(&x)
+ * (an all-zero result, which xoshiro cannot leave,
  * becomes s0 = 1). 32-bit arithmetic suits the Cortex-A8.
  */
 static uint64_t rs_splitmix64(uint64_t *x)
@@ -547,8 +578,7 @@ static uint32_t rs_rotl32(uint32_t x, int k)
 
 static uint32_t rs_prng_u32(struct rs_state *st)
 {
-	uint32_t s0 = (uint32_t)st->prng[0], s1 = (uint32_t)(st->prng[0] >> 32);
-	uint32_t s2 = (uint32_t)st->prng[1], s3 = (uint32_t)(st->prng[1] >> 32);
+	uint32_t s0 = st->prng[0], s1 = st->prng[1], s2 = st->prng[2], s3 = st->prng[3];
 	uint32_t r = rs_rotl32(s1 * 5, 7) * 9, t = s1 << 9;
 
 	s2 ^= s0;
@@ -557,8 +587,10 @@ static uint32_t rs_prng_u32(struct rs_state *st)
 	s0 ^= s3;
 	s2 ^= t;
 	s3 = rs_rotl32(s3, 11);
-	st->prng[0] = s0 | (uint64_t)s1 << 32;
-	st->prng[1] = s2 | (uint64_t)s3 << 32;
+	st->prng[0] = s0;
+	st->prng[1] = s1;
+	st->prng[2] = s2;
+	st->prng[3] = s3;
 	return r;
 }
 
@@ -574,9 +606,10 @@ static int rs_prng_event(struct rs_state *st, uint32_t p)
 static uint32_t rs_prng_corr(struct rs_state *st, uint32_t corr, uint32_t *last)
 {
 	uint64_t r = rs_prng_u32(st);
-	uint32_t u = (uint32_t)((((1ull << 32) - corr) * r +
-				 (uint64_t)corr * *last) >> 32);
+	uint32_t u = (uint32_t)r;
 
+	if (corr)	/* without correlation the draw itself */
+		u = (uint32_t)((((1ull << 32) - corr) * r + (uint64_t)corr * *last) >> 32);
 	*last = u;
 	return u;
 }
@@ -597,7 +630,7 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 	struct rs_rule_state *rs;
 	uint8_t *p = state;
 	uint32_t i, n, size, off, qoff;
-	uint64_t x = seed;
+	uint64_t x = seed, lo, hi;
 
 	if (!st || state_size < sizeof(*st))
 		return;
@@ -607,10 +640,14 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 	if (rs_verify_program(prog, prog_len, &size) || size > state_size)
 		return;
 
-	st->prng[0] = rs_splitmix64(&x);
-	st->prng[1] = rs_splitmix64(&x);
-	if (!st->prng[0] && !st->prng[1])
-		st->prng[0] = 1;
+	lo = rs_splitmix64(&x);
+	hi = rs_splitmix64(&x);
+	if (!lo && !hi)
+		lo = 1;
+	st->prng[0] = (uint32_t)lo;
+	st->prng[1] = (uint32_t)(lo >> 32);
+	st->prng[2] = (uint32_t)hi;
+	st->prng[3] = (uint32_t)(hi >> 32);
 	n = rs_le16(prog + 8);
 	st->n_rules = n;
 	st->size = size;
@@ -643,6 +680,8 @@ struct rs_pkt {
 	uint8_t *b;
 	uint32_t len, cap;
 	uint32_t l3mode;
+	uint32_t l4wanted;	/* parse the L4 header (rs_form_flags: a program may need none) */
+	uint32_t reference;	/* writes take rs_pkt_write's general way (rs_run_reference) */
 	uint32_t ntags;		/* inner tags parsed; the first at offset 12 */
 	uint32_t eth_type;
 	uint32_t ipv;		/* 0 (no IP), 4 or 6 */
@@ -796,7 +835,7 @@ static int rs_parse(struct rs_pkt *p)
 		return 0;
 	if (err)
 		return err;
-	if (p->has_l4off)
+	if (p->has_l4off && p->l4wanted)
 		rs_parse_l4(p);
 	return 0;
 }
@@ -986,19 +1025,43 @@ static uint32_t *rs_form_pool(const struct rs_state *st)
 	return (uint32_t *)(rs_form_subs(st) + st->n_rules);
 }
 
-/* Multiplicative hashing: the top bits of the product choose the bucket. */
-static uint32_t rs_key_hash(const uint32_t *w, uint32_t n)
-{
-	uint32_t h = 0, i;
+/* Multiplicative hashing of a head: the top bits of the product choose the bucket. */
+#define RS_HASH_MUL 0x9e3779b1u
 
-	for (i = 0; i < n; i++)
-		h = (h ^ w[i]) * 0x9e3779b1u;
-	return h;
+static uint32_t rs_head_hash(uint32_t w0, uint32_t w1, uint32_t w2, uint32_t w3)
+{
+	return ((((w0 * RS_HASH_MUL) ^ w1) * RS_HASH_MUL ^ w2) * RS_HASH_MUL ^ w3) * RS_HASH_MUL;
 }
 
-static uint32_t rs_bucket(const struct rs_form_sub *sub, const uint32_t *key)
+static uint32_t rs_bucket(const struct rs_form_sub *sub, const uint32_t *head)
 {
-	return sub->bits ? rs_key_hash(key, sub->nkeys) >> (32 - sub->bits) : 0;
+	return sub->bits ? rs_head_hash(head[0], head[1], head[2], head[3]) >> (32 - sub->bits) : 0;
+}
+
+/* Whether an op reads what rs_parse_l4 finds: ports, TCP flags, the L4 checksum (every rewrite
+ * keeps it), the end of the headers (truncate). Timing, loss, drop and corrupt read none. */
+static int rs_op_wants_l4(uint32_t op, const uint8_t *o)
+{
+	switch (op) {
+	case RS_M_RANGE:
+		return o[0] == RS_F_SRC_PORT || o[0] == RS_F_DST_PORT;
+	case RS_M_TCP_FLAGS:
+		return 1;
+	case RS_M_ETH:
+	case RS_M_HAS_VLAN:
+	case RS_M_IP:
+	case RS_M_BYTES:
+	case RS_A_DROP:
+	case RS_A_DUPLICATE:
+	case RS_A_CORRUPT:
+	case RS_A_LOSS:
+	case RS_A_LOSS_GE:
+	case RS_A_DELAY:
+	case RS_A_REORDER:
+	case RS_A_RATE:
+		return 0;
+	}
+	return 1;
 }
 
 /* Builds the classifier of a verified program into a zeroed state (rs_state_init). */
@@ -1006,13 +1069,17 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 {
 	struct rs_form_rule *fr = rs_form_rules(st);
 	struct rs_form_sub *fs = rs_form_subs(st);
-	uint32_t *pool = rs_form_pool(st), used = 0, off = RS_HDR_LEN, i, j, k, s;
+	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, k, s, nk;
+	uint32_t order[RS_K_N];
 	struct rs_shape sh;
 
 	for (i = 0; i < st->n_rules; i++) {
 		const uint8_t *r = prog + off;
 
 		rs_rule_shape(r, &sh);
+		for (k = 0, j = RS_RULE_HDR_LEN; k < (uint32_t)r[4] + r[5]; k++, j += RS_OP_HDR_LEN + r[j + 1])
+			if (rs_op_wants_l4(r[j], r + j + 2))
+				st->form_flags |= RS_FORM_L4;
 		fr[i].rule = off;
 		fr[i].act = sh.act;
 		fr[i].nresid = sh.nresid;
@@ -1020,32 +1087,42 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		for (j = 0; j < sh.nresid; j++)
 			pool[used++] = off + sh.resid[j];
 		/* its subtable: the one with the same key fields and masks, or a new one */
+		nk = 0;
+		for (k = 0; k < RS_K_N; k++)
+			if (sh.keys & RS_K_BIT(rs_key_order[k]))
+				order[nk++] = rs_key_order[k];
 		for (s = 0; s < st->n_subtables; s++) {
-			const uint32_t *mask = pool + fs[s].mask;
-
 			if (fs[s].keys != sh.keys)
 				continue;
-			for (k = sh.keys, j = 0; k; k &= k - 1, j++)
-				if (mask[j] != sh.mask[__builtin_ctz(k)])
-					break;
-			if (!k)
+			for (j = 0; j < nk && sh.mask[order[j]] ==
+			     (j < RS_HEAD ? fs[s].mask[j] : pool[fs[s].tail + fs[s].ntail + j - RS_HEAD]); j++)
+				;
+			if (j == nk)
 				break;
 		}
 		if (s == st->n_subtables) {
 			st->n_subtables++;
 			fs[s].keys = sh.keys;
-			fs[s].nkeys = rs_popcount(sh.keys);
 			fs[s].first = i;
-			fs[s].mask = used;
-			for (k = sh.keys; k; k &= k - 1)
-				pool[used++] = sh.mask[__builtin_ctz(k)];
+			for (j = 0; j < RS_HEAD; j++) {
+				fs[s].field[j] = (uint8_t)(j < nk ? order[j] : RS_K_NONE);
+				fs[s].mask[j] = j < nk ? sh.mask[order[j]] : 0;
+			}
+			fs[s].ntail = nk > RS_HEAD ? nk - RS_HEAD : 0;
+			fs[s].tail = used;
+			for (j = RS_HEAD; j < nk; j++)
+				pool[used++] = order[j];
+			for (j = RS_HEAD; j < nk; j++)
+				pool[used++] = sh.mask[order[j]];
 			st->keyed |= sh.keys;
 		}
 		fs[s].count++;
 		fr[i].sub = s;
-		fr[i].key = used;
-		for (k = sh.keys; k; k &= k - 1)
-			pool[used++] = sh.value[__builtin_ctz(k)];
+		fr[i].entry = used;
+		pool[used + RS_ENTRY_RULE] = i;
+		for (j = 0; j < nk; j++)
+			pool[used + RS_ENTRY_KEY + j] = sh.value[order[j]];
+		used += RS_ENTRY_TAIL + fs[s].ntail;
 		off += rs_le16(r);
 	}
 	for (s = 0; s < st->n_subtables; s++) {
@@ -1056,39 +1133,47 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 	}
 	/* rules join the tail of their bucket: each bucket lists its rules in program order */
 	for (i = 0; i < st->n_rules; i++) {
-		const struct rs_form_sub *sub = fs + fr[i].sub;
-		uint32_t *e = pool + sub->slots + rs_bucket(sub, pool + fr[i].key);
+		struct rs_form_sub *sub = fs + fr[i].sub;
+		uint32_t *e = pool + sub->slots + rs_bucket(sub, pool + fr[i].entry + RS_ENTRY_KEY);
 
+		if (sub->count == 1) {
+			sub->single = 1;
+			sub->key0 = pool[fr[i].entry + RS_ENTRY_KEY];
+		}
 		while (*e)
-			e = &fr[*e - 1].next;
-		*e = i + 1;
+			e = pool + *e + RS_ENTRY_NEXT;
+		*e = fr[i].entry;
 	}
 }
 
-/* The frame's key fields the program uses; returns the RS_K_* bits it has. */
+/* The frame's key fields the program uses, as rs_field_get and rs_match_op see them; returns the
+ * RS_K_* bits the frame has (fields no subtable uses may be left out). */
 static uint32_t rs_frame_keys(const struct rs_pkt *p, uint32_t keyed, uint32_t port,
 			      uint32_t rx_len, uint32_t *kv)
 {
-	uint32_t present = RS_K_BIT(RS_K_PORT) | RS_K_BIT(RS_K_HAS_VLAN), bits, f, i;
-	const uint8_t *h = p->b + p->l3;
+	uint32_t present = RS_K_BIT(RS_K_PORT) | RS_K_BIT(RS_K_HAS_VLAN) | RS_K_BIT(RS_F_ETH_TYPE) |
+			   RS_K_BIT(RS_F_LENGTH), i, tci;
+	const uint8_t *b = p->b, *h = b + p->l3;
 
-	kv[RS_K_PORT] = port;
-	kv[RS_K_HAS_VLAN] = p->ntags > 0;
-	for (bits = keyed & RS_K_RANGES; bits; bits &= bits - 1) {
-		f = (uint32_t)__builtin_ctz(bits);
-		if (!rs_field_get(p, f, rx_len, kv + f))
-			present |= RS_K_BIT(f);
+	if (keyed & RS_K_FRAME) {
+		kv[RS_K_PORT] = port;
+		kv[RS_K_HAS_VLAN] = p->ntags > 0;
+		kv[RS_F_ETH_TYPE] = p->eth_type;
+		kv[RS_F_LENGTH] = rx_len;
 	}
-	if ((keyed & RS_K_BIT(RS_K_TCP_FLAGS)) && p->l4hl && p->proto == RS_IPPROTO_TCP) {
-		kv[RS_K_TCP_FLAGS] = p->b[p->l4 + 13];
-		present |= RS_K_BIT(RS_K_TCP_FLAGS);
+	kv[RS_F_IP_PROTO] = p->proto;
+	if (p->ipv)
+		present |= RS_K_BIT(RS_F_IP_PROTO);
+	if ((keyed & (RS_K_BIT(RS_F_VLAN) | RS_K_BIT(RS_F_VLAN_PCP))) && p->ntags) {
+		tci = rs_be16(b + 14);
+		kv[RS_F_VLAN] = tci & 0xfff;
+		kv[RS_F_VLAN_PCP] = tci >> 13;
+		present |= RS_K_BIT(RS_F_VLAN) | RS_K_BIT(RS_F_VLAN_PCP);
 	}
-	if ((keyed & RS_K_ETH_ALL) && !p->l3mode) {
-		kv[RS_K_ETH] = rs_be32(p->b + 6);
-		kv[RS_K_ETH + 1] = rs_be16(p->b + 10);
-		kv[RS_K_ETH + 2] = rs_be32(p->b);
-		kv[RS_K_ETH + 3] = rs_be16(p->b + 4);
-		present |= RS_K_ETH_ALL;
+	if ((keyed & (RS_K_BIT(RS_F_DSCP) | RS_K_BIT(RS_F_TTL))) && p->ipv) {
+		kv[RS_F_DSCP] = p->ipv == 4 ? h[1] >> 2U : (uint32_t)(h[0] & 0xf) << 2 | h[1] >> 6;
+		kv[RS_F_TTL] = p->ipv == 4 ? h[8] : h[7];
+		present |= RS_K_BIT(RS_F_DSCP) | RS_K_BIT(RS_F_TTL);
 	}
 	if ((keyed & RS_K_IP4_ALL) && p->ipv == 4) {
 		kv[RS_K_IP4] = rs_be32(h + 12);
@@ -1101,6 +1186,23 @@ static uint32_t rs_frame_keys(const struct rs_pkt *p, uint32_t keyed, uint32_t p
 			kv[RS_K_IP6 + 4 + i] = rs_be32(h + 24 + 4 * i);
 		}
 		present |= RS_K_IP6_ALL;
+	}
+	if ((keyed & (RS_K_BIT(RS_F_SRC_PORT) | RS_K_BIT(RS_F_DST_PORT) | RS_K_BIT(RS_K_TCP_FLAGS))) &&
+	    p->l4hl && (p->proto == RS_IPPROTO_TCP || p->proto == RS_IPPROTO_UDP)) {
+		kv[RS_F_SRC_PORT] = rs_be16(b + p->l4);
+		kv[RS_F_DST_PORT] = rs_be16(b + p->l4 + 2);
+		present |= RS_K_BIT(RS_F_SRC_PORT) | RS_K_BIT(RS_F_DST_PORT);
+		if (p->proto == RS_IPPROTO_TCP) {
+			kv[RS_K_TCP_FLAGS] = b[p->l4 + 13];
+			present |= RS_K_BIT(RS_K_TCP_FLAGS);
+		}
+	}
+	if ((keyed & RS_K_ETH_ALL) && !p->l3mode) {
+		kv[RS_K_ETH] = rs_be32(b + 6);
+		kv[RS_K_ETH + 1] = rs_be16(b + 10);
+		kv[RS_K_ETH + 2] = rs_be32(b);
+		kv[RS_K_ETH + 3] = rs_be16(b + 4);
+		present |= RS_K_ETH_ALL;
 	}
 	return present;
 }
@@ -1116,34 +1218,56 @@ static int rs_resid_match(const uint8_t *prog, const uint32_t *resid, uint32_t n
 	return 1;
 }
 
+/* The tail of an entry against the frame (subtables of more than RS_HEAD fields). */
+static int rs_tail_match(const uint32_t *pool, const struct rs_form_sub *sub, const uint32_t *entry,
+			 const uint32_t *kv)
+{
+	const uint32_t *field = pool + sub->tail, *mask = field + sub->ntail;
+	uint32_t j;
+
+	for (j = 0; j < sub->ntail; j++)
+		if ((kv[field[j]] & mask[j]) != entry[RS_ENTRY_TAIL + j])
+			return 0;
+	return 1;
+}
+
 /* The index of the frame's first matching rule, n_rules for none. */
 static uint32_t rs_classify(const uint8_t *prog, const struct rs_state *st,
 			    const struct rs_pkt *p, uint32_t port, uint32_t rx_len)
 {
+	const struct rs_form_sub *sub = rs_form_subs(st), *end = sub + st->n_subtables;
 	const struct rs_form_rule *fr = rs_form_rules(st);
-	const struct rs_form_sub *fs = rs_form_subs(st);
 	const uint32_t *pool = rs_form_pool(st);
-	uint32_t kv[RS_K_N], fk[RS_K_N], best = st->n_rules, present, s, j, k, e;
+	uint32_t kv[RS_K_N + 1], best = st->n_rules, present, e;
 
 	present = rs_frame_keys(p, st->keyed, port, rx_len, kv);
-	for (s = 0; s < st->n_subtables && fs[s].first < best; s++) {
-		const struct rs_form_sub *sub = fs + s;
-		const uint32_t *mask = pool + sub->mask;
+	kv[RS_K_NONE] = 0;
+	for (; sub < end && sub->first < best; sub++) {
+		uint32_t w0, w1, w2, w3;
 
 		if (sub->keys & ~present)
 			continue;
-		for (k = sub->keys, j = 0; k; k &= k - 1, j++)
-			fk[j] = kv[__builtin_ctz(k)] & mask[j];
-		for (e = pool[sub->slots + rs_bucket(sub, fk)]; e && e - 1 < best; e = fr[e - 1].next) {
-			const struct rs_form_rule *r = fr + e - 1;
-			const uint32_t *key = pool + r->key;
+		w0 = kv[sub->field[0]] & sub->mask[0];
+		if (sub->single && w0 != sub->key0)
+			continue;	/* most frames leave a one-rule subtable here */
+		w1 = kv[sub->field[1]] & sub->mask[1];
+		w2 = kv[sub->field[2]] & sub->mask[2];
+		w3 = kv[sub->field[3]] & sub->mask[3];
+		e = pool[sub->slots + (sub->bits ? rs_head_hash(w0, w1, w2, w3) >> (32 - sub->bits) : 0)];
+		for (; e; e = pool[e + RS_ENTRY_NEXT]) {
+			const uint32_t *entry = pool + e, rule = entry[RS_ENTRY_RULE];
 
-			for (j = 0; j < sub->nkeys && key[j] == fk[j]; j++)
-				;
-			if (j == sub->nkeys && rs_resid_match(prog, pool + r->resid, r->nresid, p, rx_len)) {
-				best = e - 1;
+			if (rule >= best)
 				break;
-			}
+			if ((entry[RS_ENTRY_KEY] ^ w0) | (entry[RS_ENTRY_KEY + 1] ^ w1) |
+			    (entry[RS_ENTRY_KEY + 2] ^ w2) | (entry[RS_ENTRY_KEY + 3] ^ w3))
+				continue;
+			if (sub->ntail && !rs_tail_match(pool, sub, entry, kv))
+				continue;
+			if (fr[rule].nresid && !rs_resid_match(prog, pool + fr[rule].resid, fr[rule].nresid, p, rx_len))
+				continue;
+			best = rule;
+			break;
 		}
 	}
 	return best;
@@ -1261,12 +1385,44 @@ static int rs_pkt_write(struct rs_pkt *p, uint32_t off, uint32_t n,
 	return changed;
 }
 
+/*
+ * The same for one aligned 16-bit word, the write of nearly every rewrite:
+ * (old & ~mask) | (v & mask) at an even off inside the frame. The checksums
+ * follow exactly as in rs_pkt_write, which writes any other shape and every
+ * write of the reference (the fuzzer holds the two to the same bytes).
+ */
+static int rs_pkt_write_word(struct rs_pkt *p, uint32_t off, uint32_t v, uint32_t mask)
+{
+	uint32_t old, nw;
+
+	if (p->reference || (off & 1) || off + 2 > p->len) {
+		uint8_t b[2], m[2];
+
+		rs_put_be16(b, v);
+		rs_put_be16(m, mask);
+		return rs_pkt_write(p, off, 2, b, m);
+	}
+	old = rs_be16(p->b + off);
+	nw = (old & ~mask) | (v & mask);
+	if (nw == old)
+		return 0;
+	rs_put_be16(p->b + off, nw);
+	if (p->ipv == 4 && off >= p->l3 && off < p->l3 + p->iphl && off != p->l3 + 10)
+		rs_put_be16(p->b + p->l3 + 10, rs_csum_update(rs_be16(p->b + p->l3 + 10), old, nw));
+	if (!p->ck || off == p->ck)
+		return 1;
+	if (off >= p->l4 && off < p->l3_end)
+		rs_l4_csum_update(p, rs_region_word(old >> 8, old & 0xff, off, p->l3_end),
+				  rs_region_word(nw >> 8, nw & 0xff, off, p->l3_end));
+	else if (rs_has_pseudo_hdr(p) && off >= p->l3 + (p->ipv == 4 ? 12 : 8) &&
+		 off < p->l3 + (p->ipv == 4 ? 20 : 40))
+		rs_l4_csum_update(p, old, nw);
+	return 1;
+}
+
 static int rs_pkt_write16(struct rs_pkt *p, uint32_t off, uint32_t v)
 {
-	uint8_t b[2];
-
-	rs_put_be16(b, v);
-	return rs_pkt_write(p, off, 2, b, 0);
+	return rs_pkt_write_word(p, off, v, 0xffff);
 }
 
 /* ---- run context ---- */
@@ -1306,24 +1462,28 @@ static void rs_act_set_eth(struct rs_ctx *c, const uint8_t *o)
 
 static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
 {
-	uint32_t at, n;
+	uint32_t at, n, i;
+	int changed = 0;
 
 	if (rs_ip_addr_at(&c->p, o[0], o[1], &at, &n)) {
 		rs_skipped(c);
 		return;
 	}
-	rs_modified(c, rs_pkt_write(&c->p, at, n, o + 2, 0));
+	if (c->p.reference) {
+		rs_modified(c, rs_pkt_write(&c->p, at, n, o + 2, 0));
+		return;
+	}
+	/* word by word: an address overlaps no checksum field, so each word fixes what the whole would */
+	for (i = 0; i < n; i += 2)
+		changed |= rs_pkt_write_word(&c->p, at + i, rs_be16(o + 2 + i), 0xffff);
+	rs_modified(c, changed);
 }
 
 /* Writes v into the bits of mask (a big-endian 16-bit view) at off. */
 static int rs_write_bits16(struct rs_pkt *p, uint32_t off, uint32_t v,
 			uint32_t mask)
 {
-	uint8_t b[2], m[2];
-
-	rs_put_be16(b, v);
-	rs_put_be16(m, mask);
-	return rs_pkt_write(p, off, 2, b, m);
+	return rs_pkt_write_word(p, off, v, mask);
 }
 
 static void rs_act_set_field(struct rs_ctx *c, const uint8_t *o)
@@ -1574,6 +1734,8 @@ static uint64_t rs_delay_offset(const uint8_t *o, uint32_t u)
 	int64_t d, diff;
 	uint32_t i, f;
 
+	if (!jitter)	/* what every distribution below gives then */
+		return time;
 	if (o[16] == RS_DIST_UNIFORM) {
 		mag = rs_mul_u32_shr32(2 * jitter, u);
 		return time + mag >= jitter ? time + mag - jitter : 0;
@@ -1736,7 +1898,8 @@ static int rs_direction_ok(uint32_t pflags, uint32_t port)
 	return 0;
 }
 
-static void rs_run_with(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
+/* inlined into both entries: rs_run pays no call for the reference's sake */
+static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 			uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
 			uint64_t now_ns, struct rs_verdict *v, int reference)
 {
@@ -1769,6 +1932,8 @@ static void rs_run_with(const uint8_t *prog, uint32_t prog_len, void *state, uin
 	c.p.len = len;
 	c.p.cap = cap;
 	c.p.l3mode = run_flags & RS_RUN_L3;
+	c.p.l4wanted = reference || (st->form_flags & RS_FORM_L4);
+	c.p.reference = reference;
 	if (!frame || len > cap || len > RS_MAX_FRAME || rs_parse(&c.p)) {
 		st->counters.malformed++;
 		v->flags = RS_VF_MALFORMED;
@@ -1866,6 +2031,8 @@ static int rs_csum_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_
 	p->b = frame;
 	p->len = p->cap = len;
 	p->l3mode = run_flags & RS_RUN_L3;
+	p->l4wanted = 1;
+	p->reference = 0;
 	return !frame || len > RS_MAX_FRAME || rs_parse(p) || !p->l4hl || p->frag || !rs_has_pseudo_hdr(p);
 }
 

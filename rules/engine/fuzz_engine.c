@@ -140,17 +140,19 @@ static void match_op(struct builder *g)
 
 static void action_op(struct builder *g)
 {
-	uint32_t c = next(g);
+	uint32_t c = next(g), x = next(g);
 	uint8_t o[24];
 
 	memset(o, 0, sizeof(o));
-	switch (c % 6) {
+	switch (c % 12) {
 	case 0:
 		op(g, RS_A_DROP, o, 0);
 		break;
-	case 1:
-		o[0] = RS_F_DSCP;
-		o[1] = (uint8_t)(c >> 3);
+	case 1:		/* a header field, within its width */
+		o[0] = (uint8_t[]){ RS_F_DSCP, RS_F_ECN, RS_F_TTL, RS_F_SRC_PORT, RS_F_DST_PORT,
+				    RS_F_VLAN, RS_F_VLAN_PCP }[(c >> 4) % 7];
+		o[1] = (uint8_t)(x & (o[0] == RS_F_ECN ? 3 : o[0] == RS_F_VLAN_PCP ? 7 : 63));
+		o[2] = (uint8_t)(o[0] == RS_F_SRC_PORT || o[0] == RS_F_DST_PORT ? c : 0);
 		op(g, RS_A_SET_FIELD, o, 3);
 		break;
 	case 2:
@@ -166,10 +168,48 @@ static void action_op(struct builder *g)
 		o[3] = (uint8_t)c;
 		op(g, RS_A_LOSS, o, 8);
 		break;
-	default:	/* rate 1 Mbit/s, queue of 3 */
+	case 5:		/* rate 1 Mbit/s, queue of 3 */
 		o[2] = 0x0f, o[1] = 0x42, o[0] = 0x40;
 		o[10] = 3;
 		op(g, RS_A_RATE, o, 12);
+		break;
+	case 6:		/* an IPv4 address */
+		o[0] = (c >> 4) & 1;
+		o[1] = RS_FAMILY_IPV4;
+		memcpy(o + 2, v4[x % 4], 4);
+		o[5] ^= (uint8_t)(x >> 2);
+		op(g, RS_A_SET_IP, o, 6);
+		break;
+	case 7:		/* an IPv6 address */
+		o[0] = (c >> 4) & 1;
+		o[1] = RS_FAMILY_IPV6;
+		o[2] = 0x20, o[3] = 0x01, o[4] = 0x0d, o[5] = 0xb8, o[17] = (uint8_t)x;
+		op(g, RS_A_SET_IP, o, 18);
+		break;
+	case 8:		/* bytes at an odd or even offset of a base */
+		o[0] = (uint8_t)(x % 3);
+		o[1] = (uint8_t)(c >> 4);
+		o[3] = 3;
+		o[4] = (uint8_t)x, o[5] = (uint8_t)c, o[6] = 0x5a;
+		o[7] = 0xff, o[8] = 0x0f, o[9] = (uint8_t)(x | 1);
+		op(g, RS_A_PAYLOAD, o, 10);
+		break;
+	case 9:
+		if (c & 16) {
+			o[0] = 0x00, o[1] = 0x81, o[2] = (uint8_t)x;
+			op(g, RS_A_PUSH_VLAN, o, 4);
+		} else {
+			op(g, RS_A_POP_VLAN, o, 0);
+		}
+		break;
+	case 10:	/* cut somewhere in the headers or the payload */
+		o[0] = (uint8_t)(14 + x % 80);
+		op(g, RS_A_TRUNCATE, o, 2);
+		break;
+	default:	/* one more copy now and then */
+		o[0] = 1;
+		o[4] = (uint8_t)c;
+		op(g, RS_A_DUPLICATE, o, 5);
 	}
 }
 
@@ -183,7 +223,7 @@ static uint32_t build_program(struct builder *g, uint8_t *out)
 	g->len = RS_HDR_LEN;
 	flags |= (next(g) & 3) ? 0 : RS_PF_DEFAULT_DROP | RS_PF_MALFORMED_DROP;
 	while (g->at < g->n && nrules < 64) {
-		uint32_t c = next(g), nm = (c >> 2) % 4, na = (c >> 4) % 2;
+		uint32_t c = next(g), nm = (c >> 2) % 4, na = (c >> 4) % 3;
 		uint8_t rh[8] = { 0, 0, (uint8_t)(c % 3), 0, (uint8_t)nm, (uint8_t)na, 0, 0 };
 
 		start = g->len;

@@ -205,14 +205,15 @@ struct rs_rule_state {
 };
 
 struct rs_state {
-	uint64_t prng[2];
+	uint32_t prng[4];
 	uint32_t n_rules;
 	uint32_t size;
 	struct rs_counters counters;
 	/* the loaded form (engine.c): the classifier rs_state_init builds from the program */
 	uint32_t prog_len;	/* of the program it was built from */
 	uint32_t form;		/* its byte offset in the state */
-	uint32_t n_subtables;
+	uint16_t n_subtables;
+	uint16_t form_flags;	/* what the program needs of a frame (engine.c's RS_FORM_*) */
 	uint32_t keyed;		/* the key fields some subtable uses */
 	/* struct rs_rule_state rules[n_rules]; then the rate queues; then the loaded form */
 };
