@@ -25,7 +25,7 @@ NFQUEUE_SOURCES := $(wildcard bridge/modes/*.c bridge/modes/*.h)
 APPLY_SOURCES := $(wildcard bridge/*.c bridge/*.h)
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo test test-unit setup test-setup apt apt-unit apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine kmod bench-kernel bench bench-vm clean
+.PHONY: demo test test-unit setup test-setup apt apt-unit apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine bench-apply kmod bench-kernel bench bench-vm clean
 
 setup: apt $(VENV)/.installed
 
@@ -103,6 +103,10 @@ fuzz-long:
 
 bench-engine: setup
 	$(PY) -m reshaper.bench.engine
+
+# `reshaper apply` and tcprewrite on the same capture and rewrites, side by side
+bench-apply: setup apt-test
+	$(PY) -m reshaper.bench.apply_speed
 
 # reshaper.ko for the VM's Debian kernel (tests cache their own build in ~/.cache/reshaper/kmod)
 kmod: setup vm-prepare
