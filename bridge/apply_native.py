@@ -34,6 +34,7 @@ class NativeLoop:
         self._input = ffi.new("struct rs_apply_input *")
         self._layout: Layout | None = None
         self._interfaces = None  # the C array of self._layout's interfaces, kept alive with it
+        self._ahead = self._ahead_c = None  # the reader's buffer, and as C sees it
         self._check(lib.rs_apply_open(a))
 
     def close(self) -> None:
@@ -58,14 +59,15 @@ class NativeLoop:
         """A frame Python's reader read (CaptureReader checked it is at most RS_MAX_FRAME bytes)."""
         self._check(lib.rs_apply_frame(self.a, now_ns, data, len(data)))
 
-    def records(self, layout: Layout, ahead: bytes, at: int, last_ns: int) -> tuple[int, int, int]:
-        """CaptureReader.bulk: the records the C reader takes from ahead[at:]."""
+    def records(self, layout: Layout, ahead: memoryview, at: int, end: int, last_ns: int) -> tuple[int, int, int]:
+        """CaptureReader.bulk: the records the C reader takes from ahead[at:end]."""
         inp = self._input
         if layout is not self._layout:
             self._describe(layout)
+        if ahead is not self._ahead:  # the reader keeps one buffer
+            self._ahead, self._ahead_c = ahead, ffi.from_buffer(ahead)
         inp.last_ns = last_ns
-        view = ffi.from_buffer(ahead)
-        rc = lib.rs_apply_records(self.a, inp, view + at, len(ahead) - at)
+        rc = lib.rs_apply_records(self.a, inp, self._ahead_c + at, end - at)
         self._check(rc)
         return at + inp.taken, inp.records, inp.last_ns
 

@@ -44,9 +44,10 @@ BLOCK_NAMES = {BLOCK_SHB: "section header block", BLOCK_IDB: "interface descript
                BLOCK_PB: "packet block", BLOCK_SPB: "simple packet block", BLOCK_EPB: "enhanced packet block"}
 SKIP_CHUNK = 1 << 16          # unknown blocks are skipped in pieces: their length may be a lie
 GZIP_MAGIC = b"\x1f\x8b"
-# input handed to CaptureReader.bulk: read this much when less than BULK_REFILL is left (a record takes at most
-# a block of RS_MAX_FRAME and its options, or the reader's own reads take it)
-BULK_CHUNK, BULK_REFILL = 4 << 20, 1 << 20
+# input handed to CaptureReader.bulk: a buffer of BULK_CHUNK bytes, filled again when less than BULK_REFILL is
+# left (more than a record of RS_MAX_FRAME; a longer one, with options, the reader reads itself). One buffer,
+# read into: a new one per read made the kernel fault in and zero its pages each time.
+BULK_CHUNK, BULK_REFILL = 1 << 20, 128 << 10
 
 
 class CaptureError(Exception):
@@ -87,8 +88,9 @@ class CaptureReader:
     Frames are (arrival ns, bytes). Anything malformed is a CaptureError naming the record (packets
     counted from 1, as Wireshark numbers frames) and its byte offset: nothing is cut or skipped silently.
 
-    bulk, when given, is called at every record's start with the Layout, the input read ahead (bytes),
-    where in it the record starts and the last packet's time (a simple packet block's); it runs the
+    bulk, when given, is called at every record's start with the Layout, the input read ahead (a buffer),
+    where in it the record starts, where what was read ends and the last packet's time (a simple packet
+    block's); it runs the
     records it can take from there itself and returns where it stopped, how many records it took and
     the last packet's time. This reader reads the record it stopped at, and says what is wrong with it.
     """
@@ -99,7 +101,9 @@ class CaptureReader:
         self.records = 0
         self.timestamps_cut = 0   # pcapng timestamps finer than a nanosecond, cut to whole nanoseconds
         self.bulk = bulk
-        self._ahead, self._at, self._eof = b"", 0, False   # input read ahead for bulk, and where in it
+        self._ahead: memoryview | None = None   # input read ahead for bulk: [_at, _end) is still to read
+        self._at = self._end = 0
+        self._eof = False
         try:
             self.f = open(path, "rb")
         except OSError as exc:
@@ -113,13 +117,13 @@ class CaptureReader:
 
     def _take(self, n: int) -> bytes:
         """Up to n bytes (fewer only at the end of the file), the read-ahead's first."""
-        end = self._at + n
-        if end <= len(self._ahead):
-            data = self._ahead[self._at:end]
-            self._at = end
-        else:
-            data = self._ahead[self._at:] + self.f.read(end - len(self._ahead))
-            self._ahead, self._at = b"", 0
+        data = b""
+        if self._at < self._end:
+            upto = min(self._end, self._at + n)
+            data = bytes(self._ahead[self._at:upto])
+            self._at = upto
+        if len(data) < n:
+            data += self.f.read(n - len(data))
         self.offset += len(data)
         return data
 
@@ -133,11 +137,15 @@ class CaptureReader:
         """The records bulk takes from here; returns the last packet's time."""
         if self.bulk is None:
             return last_ns
-        if len(self._ahead) - self._at < BULK_REFILL and not self._eof:
-            more = self.f.read(BULK_CHUNK)
-            self._eof = len(more) < BULK_CHUNK
-            self._ahead, self._at = self._ahead[self._at:] + more, 0
-        at, records, last_ns = self.bulk(layout, self._ahead, self._at, last_ns)
+        if self._end - self._at < BULK_REFILL and not self._eof:
+            if self._ahead is None:
+                self._ahead = memoryview(bytearray(BULK_CHUNK))
+            left = self._end - self._at
+            self._ahead[:left] = self._ahead[self._at:self._end]
+            n = self.f.readinto(self._ahead[left:])
+            self._eof = n == 0
+            self._at, self._end = 0, left + n
+        at, records, last_ns = self.bulk(layout, self._ahead, self._at, self._end, last_ns)
         self.offset += at - self._at
         self.records += records
         self._at = at
