@@ -5,7 +5,8 @@
 1. rs_run on the five-rule example over a mix of frames: instructions per
    frame under callgrind (deterministic) and ns per frame natively, built
    with the flags of the cffi extension (-O2).
-2. `reshaper apply` on a capture of N frames: frames per second, end to end.
+2. `reshaper apply` on a capture of N frames: frames per second, end to end
+   (against tcprewrite on the same capture: bench/apply_speed.py).
 """
 import argparse
 import os
