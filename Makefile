@@ -13,7 +13,7 @@ APT_PACKAGES := python3-venv python3-dev gcc iproute2 iputils-ping iptables libn
 # what the unit tests run besides Python: clang (the engine's names), tshark (pcapng as written),
 # systemd-analyze (the unit's exposure)
 APT_UNIT_PACKAGES := clang tshark systemd
-APT_TEST_PACKAGES := $(APT_UNIT_PACKAGES) libclang-rt-14-dev valgrind netsniff-ng strace iperf3 \
+APT_TEST_PACKAGES := $(APT_UNIT_PACKAGES) libclang-rt-14-dev valgrind netsniff-ng strace iperf3 tcpreplay \
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-system-arm qemu-user-static binfmt-support debootstrap
 ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
 RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/bpf/*.c)
@@ -21,9 +21,11 @@ RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/bpf/*.c)
 DEVICE_SOURCES := $(wildcard reshaper/*.c reshaper/*.h)
 # NFQUEUE mode's per-packet call
 NFQUEUE_SOURCES := $(wildcard bridge/modes/*.c bridge/modes/*.h)
+# `reshaper apply`'s loop
+APPLY_SOURCES := $(wildcard bridge/*.c bridge/*.h)
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo test test-unit setup test-setup apt apt-unit apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine kmod bench-kernel bench bench-vm clean
+.PHONY: demo test test-unit setup test-setup apt apt-unit apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine bench-apply kmod bench-kernel bench bench-vm clean
 
 setup: apt $(VENV)/.installed
 
@@ -50,7 +52,7 @@ apt-test:
 	$(call apt_install,$(APT_TEST_PACKAGES))
 
 $(VENV)/.installed: pyproject.toml setup.py reshaper/_ffi_build.py kmod/reshaper_genl.h $(ENGINE_SOURCES) $(RING_SOURCES) \
-  $(DEVICE_SOURCES) $(NFQUEUE_SOURCES)
+  $(DEVICE_SOURCES) $(NFQUEUE_SOURCES) $(APPLY_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --cache-dir $(CACHE)/pip --upgrade pip setuptools wheel cffi
 	$(PY) -m pip install -q --cache-dir $(CACHE)/pip -e '.[test,bench]'
@@ -101,6 +103,10 @@ fuzz-long:
 
 bench-engine: setup
 	$(PY) -m reshaper.bench.engine
+
+# `reshaper apply` and tcprewrite on the same capture and rewrites, side by side
+bench-apply: setup apt-test
+	$(PY) -m reshaper.bench.apply_speed
 
 # reshaper.ko for the VM's Debian kernel (tests cache their own build in ~/.cache/reshaper/kmod)
 kmod: setup vm-prepare

@@ -9,7 +9,8 @@
    frame under callgrind (deterministic) and ns per frame natively, built with
    the flags of the cffi extension (-O2), for rs_run (the classifier of the
    loaded form) and rs_run_reference (every rule in turn) from one build.
-2. `reshaper apply` on a capture of N frames: frames per second, end to end.
+2. `reshaper apply` on a capture of N frames: frames per second, end to end
+   (against tcprewrite on the same capture: bench/apply_speed.py).
 """
 import argparse
 import dataclasses

@@ -3,7 +3,9 @@
 Every frame of the input is taken as arriving on one port at its capture
 timestamp; what would leave the other port is written with its departure
 timestamp, in departure order. The same C engine as the live modes decides
-everything, so a seed reproduces an experiment's impairment pattern.
+everything, so a seed reproduces an experiment's impairment pattern. The loop
+over the frames runs in C (bridge/apply_loop.c) unless a rule calls a Python
+hook (_python_loop).
 """
 from __future__ import annotations
 
@@ -76,13 +78,17 @@ class ApplyResult:
 
 
 def apply_capture(config: Config, in_path: str, out_path: str, from_port: str = "a",
-                  seed: int = 0, program: bytes | None = None, replies_path: str | None = None) -> ApplyResult:
+                  seed: int = 0, program: bytes | None = None, replies_path: str | None = None,
+                  python_loop: bool = False) -> ApplyResult:
     """Runs the capture at in_path (pcap or pcapng) through the rules; writes what leaves to out_path
     (pcapng if its name ends in .pcapng, else nanosecond pcap), only if the whole capture went through.
 
-    Frames that python hooks send back by the ingress port go to replies_path. A hook's frame leaves at
-    its capture time, however long the hook took (its timeout bounds that).
+    The loop runs in C (bridge/apply_native.py) unless a rule calls a Python hook, or python_loop asks
+    for the Python loop of the hooks on any rules (tests/test_apply_native.py holds the C loop's output
+    to it, byte for byte). Frames that python hooks send back by the ingress port go to replies_path. A
+    hook's frame leaves at its capture time, however long the hook took (its timeout bounds that).
     """
+    from reshaper.bridge.apply_native import NativeLoop
     from reshaper.bridge.hooks import Hooks
 
     program = program or config.program
@@ -91,10 +97,9 @@ def apply_capture(config: Config, in_path: str, out_path: str, from_port: str = 
     in_vlan = config.ports[from_port].vlan
     out_vlan = config.ports["b" if from_port == "a" else "a"].vlan
     result = ApplyResult()
-    pending: list[tuple[int, int, bytes]] = []  # (departure ns, sequence, frame)
-    seq = 0
     reader = CaptureReader(in_path)
     outputs: list[CaptureOutput] = []
+    native: NativeLoop | None = None
     ok = False
     try:
         writer = CaptureOutput(out_path)  # an empty capture is still a valid capture
@@ -102,43 +107,20 @@ def apply_capture(config: Config, in_path: str, out_path: str, from_port: str = 
         replies = CaptureOutput(replies_path) if replies_path else None
         if replies:
             outputs.append(replies)
-
-        def flush(until: int | None) -> None:
-            while pending and (until is None or pending[0][0] <= until):
-                t, _, frame = heapq.heappop(pending)
-                writer.write(t, frame)
-                result.frames_out += 1
-
-        for now, data in reader.frames():
-            # departures are never before arrivals: what is due by now can be written
-            flush(now)
-            result.frames_in += 1
-            seen = port_frame(data, in_vlan)
-            if seen is None:
-                result.not_on_port += 1
-                continue
-            frame, pcp = seen
-            verdict, out = engine.run(frame, from_port, now)
-            if not verdict.forward:
-                result.dropped[verdict.reason] += 1
-                continue
-            if verdict.rule in hooks.by_rule:
-                leaving = []
-                for back, frame_out in hooks.run(verdict.rule, out, from_port, now):
-                    if not back:
-                        leaving.append(frame_out)
-                        continue
-                    if replies:
-                        replies.write(now, egress_frame(frame_out, in_vlan, pcp))
-                    result.replies += 1
-            else:
-                leaving = [out] * (1 + verdict.copies)
-            for frame_out in leaving:
-                heapq.heappush(pending, (now + verdict.delay_ns, seq, egress_frame(frame_out, out_vlan, pcp)))
-                seq += 1
-        flush(None)
+        if hooks or python_loop:
+            _python_loop(engine, hooks, reader, writer, replies, from_port, in_vlan, out_vlan, result)
+        else:
+            native = NativeLoop(engine, from_port, in_vlan, out_vlan, writer)
+            reader.bulk = native.records
+            for now, data in reader.frames():
+                native.frame(now, data)
+            native.finish()
+            result.frames_in, result.not_on_port, result.frames_out, dropped = native.counts()
+            result.dropped.update(dropped)
         ok = True
     finally:
+        if native:
+            native.close()
         hooks.close()
         reader.close()
         for output in outputs:
@@ -148,3 +130,45 @@ def apply_capture(config: Config, in_path: str, out_path: str, from_port: str = 
     result.unmatched = engine.counters()["unmatched"]
     result.rules = [(rule.name, engine.rule_counters(i)) for i, rule in enumerate(config.rules)]
     return result
+
+
+def _python_loop(engine: Engine, hooks, reader: CaptureReader, writer: CaptureOutput, replies: CaptureOutput | None,
+                 from_port: str, in_vlan: int | None, out_vlan: int | None, result: ApplyResult) -> None:
+    """The loop of rule files with Python hooks, one frame at a time: bridge/apply_loop.c's without them."""
+    pending: list[tuple[int, int, bytes]] = []  # (departure ns, sequence, frame)
+    seq = 0
+
+    def flush(until: int | None) -> None:
+        while pending and (until is None or pending[0][0] <= until):
+            t, _, frame = heapq.heappop(pending)
+            writer.write(t, frame)
+            result.frames_out += 1
+
+    for now, data in reader.frames():
+        # departures are never before arrivals: what is due by now can be written
+        flush(now)
+        result.frames_in += 1
+        seen = port_frame(data, in_vlan)
+        if seen is None:
+            result.not_on_port += 1
+            continue
+        frame, pcp = seen
+        verdict, out = engine.run(frame, from_port, now)
+        if not verdict.forward:
+            result.dropped[verdict.reason] += 1
+            continue
+        if verdict.rule in hooks.by_rule:
+            leaving = []
+            for back, frame_out in hooks.run(verdict.rule, out, from_port, now):
+                if not back:
+                    leaving.append(frame_out)
+                    continue
+                if replies:
+                    replies.write(now, egress_frame(frame_out, in_vlan, pcp))
+                result.replies += 1
+        else:
+            leaving = [out] * (1 + verdict.copies)
+        for frame_out in leaving:
+            heapq.heappush(pending, (now + verdict.delay_ns, seq, egress_frame(frame_out, out_vlan, pcp)))
+            seq += 1
+    flush(None)

@@ -2,6 +2,9 @@
 or hostile file is one CaptureError naming the record), nanosecond pcap or pcapng
 written, to a temporary file renamed into place only when the whole capture
 went through (bridge/apply.py).
+
+A reader of many records at once (bridge/apply_native.py, in C) may take the
+plain records between the ones this reader reads itself: CaptureReader.bulk.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ PCAP_RECORD = struct.Struct("IIII")          # seconds, fraction, captured lengt
 PCAP_SNAPLEN = 262_144
 
 # pcapng, the PCAP Next Generation format: blocks of type, total length, body, total length again
-BLOCK_SHB, BLOCK_IDB, BLOCK_PB, BLOCK_SPB, BLOCK_EPB = 0x0A0D0D0A, 1, 2, 3, 6
+BLOCK_SHB, BLOCK_IDB, BLOCK_PB = 0x0A0D0D0A, 1, 2
+BLOCK_SPB, BLOCK_EPB = lib.RS_PCAPNG_SPB, lib.RS_PCAPNG_EPB  # the ones the C reader takes (bridge/apply_loop.h)
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
 PCAPNG_VERSION = (1, 0)
 OPT_ENDOFOPT, OPT_SHB_USERAPPL, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 0, 4, 2, 9, 14
@@ -40,6 +44,10 @@ BLOCK_NAMES = {BLOCK_SHB: "section header block", BLOCK_IDB: "interface descript
                BLOCK_PB: "packet block", BLOCK_SPB: "simple packet block", BLOCK_EPB: "enhanced packet block"}
 SKIP_CHUNK = 1 << 16          # unknown blocks are skipped in pieces: their length may be a lie
 GZIP_MAGIC = b"\x1f\x8b"
+# input handed to CaptureReader.bulk: a buffer of BULK_CHUNK bytes, filled again when less than BULK_REFILL is
+# left (more than a record of RS_MAX_FRAME; a longer one, with options, the reader reads itself). One buffer,
+# read into: a new one per read made the kernel fault in and zero its pages each time.
+BULK_CHUNK, BULK_REFILL = 1 << 20, 128 << 10
 
 
 class CaptureError(Exception):
@@ -63,18 +71,39 @@ class _Interface:
     offset_s: int       # if_tsoffset
 
 
+@dataclasses.dataclass(eq=False)
+class Layout:
+    """How the records from a point of a capture on are laid out: what a reader of many at once needs
+    (CaptureReader.bulk). A pcapng section gets a new one at each interface description block."""
+    pcapng: bool
+    big_endian: bool
+    unit_ns: int = 0                                    # pcap: what a timestamp's fraction counts
+    snaplen: int = 0                                    # pcap
+    interfaces: tuple[_Interface, ...] = ()             # pcapng: the section's, so far
+
+
 class CaptureReader:
     """The frames of a pcap or pcapng capture, every length checked against the others as it is read.
 
     Frames are (arrival ns, bytes). Anything malformed is a CaptureError naming the record (packets
     counted from 1, as Wireshark numbers frames) and its byte offset: nothing is cut or skipped silently.
+
+    bulk, when given, is called at every record's start with the Layout, the input read ahead (a buffer),
+    where in it the record starts, where what was read ends and the last packet's time (a simple packet
+    block's); it runs the
+    records it can take from there itself and returns where it stopped, how many records it took and
+    the last packet's time. This reader reads the record it stopped at, and says what is wrong with it.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, bulk=None):
         self.path = path
         self.offset = 0
         self.records = 0
         self.timestamps_cut = 0   # pcapng timestamps finer than a nanosecond, cut to whole nanoseconds
+        self.bulk = bulk
+        self._ahead: memoryview | None = None   # input read ahead for bulk: [_at, _end) is still to read
+        self._at = self._end = 0
+        self._eof = False
         try:
             self.f = open(path, "rb")
         except OSError as exc:
@@ -86,20 +115,48 @@ class CaptureReader:
     def error(self, where: str, what: str) -> CaptureError:
         return CaptureError(f"{self.path}: {where}: {what}")
 
-    def _read(self, n: int) -> bytes:
-        data = self.f.read(n)
+    def _take(self, n: int) -> bytes:
+        """Up to n bytes (fewer only at the end of the file), the read-ahead's first."""
+        data = b""
+        if self._at < self._end:
+            upto = min(self._end, self._at + n)
+            data = bytes(self._ahead[self._at:upto])
+            self._at = upto
+        if len(data) < n:
+            data += self.f.read(n - len(data))
         self.offset += len(data)
+        return data
+
+    def _read(self, n: int) -> bytes:
+        data = self._take(n)
         if len(data) < n:
             raise _Short
         return data
+
+    def _in_bulk(self, layout: Layout, last_ns: int = 0) -> int:
+        """The records bulk takes from here; returns the last packet's time."""
+        if self.bulk is None:
+            return last_ns
+        if self._end - self._at < BULK_REFILL and not self._eof:
+            if self._ahead is None:
+                self._ahead = memoryview(bytearray(BULK_CHUNK))
+            left = self._end - self._at
+            self._ahead[:left] = self._ahead[self._at:self._end]
+            n = self.f.readinto(self._ahead[left:])
+            self._eof = n == 0
+            self._at, self._end = 0, left + n
+        at, records, last_ns = self.bulk(layout, self._ahead, self._at, self._end, last_ns)
+        self.offset += at - self._at
+        self.records += records
+        self._at = at
+        return last_ns
 
     def _skip(self, n: int) -> None:
         while n > 0:
             n -= len(self._read(min(n, SKIP_CHUNK)))
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
-        head = self.f.read(4)
-        self.offset = len(head)
+        head = self._take(4)
         if head == BLOCK_SHB.to_bytes(4, "big"):  # the same bytes in either byte order
             yield from self._pcapng(head)
             return
@@ -142,10 +199,11 @@ class CaptureReader:
                                             f"apply takes Ethernet frames only")
         unit = PCAP_MAGICS[magic]
         record = struct.Struct(endian + PCAP_RECORD.format)
+        layout = Layout(pcapng=False, big_endian=endian == ">", unit_ns=unit, snaplen=snaplen)
         while True:
+            self._in_bulk(layout)
             start = self.offset
-            raw = self.f.read(record.size)
-            self.offset += len(raw)
+            raw = self._take(record.size)
             if not raw:
                 return
             self.records += 1
@@ -167,6 +225,7 @@ class CaptureReader:
     # ---- pcapng ----
     def _pcapng(self, head: bytes) -> Iterator[tuple[int, bytes]]:
         endian, interfaces, last_ns, start = "<", [], 0, 0
+        layout = None  # for bulk: none before a section's first interface
         while head:
             where, kind, length = f"block at byte {start}", "block", None
             try:
@@ -176,7 +235,7 @@ class CaptureReader:
                 if head == BLOCK_SHB.to_bytes(4, "big"):
                     where, kind = f"section header block at byte {start}", BLOCK_NAMES[BLOCK_SHB]
                     endian = self._byte_order(where, self._read(4))
-                    interfaces = []  # each section describes its interfaces anew
+                    interfaces, layout = [], None  # each section describes its interfaces anew
                 btype, length = struct.unpack(endian + "II", head + rest)
                 if btype in (BLOCK_EPB, BLOCK_PB, BLOCK_SPB):
                     self.records += 1
@@ -191,6 +250,7 @@ class CaptureReader:
                 elif btype == BLOCK_IDB:
                     interfaces.append(self._interface(where, endian, length, self._meta(where, kind, length,
                                                                                         length - 12)))
+                    layout = Layout(pcapng=True, big_endian=endian == ">", interfaces=tuple(interfaces))
                 elif btype in (BLOCK_EPB, BLOCK_PB, BLOCK_SPB):
                     t_ns, data = self._packet(where, kind, btype, endian, length, interfaces, last_ns)
                 else:
@@ -205,9 +265,10 @@ class CaptureReader:
             if btype in (BLOCK_EPB, BLOCK_PB, BLOCK_SPB):
                 last_ns = t_ns
                 yield t_ns, data
+            if layout is not None:
+                last_ns = self._in_bulk(layout, last_ns)
             start = self.offset
-            head = self.f.read(4)
-            self.offset += len(head)
+            head = self._take(4)
 
     def _byte_order(self, where: str, bom: bytes) -> str:
         for endian in "<>":
@@ -372,7 +433,8 @@ class CaptureOutput:
                 self.f = os.fdopen(fd, "wb")
         except OSError as exc:
             raise CaptureError(f"{path}: cannot write: {exc.strerror}") from None
-        self.writer = (_PcapngWriter if path.lower().endswith(".pcapng") else _PcapWriter)(self.f)
+        self.pcapng = path.lower().endswith(".pcapng")
+        self.writer = (_PcapngWriter if self.pcapng else _PcapWriter)(self.f)
 
     def write(self, t_ns: int, frame: bytes) -> None:
         self.writer.write(t_ns, frame)

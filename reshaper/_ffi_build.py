@@ -1,7 +1,8 @@
 """Builds reshaper._native, the one C extension (cffi API mode, run by pip from setup.py).
 
 It holds the engine (rules/engine/), ring mode's loop (ring/), NFQUEUE mode's
-per-packet call (bridge/modes/nfqueue_packet.c), the device
+per-packet call (bridge/modes/nfqueue_packet.c), `reshaper apply`'s loop
+(bridge/apply_loop.c), the device
 settings, privileges and memory locking the modes use (reshaper/offloads.c,
 privileges.c, realtime.c) and
 the kernel module's netlink contract (kmod/reshaper_genl.h). The cdef is taken
@@ -27,17 +28,21 @@ from cffi import FFI
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEADERS = ("rules/engine/rs_program.h", "rules/engine/rs_dist_tables.h", "ring/ring.h", "reshaper/offloads.h",
-           "reshaper/privileges.h", "reshaper/realtime.h", "kmod/reshaper_genl.h", "bridge/modes/nfqueue_packet.h")
+           "reshaper/privileges.h", "reshaper/realtime.h", "kmod/reshaper_genl.h", "bridge/modes/nfqueue_packet.h",
+           "bridge/apply_loop.h")
 SOURCES = ("rules/engine/engine.c", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "ring").glob("*.c")),
-           "reshaper/offloads.c", "reshaper/privileges.c", "reshaper/realtime.c", "bridge/modes/nfqueue_packet.c")
+           "reshaper/offloads.c", "reshaper/privileges.c", "reshaper/realtime.c", "bridge/modes/nfqueue_packet.c",
+           "bridge/apply_loop.c")
 
 
 def header_cdef(header_text: str) -> str:
     """The C declarations of a header that cffi's parser accepts: integer #defines become
     `#define NAME ...` (their values come from the compiler), other preprocessor lines go, and a
-    constant table's values too (`T name[N] = {...};` becomes `T name[...];`, its length the compiler's)."""
+    constant table's values too (`T name[N] = {...};` becomes `T name[...];`, its length the compiler's),
+    as does an array's length given by a constant (`T name[RS_N];`)."""
     text = re.sub(r"/\*.*?\*/", "", header_text, flags=re.S)
     text = re.sub(r"\[\w+\]\s*=\s*\{.*?\};", "[...];", text, flags=re.S)
+    text = re.sub(r"\[(?:RS|RESHAPER)_[A-Z0-9_]+\]", "[...]", text)  # an array sized by a constant: the compiler's
     defines = sorted(set(re.findall(r"^#define\s+((?:RS|RESHAPER)_[A-Z0-9_]+)[ \t]+[^\s\"]", text, flags=re.M)))
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     return "\n".join(f"#define {name} ..." for name in defines) + "\n" + body
