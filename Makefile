@@ -71,7 +71,8 @@ beaglebone: setup apt-test
 	deploy/beaglebone/build.sh
 
 bench-armhf: test-setup
-	$(PY) -m reshaper.bench.engine_armhf
+	mkdir -p build
+	$(PY) -m reshaper.bench.engine_armhf --json build/engine-armhf.json
 
 demo: setup
 	$(VENV)/bin/reshaper demo
@@ -101,8 +102,11 @@ fuzz: setup apt-test $(FUZZ_BIN)
 fuzz-long:
 	$(MAKE) fuzz FUZZ_SECONDS=3600
 
+# with bench-armhf's figures when they are there, plotted beside these
 bench-engine: setup
-	$(PY) -m reshaper.bench.engine
+	mkdir -p build
+	$(PY) -m reshaper.bench.engine --json build/engine.json --plot build/engine-rules.png \
+	  $$(test -f build/engine-armhf.json && echo --with build/engine-armhf.json)
 
 # `reshaper apply` and tcprewrite on the same capture and rewrites, side by side
 bench-apply: setup apt-test

@@ -177,6 +177,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--json", type=pathlib.Path, help="write the engine's figures here")
     parser.add_argument("--plot", type=pathlib.Path, help="write instructions per frame against rules here (PNG)")
+    parser.add_argument("--with", dest="others", type=pathlib.Path, action="append", default=[],
+                        help="another architecture's figures to plot beside these (engine_armhf --json)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="reshaper-bench-") as tmp:
         rows = engine_costs(pathlib.Path(tmp))
@@ -185,7 +187,8 @@ def main() -> None:
             args.json.write_text(json.dumps({"arch": os.uname().machine, "rows": rows}, indent=1) + "\n")
         if args.plot:
             from reshaper.bench.plots import engine_scaling
-            engine_scaling({os.uname().machine: rows}, args.plot)
+            others = [json.loads(path.read_text()) for path in args.others]
+            engine_scaling({os.uname().machine: rows} | {o["arch"]: o["rows"] for o in others}, args.plot)
         result = apply_throughput(pathlib.Path(tmp), args.frames)
         print(f"reshaper apply: {result['frames']} frames in {result['seconds']:.1f} s = "
               f"{result['frames_per_second']:,.0f} frames/s")

@@ -1,14 +1,15 @@
 """Engine cost per frame on armhf, counted (not timed: times under emulation
 mean nothing): bench/engine_harness.c cross-compiled with the wheel's
 flags, run under callgrind (valgrind:armhf) inside the armhf rootfs under
-qemu-user. Same program (five-rule example) and frame mix as the x86 figure
-of `python -m reshaper.bench.engine`.
+qemu-user. The same cases and both entries (the loaded form, the reference
+walk) as the x86 figures of `python -m reshaper.bench.engine`.
 
-    python -m reshaper.bench.engine_armhf      (make bench-armhf)
+    python -m reshaper.bench.engine_armhf [--json PATH]      (make bench-armhf)
 """
 from __future__ import annotations
 
-import re
+import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -16,41 +17,58 @@ import time
 
 from reshaper.lab.vm import armhf
 
-from reshaper.bench.engine import ENGINE, HARNESS, bench_input
+from reshaper.bench.engine import ENTRIES, bench_input, cases, cost_table, harness_command, iterations, \
+    parse_callgrind
 
+# frames per callgrind run: counts are exact at any number, and valgrind under qemu-user is slow
+ARMHF_FRAMES = 200
 LINE_RATE_64B = 148_809  # frames/s at 100 Mbit/s, 64-byte frames
 # the wheel's flags: Debian's armhf sysconfig (-O2; armv7-a, thumb-2, vfpv3-d16 hard-float by default)
 FLAGS = ["-O2", "-std=gnu11", "-g"]
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
     t0 = time.monotonic()
     root = armhf.rootfs(armhf.CACHE / "rootfs-bench")
+    todo = cases()
     try:
         work = root / "bench"
         work.mkdir()
-        subprocess.run([f"{armhf.CROSS}gcc", *FLAGS, f"-I{ENGINE}", str(HARNESS),
-                        str(ENGINE / "engine.c"), "-o", str(work / "bench_engine")], check=True)
-        n = bench_input(work / "input.bin")
-        r = armhf.chroot_run(root, """
-            cd /bench
-            valgrind --tool=callgrind --callgrind-out-file=/bench/cg.out --toggle-collect=rs_run \
-                ./bench_engine input.bin 1000 2>cg.err
-            cat cg.err >&2
-        """, timeout=1800)
+        subprocess.run(harness_command(f"{armhf.CROSS}gcc", FLAGS, work / "bench_engine"), check=True)
+        runs = []
+        for k, case in enumerate(todo):
+            bench_input(work / f"input-{k}.bin", case)
+            for entry, symbol in ENTRIES.items():
+                extra = " reference" if entry == "reference" else ""
+                runs.append(f"valgrind --tool=callgrind --callgrind-out-file=/bench/cg.out --toggle-collect={symbol} "
+                            f"./bench_engine input-{k}.bin {iterations(case, ARMHF_FRAMES)}{extra} "
+                            f">out-{k}-{entry} 2>err-{k}-{entry} || exit 1")
+        r = armhf.chroot_run(root, "cd /bench\n" + "\n".join(runs), timeout=3600)
         if r.returncode:
             print(r.stdout, r.stderr, file=sys.stderr)
             return 1
-        frames = int(re.search(r"frames=(\d+)", r.stdout).group(1))
-        instructions = int(re.search(r"Collected : (\d+)", r.stderr).group(1))
+        rows = []
+        for k, case in enumerate(todo):
+            row = {"case": case.name, "rules": case.rules}
+            for entry in ENTRIES:
+                per = parse_callgrind((work / f"out-{k}-{entry}").read_text(), (work / f"err-{k}-{entry}").read_text())
+                row[entry] = {"instructions_per_frame": round(per, 1)}
+            rows.append(row)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    per = instructions / frames
-    print(f"armhf engine, five-rule program, {n}-frame mix: {per:.0f} instructions/frame "
-          f"(callgrind under qemu-user, {' '.join(FLAGS)}, {time.monotonic() - t0:.0f} s)")
-    print(f"at 1 instruction/cycle on a 1 GHz Cortex-A8 the engine alone allows ~{1e9 / per:,.0f} frames/s; "
-          f"100 Mbit/s line rate at 64 bytes is {LINE_RATE_64B:,} frames/s "
-          f"= {per * LINE_RATE_64B / 1e6:.0f} M engine instructions/s")
+    print(cost_table(rows, "armhf", timed=False))
+    print(f"(callgrind under qemu-user, {' '.join(FLAGS)}, {time.monotonic() - t0:.0f} s)")
+    mix = rows[0]["loaded"]["instructions_per_frame"]
+    print(f"at 1 instruction/cycle on a 1 GHz Cortex-A8 the engine alone allows ~{1e9 / mix:,.0f} frames/s on the "
+          f"five-rule mix; 100 Mbit/s line rate at 64 bytes is {LINE_RATE_64B:,} frames/s "
+          f"= {mix * LINE_RATE_64B / 1e6:.0f} M engine instructions/s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"arch": "armhf", "rows": rows}, f, indent=1)
+            f.write("\n")
     return 0
 
 
