@@ -91,7 +91,10 @@ def rule_counters(rule) -> dict[str, int]:
 def state_counters(state: bytes) -> tuple[dict[str, int], list[dict[str, int]]]:
     """The global and per-rule counters of a state copied out of the engine (the kernel module's
     GET_STATS): struct rs_state, then one struct rs_rule_state a rule."""
+    head, each = ffi.sizeof("struct rs_state"), ffi.sizeof("struct rs_rule_state")
     buf = ffi.from_buffer(state)
-    header = ffi.cast("struct rs_state *", buf)
-    rules = ffi.cast("struct rs_rule_state *", buf + ffi.sizeof("struct rs_state"))
+    header = ffi.cast("struct rs_state *", buf) if len(state) >= head else None
+    if header is None or len(state) != head + header.n_rules * each:
+        raise ValueError(f"a state of {len(state)} bytes does not hold the header and rules it names")
+    rules = ffi.cast("struct rs_rule_state *", buf + head)
     return engine_counters(header), [rule_counters(rules[i]) for i in range(header.n_rules)]

@@ -118,3 +118,17 @@ def test_every_verifier_error_has_its_words():
     assert "unknown verifier error" not in words and len(set(words)) == len(words), words
     assert ffi.string(lib.rs_verify_strerror(len(codes) + 1)).decode() == "unknown verifier error"
     assert str(ProgramError(lib.RS_E_MAGIC)) == "program rejected by the verifier: not a reshaper program (bad magic)"
+
+
+def test_a_state_copied_out_must_hold_the_rules_it_names():
+    """The kernel module's GET_STATS state (rules/binding.py's state_counters): a short or long copy is an
+    error, not counters read past its end."""
+    from reshaper.rules.binding import state_counters
+    engine = Engine(program("rules:\n" + "".join(f"  - {{name: r{i}, match: {{dscp: {i}}}}}\n" for i in range(3))))
+    engine.run(bytes(60), "a")
+    whole = bytes(ffi.buffer(engine.state, ffi.sizeof("struct rs_state") + 3 * ffi.sizeof("struct rs_rule_state")))
+    counters, rules = state_counters(whole)
+    assert counters["frames_in"] == 1 and len(rules) == 3
+    for cut in (whole[:-1], whole + b"\0" * 8, whole[:10]):
+        with pytest.raises(ValueError, match="does not hold the header and rules it names"):
+            state_counters(cut)

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from reshaper._native import ffi, lib
+from reshaper.bench.engine import per_host_address, per_host_config, per_host_frame
 from reshaper.bridge.apply import apply_capture
 from reshaper.bridge.captures import CaptureReader
+from reshaper.bridge.kernel_genl import PORT_COUNTERS
 from reshaper.lab.vm import VM, assert_kernel_clean, kdir, kernel_problems, kernel_version, prepare
 from reshaper.lab.vm.kmod import GUEST_SETUP, build_module, python_bundle, run_command, shares
 from reshaper.rules.config import load_config
@@ -291,14 +294,21 @@ st = s.stats()
 out["after_unregister"], out["queue_drops"] = st["queued"], st["queue_drops"]
 print(json.dumps(out))
 """
-QUEUE_TOPOLOGY = """
-topology br5 h5
-ip -n br5 link add link eth0 name eth0.100 type vlan id 100
-ip -n br5 link add link eth0 name eth0.200 type vlan id 200
-ip -n br5 link add rsbr5 type bridge
-for i in eth0.100 eth0.200; do ip -n br5 link set $i master rsbr5; ip -n br5 link set $i up; done
-ip -n br5 link set rsbr5 up
+
+
+def plain_bridge(n: int) -> str:
+    """Namespaces brN/hN: ports eth0.100/eth0.200 of bridge rsbrN, no appliance."""
+    return f"""
+topology br{n} h{n}
+ip -n br{n} link add link eth0 name eth0.100 type vlan id 100
+ip -n br{n} link add link eth0 name eth0.200 type vlan id 200
+ip -n br{n} link add rsbr{n} type bridge
+for i in eth0.100 eth0.200; do ip -n br{n} link set $i master rsbr{n}; ip -n br{n} link set $i up; done
+ip -n br{n} link set rsbr{n} up
 """
+
+
+QUEUE_TOPOLOGY = plain_bridge(5)
 
 
 def test_delay_queue_across_reload_clear_and_a_port_going_away(vm):
@@ -479,6 +489,88 @@ def test_tcp_with_offloads_on_runs_every_wire_frame_through_the_rules(vm):
     assert dscp["exact"] and dscp["capture_drops"] == 0 and len(frames) >= 2**20 // MSS, {**dscp, "frames": len(frames)}
     assert {d for _, d in frames} == {10} and max(n for n, _ in frames) <= 1500, sorted(set(map(tuple, frames)))[-5:]
     assert dscp["stats"]["rules"][0]["matched"] >= len(frames) and oversize(dscp["stats"]) == 0, dscp["stats"]
+    assert_kernel_clean(vm.dmesg())
+
+
+# Run in namespace br7 (plain_bridge(7)): the program of the most rules, frames from h7
+# (argv[1]: the agent, whose frame helpers these are), what came back and the counters.
+LIMIT_CHECKS = r"""
+import json, os, socket, sys, time
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import agent as ag
+from reshaper._native import lib
+from reshaper.bridge import kernel_genl as kernel
+frames = [bytes.fromhex(f) for f in json.load(open("/kmod/limit-frames.json"))]
+s = kernel.ReshaperSocket()
+s.load(open("/kmod/limit.bin", "rb").read(), "eth0.100", "eth0.200")
+def through():  # in h7: the frames out of h0, then what the bridge sends back
+    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ag.ETH_P_ALL))
+    tx.bind((ag.IFACE, 0))
+    cap = ag.capture_socket()
+    for f in frames:
+        tx.send(f)
+    got, end = [], time.monotonic() + 20
+    while time.monotonic() < end:
+        f = ag.receive(cap)
+        if f is None:
+            time.sleep(0.001)
+            continue
+        got.append(f.hex())
+        if len(got) == len(frames):  # half a second more: one more would be a frame too many
+            end = time.monotonic() + 0.5
+    return got
+out = {"frames": ag.in_netns("h7", through), "stats": s.stats()}
+# the same reply again, for the attributes themselves: how the module cut the state
+(reply,) = [m for m in s._request(lib.RESHAPER_CMD_GET_STATS, [], "stats", ack=False)
+            if m.get("cmd") == lib.RESHAPER_CMD_GET_STATS]
+out["pieces"] = [len(p) for p in reply.get_attrs("RESHAPER_A_STATE")]
+s.clear()
+print(json.dumps(out))
+"""
+
+
+def test_the_most_rules_count_each_frame_on_its_own_rule_across_state_pieces(vm):
+    """RS_MAX_RULES per-host rules (bench/engine.py's file): their state is over netlink's
+    64 KB attribute, so GET_STATS sends it in RESHAPER_STATE_PIECE pieces (kmod/rs_genl.c) and
+    parse_stats joins them (bridge/kernel_genl.py). Frames to the first rule, to the rule each
+    piece boundary falls in, to the last rule (a different number to each) and to an address
+    no rule has: each count lands on its own rule, every other rule stays at 0, and the reply
+    over 64 KB reaches pyroute2 whole."""
+    n = lib.RS_MAX_RULES
+    head, rule_size = ffi.sizeof("struct rs_state"), ffi.sizeof("struct rs_rule_state")
+    piece, state_len = lib.RESHAPER_STATE_PIECE, head + n * rule_size
+    boundary = [(at - head) // rule_size for at in range(piece, state_len, piece)]
+    assert boundary, "the state of the most rules fits one piece: nothing here would be joined"
+    counts = {rule: k for k, rule in enumerate([0, *boundary, n - 1], start=1)}
+    matched = [per_host_frame(per_host_address(rule)) for rule, k in counts.items() for _ in range(k)]
+    frames = matched + [per_host_frame(per_host_address(n))]   # one past the last rule's: no rule has it
+    (vm.build / "limit-frames.json").write_text(json.dumps([(f[:12] + tag(100) + f[12:]).hex() for f in frames]))
+    (vm.build / "limit.bin").write_bytes(_compiled(per_host_config(n)))
+    (vm.build / "limit_checks.py").write_text(LIMIT_CHECKS)
+    t0 = time.monotonic()
+    out = ok(vm, plain_bridge(7) + """
+        ip netns exec br7 $PY /kmod/limit_checks.py $AGENT
+        ip netns del br7; ip netns del h7
+    """, timeout=240)
+    res = json.loads(out.strip().splitlines()[-1])
+    print(f"{n} rules, {len(frames)} frames, state in pieces of {res['pieces']} bytes: "
+          f"{time.monotonic() - t0:.0f} s")
+    assert res["pieces"] == [min(piece, state_len - at) for at in range(0, state_len, piece)], res["pieces"]
+    # every frame came back unchanged with port b's tag (the rules only delay)
+    assert sorted(res["frames"]) == sorted((f[:12] + tag(200) + f[12:]).hex() for f in frames)
+    st = res["stats"]
+    assert st["loaded"] and len(st["rules"]) == n, (st["loaded"], len(st["rules"]))
+    want = [dict.fromkeys(st["rules"][0], 0) for _ in range(n)]
+    for rule, k in counts.items():
+        want[rule].update(matched=k, bytes=k * len(frames[0]), delayed=k)
+    wrong = {i: (got, want[i]) for i, got in enumerate(st["rules"]) if got != want[i]}
+    assert not wrong, f"rules counted otherwise (index: (kernel, expected)): {wrong}"
+    assert st["engine"] == {"frames_in": len(frames), "forwarded": len(frames), "dropped": 0, "malformed": 0,
+                            "unmatched": 1}, st["engine"]
+    zero = dict.fromkeys(PORT_COUNTERS, 0)
+    assert st["ports"] == {"a": zero | {"rx": len(frames)}, "b": zero | {"tx": len(frames), "delayed": len(matched)}}, \
+        st["ports"]
+    assert st["queued"] == 0 and st["queue_drops"] == 0, st
     assert_kernel_clean(vm.dmesg())
 
 
