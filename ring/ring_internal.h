@@ -81,7 +81,7 @@ struct rs_forwarder {
 	int prog_wire, hooks_on;        /* the program, the hooks need wire frames (rs_wire_frames_needed) */
 	int cut;                        /* so super-frames are cut before the rules */
 	uint32_t push_room;             /* bytes push_vlan may add in one rule: a super-frame goes whole only with room */
-	struct rs_rule_state snap[RS_MAX_RULES]; /* the rules' counters before a super-frame ran */
+	struct rs_rule_state snap;	/* the counters of the rule a super-frame meets, before it ran */
 	uint8_t work[WORK_CAP];
 	uint8_t seg[WORK_CAP];          /* one segment of a super-frame being cut */
 };

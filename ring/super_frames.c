@@ -263,7 +263,7 @@ static void count_as_segments(struct rs_forwarder *fw, const struct rs_counters 
 	for (i = 0; i < sizeof(*before) / sizeof(uint64_t); i++)
 		now[i] += (now[i] - was[i]) * (segs - 1);
 	if (rule >= 0 && (uint32_t)rule < st->n_rules) {
-		struct rs_rule_state *rs = (struct rs_rule_state *)(st + 1) + rule, *old = &fw->snap[rule];
+		struct rs_rule_state *rs = (struct rs_rule_state *)(st + 1) + rule, *old = &fw->snap;
 		uint64_t *n = &rs->matched;
 		const uint64_t *o = &old->matched;
 
@@ -322,15 +322,18 @@ static void forward_whole(struct rs_forwarder *fw, int port, uint32_t pcp, uint6
 	uint64_t seg_bytes = len + (uint64_t)(g->segs - 1) * g->hdr;
 	struct rs_counters before = st->counters;
 	struct rs_verdict v;
-	int32_t shift;
+	int32_t shift, rule;
 
 	ps->rx += g->segs;
 	ps->rx_bytes += seg_bytes;
-	/* the rules' states follow struct rs_state (rs_program.h); at most RS_MAX_RULES (verified) */
-	memcpy(fw->snap, st + 1, st->n_rules * sizeof(struct rs_rule_state));
 	partial_to_complete(w, g);
+	/* only the rule the frame meets changes: its counters alone are kept (the rules' states follow
+	 * struct rs_state, rs_program.h), whatever the number of rules */
+	rule = rs_rule_for(fw->prog, fw->prog_len, fw->state, w, len, (uint32_t)port + 1, 0);
+	if (rule >= 0)
+		fw->snap = ((struct rs_rule_state *)(st + 1))[rule];
 	rs_run(fw->prog, fw->prog_len, fw->state, w, len, WORK_CAP, (uint32_t)port + 1, 0, now, &v);
-	count_as_segments(fw, &before, v.rule, g->segs, seg_bytes);
+	count_as_segments(fw, &before, rule == v.rule ? v.rule : -1, g->segs, seg_bytes);
 	if (v.verdict != RS_V_FORWARD)
 		return;
 	/* push_vlan and pop_vlan move the headers; nothing else here changes the length */

@@ -2005,6 +2005,27 @@ void rs_run_reference(const uint8_t *prog, uint32_t prog_len, void *state, uint8
 	rs_run_with(prog, prog_len, state, frame, len, cap, port, run_flags, now_ns, v, 1);
 }
 
+int32_t rs_rule_for(const uint8_t *prog, uint32_t prog_len, const void *state, uint8_t *frame,
+		    uint32_t len, uint32_t port, uint32_t run_flags)
+{
+	const struct rs_state *st = state;
+	struct rs_pkt p;
+	uint32_t i;
+
+	if (!prog || prog_len < RS_HDR_LEN || !st || !st->size || st->prog_len != prog_len ||
+	    st->n_rules != rs_le16(prog + 8) || !rs_direction_ok(rs_le16(prog + 6), port))
+		return -1;
+	p.b = frame;
+	p.len = p.cap = len;
+	p.l3mode = run_flags & RS_RUN_L3;
+	p.l4wanted = st->form_flags & RS_FORM_L4;
+	p.reference = 0;
+	if (!frame || len > RS_MAX_FRAME || rs_parse(&p))
+		return -1;
+	i = rs_classify(prog, st, &p, port, len);
+	return i < st->n_rules ? (int32_t)i : -1;
+}
+
 /* The pseudo-header's sum of a parsed frame with one (rs_has_pseudo_hdr): addresses, protocol, L4 length. */
 static uint32_t rs_pseudo_hdr_sum(const struct rs_pkt *p)
 {

@@ -2,7 +2,8 @@
 /*
  * libFuzzer harness for engine.c: the verifier against anything, and rs_run()
  * (the loaded form's classifier) against rs_run_reference() (every rule in
- * turn): the same verdicts, frame bytes, counters and timing state, or abort.
+ * turn): the same verdicts, frame bytes, counters and timing state, or abort;
+ * rs_rule_for() names the rule rs_run() applies.
  *
  * Input, two kinds:
  *   [u16 LE program length > 0][program][u8 port][frame bytes]
@@ -41,6 +42,7 @@ struct builder {
 	uint32_t len;
 	const uint8_t *in;
 	uint32_t n, at;
+	uint32_t no_l4;		/* a program that reads nothing past the IP header (RS_FORM_L4 off) */
 };
 
 static uint32_t next(struct builder *g)
@@ -75,6 +77,10 @@ static void match_op(struct builder *g)
 	uint8_t o[40];
 
 	memset(o, 0, sizeof(o));
+	if (g->no_l4 && ((c % 8 <= 2 && (1 + c / 8 % RS_F_LENGTH == RS_F_SRC_PORT ||
+					  1 + c / 8 % RS_F_LENGTH == RS_F_DST_PORT)) ||
+			 (c % 8 == 3 && !(c & 8))))
+		c = 5;	/* ports and TCP flags would need the L4 header: an address instead */
 	switch (c % 8) {
 	case 0:		/* one value of a field */
 	case 1:
@@ -109,6 +115,8 @@ static void match_op(struct builder *g)
 		memset(o + 7, 0xff, 6);
 		if (x & 2)
 			o[12] = o[11] = 0;
+		if (x & 4)	/* a partial mask, or none, on the first four bytes */
+			o[7] = o[8] = o[9] = 0, o[10] = (uint8_t)(x & 0xf0);
 		op(g, RS_M_ETH, o, 13);
 		break;
 	case 5:
@@ -144,6 +152,8 @@ static void action_op(struct builder *g)
 	uint8_t o[24];
 
 	memset(o, 0, sizeof(o));
+	if (g->no_l4)	/* drop, timing, loss, copies: nothing that rewrites */
+		c = (uint8_t[]){ 0, 3, 4, 5, 11 }[c % 5] + 12 * (c / 12);
 	switch (c % 12) {
 	case 0:
 		op(g, RS_A_DROP, o, 0);
@@ -216,16 +226,24 @@ static void action_op(struct builder *g)
 /* A program of up to 64 rules from g's bytes; its length, or 0 when too long. */
 static uint32_t build_program(struct builder *g, uint8_t *out)
 {
-	uint32_t nrules = 0, k, start, flags = RS_PF_FWD_A_TO_B | RS_PF_FWD_B_TO_A;
+	uint32_t nrules = 0, k, start, c, flags = RS_PF_FWD_A_TO_B | RS_PF_FWD_B_TO_A;
 	uint8_t hdr[16] = { 0 };
 
 	g->b = out;
 	g->len = RS_HDR_LEN;
-	flags |= (next(g) & 3) ? 0 : RS_PF_DEFAULT_DROP | RS_PF_MALFORMED_DROP;
+	c = next(g);
+	flags |= (c & 3) ? 0 : RS_PF_DEFAULT_DROP | RS_PF_MALFORMED_DROP;
+	g->no_l4 = (c & 12) == 0;
 	while (g->at < g->n && nrules < 64) {
-		uint32_t c = next(g), nm = (c >> 2) % 4, na = (c >> 4) % 3;
-		uint8_t rh[8] = { 0, 0, (uint8_t)(c % 3), 0, (uint8_t)nm, (uint8_t)na, 0, 0 };
+		uint8_t rh[8] = { 0 };
+		uint32_t nm, na;
 
+		c = next(g);
+		nm = (c >> 2) % 4;
+		na = (c >> 4) % 3;
+		rh[2] = (uint8_t)(c % 3);
+		rh[4] = (uint8_t)nm;
+		rh[5] = (uint8_t)na;
 		start = g->len;
 		put(g, rh, 8);
 		for (k = 0; k < nm; k++)
@@ -269,13 +287,18 @@ static void run_both(const uint8_t *prog, uint32_t plen, uint32_t state_size, ui
 	for (i = 0; i < RUNS; i++) {
 		struct rs_verdict v, w;
 
+		int32_t rule;
+
 		memcpy(frame, frame_in, flen);
 		memcpy(again, frame_in, flen);
+		rule = rs_rule_for(prog, plen, fast, frame, flen, port & 3, (port >> 2) & RS_RUN_L3);
+		if (memcmp(frame, again, flen))
+			abort();	/* it changes nothing */
 		rs_run(prog, plen, fast, frame, flen, flen + 4, port & 3,
 		       (port >> 2) & RS_RUN_L3, 1000000ull * i * i, &v);
 		rs_run_reference(prog, plen, ref, again, flen, flen + 4, port & 3,
 				 (port >> 2) & RS_RUN_L3, 1000000ull * i * i, &w);
-		if (v.len > flen + 4 || v.verdict > RS_V_DROP)
+		if (v.len > flen + 4 || v.verdict > RS_V_DROP || v.rule != rule)
 			abort();
 		if (memcmp(&v, &w, sizeof(v)) || memcmp(frame, again, v.len) ||
 		    memcmp(fast, ref, before_form))

@@ -262,6 +262,15 @@ void rs_run_reference(const uint8_t *prog, uint32_t prog_len, void *state, uint8
 		      uint64_t now_ns, struct rs_verdict *v);
 
 /*
+ * The index of the rule rs_run() would apply to this frame, changing nothing:
+ * -1 when none would, or the frame would not reach the rules (direction,
+ * malformed). For a carrier that must keep that one rule's counters from
+ * before a run (ring/super_frames.c).
+ */
+int32_t rs_rule_for(const uint8_t *prog, uint32_t prog_len, const void *state, uint8_t *frame,
+		    uint32_t len, uint32_t port, uint32_t run_flags);
+
+/*
  * Computes the TCP/UDP/ICMPv6 checksum of a frame from scratch, for frames
  * whose checksum the kernel left to be done (TP_STATUS_CSUMNOTREADY).
  * Returns 1 when it wrote one, 0 when the frame has none to compute.
