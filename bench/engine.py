@@ -7,8 +7,9 @@
    udp}` with a delay, as experimenters write them) from 5 to 1,000 rules with
    a frame that hits the last rule and one that hits none. Instructions per
    frame under callgrind (deterministic) and ns per frame natively, built with
-   the flags of the cffi extension (-O2), for rs_run (the classifier of the
-   loaded form) and rs_run_reference (every rule in turn) from one build.
+   the flags of the cffi extension (-O2; medians of three runs taken in
+   turns), for rs_run (the classifier of the loaded form) and
+   rs_run_reference (every rule in turn) from one build.
 2. `reshaper apply` on a capture of N frames: frames per second, end to end
    (against tcprewrite on the same capture: bench/apply_speed.py).
 """
@@ -18,6 +19,7 @@ import json
 import os
 import pathlib
 import re
+import statistics
 import struct
 import subprocess
 import sys
@@ -41,7 +43,8 @@ RULE_COUNTS = (5, 50, 250, 1000)
 ENTRIES = {"loaded": "rs_run", "reference": "rs_run_reference"}
 # frames per callgrind run and per native run of the five-rule mix (callgrind counts: any number will do)
 CALLGRIND_FRAMES = 2_000
-NATIVE_INSTRUCTIONS = 2_000_000_000   # about a second natively, whatever a case costs
+NATIVE_INSTRUCTIONS = 1_000_000_000   # about half a second natively, whatever a case costs
+NATIVE_RUNS = 3
 
 
 def frame_mix() -> list[bytes]:
@@ -69,7 +72,7 @@ def per_host_config(n: int) -> str:
     """n rules, a delay per lab host: the rule file experimenters write."""
     rules = "".join(f"  - {{name: host-{i}, match: {{ip_dst: {per_host_address(i)}/32, ip_proto: udp}}, "
                     f"actions: [{{delay: {{time: {i % 50 + 1}ms}}}}]}}\n" for i in range(n))
-    return "version: 1\nports: {a: eth0.100, b: eth0.200}\nrules:\n" + rules
+    return "version: 1\nports: {a: eth0.100, b: eth0.200}\n" + ("rules:\n" + rules if n else "rules: []\n")
 
 
 def per_host_frame(address: str) -> bytes:
@@ -86,8 +89,10 @@ class Case:
 
 
 def cases() -> list[Case]:
-    """The five-rule mix, then per n rules a frame hitting the last rule and one hitting none."""
-    out = [Case("five-rule mix", 5, compile_rules(load_config(str(CONFIG))), frame_mix())]
+    """The five-rule mix, the same frames with no rules (what parsing and the verdict cost alone), then
+    per n rules a frame hitting the last rule and one hitting none."""
+    out = [Case("five-rule mix", 5, compile_rules(load_config(str(CONFIG))), frame_mix()),
+           Case("no rules, the same mix", 0, compile_rules(load_config("none.yaml", per_host_config(0))), frame_mix())]
     for n in RULE_COUNTS:
         program = compile_rules(load_config(f"per-host-{n}.yaml", per_host_config(n)))
         out.append(Case(f"{n} per-host rules, last rule", n, program, [per_host_frame(per_host_address(n - 1))]))
@@ -115,10 +120,11 @@ def parse_callgrind(stdout: str, stderr: str) -> float:
 
 
 def engine_costs(tmp: pathlib.Path) -> list[dict]:
-    """Every case through both entries: instructions per frame (callgrind), then ns per frame natively."""
+    """Every case through both entries: instructions per frame (callgrind), then ns per frame natively,
+    the median of NATIVE_RUNS runs taken in turns (both entries, every case, then again)."""
     binary = tmp / "bench_engine"
     subprocess.run(harness_command("gcc", ["-O2", "-std=gnu11"], binary), check=True)
-    rows = []
+    rows, native = [], []
     for k, case in enumerate(cases()):
         inp = tmp / f"input-{k}.bin"
         bench_input(inp, case)
@@ -130,11 +136,16 @@ def engine_costs(tmp: pathlib.Path) -> list[dict]:
                                  str(iterations(case, CALLGRIND_FRAMES)), *extra],
                                 check=True, capture_output=True, text=True)
             per = parse_callgrind(cg.stdout, cg.stderr)
-            native = subprocess.run([str(binary), str(inp), str(iterations(case, int(NATIVE_INSTRUCTIONS / per))),
-                                     *extra], check=True, capture_output=True, text=True).stdout
-            row[entry] = {"instructions_per_frame": round(per, 1),
-                          "ns_per_frame": float(re.search(r"ns_per_frame=([\d.]+)", native).group(1))}
+            row[entry] = {"instructions_per_frame": round(per, 1), "ns_runs": []}
+            native.append((row[entry], [str(binary), str(inp), str(iterations(case, int(NATIVE_INSTRUCTIONS / per))),
+                                        *extra]))
         rows.append(row)
+    for _ in range(NATIVE_RUNS):
+        for figures, command in native:
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            figures["ns_runs"].append(float(re.search(r"ns_per_frame=([\d.]+)", out).group(1)))
+    for figures, _ in native:
+        figures["ns_per_frame"] = statistics.median(figures["ns_runs"])
     return rows
 
 
