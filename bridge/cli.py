@@ -32,6 +32,7 @@ def _report_errors(exc: ConfigError) -> int:
 
 
 def cmd_check(args) -> int:
+    from reshaper._native import lib
     from reshaper.rules.binding import program_verify
 
     try:
@@ -45,7 +46,7 @@ def cmd_check(args) -> int:
         print(f"  port {name}: {config.ports[name].describe()}")
     print(f"  forward {config.forward}, default {config.default}, malformed frames {config.malformed}")
     print(f"  program: {len(config.rules)} rule{'s' if len(config.rules) != 1 else ''}, "
-          f"{len(program)} bytes, format v1, state {state_size} bytes")
+          f"{len(program)} bytes, format v{lib.RS_VERSION}, state {state_size} bytes")
     for i, rule in enumerate(config.rules, 1):
         matches = ", ".join(m.field for m in rule.matches) or "everything"
         actions = ", ".join(a.kind for a in rule.actions) or "forward unchanged"
