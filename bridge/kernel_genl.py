@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, genlmsg
+from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
@@ -20,6 +20,9 @@ from reshaper.rules.binding import state_counters
 
 GENL_NAME = ffi.string(lib.reshaper_genl_name).decode()
 PORT_COUNTERS = tuple(name for name, _ in ffi.typeof("struct reshaper_port_stats").fields)
+# GET_STATS dumps asked again when a reload replaced the program during one (EAGAIN,
+# kmod/reshaper_genl.h): reloads are rare and far apart, a few tries are plenty
+STATS_TRIES = 3
 
 
 class KernelError(SetupError):
@@ -72,16 +75,25 @@ class ReshaperSocket(GenericNetlinkSocket):
                 raise KernelError("the reshaper kernel module is not loaded", exc.code) from None
             raise _error(exc, "generic netlink") from None
 
-    def _request(self, cmd: int, attrs: list, what: str, ack: bool = True) -> list:
+    def _request(self, cmd: int, attrs: list, what: str, flags: int = NLM_F_ACK) -> list:
         msg = reshapermsg()
         msg["cmd"] = cmd
         msg["version"] = lib.RESHAPER_GENL_VERSION
         msg["attrs"] = attrs
         try:
-            return list(self.nlm_request(msg, msg_type=self.prid,
-                                         msg_flags=NLM_F_REQUEST | (NLM_F_ACK if ack else 0)))
+            return list(self.nlm_request(msg, msg_type=self.prid, msg_flags=NLM_F_REQUEST | flags))
         except NetlinkError as exc:
             raise _error(exc, what) from None
+
+    def stats_messages(self) -> list:
+        """The messages of one GET_STATS dump, in order (kmod/reshaper_genl.h says what each holds)."""
+        for tries in range(STATS_TRIES, 0, -1):
+            try:
+                return [m for m in self._request(lib.RESHAPER_CMD_GET_STATS, [], "stats", NLM_F_DUMP)
+                        if m.get("cmd") == lib.RESHAPER_CMD_GET_STATS]
+            except KernelError as exc:
+                if exc.code != errno.EAGAIN or tries == 1:
+                    raise
 
     def load(self, program: bytes, port_a: str, port_b: str, seed: int = 0) -> None:
         """Verified by the kernel; on refusal the loaded program stays (KernelError)."""
@@ -98,21 +110,21 @@ class ReshaperSocket(GenericNetlinkSocket):
 
     def stats(self) -> dict:
         """{"loaded", "engine", "rules" (list of counter dicts), "ports" {a, b}, "queued", "queue_drops"}."""
-        (reply,) = [m for m in self._request(lib.RESHAPER_CMD_GET_STATS, [], "stats", ack=False)
-                    if m.get("cmd") == lib.RESHAPER_CMD_GET_STATS]
-        return parse_stats(reply)
+        return parse_stats(self.stats_messages())
 
 
-def parse_stats(reply) -> dict:
-    out = {"loaded": reply.get_attr("RESHAPER_A_PROGRAM_LEN") is not None,
-           "queued": reply.get_attr("RESHAPER_A_QUEUED") or 0,
-           "queue_drops": reply.get_attr("RESHAPER_A_QUEUE_DROPS") or 0,
+def parse_stats(messages: list) -> dict:
+    """The messages of a GET_STATS dump: the first has everything but the rest of the state,
+    which comes in pieces, one a message, to be joined in order (kmod/reshaper_genl.h)."""
+    first = messages[0]
+    out = {"loaded": first.get_attr("RESHAPER_A_PROGRAM_LEN") is not None,
+           "queued": first.get_attr("RESHAPER_A_QUEUED") or 0,
+           "queue_drops": first.get_attr("RESHAPER_A_QUEUE_DROPS") or 0,
            "engine": {}, "rules": [], "ports": {}}
-    # the module sends the state in pieces (kmod/reshaper_genl.h's RESHAPER_STATE_PIECE)
-    state = b"".join(reply.get_attrs("RESHAPER_A_STATE"))
+    state = b"".join(piece for m in messages for piece in m.get_attrs("RESHAPER_A_STATE"))
     if state:
         out["engine"], out["rules"] = state_counters(state)
-    ports = reply.get_attr("RESHAPER_A_PORT_STATS")
+    ports = first.get_attr("RESHAPER_A_PORT_STATS")
     if ports:
         stats = ffi.cast("struct reshaper_port_stats *", ffi.from_buffer(ports))
         out["ports"] = {name: {k: getattr(stats[i], k) for k in PORT_COUNTERS} for i, name in enumerate("ab")}

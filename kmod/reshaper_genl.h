@@ -10,20 +10,33 @@
 #include <linux/types.h>
 
 #define RESHAPER_GENL_NAME	"reshaper"
-#define RESHAPER_GENL_VERSION	1
+/* 2: GET_STATS is a dump (1 answered it with one reply, NLM_F_DUMP unset) */
+#define RESHAPER_GENL_VERSION	2
 /* the longest program LOAD can carry: it goes in one attribute, whose 16-bit
  * length counts the attribute's own 4-byte header (struct nlattr) */
 #define RESHAPER_MAX_PROGRAM_LEN	(0xffff - 4)
-/* GET_STATS sends the state in pieces of at most this many bytes, for the same reason */
-#define RESHAPER_STATE_PIECE		0xf000
 
 enum {
 	RESHAPER_CMD_UNSPEC,
 	RESHAPER_CMD_LOAD,	/* PROGRAM, PORT_A, PORT_B, [SEED]: verify, then replace */
 	RESHAPER_CMD_CLEAR,	/* remove the program; queued frames leave at once */
-	RESHAPER_CMD_GET_STATS,	/* reply: PROGRAM_LEN, STATE, PORT_STATS, QUEUED, QUEUE_DROPS */
+	RESHAPER_CMD_GET_STATS,	/* a dump (NLM_F_DUMP), see below */
 	__RESHAPER_CMD_MAX,
 };
+
+/*
+ * GET_STATS must be asked with NLM_F_REQUEST | NLM_F_DUMP. The first message carries
+ * QUEUED and QUEUE_DROPS and, if a program is loaded, PROGRAM_LEN, PORT_STATS and a STATE
+ * piece; each next message one more STATE piece, until NLMSG_DONE. The pieces, joined in
+ * the order they came, are the state (struct rs_state + n_rules struct rs_rule_state);
+ * each holds whole struct rs_rule_states (the first also struct rs_state), their number
+ * set by the size of the message the kernel had room for.
+ * Consistency: the counters within one message are one snapshot; a later message's are
+ * later, so counters of different messages may differ by the frames counted in between.
+ * If a LOAD or CLEAR replaces the program during a dump, the dump ends with EAGAIN
+ * (NLMSG_DONE, with an extended-ack message): the messages received belong to two
+ * programs and must be thrown away; ask again.
+ */
 #define RESHAPER_CMD_MAX (__RESHAPER_CMD_MAX - 1)
 
 enum {
@@ -33,8 +46,7 @@ enum {
 	RESHAPER_A_PORT_B,	/* string: interface of port b */
 	RESHAPER_A_SEED,	/* u64: PRNG seed */
 	RESHAPER_A_PROGRAM_LEN,	/* u32: length of the loaded program (absent: none) */
-	RESHAPER_A_STATE,	/* binary, repeated: pieces that joined in order are
-				 * struct rs_state + n_rules struct rs_rule_state */
+	RESHAPER_A_STATE,	/* binary, one a message: a piece of the state (GET_STATS) */
 	RESHAPER_A_PORT_STATS,	/* binary: struct reshaper_port_stats[2], a then b */
 	RESHAPER_A_QUEUED,	/* u32: frames waiting in the delay queue */
 	RESHAPER_A_QUEUE_DROPS,	/* u64: frames refused by a full delay queue */

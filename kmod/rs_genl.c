@@ -3,12 +3,13 @@
  * Control: the generic netlink family "reshaper" (reshaper_genl.h). LOAD
  * checks what it is given (both ports are bridge ports, the program passes
  * the engine's verifier, its state is not too large) before the program
- * replaces the namespace's old one; CLEAR removes it; GET_STATS reads the
+ * replaces the namespace's old one; CLEAR removes it; GET_STATS dumps the
  * engine's state and the counters. Every operation needs CAP_NET_ADMIN in
  * the initial user namespace.
  */
 #include <linux/if_vlan.h>
 #include <linux/mm.h>
+#include <net/sock.h>
 #include <asm/unaligned.h>
 
 #include "rs_kmod.h"
@@ -104,6 +105,7 @@ static int rs_cmd_load(struct sk_buff *skb, struct genl_info *info)
 	p->ifindex[0] = ifindex[0];
 	p->ifindex[1] = ifindex[1];
 	p->grow = rs_push_room(p->code);
+	p->gen = ++rn->loads;	/* a GET_STATS dump sees that its program was replaced */
 	rs_state_init(p->code, len, p->state, state_size,
 		      a[RESHAPER_A_SEED] ? nla_get_u64(a[RESHAPER_A_SEED]) : 0);
 	rs_prog_replace(rn, p);
@@ -116,59 +118,118 @@ static int rs_cmd_clear(struct sk_buff *skb, struct genl_info *info)
 	return 0;
 }
 
-static int rs_cmd_get_stats(struct sk_buff *skb, struct genl_info *info)
-{
-	struct rs_net *rn = rs_pernet(genl_info_net(info));
-	struct rs_prog *p = rs_prog_get(rn);
-	struct nlattr *st[DIV_ROUND_UP(sizeof(struct rs_state) + RS_MAX_RULES * sizeof(struct rs_rule_state),
-				       RESHAPER_STATE_PIECE)];
-	struct nlattr *ps = NULL;
-	size_t state_len = 0, pieces = 0, i;
-	struct sk_buff *msg;
-	void *hdr;
+/*
+ * GET_STATS is a dump (reshaper_genl.h): one state of RS_MAX_RULES rules is ~131 KB, and a
+ * reply of that size would need one order-6 linear skb, which a fragmented board's memory
+ * may refuse. A dump fills the skbs netlink hands it (NLMSG_GOODSIZE, at most 32 KB), one
+ * message each: the first carries the program length, the port counters, the queue and the
+ * state from its start (struct rs_state) with the whole rules that fit; each next message
+ * the whole rules that fit after those. Within a message the counters are one snapshot
+ * (copied under p->lock); a later message is a later one, so counts across messages may
+ * differ by the frames counted in between. cb->args (a long each, as gen) keep the
+ * position between calls:
+ */
+#define RS_DUMP_GEN	0	/* the dumped program's gen, 0 if none was loaded */
+#define RS_DUMP_LEFT	1	/* bytes of its state not sent yet */
+#define RS_DUMP_STARTED	2	/* the first message has gone */
 
-	if (p) {
-		state_len = sizeof(struct rs_state) +
-			    ((struct rs_state *)p->state)->n_rules * sizeof(struct rs_rule_state);
-		pieces = DIV_ROUND_UP(state_len, RESHAPER_STATE_PIECE);
-	}
-	msg = genlmsg_new(state_len + pieces * nla_total_size(0) + 256, GFP_KERNEL);
-	if (!msg)
-		return -ENOMEM;
-	hdr = genlmsg_put_reply(msg, info, &rs_family, 0, RESHAPER_CMD_GET_STATS);
-	if (!hdr)
-		goto nospace;
-	if (p) {
-		if (nla_put_u32(msg, RESHAPER_A_PROGRAM_LEN, p->len))
-			goto nospace;
-		for (i = 0; i < pieces; i++) {
-			st[i] = nla_reserve(msg, RESHAPER_A_STATE,
-					    min_t(size_t, state_len - i * RESHAPER_STATE_PIECE, RESHAPER_STATE_PIECE));
-			if (!st[i])
-				goto nospace;
-		}
-		ps = nla_reserve(msg, RESHAPER_A_PORT_STATS, sizeof(p->port));
-		if (!ps)
-			goto nospace;
-		spin_lock_bh(&p->lock);
-		for (i = 0; i < pieces; i++)
-			memcpy(nla_data(st[i]), (u8 *)p->state + i * RESHAPER_STATE_PIECE, nla_len(st[i]));
-		memcpy(nla_data(ps), p->port, sizeof(p->port));
-		spin_unlock_bh(&p->lock);
-	}
+static u32 rs_state_len(const struct rs_prog *p)
+{
+	return sizeof(struct rs_state) +
+	       ((const struct rs_state *)p->state)->n_rules * sizeof(struct rs_rule_state);
+}
+
+/*
+ * The next piece of p's state: struct rs_state first (sent == 0), then whole rules, so
+ * that a rule's counters are one snapshot; as many as the skb and one attribute (16-bit
+ * length) hold, and at least one while any is left, so that every message makes progress.
+ */
+static struct nlattr *rs_put_piece(struct sk_buff *skb, const struct rs_prog *p, u32 sent)
+{
+	u32 head = sent ? 0 : sizeof(struct rs_state), each = sizeof(struct rs_rule_state);
+	int room = min_t(int, skb_tailroom(skb) - NLA_HDRLEN, U16_MAX - NLA_HDRLEN) & ~(NLA_ALIGNTO - 1);
+	u32 rules = (rs_state_len(p) - sent - head) / each;
+
+	if (room < (int)(head + (rules ? each : 0)))
+		return NULL;
+	rules = min(rules, (room - head) / each);
+	return nla_reserve(skb, RESHAPER_A_STATE, head + rules * each);
+}
+
+static int rs_put_first(struct sk_buff *skb, struct rs_net *rn, struct rs_prog *p,
+			struct nlattr **st)
+{
+	struct nlattr *ps;
+
 	spin_lock_bh(&rn->qlock);
-	if (nla_put_u32(msg, RESHAPER_A_QUEUED, skb_queue_len(&rn->queue)) ||
-	    nla_put_u64_64bit(msg, RESHAPER_A_QUEUE_DROPS, rn->queue_drops, RESHAPER_A_PAD)) {
+	if (nla_put_u32(skb, RESHAPER_A_QUEUED, skb_queue_len(&rn->queue)) ||
+	    nla_put_u64_64bit(skb, RESHAPER_A_QUEUE_DROPS, rn->queue_drops, RESHAPER_A_PAD)) {
 		spin_unlock_bh(&rn->qlock);
-		goto nospace;
+		return -EMSGSIZE;
 	}
 	spin_unlock_bh(&rn->qlock);
-	genlmsg_end(msg, hdr);
-	return genlmsg_reply(msg, info);
+	if (!p)
+		return 0;
+	if (nla_put_u32(skb, RESHAPER_A_PROGRAM_LEN, p->len))
+		return -EMSGSIZE;
+	ps = nla_reserve(skb, RESHAPER_A_PORT_STATS, sizeof(p->port));
+	*st = ps ? rs_put_piece(skb, p, 0) : NULL;
+	if (!*st)
+		return -EMSGSIZE;
+	spin_lock_bh(&p->lock);
+	memcpy(nla_data(*st), p->state, nla_len(*st));
+	memcpy(nla_data(ps), p->port, sizeof(p->port));
+	spin_unlock_bh(&p->lock);
+	return 0;
+}
 
-nospace:
-	nlmsg_free(msg);
-	return -EMSGSIZE;
+static int rs_dump_stats(struct sk_buff *skb, struct netlink_callback *cb)
+{
+	struct rs_net *rn = rs_pernet(sock_net(skb->sk));
+	struct rs_prog *p = rs_prog_get(rn);	/* dumps of a family without parallel_ops hold genl_mutex */
+	unsigned long *args = cb->args;
+	struct nlattr *st = NULL;
+	u32 sent = 0;
+	void *hdr;
+	int err;
+
+	if (args[RS_DUMP_STARTED]) {
+		if (!args[RS_DUMP_LEFT])
+			return 0;	/* all sent */
+		if (!p || p->gen != args[RS_DUMP_GEN]) {
+			/* the reader would join the states of two programs */
+			NL_SET_ERR_MSG(cb->extack, "the program changed during the dump: ask again");
+			return -EAGAIN;
+		}
+		sent = rs_state_len(p) - args[RS_DUMP_LEFT];
+	}
+	hdr = genlmsg_put(skb, NETLINK_CB(cb->skb).portid, cb->nlh->nlmsg_seq,
+			  &rs_family, NLM_F_MULTI, RESHAPER_CMD_GET_STATS);
+	if (!hdr)
+		return -EMSGSIZE;
+	if (!args[RS_DUMP_STARTED]) {
+		err = rs_put_first(skb, rn, p, &st);
+	} else {
+		st = rs_put_piece(skb, p, sent);
+		err = st ? 0 : -EMSGSIZE;
+		if (st) {
+			spin_lock_bh(&p->lock);
+			memcpy(nla_data(st), p->state + sent, nla_len(st));
+			spin_unlock_bh(&p->lock);
+		}
+	}
+	if (err) {
+		genlmsg_cancel(skb, hdr);
+		return err;
+	}
+	genlmsg_end(skb, hdr);
+	if (!args[RS_DUMP_STARTED]) {
+		args[RS_DUMP_STARTED] = 1;
+		args[RS_DUMP_GEN] = p ? p->gen : 0;
+		args[RS_DUMP_LEFT] = p ? rs_state_len(p) : 0;
+	}
+	args[RS_DUMP_LEFT] -= st ? nla_len(st) : 0;
+	return skb->len;
 }
 
 static const struct nla_policy rs_policy[RESHAPER_A_MAX + 1] = {
@@ -187,7 +248,7 @@ static const struct nla_policy rs_policy[RESHAPER_A_MAX + 1] = {
 static const struct genl_small_ops rs_ops[] = {
 	{ .cmd = RESHAPER_CMD_LOAD, .doit = rs_cmd_load, .flags = GENL_ADMIN_PERM },
 	{ .cmd = RESHAPER_CMD_CLEAR, .doit = rs_cmd_clear, .flags = GENL_ADMIN_PERM },
-	{ .cmd = RESHAPER_CMD_GET_STATS, .doit = rs_cmd_get_stats, .flags = GENL_ADMIN_PERM },
+	{ .cmd = RESHAPER_CMD_GET_STATS, .dumpit = rs_dump_stats, .flags = GENL_ADMIN_PERM },
 };
 
 struct genl_family rs_family __ro_after_init = {

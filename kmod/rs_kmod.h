@@ -29,6 +29,7 @@ struct rs_prog {
 	int ifindex[2];		/* port a, port b */
 	u32 len, state_size;
 	u32 grow;		/* tailroom push_vlan may need */
+	unsigned long gen;	/* which LOAD of the namespace made it (rs_net.loads) */
 	struct reshaper_port_stats port[2];
 	u8 *state;
 	u8 code[];		/* the program, then the state */
@@ -41,6 +42,7 @@ struct rs_net {
 	struct sk_buff_head queue;	/* delayed frames, by departure time */
 	struct hrtimer timer;
 	u64 queue_drops;
+	unsigned long loads;		/* programs loaded so far, under genl_mutex */
 };
 
 /* reshaper_main.c: registration */

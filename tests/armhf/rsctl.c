@@ -48,15 +48,17 @@ static int nl_open(void)
 	return fd;
 }
 
-/* sends r, receives into buf; returns length; an error ack exits with its errno */
-static int nl_talk(int fd, struct req *r, uint16_t family, int cmd, char *buf, int size)
+/* sends r, receives into buf; returns length; an error ack exits with its errno.
+ * flags: NLM_F_ACK (a command) or NLM_F_DUMP (GET_STATS, kmod/reshaper_genl.h: then buf
+ * keeps the dump's first message, which holds the port counters) */
+static int nl_talk(int fd, struct req *r, uint16_t family, int cmd, int flags, char *buf, int size)
 {
 	static uint32_t seq = 1;
 	r->n.nlmsg_type = family;
-	r->n.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+	r->n.nlmsg_flags = NLM_F_REQUEST | flags;
 	r->n.nlmsg_seq = seq++;
 	r->g.cmd = cmd;
-	r->g.version = 1;
+	r->g.version = RESHAPER_GENL_VERSION;
 	if (send(fd, r, r->n.nlmsg_len, 0) < 0)
 		die("send");
 	int total = 0;
@@ -67,6 +69,15 @@ static int nl_talk(int fd, struct req *r, uint16_t family, int cmd, char *buf, i
 		struct nlmsghdr *h = (struct nlmsghdr *)(buf + total);
 		int got = n;
 		for (; NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+			if (h->nlmsg_type == NLMSG_DONE) {
+				int err = *(int *)NLMSG_DATA(h);
+				if (err) {
+					fprintf(stderr, "kernel refused: %s\n", strerror(-err));
+					exit(2);
+				}
+				/* the first message, if any came before the end */
+				return ((struct nlmsghdr *)buf)->nlmsg_type == NLMSG_DONE ? 0 : total ? total : got;
+			}
 			if (h->nlmsg_type == NLMSG_ERROR) {
 				struct nlmsgerr *e = NLMSG_DATA(h);
 				if (e->error) {
@@ -77,7 +88,8 @@ static int nl_talk(int fd, struct req *r, uint16_t family, int cmd, char *buf, i
 				return ((struct nlmsghdr *)buf)->nlmsg_type == NLMSG_ERROR ? 0 : total + got;
 			}
 		}
-		total += got;   /* keep the reply, wait for the ack */
+		if (!total || !(flags & NLM_F_DUMP))
+			total += got;   /* keep the reply (a dump's first message), wait for the ack or the end */
 	}
 }
 
@@ -101,7 +113,7 @@ static uint16_t family_id(int fd)
 	memset(&r, 0, sizeof(r));
 	r.n.nlmsg_len = NLMSG_LENGTH(GENL_HDRLEN);
 	put_attr(&r, CTRL_ATTR_FAMILY_NAME, RESHAPER_GENL_NAME, sizeof(RESHAPER_GENL_NAME));
-	int n = nl_talk(fd, &r, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, buf, sizeof(buf));
+	int n = nl_talk(fd, &r, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, NLM_F_ACK, buf, sizeof(buf));
 	struct nlattr *a = n > 0 ? find_attr((struct nlmsghdr *)buf, CTRL_ATTR_FAMILY_ID) : NULL;
 	if (!a) {
 		fprintf(stderr, "no reshaper family (module not loaded?)\n");
@@ -126,7 +138,7 @@ static int cmd_load(const char *file, const char *pa, const char *pb)
 	put_attr(&r, RESHAPER_A_PROGRAM, prog, len);
 	put_attr(&r, RESHAPER_A_PORT_A, pa, strlen(pa) + 1);
 	put_attr(&r, RESHAPER_A_PORT_B, pb, strlen(pb) + 1);
-	nl_talk(fd, &r, fam, RESHAPER_CMD_LOAD, buf, sizeof(buf));
+	nl_talk(fd, &r, fam, RESHAPER_CMD_LOAD, NLM_F_ACK, buf, sizeof(buf));
 	printf("loaded %d bytes\n", len);
 	return 0;
 }
@@ -139,7 +151,7 @@ static int cmd_stats(void)
 	uint16_t fam = family_id(fd);
 	memset(&r, 0, sizeof(r));
 	r.n.nlmsg_len = NLMSG_LENGTH(GENL_HDRLEN);
-	int n = nl_talk(fd, &r, fam, RESHAPER_CMD_GET_STATS, buf, sizeof(buf));
+	int n = nl_talk(fd, &r, fam, RESHAPER_CMD_GET_STATS, NLM_F_DUMP, buf, sizeof(buf));
 	if (n <= 0) {
 		fprintf(stderr, "no stats reply\n");
 		return 1;

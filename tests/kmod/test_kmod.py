@@ -6,6 +6,7 @@ describes the topology)."""
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import re
 import textwrap
@@ -50,10 +51,17 @@ rules:
 # One Python process for the generic-netlink checks (each start costs ~10 s under TCG).
 GENL_CHECKS = r"""
 import json, os, sys
+from reshaper._native import lib
 from reshaper.bridge import kernel_genl as kernel
 out = {}
 s = kernel.ReshaperSocket()
 out["stats"] = s.stats()
+out["pieces"] = [[len(p) for p in m.get_attrs("RESHAPER_A_STATE")] for m in s.stats_messages()]
+try:  # as protocol version 1 asked (a reply, not a dump)
+    s._request(lib.RESHAPER_CMD_GET_STATS, [], "stats")
+    out["not_dump"] = "answered"
+except kernel.KernelError as e:
+    out["not_dump"] = [str(e), e.code]
 good = open(sys.argv[1], "rb").read()
 for name, prog in {"bad_magic": b"XXXX" + good[4:], "short": good[:10],
                    "bad_length": good + b"\0"}.items():
@@ -252,6 +260,9 @@ def test_stats_bad_program_and_permissions_over_genetlink(vm):
     stats = res["stats"]
     assert stats["loaded"] and len(stats["rules"]) == 1 and {"matched", "bytes"} <= stats["rules"][0].keys()
     assert set(stats["ports"]) == {"a", "b"} and "rx" in stats["ports"]["a"]
+    # GET_STATS is a dump (kmod/reshaper_genl.h): one rule's state fits its first message
+    assert res["pieces"] == [[ffi.sizeof("struct rs_state") + ffi.sizeof("struct rs_rule_state")]], res["pieces"]
+    assert res["not_dump"] == ["stats: Operation not supported", 95], res["not_dump"]
     msg = "program refused by the kernel: "
     assert res["bad_magic"] == [msg + "not a reshaper program (bad magic)", 22]
     assert res["short"] == [msg + "program shorter than its header or its declared length", 22]
@@ -492,17 +503,42 @@ def test_tcp_with_offloads_on_runs_every_wire_frame_through_the_rules(vm):
     assert_kernel_clean(vm.dmesg())
 
 
-# Run in namespace br7 (plain_bridge(7)): the program of the most rules, frames from h7
-# (argv[1]: the agent, whose frame helpers these are), what came back and the counters.
+def limit_counts(pieces: list[int], n: int, head: int, each: int) -> dict[int, int]:
+    """The rules the most-rules test sends frames to, and how many to each (1, 2, ... in rule
+    order): the first and the last rule and, at up to four of the dump's message boundaries
+    (the first and the last among them), the rules on either side. pieces: the state piece
+    of each message, in bytes; the guest runs this too (LIMIT_CHECKS)."""
+    firsts, at = [], 0
+    for piece in pieces[:-1]:  # the first rule of each next message
+        at += piece
+        firsts.append((at - head) // each)
+    picked = {firsts[round(i * (len(firsts) - 1) / 3)] for i in range(4)} if firsts else set()
+    rules = sorted({0, n - 1, *(r for b in picked for r in (b - 1, b))})
+    return {rule: k for k, rule in enumerate(rules, start=1)}
+
+
+# Run in namespace br7 (plain_bridge(7)): the program of the most rules; the state pieces of
+# a dump, which say where its message boundaries fall; frames from h7 (argv[1]: the agent, whose
+# frame helpers these are) to rules at those boundaries; what came back and the counters; then
+# a dump whose program a reload replaces after its first message, read off a raw socket.
 LIMIT_CHECKS = r"""
-import json, os, socket, sys, time
+import json, os, socket, struct, sys, time
 sys.path.insert(0, os.path.dirname(sys.argv[1]))
 import agent as ag
-from reshaper._native import lib
+from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE
+from reshaper._native import ffi, lib
 from reshaper.bridge import kernel_genl as kernel
-frames = [bytes.fromhex(f) for f in json.load(open("/kmod/limit-frames.json"))]
+# a frame to each rule's host, then one to a host no rule has
+hosts = [bytes.fromhex(f) for f in json.load(open("/kmod/limit-frames.json"))]
+program = open("/kmod/limit.bin", "rb").read()
 s = kernel.ReshaperSocket()
-s.load(open("/kmod/limit.bin", "rb").read(), "eth0.100", "eth0.200")
+s.load(program, "eth0.100", "eth0.200")
+def pieces():  # per message of one dump, the lengths of its state pieces
+    return [[len(p) for p in m.get_attrs("RESHAPER_A_STATE")] for m in s.stats_messages()]
+out = {"pieces": pieces()}
+counts = limit_counts([sum(m) for m in out["pieces"]], lib.RS_MAX_RULES,
+                      ffi.sizeof("struct rs_state"), ffi.sizeof("struct rs_rule_state"))
+frames = [hosts[rule] for rule, k in counts.items() for _ in range(k)] + [hosts[-1]]
 def through():  # in h7: the frames out of h0, then what the bridge sends back
     tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ag.ETH_P_ALL))
     tx.bind((ag.IFACE, 0))
@@ -519,43 +555,70 @@ def through():  # in h7: the frames out of h0, then what the bridge sends back
         if len(got) == len(frames):  # half a second more: one more would be a frame too many
             end = time.monotonic() + 0.5
     return got
-out = {"frames": ag.in_netns("h7", through), "stats": s.stats()}
-# the same reply again, for the attributes themselves: how the module cut the state
-(reply,) = [m for m in s._request(lib.RESHAPER_CMD_GET_STATS, [], "stats", ack=False)
-            if m.get("cmd") == lib.RESHAPER_CMD_GET_STATS]
-out["pieces"] = [len(p) for p in reply.get_attrs("RESHAPER_A_STATE")]
+out.update(counts=counts, sent=[f.hex() for f in frames], frames=ag.in_netns("h7", through),
+           stats=s.stats(), pieces_again=pieces())
+def interrupted():  # what a reader gets of a dump whose program a reload replaces after its first message
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)  # NETLINK_GENERIC
+    nl.setsockopt(270, 11, 1)  # SOL_NETLINK, NETLINK_EXT_ACK: the kernel's message comes with the error
+    nl.bind((0, 0))
+    req = kernel.reshapermsg()
+    req["cmd"], req["version"] = lib.RESHAPER_CMD_GET_STATS, lib.RESHAPER_GENL_VERSION
+    req["header"].update(type=s.prid, flags=NLM_F_REQUEST | NLM_F_DUMP, seq=1)
+    req.encode()
+    nl.send(req.data)
+    got = []
+    while True:
+        data = nl.recv(1 << 17)  # one skb: the kernel made the next message as this one was read
+        kind = struct.unpack_from("H", data, 4)[0]
+        if kind != NLMSG_DONE:
+            got.append("stats" if kind == s.prid else kind)
+            if len(got) == 1:
+                s.load(program, "eth0.100", "eth0.200")
+            continue
+        (msg,) = s.marshal.parse(data, 1)  # as ReshaperSocket reads it
+        err = msg["header"]["error"]
+        return got + [["done", struct.unpack_from("i", data, 16)[0], type(err).__name__, err.code, err.args[1]]]
+out["interrupted"] = interrupted()
+out["after_reload"] = s.stats()   # the program loaded again: its own counters, all 0
 s.clear()
 print(json.dumps(out))
 """
 
 
 def test_the_most_rules_count_each_frame_on_its_own_rule_across_state_pieces(vm):
-    """RS_MAX_RULES per-host rules (bench/engine.py's file): their state is over netlink's
-    64 KB attribute, so GET_STATS sends it in RESHAPER_STATE_PIECE pieces (kmod/rs_genl.c) and
-    parse_stats joins them (bridge/kernel_genl.py). Frames to the first rule, to the rule each
-    piece boundary falls in, to the last rule (a different number to each) and to an address
-    no rule has: each count lands on its own rule, every other rule stays at 0, and the reply
-    over 64 KB reaches pyroute2 whole."""
+    """RS_MAX_RULES per-host rules (bench/engine.py's file): their state (~131 KB) comes in a
+    GET_STATS dump of several messages, each with a piece of whole rules (kmod/rs_genl.c), and
+    parse_stats joins them (bridge/kernel_genl.py). Frames to the first rule, to the rules on
+    either side of message boundaries, to the last rule (a different number to each) and to an
+    address no rule has: each count lands on its own rule and every other rule stays at 0. A
+    reload between the messages of a dump ends it with EAGAIN after the messages already made."""
     n = lib.RS_MAX_RULES
     head, rule_size = ffi.sizeof("struct rs_state"), ffi.sizeof("struct rs_rule_state")
-    piece, state_len = lib.RESHAPER_STATE_PIECE, head + n * rule_size
-    boundary = [(at - head) // rule_size for at in range(piece, state_len, piece)]
-    assert boundary, "the state of the most rules fits one piece: nothing here would be joined"
-    counts = {rule: k for k, rule in enumerate([0, *boundary, n - 1], start=1)}
-    matched = [per_host_frame(per_host_address(rule)) for rule, k in counts.items() for _ in range(k)]
-    frames = matched + [per_host_frame(per_host_address(n))]   # one past the last rule's: no rule has it
-    (vm.build / "limit-frames.json").write_text(json.dumps([(f[:12] + tag(100) + f[12:]).hex() for f in frames]))
+    state_len = head + n * rule_size
+    hosts = [per_host_frame(per_host_address(rule)) for rule in range(n + 1)]  # the last: no rule has it
+    (vm.build / "limit-frames.json").write_text(json.dumps([(f[:12] + tag(100) + f[12:]).hex() for f in hosts]))
     (vm.build / "limit.bin").write_bytes(_compiled(per_host_config(n)))
-    (vm.build / "limit_checks.py").write_text(LIMIT_CHECKS)
+    (vm.build / "limit_checks.py").write_text(inspect.getsource(limit_counts) + LIMIT_CHECKS)
     t0 = time.monotonic()
     out = ok(vm, plain_bridge(7) + """
         ip netns exec br7 $PY /kmod/limit_checks.py $AGENT
         ip netns del br7; ip netns del h7
     """, timeout=240)
     res = json.loads(out.strip().splitlines()[-1])
-    print(f"{n} rules, {len(frames)} frames, state in pieces of {res['pieces']} bytes: "
+    pieces = [sum(m) for m in res["pieces"]]
+    print(f"{n} rules, {len(res['sent'])} frames, the state in {len(pieces)} messages of {pieces} bytes: "
           f"{time.monotonic() - t0:.0f} s")
-    assert res["pieces"] == [min(piece, state_len - at) for at in range(0, state_len, piece)], res["pieces"]
+    # one piece a message, whole rules each (the first also the header), joined the whole state;
+    # the same cut both times (the messages' size is the socket's, not the counters')
+    assert all(len(m) == 1 for m in res["pieces"]) and res["pieces_again"] == res["pieces"], res["pieces_again"]
+    assert len(pieces) >= 3 and sum(pieces) == state_len, pieces
+    assert (pieces[0] - head) % rule_size == 0 and all(p % rule_size == 0 for p in pieces[1:]), pieces
+    assert all(p >= rule_size for p in pieces), pieces
+    counts = {int(rule): k for rule, k in res["counts"].items()}
+    assert counts == limit_counts(pieces, n, head, rule_size) and len(counts) >= 6, counts
+    frames = [hosts[rule] for rule, k in counts.items() for _ in range(k)] + [hosts[n]]
+    assert res["sent"] == [(f[:12] + tag(100) + f[12:]).hex() for f in frames]
+    matched = len(frames) - 1
     # every frame came back unchanged with port b's tag (the rules only delay)
     assert sorted(res["frames"]) == sorted((f[:12] + tag(200) + f[12:]).hex() for f in frames)
     st = res["stats"]
@@ -568,9 +631,16 @@ def test_the_most_rules_count_each_frame_on_its_own_rule_across_state_pieces(vm)
     assert st["engine"] == {"frames_in": len(frames), "forwarded": len(frames), "dropped": 0, "malformed": 0,
                             "unmatched": 1}, st["engine"]
     zero = dict.fromkeys(PORT_COUNTERS, 0)
-    assert st["ports"] == {"a": zero | {"rx": len(frames)}, "b": zero | {"tx": len(frames), "delayed": len(matched)}}, \
+    assert st["ports"] == {"a": zero | {"rx": len(frames)}, "b": zero | {"tx": len(frames), "delayed": matched}}, \
         st["ports"]
     assert st["queued"] == 0 and st["queue_drops"] == 0, st
+    # the first message read, the second made as it was read, then the reload: the third is the error
+    assert res["interrupted"] == ["stats", "stats", ["done", -11, "NetlinkError", 11,
+                                                     "the program changed during the dump: ask again"]], \
+        res["interrupted"]
+    again = res["after_reload"]
+    assert again["loaded"] and len(again["rules"]) == n and again["engine"]["frames_in"] == 0, again["engine"]
+    assert all(set(r.values()) == {0} for r in again["rules"]), again["rules"]
     assert_kernel_clean(vm.dmesg())
 
 
