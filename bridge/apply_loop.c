@@ -15,7 +15,6 @@
 
 #define NS 1000000000ull
 #define OUT_BUFFER (1u << 20)  /* bytes of records gathered per write(2) */
-#define VLAN_TAG_LEN 4
 #define MAC_ADDRS_LEN 12       /* the destination and source addresses, before a tag */
 #define PCAP_RECORD_LEN 16     /* seconds, nanoseconds, captured length, length */
 #define EPB_FIXED_LEN 32       /* type, length, interface, time high, low, captured length, length; length */
@@ -69,6 +68,24 @@ static int before(const struct departure *x, const struct departure *y)
 	return x->seq < y->seq;
 }
 
+/* Copies frame[0, len) to p, with the 802.1Q tag tci after its addresses when tag is set;
+ * returns where it ended. */
+static uint8_t *put_tagged(uint8_t *p, const uint8_t *frame, uint32_t len, int tag, uint16_t tci)
+{
+	uint32_t head = len < MAC_ADDRS_LEN ? len : MAC_ADDRS_LEN;
+
+	memcpy(p, frame, head);
+	p += head;
+	if (tag) {
+		*p++ = RS_ETH_P_8021Q >> 8;
+		*p++ = RS_ETH_P_8021Q & 0xff;
+		*p++ = tci >> 8;
+		*p++ = tci & 0xff;
+	}
+	memcpy(p, frame + head, len - head);
+	return p + len - head;
+}
+
 /* ---- the output ---- */
 
 static int out_flush(struct rs_apply *a)
@@ -103,8 +120,7 @@ static int writable(const struct rs_apply *a, uint64_t t_ns, uint32_t over, uint
 static int out_record(struct rs_apply *a, uint64_t t_ns, const uint8_t *frame, uint32_t len, int tag, uint16_t tci)
 {
 	struct rs_apply_queue *q = a->queue;
-	uint32_t n = len + (tag ? VLAN_TAG_LEN : 0), head = len < MAC_ADDRS_LEN ? len : MAC_ADDRS_LEN;
-	uint32_t block = EPB_FIXED_LEN + pad4(n);
+	uint32_t n = len + (tag ? RS_VLAN_HLEN : 0), block = EPB_FIXED_LEN + pad4(n);
 	uint8_t *p;
 
 	if (OUT_BUFFER - q->out_len < block) {
@@ -125,16 +141,7 @@ static int out_record(struct rs_apply *a, uint64_t t_ns, const uint8_t *frame, u
 	}
 	p = wr32(p, n);
 	p = wr32(p, n);
-	memcpy(p, frame, head);
-	p += head;
-	if (tag) {
-		*p++ = RS_ETH_P_8021Q >> 8;
-		*p++ = RS_ETH_P_8021Q & 0xff;
-		*p++ = tci >> 8;
-		*p++ = tci & 0xff;
-	}
-	memcpy(p, frame + head, len - head);
-	p += len - head;
+	p = put_tagged(p, frame, len, tag, tci);
 	if (a->pcapng) {
 		memset(p, 0, pad4(n) - n);
 		p = wr32(p + pad4(n) - n, block);
@@ -217,7 +224,7 @@ static int depart(struct rs_apply *a, uint64_t now_ns, uint64_t t_ns, uint32_t o
 		  uint32_t len, int tag, uint16_t tci)
 {
 	struct rs_apply_queue *q = a->queue;
-	uint32_t n = len + (tag ? VLAN_TAG_LEN : 0), head = len < MAC_ADDRS_LEN ? len : MAC_ADDRS_LEN;
+	uint32_t n = len + (tag ? RS_VLAN_HLEN : 0);
 	struct departure d = { .t_ns = t_ns, .seq = q->seq++, .over = over, .len = n };
 	int rc;
 
@@ -229,14 +236,7 @@ static int depart(struct rs_apply *a, uint64_t now_ns, uint64_t t_ns, uint32_t o
 	d.frame = malloc(n ? n : 1);
 	if (!d.frame)
 		return RS_APPLY_NOMEM;
-	memcpy(d.frame, frame, head);
-	if (tag) {
-		d.frame[head] = RS_ETH_P_8021Q >> 8;
-		d.frame[head + 1] = RS_ETH_P_8021Q & 0xff;
-		d.frame[head + 2] = tci >> 8;
-		d.frame[head + 3] = tci & 0xff;
-	}
-	memcpy(d.frame + head + (tag ? VLAN_TAG_LEN : 0), frame + head, len - head);
+	put_tagged(d.frame, frame, len, tag, tci);
 	rc = heap_push(q, &d);
 	if (rc)
 		free(d.frame);
@@ -260,7 +260,7 @@ int rs_apply_frame(struct rs_apply *a, uint64_t now_ns, const uint8_t *data, uin
 		/* a port in trunk form owns only frames tagged with its VLAN; the tag comes off */
 		uint32_t tci;
 
-		if (len < RS_ETH_HLEN + VLAN_TAG_LEN
+		if (len < RS_ETH_HLEN + RS_VLAN_HLEN
 		    || (uint32_t)(data[MAC_ADDRS_LEN] << 8 | data[MAC_ADDRS_LEN + 1]) != RS_ETH_P_8021Q) {
 			a->not_on_port++;
 			return RS_APPLY_OK;
@@ -272,8 +272,8 @@ int rs_apply_frame(struct rs_apply *a, uint64_t now_ns, const uint8_t *data, uin
 		}
 		pcp = tci >> 13;
 		memcpy(q->frame, data, MAC_ADDRS_LEN);
-		memcpy(q->frame + MAC_ADDRS_LEN, data + MAC_ADDRS_LEN + VLAN_TAG_LEN, len - MAC_ADDRS_LEN - VLAN_TAG_LEN);
-		len -= VLAN_TAG_LEN;
+		memcpy(q->frame + MAC_ADDRS_LEN, data + MAC_ADDRS_LEN + RS_VLAN_HLEN, len - MAC_ADDRS_LEN - RS_VLAN_HLEN);
+		len -= RS_VLAN_HLEN;
 	} else {
 		memcpy(q->frame, data, len);
 	}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from reshaper._native import ffi, lib
-from reshaper.bridge.captures import LINKTYPE_ETHERNET, NS, PCAP_SNAPLEN, CaptureOutput, CaptureReader, Layout
+from reshaper.bridge.captures import LINKTYPE_ETHERNET, NS, PCAP_SNAPLEN, CaptureOutput, Layout
 from reshaper.rules.binding import DROP_REASONS, PORTS, Engine
 
 if max(DROP_REASONS) >= lib.RS_APPLY_REASONS:

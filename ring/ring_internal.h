@@ -23,7 +23,7 @@
 #include "rs_program.h"
 
 #define WORK_CAP     (RS_MAX_FRAME + RS_FRAME_ROOM)
-#define VLAN_HLEN    4
+#define VLAN_HLEN    RS_VLAN_HLEN
 #define VNET_HLEN    sizeof(struct virtio_net_hdr) /* before every frame, both ways (PACKET_VNET_HDR) */
 
 /* One port interface: both ports' in trunk form on one interface, else one port's. */

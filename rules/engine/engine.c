@@ -853,6 +853,21 @@ static void rs_reparse(struct rs_pkt *p)
 	}
 }
 
+/* Parses frame[0, len) of a buffer of cap bytes into p; returns -1 for a frame the rules do
+ * not see (none, too long, malformed). Every entry starts its frame here, so no field is left
+ * from another frame. */
+static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t cap,
+			uint32_t run_flags, uint32_t l4wanted, uint32_t reference)
+{
+	p->b = frame;
+	p->len = len;
+	p->cap = cap;
+	p->l3mode = run_flags & RS_RUN_L3;
+	p->l4wanted = l4wanted;
+	p->reference = reference;
+	return !frame || len > cap || len > RS_MAX_FRAME ? -1 : rs_parse(p);
+}
+
 /* ---- field access ---- */
 
 /* Gets a field of RS_F_*; returns -1 when the frame does not have it. */
@@ -1326,6 +1341,28 @@ static uint32_t rs_region_word(uint32_t hi, uint32_t lo, uint32_t w, uint32_t en
 }
 
 /*
+ * Folds the change of the 16-bit word at w (old -> nw, bytes past the frame
+ * counting 0) into the checksums covering it: the IPv4 header's when fix_ip
+ * and the word lies in the header, the L4 one when fix_l4 and the word lies
+ * in the L4 segment or in the pseudo-header's addresses. Inlined: the word
+ * write of every rewrite (rs_pkt_write_word) would otherwise pay a call.
+ */
+static inline __attribute__((__always_inline__)) void rs_word_changed(struct rs_pkt *p, uint32_t w, uint32_t old,
+								uint32_t nw, int fix_ip, int fix_l4)
+{
+	if (fix_ip && w >= p->l3 && w < p->l3 + p->iphl)
+		rs_put_be16(p->b + p->l3 + 10, rs_csum_update(rs_be16(p->b + p->l3 + 10), old, nw));
+	if (!fix_l4)
+		return;
+	if (w >= p->l4 && w < p->l3_end)
+		rs_l4_csum_update(p, rs_region_word(old >> 8, old & 0xff, w, p->l3_end),
+				  rs_region_word(nw >> 8, nw & 0xff, w, p->l3_end));
+	else if (rs_has_pseudo_hdr(p) && w >= p->l3 + (p->ipv == 4 ? 12 : 8) &&
+		 w < p->l3 + (p->ipv == 4 ? 20 : 40))
+		rs_l4_csum_update(p, old, nw);
+}
+
+/*
  * The one write primitive: bytes [off, off+n) become (old & ~mask) |
  * (val & mask) (mask NULL: val), within len. For every 16-bit word that
  * changes, the IPv4 header checksum (word in the IPv4 header) and the
@@ -1338,17 +1375,13 @@ static uint32_t rs_region_word(uint32_t hi, uint32_t lo, uint32_t w, uint32_t en
 static int rs_pkt_write(struct rs_pkt *p, uint32_t off, uint32_t n,
 		     const uint8_t *val, const uint8_t *mask)
 {
-	uint32_t w, end = off + n, changed = 0, ps = 0, pe = 0;
+	uint32_t w, end = off + n, changed = 0;
 	int fix_ip, fix_l4;
 
 	if (off > p->len || n > p->len - off)
 		return 0;
 	fix_ip = p->ipv == 4 && !rs_overlaps(off, n, p->l3 + 10, 2);
 	fix_l4 = p->ck && !rs_overlaps(off, n, p->ck, 2);
-	if (fix_l4 && rs_has_pseudo_hdr(p)) {
-		ps = p->l3 + (p->ipv == 4 ? 12 : 8);
-		pe = p->l3 + (p->ipv == 4 ? 20 : 40);
-	}
 
 	for (w = off & ~1u; w < end; w += 2) {
 		uint32_t o[2], nw[2], j;
@@ -1369,18 +1402,7 @@ static int rs_pkt_write(struct rs_pkt *p, uint32_t off, uint32_t n,
 		if (o[0] == nw[0] && o[1] == nw[1])
 			continue;
 		changed = 1;
-		if (fix_ip && w >= p->l3 && w < p->l3 + p->iphl) {
-			uint32_t hc = rs_be16(p->b + p->l3 + 10);
-
-			rs_put_be16(p->b + p->l3 + 10,
-				 rs_csum_update(hc, o[0] << 8 | o[1],
-					     nw[0] << 8 | nw[1]));
-		}
-		if (fix_l4 && w >= p->l4 && w < p->l3_end)
-			rs_l4_csum_update(p, rs_region_word(o[0], o[1], w, p->l3_end),
-				       rs_region_word(nw[0], nw[1], w, p->l3_end));
-		else if (fix_l4 && w >= ps && w < pe)
-			rs_l4_csum_update(p, o[0] << 8 | o[1], nw[0] << 8 | nw[1]);
+		rs_word_changed(p, w, o[0] << 8 | o[1], nw[0] << 8 | nw[1], fix_ip, fix_l4);
 	}
 	return changed;
 }
@@ -1407,16 +1429,7 @@ static int rs_pkt_write_word(struct rs_pkt *p, uint32_t off, uint32_t v, uint32_
 	if (nw == old)
 		return 0;
 	rs_put_be16(p->b + off, nw);
-	if (p->ipv == 4 && off >= p->l3 && off < p->l3 + p->iphl && off != p->l3 + 10)
-		rs_put_be16(p->b + p->l3 + 10, rs_csum_update(rs_be16(p->b + p->l3 + 10), old, nw));
-	if (!p->ck || off == p->ck)
-		return 1;
-	if (off >= p->l4 && off < p->l3_end)
-		rs_l4_csum_update(p, rs_region_word(old >> 8, old & 0xff, off, p->l3_end),
-				  rs_region_word(nw >> 8, nw & 0xff, off, p->l3_end));
-	else if (rs_has_pseudo_hdr(p) && off >= p->l3 + (p->ipv == 4 ? 12 : 8) &&
-		 off < p->l3 + (p->ipv == 4 ? 20 : 40))
-		rs_l4_csum_update(p, old, nw);
+	rs_word_changed(p, off, old, nw, p->ipv == 4 && off != p->l3 + 10, p->ck && off != p->ck);
 	return 1;
 }
 
@@ -1879,6 +1892,13 @@ static uint32_t rs_run_actions(struct rs_ctx *c, const uint8_t *r, uint32_t off)
 
 /* ---- entry point ---- */
 
+/* Whether rs_state_init() set state up for a program of this length and rule count. */
+static int rs_state_fits(const uint8_t *prog, uint32_t prog_len, const struct rs_state *st)
+{
+	return prog && prog_len >= RS_HDR_LEN && st && st->size && st->prog_len == prog_len &&
+	       st->n_rules == rs_le16(prog + 8);
+}
+
 static void rs_verdict_drop(struct rs_state *st, struct rs_verdict *v,
 			 uint32_t reason)
 {
@@ -1917,8 +1937,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	v->delay_ns = 0;
 
 	/* a state rs_state_init() did not set up for this program: pass */
-	if (!prog || prog_len < RS_HDR_LEN || !st || !st->size ||
-	    st->prog_len != prog_len || st->n_rules != rs_le16(prog + 8))
+	if (!rs_state_fits(prog, prog_len, st))
 		return;
 	st->counters.frames_in++;
 	pflags = rs_le16(prog + 6);
@@ -1928,13 +1947,8 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		return;
 	}
 
-	c.p.b = frame;
-	c.p.len = len;
-	c.p.cap = cap;
-	c.p.l3mode = run_flags & RS_RUN_L3;
-	c.p.l4wanted = reference || (st->form_flags & RS_FORM_L4);
-	c.p.reference = reference;
-	if (!frame || len > cap || len > RS_MAX_FRAME || rs_parse(&c.p)) {
+	if (rs_pkt_parse(&c.p, frame, len, cap, run_flags, reference || (st->form_flags & RS_FORM_L4),
+			 reference)) {
 		st->counters.malformed++;
 		v->flags = RS_VF_MALFORMED;
 		if (pflags & RS_PF_MALFORMED_DROP)
@@ -2012,15 +2026,9 @@ int32_t rs_rule_for(const uint8_t *prog, uint32_t prog_len, const void *state, u
 	struct rs_pkt p;
 	uint32_t i;
 
-	if (!prog || prog_len < RS_HDR_LEN || !st || !st->size || st->prog_len != prog_len ||
-	    st->n_rules != rs_le16(prog + 8) || !rs_direction_ok(rs_le16(prog + 6), port))
+	if (!rs_state_fits(prog, prog_len, st) || !rs_direction_ok(rs_le16(prog + 6), port))
 		return -1;
-	p.b = frame;
-	p.len = p.cap = len;
-	p.l3mode = run_flags & RS_RUN_L3;
-	p.l4wanted = st->form_flags & RS_FORM_L4;
-	p.reference = 0;
-	if (!frame || len > RS_MAX_FRAME || rs_parse(&p))
+	if (rs_pkt_parse(&p, frame, len, len, run_flags, st->form_flags & RS_FORM_L4, 0))
 		return -1;
 	i = rs_classify(prog, st, &p, port, len);
 	return i < st->n_rules ? (int32_t)i : -1;
@@ -2049,12 +2057,7 @@ static uint32_t rs_l4_sum(const struct rs_pkt *p, uint32_t s)
 /* Parses frame for a checksum to compute; 0 when it has one (TCP, UDP or ICMPv6, whole, not a fragment). */
 static int rs_csum_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t run_flags)
 {
-	p->b = frame;
-	p->len = p->cap = len;
-	p->l3mode = run_flags & RS_RUN_L3;
-	p->l4wanted = 1;
-	p->reference = 0;
-	return !frame || len > RS_MAX_FRAME || rs_parse(p) || !p->l4hl || p->frag || !rs_has_pseudo_hdr(p);
+	return rs_pkt_parse(p, frame, len, len, run_flags, 1, 0) || !p->l4hl || p->frag || !rs_has_pseudo_hdr(p);
 }
 
 /* Writes the checksum the frame's L4 bytes and pseudo-header sum ps give. */

@@ -103,6 +103,7 @@
 /* frames as the program sees them: Ethernet, inner tags with one of these TPIDs,
  * and the network and transport protocols the engine parses */
 #define RS_ETH_HLEN     14
+#define RS_VLAN_HLEN    4      /* a tag: TPID and TCI */
 #define RS_ETH_P_8021Q  0x8100
 #define RS_ETH_P_8021AD 0x88a8
 #define RS_ETH_P_IP     0x0800
