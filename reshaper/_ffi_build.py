@@ -39,10 +39,10 @@ def header_cdef(header_text: str) -> str:
     """The C declarations of a header that cffi's parser accepts: integer #defines become
     `#define NAME ...` (their values come from the compiler), other preprocessor lines go, and a
     constant table's values too (`T name[N] = {...};` becomes `T name[...];`, its length the compiler's),
-    as does an array's length given by a constant (`T name[RS_N];`)."""
+    as does an array's length given by a constant (`T name[RS_N];`, `T name[RS_N + 1];`)."""
     text = re.sub(r"/\*.*?\*/", "", header_text, flags=re.S)
     text = re.sub(r"\[\w+\]\s*=\s*\{.*?\};", "[...];", text, flags=re.S)
-    text = re.sub(r"\[(?:RS|RESHAPER)_[A-Z0-9_]+\]", "[...]", text)  # an array sized by a constant: the compiler's
+    text = re.sub(r"\[(?:RS|RESHAPER)_[A-Z0-9_]+(?: *\+ *\d+)?\]", "[...]", text)  # sized by a constant: the compiler's
     defines = sorted(set(re.findall(r"^#define\s+((?:RS|RESHAPER)_[A-Z0-9_]+)[ \t]+[^\s\"]", text, flags=re.M)))
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     return "\n".join(f"#define {name} ..." for name in defines) + "\n" + body

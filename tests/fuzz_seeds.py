@@ -22,6 +22,16 @@ from reshaper.examples import EXAMPLES
 from tests.helpers.golden import CASES
 
 
+# inputs the fuzzer once failed on, tried first by every run (hex, the harness's first input layout)
+REGRESSIONS = {
+    # three rules testing the destination MAC (the third under a zero mask) and an IPv4 frame without
+    # Ethernet (RS_RUN_L3): the loaded form took the zero-mask test for no test; the walk never matches it
+    "l3-zero-mask-eth": "5b005253485002000600030000005b0000001900000001010000010d01020000000002ff"
+                        "ffffffffff48001900000001010000010d0101005e000000ffffff80000048001900000001010000010d013333000000"
+                        "000000000000004800054500002000010000401165cb0a0000010a0001010fa00035000c00007a65726f",
+}
+
+
 def sample_frames() -> list[bytes]:
     eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
     frames = [
@@ -77,6 +87,9 @@ def main(directory: str) -> None:
             made = bytes(draw.randrange(256) for _ in range(draw.randrange(8, 256)))
             (target / f"built-{j:02}-{k}").write_bytes(struct.pack("<HBB", 0, 1 + k % 2, len(made)) + made + frame)
             n += 1
+    for name, data in REGRESSIONS.items():
+        (target / f"regression-{name}").write_bytes(bytes.fromhex(data))
+        n += 1
     print(f"{n} seeds in {target}")
 
 

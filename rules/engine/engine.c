@@ -301,6 +301,13 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
  * rule, a bucket holds its rules in program order, and the search stops at
  * the best rule found so far. rs_run_reference() walks the program itself;
  * the fuzzer holds both to the same results (fuzz_engine.c).
+ *
+ * Frame classes: a frame has no IP, or IPv4 or IPv6 with a TCP header, a UDP
+ * header or another upper layer (RS_CLASSES, rs_program.h). A class fixes
+ * which fields its frames have and some of their values (the ethertype of an
+ * IP class, the protocol of a TCP or UDP class), so each class has its own
+ * subtables: only the rules that can match its frames, without the fields
+ * it fixes. A frame visits its class's subtables only.
  */
 
 /* key fields: the RS_F_* fields of RS_M_RANGE keep their numbers (1..9) */
@@ -315,12 +322,21 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
 #define RS_K_ETH_ALL	(0xfu << RS_K_ETH)
 #define RS_K_IP4_ALL	(0x3u << RS_K_IP4)
 #define RS_K_IP6_ALL	(0xffu << RS_K_IP6)
-/* fields every frame has */
-#define RS_K_FRAME	(RS_K_BIT(RS_K_PORT) | RS_K_BIT(RS_K_HAS_VLAN) | RS_K_BIT(RS_F_ETH_TYPE) | \
-			 RS_K_BIT(RS_F_LENGTH))
 
 /* form_flags: the program reads the TCP/UDP/ICMP header, or rewrites (which keeps its checksum) */
 #define RS_FORM_L4	0x1
+
+/* frame classes: RS_C_NOIP, or RS_C_IP4/RS_C_IP6 plus RS_C_TCP, RS_C_UDP or RS_C_OTHER */
+#define RS_C_NOIP	0
+#define RS_C_IP4	1
+#define RS_C_IP6	4
+#define RS_C_TCP	0
+#define RS_C_UDP	1
+#define RS_C_OTHER	2
+/* the key fields an IP class has; ports need a TCP or UDP class, TCP flags a TCP class */
+#define RS_K_PORTS	(RS_K_BIT(RS_F_SRC_PORT) | RS_K_BIT(RS_F_DST_PORT))
+#define RS_K_IP_ANY	(RS_K_BIT(RS_F_IP_PROTO) | RS_K_BIT(RS_F_DSCP) | RS_K_BIT(RS_F_TTL) | RS_K_PORTS | \
+			 RS_K_BIT(RS_K_TCP_FLAGS) | RS_K_IP4_ALL | RS_K_IP6_ALL)
 
 /* a subtable of up to this many rules is walked; a larger one is hashed */
 #define RS_WALK_MAX	4
@@ -348,13 +364,14 @@ struct rs_form_rule {
 	uint32_t act;		/* offset of its first action op in the rule */
 	uint32_t resid;		/* pool index of its residual ops' offsets in the program */
 	uint32_t nresid;
-	uint32_t entry;		/* pool index of its entry in its subtable */
-	uint32_t sub;		/* its subtable */
+	uint32_t sub;		/* while building a class: its subtable in the class, RS_NO_SUB none */
 };
 
+#define RS_NO_SUB	0xffffffffu
+
 /* A subtable's first RS_HEAD key fields (in rs_key_order) are its head: hashed and compared as
- * that many words, a missing field as kv[RS_K_NONE] = 0 under a zero mask. The rest, its tail
- * (more than four fields: rare), are compared one by one. */
+ * that many words, a missing field as RS_K_NONE, 0 under a zero mask. The rest, its tail (more
+ * than four fields: rare), are compared one by one. */
 #define RS_HEAD		4
 #define RS_K_NONE	RS_K_N
 
@@ -375,6 +392,7 @@ struct rs_form_sub {
 	uint32_t tail;		/* pool index of the tail's fields, then their masks */
 	uint32_t mask[RS_HEAD];	/* the head's masks */
 	uint8_t field[RS_HEAD];	/* the head's fields (RS_K_*, RS_K_NONE) */
+	uint32_t nhead;		/* the head's fields that are not RS_K_NONE */
 	uint32_t single;	/* it has one rule: key0 is that rule's first key value */
 	uint32_t key0;
 };
@@ -467,26 +485,70 @@ static uint32_t rs_popcount(uint32_t x)
 	return n;
 }
 
-/* Pool words a rule may take: residual offsets, its entry, its subtable's fields and masks, up to
- * five bucket heads (a subtable of c rules hashed into fewer than 4c buckets, or walked in 1), and
- * pool word 0 that is no entry. */
-static uint32_t rs_form_words(const uint8_t *r)
+/* The key fields of a rule's shape in frame class c, without those the class fixes; 0 when no
+ * frame of the class can match the rule. */
+static int rs_class_keys(const struct rs_shape *sh, uint32_t c, uint32_t *keys)
+{
+	uint32_t k = sh->keys, kind, i;
+
+	if (c == RS_C_NOIP) {
+		*keys = k;
+		return !(k & RS_K_IP_ANY);
+	}
+	kind = c - (c >= RS_C_IP6 ? RS_C_IP6 : RS_C_IP4);
+	if (k & (c >= RS_C_IP6 ? RS_K_IP4_ALL : RS_K_IP6_ALL))
+		return 0;
+	if ((kind != RS_C_TCP && (k & RS_K_BIT(RS_K_TCP_FLAGS))) || (kind == RS_C_OTHER && (k & RS_K_PORTS)))
+		return 0;
+	if (k & RS_K_BIT(RS_F_ETH_TYPE)) {
+		if (((c >= RS_C_IP6 ? RS_ETH_P_IPV6 : RS_ETH_P_IP) & sh->mask[RS_F_ETH_TYPE]) != sh->value[RS_F_ETH_TYPE])
+			return 0;
+		k &= ~RS_K_BIT(RS_F_ETH_TYPE);
+	}
+	if (kind != RS_C_OTHER && (k & RS_K_BIT(RS_F_IP_PROTO))) {
+		if (((kind == RS_C_TCP ? RS_IPPROTO_TCP : RS_IPPROTO_UDP) & sh->mask[RS_F_IP_PROTO]) !=
+		    sh->value[RS_F_IP_PROTO])
+			return 0;
+		k &= ~RS_K_BIT(RS_F_IP_PROTO);
+	}
+	/* an address word under a zero mask only asked for the family, which the class has; other
+	 * fields under one still need to be there (an Ethernet address in RS_RUN_L3: never) */
+	for (i = RS_K_IP4; i < RS_K_IP6 + 8; i++)
+		if ((k & RS_K_BIT(i)) && !sh->mask[i] && !sh->value[i])
+			k &= ~RS_K_BIT(i);
+	*keys = k;
+	return 1;
+}
+
+/* Pool words a rule may take, and the subtables it may start: its residual offsets once; in each
+ * class it can match, its entry, its subtable's tail fields and masks and up to five bucket heads
+ * (a subtable of c rules hashed into fewer than 4c buckets, or walked in 1); and pool word 0 that
+ * is no entry. */
+static uint32_t rs_form_words(const uint8_t *r, uint32_t *subs)
 {
 	struct rs_shape sh;
+	uint32_t c, keys, words = 0;
 
 	rs_rule_shape(r, &sh);
-	return sh.nresid + RS_ENTRY_TAIL + 3 * rs_popcount(sh.keys) + 5 + 1;
+	for (c = 0; c < RS_CLASSES; c++) {
+		if (!rs_class_keys(&sh, c, &keys))
+			continue;
+		(*subs)++;
+		words += RS_ENTRY_TAIL + 3 * rs_popcount(keys) + 5;
+	}
+	return sh.nresid + words + 1;
 }
 
 /*
  * Checks the whole program (error order: header, then rule by rule, op by
  * op: op header inside the rule, opcode, operands inside the rule, operand
  * length, operand ranges, timing-op order). On success sets the state size:
- * state header, one rs_rule_state per rule, 8 bytes per rate queue slot.
+ * state header, one rs_rule_state per rule, 8 bytes per rate queue slot,
+ * the loaded form; and where the form's pool starts, if pool is not null.
  */
-static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size)
+static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size, uint32_t *pool)
 {
-	uint32_t n, i, off = RS_HDR_LEN, limit, sum = 0, words = 0;
+	uint32_t n, i, off = RS_HDR_LEN, limit, sum = 0, words = 0, nsubs = 0;
 	int err;
 
 	if (!prog || len < RS_HDR_LEN)
@@ -515,7 +577,7 @@ static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size)
 		if (err)
 			return err;
 		sum += limit;	/* <= 1024 * 65535: no overflow */
-		words += rs_form_words(prog + off);
+		words += rs_form_words(prog + off, &nsubs);
 		off += rlen;
 	}
 	if (off != len)
@@ -525,7 +587,10 @@ static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size)
 	*size = (uint32_t)sizeof(struct rs_state) +
 		n * (uint32_t)sizeof(struct rs_rule_state) + 8 * sum;
 	*size = (*size + 7) & ~7u;
-	*size += n * (uint32_t)(sizeof(struct rs_form_rule) + sizeof(struct rs_form_sub)) + 4 * words;
+	*size += n * (uint32_t)sizeof(struct rs_form_rule) + nsubs * (uint32_t)sizeof(struct rs_form_sub);
+	if (pool)
+		*pool = *size;
+	*size += 4 * words;
 	*size = (*size + 7) & ~7u;
 	return 0;
 }
@@ -533,7 +598,7 @@ static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size)
 int rs_program_verify(const uint8_t *prog, uint32_t len, uint32_t *state_size)
 {
 	uint32_t size = 0;
-	int err = rs_verify_program(prog, len, &size);
+	int err = rs_verify_program(prog, len, &size, 0);
 
 	if (!err && state_size)
 		*state_size = size;
@@ -629,7 +694,7 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 	struct rs_state *st = state;
 	struct rs_rule_state *rs;
 	uint8_t *p = state;
-	uint32_t i, n, size, off, qoff;
+	uint32_t i, n, size, pool, off, qoff;
 	uint64_t x = seed, lo, hi;
 
 	if (!st || state_size < sizeof(*st))
@@ -637,7 +702,7 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 	for (i = 0; i < state_size; i++)
 		p[i] = 0;
 	/* a state that does not fit its program stays empty: rs_run passes */
-	if (rs_verify_program(prog, prog_len, &size) || size > state_size)
+	if (rs_verify_program(prog, prog_len, &size, &pool) || size > state_size)
 		return;
 
 	lo = rs_splitmix64(&x);
@@ -671,6 +736,8 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 	}
 	st->prog_len = prog_len;
 	st->form = (qoff + 7) & ~7u;
+	st->subs = st->form + n * (uint32_t)sizeof(struct rs_form_rule);
+	st->pool = pool;
 	rs_form_build(prog, st);
 }
 
@@ -726,10 +793,10 @@ static void rs_parse_l4(struct rs_pkt *p)
 	}
 }
 
-static int rs_parse_ipv4(struct rs_pkt *p)
+static inline __attribute__((__always_inline__)) int rs_parse_ipv4(struct rs_pkt *p)
 {
 	const uint8_t *h = p->b + p->l3;
-	uint32_t room = p->len - p->l3, hl, tot;
+	uint32_t room = p->len - p->l3, hl, tot, frag;
 
 	if (room < 20 || (h[0] >> 4) != 4)
 		return -1;
@@ -741,10 +808,11 @@ static int rs_parse_ipv4(struct rs_pkt *p)
 	p->iphl = hl;
 	p->l3_end = p->l3 + tot;
 	p->proto = h[9];
-	p->frag = (rs_be16(h + 6) & 0x3fff) != 0;	/* MF or an offset */
+	frag = rs_be16(h + 6);
+	p->frag = (frag & 0x3fff) != 0;	/* MF or an offset */
 	p->hdr_end = p->l3 + hl;
 	p->l4 = p->l3 + hl;
-	p->has_l4off = (rs_be16(h + 6) & 0x1fff) == 0;
+	p->has_l4off = (frag & 0x1fff) == 0;
 	return 0;
 }
 
@@ -1032,20 +1100,20 @@ static struct rs_form_rule *rs_form_rules(const struct rs_state *st)
 
 static struct rs_form_sub *rs_form_subs(const struct rs_state *st)
 {
-	return (struct rs_form_sub *)(rs_form_rules(st) + st->n_rules);
+	return (struct rs_form_sub *)(void *)((uint8_t *)st + st->subs);
 }
 
 static uint32_t *rs_form_pool(const struct rs_state *st)
 {
-	return (uint32_t *)(rs_form_subs(st) + st->n_rules);
+	return (uint32_t *)(void *)((uint8_t *)st + st->pool);
 }
 
-/* Multiplicative hashing of a head: the top bits of the product choose the bucket. */
-#define RS_HASH_MUL 0x9e3779b1u
-
+/* Multilinear hashing of a head, one odd multiplier per word: the top bits of the sum choose the
+ * bucket. A head of one field (unused words are 0) is then Fibonacci hashing, which spreads
+ * consecutive addresses evenly. */
 static uint32_t rs_head_hash(uint32_t w0, uint32_t w1, uint32_t w2, uint32_t w3)
 {
-	return ((((w0 * RS_HASH_MUL) ^ w1) * RS_HASH_MUL ^ w2) * RS_HASH_MUL ^ w3) * RS_HASH_MUL;
+	return w0 * 0x9e3779b1u + w1 * 0x85ebca77u + w2 * 0xc2b2ae3du + w3 * 0x27d4eb2fu;
 }
 
 static uint32_t rs_bucket(const struct rs_form_sub *sub, const uint32_t *head)
@@ -1079,13 +1147,112 @@ static int rs_op_wants_l4(uint32_t op, const uint8_t *o)
 	return 1;
 }
 
+/* A rule's key fields in a subtable's order (rs_key_order); returns how many. */
+static uint32_t rs_key_list(uint32_t keys, uint32_t *order)
+{
+	uint32_t k, n = 0;
+
+	for (k = 0; k < RS_K_N; k++)
+		if (keys & RS_K_BIT(rs_key_order[k]))
+			order[n++] = rs_key_order[k];
+	return n;
+}
+
+/* The subtable among fs[first, last) with these key fields and masks, or last. */
+static uint32_t rs_find_sub(const struct rs_form_sub *fs, const uint32_t *pool, uint32_t first,
+			    uint32_t last, uint32_t keys, const uint32_t *order, uint32_t nk,
+			    const struct rs_shape *sh)
+{
+	uint32_t s, j;
+
+	for (s = first; s < last; s++) {
+		if (fs[s].keys != keys)
+			continue;
+		for (j = 0; j < nk && sh->mask[order[j]] ==
+		     (j < RS_HEAD ? fs[s].mask[j] : pool[fs[s].tail + fs[s].ntail + j - RS_HEAD]); j++)
+			;
+		if (j == nk)
+			return s;
+	}
+	return last;
+}
+
+/* Builds the subtables of frame class c after those of the classes before it: which rules can
+ * match its frames (rs_class_keys), their subtables in the order of their first rule, then each
+ * rule's entry at the tail of its bucket, in program order. Returns the pool words now used. */
+static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t c, uint32_t used)
+{
+	struct rs_form_rule *fr = rs_form_rules(st);
+	struct rs_form_sub *fs = rs_form_subs(st);
+	uint32_t *pool = rs_form_pool(st), first = st->class_sub[c], last = first, i, j, s, nk, keys;
+	uint32_t order[RS_K_N];
+	struct rs_shape sh;
+
+	for (i = 0; i < st->n_rules; i++) {
+		fr[i].sub = RS_NO_SUB;
+		rs_rule_shape(prog + fr[i].rule, &sh);
+		if (!rs_class_keys(&sh, c, &keys))
+			continue;
+		nk = rs_key_list(keys, order);
+		s = rs_find_sub(fs, pool, first, last, keys, order, nk, &sh);
+		if (s == last) {
+			last++;
+			fs[s].keys = keys;
+			fs[s].first = i;
+			for (j = 0; j < RS_HEAD; j++) {
+				fs[s].field[j] = (uint8_t)(j < nk ? order[j] : RS_K_NONE);
+				fs[s].mask[j] = j < nk ? sh.mask[order[j]] : 0;
+			}
+			fs[s].nhead = nk < RS_HEAD ? nk : RS_HEAD;
+			fs[s].ntail = nk > RS_HEAD ? nk - RS_HEAD : 0;
+			fs[s].tail = used;
+			for (j = RS_HEAD; j < nk; j++)
+				pool[used++] = order[j];
+			for (j = RS_HEAD; j < nk; j++)
+				pool[used++] = sh.mask[order[j]];
+		}
+		fs[s].count++;
+		fr[i].sub = s;
+	}
+	for (s = first; s < last; s++) {
+		for (fs[s].bits = 0; fs[s].count > RS_WALK_MAX && (1u << fs[s].bits) < 2 * fs[s].count;)
+			fs[s].bits++;
+		fs[s].slots = used;
+		used += 1u << fs[s].bits;
+	}
+	/* rules join the tail of their bucket: each bucket lists its rules in program order */
+	for (i = 0; i < st->n_rules; i++) {
+		struct rs_form_sub *sub;
+		uint32_t *entry = pool + used, *e;
+
+		if (fr[i].sub == RS_NO_SUB)
+			continue;
+		sub = fs + fr[i].sub;
+		rs_rule_shape(prog + fr[i].rule, &sh);
+		entry[RS_ENTRY_RULE] = i;
+		for (j = 0; j < RS_HEAD; j++)
+			entry[RS_ENTRY_KEY + j] = sub->field[j] == RS_K_NONE ? 0 : sh.value[sub->field[j]];
+		for (j = 0; j < sub->ntail; j++)
+			entry[RS_ENTRY_TAIL + j] = sh.value[pool[sub->tail + j]];
+		if (sub->count == 1) {
+			sub->single = 1;
+			sub->key0 = entry[RS_ENTRY_KEY];
+		}
+		e = pool + sub->slots + rs_bucket(sub, entry + RS_ENTRY_KEY);
+		while (*e)
+			e = pool + *e + RS_ENTRY_NEXT;
+		*e = used;
+		used += RS_ENTRY_TAIL + sub->ntail;
+	}
+	st->class_sub[c + 1] = (uint16_t)last;
+	return used;
+}
+
 /* Builds the classifier of a verified program into a zeroed state (rs_state_init). */
 static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 {
 	struct rs_form_rule *fr = rs_form_rules(st);
-	struct rs_form_sub *fs = rs_form_subs(st);
-	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, k, s, nk;
-	uint32_t order[RS_K_N];
+	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, k, c;
 	struct rs_shape sh;
 
 	for (i = 0; i < st->n_rules; i++) {
@@ -1101,125 +1268,61 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		fr[i].resid = used;
 		for (j = 0; j < sh.nresid; j++)
 			pool[used++] = off + sh.resid[j];
-		/* its subtable: the one with the same key fields and masks, or a new one */
-		nk = 0;
-		for (k = 0; k < RS_K_N; k++)
-			if (sh.keys & RS_K_BIT(rs_key_order[k]))
-				order[nk++] = rs_key_order[k];
-		for (s = 0; s < st->n_subtables; s++) {
-			if (fs[s].keys != sh.keys)
-				continue;
-			for (j = 0; j < nk && sh.mask[order[j]] ==
-			     (j < RS_HEAD ? fs[s].mask[j] : pool[fs[s].tail + fs[s].ntail + j - RS_HEAD]); j++)
-				;
-			if (j == nk)
-				break;
-		}
-		if (s == st->n_subtables) {
-			st->n_subtables++;
-			fs[s].keys = sh.keys;
-			fs[s].first = i;
-			for (j = 0; j < RS_HEAD; j++) {
-				fs[s].field[j] = (uint8_t)(j < nk ? order[j] : RS_K_NONE);
-				fs[s].mask[j] = j < nk ? sh.mask[order[j]] : 0;
-			}
-			fs[s].ntail = nk > RS_HEAD ? nk - RS_HEAD : 0;
-			fs[s].tail = used;
-			for (j = RS_HEAD; j < nk; j++)
-				pool[used++] = order[j];
-			for (j = RS_HEAD; j < nk; j++)
-				pool[used++] = sh.mask[order[j]];
-			st->keyed |= sh.keys;
-		}
-		fs[s].count++;
-		fr[i].sub = s;
-		fr[i].entry = used;
-		pool[used + RS_ENTRY_RULE] = i;
-		for (j = 0; j < nk; j++)
-			pool[used + RS_ENTRY_KEY + j] = sh.value[order[j]];
-		used += RS_ENTRY_TAIL + fs[s].ntail;
 		off += rs_le16(r);
 	}
-	for (s = 0; s < st->n_subtables; s++) {
-		for (fs[s].bits = 0; fs[s].count > RS_WALK_MAX && (1u << fs[s].bits) < 2 * fs[s].count;)
-			fs[s].bits++;
-		fs[s].slots = used;
-		used += 1u << fs[s].bits;
-	}
-	/* rules join the tail of their bucket: each bucket lists its rules in program order */
-	for (i = 0; i < st->n_rules; i++) {
-		struct rs_form_sub *sub = fs + fr[i].sub;
-		uint32_t *e = pool + sub->slots + rs_bucket(sub, pool + fr[i].entry + RS_ENTRY_KEY);
-
-		if (sub->count == 1) {
-			sub->single = 1;
-			sub->key0 = pool[fr[i].entry + RS_ENTRY_KEY];
-		}
-		while (*e)
-			e = pool + *e + RS_ENTRY_NEXT;
-		*e = fr[i].entry;
-	}
+	for (c = 0; c < RS_CLASSES; c++)
+		used = rs_form_class(prog, st, c, used);
 }
 
-/* The frame's key fields the program uses, as rs_field_get and rs_match_op see them; returns the
- * RS_K_* bits the frame has (fields no subtable uses may be left out). */
-static uint32_t rs_frame_keys(const struct rs_pkt *p, uint32_t keyed, uint32_t port,
-			      uint32_t rx_len, uint32_t *kv)
+/* The frame's class (RS_C_*). Without RS_FORM_L4 no TCP or UDP header is parsed and no rule
+ * needs one: the protocol alone makes the class. */
+static uint32_t rs_frame_class(const struct rs_pkt *p, uint32_t form_flags)
 {
-	uint32_t present = RS_K_BIT(RS_K_PORT) | RS_K_BIT(RS_K_HAS_VLAN) | RS_K_BIT(RS_F_ETH_TYPE) |
-			   RS_K_BIT(RS_F_LENGTH), i, tci;
+	uint32_t c;
+
+	if (!p->ipv)
+		return RS_C_NOIP;
+	c = (p->ipv == 4 ? RS_C_IP4 : RS_C_IP6) + RS_C_OTHER;
+	if (p->l4hl || !(form_flags & RS_FORM_L4))
+		c -= (RS_C_OTHER - RS_C_TCP) * (p->proto == RS_IPPROTO_TCP) +
+		     (RS_C_OTHER - RS_C_UDP) * (p->proto == RS_IPPROTO_UDP);
+	return c;
+}
+
+/* Key fields only some frames of a class have: a tag's fields, the Ethernet addresses (none in
+ * RS_RUN_L3). rs_class_keys made sure the class has every other field its subtables use. */
+#define RS_K_TAG	(RS_K_BIT(RS_F_VLAN) | RS_K_BIT(RS_F_VLAN_PCP))
+
+/* The frame's value of key field k, as rs_field_get and rs_match_op see it; RS_K_NONE is 0. Read
+ * when a subtable compares it, not for every field beforehand: most frames leave a subtable after
+ * its first field. */
+static inline __attribute__((__always_inline__)) uint32_t rs_key_value(const struct rs_pkt *p, uint32_t k, uint32_t port, uint32_t rx_len)
+{
 	const uint8_t *b = p->b, *h = b + p->l3;
 
-	if (keyed & RS_K_FRAME) {
-		kv[RS_K_PORT] = port;
-		kv[RS_K_HAS_VLAN] = p->ntags > 0;
-		kv[RS_F_ETH_TYPE] = p->eth_type;
-		kv[RS_F_LENGTH] = rx_len;
+	switch (k) {
+	case RS_K_PORT:		return port;
+	case RS_F_ETH_TYPE:	return p->eth_type;
+	case RS_F_VLAN:		return rs_be16(b + 14) & 0xfff;
+	case RS_F_VLAN_PCP:	return rs_be16(b + 14) >> 13;
+	case RS_F_IP_PROTO:	return p->proto;
+	case RS_F_SRC_PORT:	return rs_be16(b + p->l4);
+	case RS_F_DST_PORT:	return rs_be16(b + p->l4 + 2);
+	case RS_F_DSCP:		return p->ipv == 4 ? h[1] >> 2U : (uint32_t)(h[0] & 0xf) << 2 | h[1] >> 6;
+	case RS_F_TTL:		return p->ipv == 4 ? h[8] : h[7];
+	case RS_F_LENGTH:	return rx_len;
+	case RS_K_TCP_FLAGS:	return b[p->l4 + 13];
+	case RS_K_HAS_VLAN:	return p->ntags > 0;
+	case RS_K_ETH:		return rs_be32(b + 6);
+	case RS_K_ETH + 1:	return rs_be16(b + 10);
+	case RS_K_ETH + 2:	return rs_be32(b);
+	case RS_K_ETH + 3:	return rs_be16(b + 4);
+	case RS_K_IP4:		return rs_be32(h + 12);
+	case RS_K_IP4 + 1:	return rs_be32(h + 16);
 	}
-	kv[RS_F_IP_PROTO] = p->proto;
-	if (p->ipv)
-		present |= RS_K_BIT(RS_F_IP_PROTO);
-	if ((keyed & (RS_K_BIT(RS_F_VLAN) | RS_K_BIT(RS_F_VLAN_PCP))) && p->ntags) {
-		tci = rs_be16(b + 14);
-		kv[RS_F_VLAN] = tci & 0xfff;
-		kv[RS_F_VLAN_PCP] = tci >> 13;
-		present |= RS_K_BIT(RS_F_VLAN) | RS_K_BIT(RS_F_VLAN_PCP);
-	}
-	if ((keyed & (RS_K_BIT(RS_F_DSCP) | RS_K_BIT(RS_F_TTL))) && p->ipv) {
-		kv[RS_F_DSCP] = p->ipv == 4 ? h[1] >> 2U : (uint32_t)(h[0] & 0xf) << 2 | h[1] >> 6;
-		kv[RS_F_TTL] = p->ipv == 4 ? h[8] : h[7];
-		present |= RS_K_BIT(RS_F_DSCP) | RS_K_BIT(RS_F_TTL);
-	}
-	if ((keyed & RS_K_IP4_ALL) && p->ipv == 4) {
-		kv[RS_K_IP4] = rs_be32(h + 12);
-		kv[RS_K_IP4 + 1] = rs_be32(h + 16);
-		present |= RS_K_IP4_ALL;
-	}
-	if ((keyed & RS_K_IP6_ALL) && p->ipv == 6) {
-		for (i = 0; i < 4; i++) {
-			kv[RS_K_IP6 + i] = rs_be32(h + 8 + 4 * i);
-			kv[RS_K_IP6 + 4 + i] = rs_be32(h + 24 + 4 * i);
-		}
-		present |= RS_K_IP6_ALL;
-	}
-	if ((keyed & (RS_K_BIT(RS_F_SRC_PORT) | RS_K_BIT(RS_F_DST_PORT) | RS_K_BIT(RS_K_TCP_FLAGS))) &&
-	    p->l4hl && (p->proto == RS_IPPROTO_TCP || p->proto == RS_IPPROTO_UDP)) {
-		kv[RS_F_SRC_PORT] = rs_be16(b + p->l4);
-		kv[RS_F_DST_PORT] = rs_be16(b + p->l4 + 2);
-		present |= RS_K_BIT(RS_F_SRC_PORT) | RS_K_BIT(RS_F_DST_PORT);
-		if (p->proto == RS_IPPROTO_TCP) {
-			kv[RS_K_TCP_FLAGS] = b[p->l4 + 13];
-			present |= RS_K_BIT(RS_K_TCP_FLAGS);
-		}
-	}
-	if ((keyed & RS_K_ETH_ALL) && !p->l3mode) {
-		kv[RS_K_ETH] = rs_be32(b + 6);
-		kv[RS_K_ETH + 1] = rs_be16(b + 10);
-		kv[RS_K_ETH + 2] = rs_be32(b);
-		kv[RS_K_ETH + 3] = rs_be16(b + 4);
-		present |= RS_K_ETH_ALL;
-	}
-	return present;
+	if (k >= RS_K_IP6 && k < RS_K_IP6 + 8)	/* source words at 8..20, destination at 24..36 */
+		return rs_be32(h + 8 + 4 * (k - RS_K_IP6));
+	return 0;
 }
 
 static int rs_resid_match(const uint8_t *prog, const uint32_t *resid, uint32_t n,
@@ -1235,49 +1338,55 @@ static int rs_resid_match(const uint8_t *prog, const uint32_t *resid, uint32_t n
 
 /* The tail of an entry against the frame (subtables of more than RS_HEAD fields). */
 static int rs_tail_match(const uint32_t *pool, const struct rs_form_sub *sub, const uint32_t *entry,
-			 const uint32_t *kv)
+			 const struct rs_pkt *p, uint32_t port, uint32_t rx_len)
 {
 	const uint32_t *field = pool + sub->tail, *mask = field + sub->ntail;
 	uint32_t j;
 
 	for (j = 0; j < sub->ntail; j++)
-		if ((kv[field[j]] & mask[j]) != entry[RS_ENTRY_TAIL + j])
+		if ((rs_key_value(p, field[j], port, rx_len) & mask[j]) != entry[RS_ENTRY_TAIL + j])
 			return 0;
 	return 1;
 }
 
 /* The index of the frame's first matching rule, n_rules for none. */
-static uint32_t rs_classify(const uint8_t *prog, const struct rs_state *st,
+static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint8_t *prog, const struct rs_state *st,
 			    const struct rs_pkt *p, uint32_t port, uint32_t rx_len)
 {
-	const struct rs_form_sub *sub = rs_form_subs(st), *end = sub + st->n_subtables;
+	uint32_t c = rs_frame_class(p, st->form_flags);
+	const struct rs_form_sub *subs = rs_form_subs(st), *sub = subs + st->class_sub[c], *end = subs + st->class_sub[c + 1];
 	const struct rs_form_rule *fr = rs_form_rules(st);
 	const uint32_t *pool = rs_form_pool(st);
-	uint32_t kv[RS_K_N + 1], best = st->n_rules, present, e;
+	uint32_t best = st->n_rules, absent, e;
 
-	present = rs_frame_keys(p, st->keyed, port, rx_len, kv);
-	kv[RS_K_NONE] = 0;
+	absent = (p->ntags ? 0 : RS_K_TAG) | (p->l3mode ? RS_K_ETH_ALL : 0);
 	for (; sub < end && sub->first < best; sub++) {
 		uint32_t w0, w1, w2, w3;
 
-		if (sub->keys & ~present)
+		if (sub->keys & absent)
 			continue;
-		w0 = kv[sub->field[0]] & sub->mask[0];
+		w0 = rs_key_value(p, sub->field[0], port, rx_len) & sub->mask[0];
 		if (sub->single && w0 != sub->key0)
 			continue;	/* most frames leave a one-rule subtable here */
-		w1 = kv[sub->field[1]] & sub->mask[1];
-		w2 = kv[sub->field[2]] & sub->mask[2];
-		w3 = kv[sub->field[3]] & sub->mask[3];
+		/* a head of fewer fields has 0 in the rest (RS_K_NONE under a zero mask) */
+		w1 = w2 = w3 = 0;
+		if (sub->nhead > 1) {
+			w1 = rs_key_value(p, sub->field[1], port, rx_len) & sub->mask[1];
+			w2 = rs_key_value(p, sub->field[2], port, rx_len) & sub->mask[2];
+			w3 = rs_key_value(p, sub->field[3], port, rx_len) & sub->mask[3];
+		}
 		e = pool[sub->slots + (sub->bits ? rs_head_hash(w0, w1, w2, w3) >> (32 - sub->bits) : 0)];
 		for (; e; e = pool[e + RS_ENTRY_NEXT]) {
 			const uint32_t *entry = pool + e, rule = entry[RS_ENTRY_RULE];
 
+			if (entry[RS_ENTRY_KEY] != w0)
+				continue;	/* before the rule's order: most candidates leave here */
 			if (rule >= best)
 				break;
-			if ((entry[RS_ENTRY_KEY] ^ w0) | (entry[RS_ENTRY_KEY + 1] ^ w1) |
-			    (entry[RS_ENTRY_KEY + 2] ^ w2) | (entry[RS_ENTRY_KEY + 3] ^ w3))
+			if (sub->nhead > 1 &&
+			    ((entry[RS_ENTRY_KEY + 1] ^ w1) | (entry[RS_ENTRY_KEY + 2] ^ w2) | (entry[RS_ENTRY_KEY + 3] ^ w3)))
 				continue;
-			if (sub->ntail && !rs_tail_match(pool, sub, entry, kv))
+			if (sub->ntail && !rs_tail_match(pool, sub, entry, p, port, rx_len))
 				continue;
 			if (fr[rule].nresid && !rs_resid_match(prog, pool + fr[rule].resid, fr[rule].nresid, p, rx_len))
 				continue;
@@ -1895,8 +2004,8 @@ static uint32_t rs_run_actions(struct rs_ctx *c, const uint8_t *r, uint32_t off)
 /* Whether rs_state_init() set state up for a program of this length and rule count. */
 static int rs_state_fits(const uint8_t *prog, uint32_t prog_len, const struct rs_state *st)
 {
-	return prog && prog_len >= RS_HDR_LEN && st && st->size && st->prog_len == prog_len &&
-	       st->n_rules == rs_le16(prog + 8);
+	/* a state rs_state_init set up holds the length of a verified program: a whole header */
+	return prog && st && st->size && st->prog_len == prog_len && st->n_rules == rs_le16(prog + 8);
 }
 
 static void rs_verdict_drop(struct rs_state *st, struct rs_verdict *v,

@@ -205,6 +205,9 @@ struct rs_rule_state {
 	uint32_t rate_queue;     /* byte offset of its u64 departure times in the state */
 };
 
+/* the frame classes the loaded form has subtables for (engine.c, "frame classes") */
+#define RS_CLASSES 7
+
 struct rs_state {
 	uint32_t prng[4];
 	uint32_t n_rules;
@@ -213,9 +216,11 @@ struct rs_state {
 	/* the loaded form (engine.c): the classifier rs_state_init builds from the program */
 	uint32_t prog_len;	/* of the program it was built from */
 	uint32_t form;		/* its byte offset in the state */
-	uint16_t n_subtables;
+	uint32_t subs;		/* the byte offsets of its subtables */
+	uint32_t pool;		/* and of its pool of words */
 	uint16_t form_flags;	/* what the program needs of a frame (engine.c's RS_FORM_*) */
-	uint32_t keyed;		/* the key fields some subtable uses */
+	/* the subtables of frame class c (engine.c's RS_C_*) are [class_sub[c], class_sub[c + 1]) */
+	uint16_t class_sub[RS_CLASSES + 1];
 	/* struct rs_rule_state rules[n_rules]; then the rate queues; then the loaded form */
 };
 
