@@ -11,6 +11,8 @@ from reshaper.rules.config import load_config
 from reshaper.rules.model import Config, ConfigError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+# the intervals `stats --watch` takes: below ~10 ms reading the stats is most of an interval
+WATCH_LEAST_S, WATCH_MOST_S = 0.01, 3600
 
 
 def _load(path: str, mode: str | None = None, hooks_path: list[str] | None = None) -> Config:
@@ -98,7 +100,24 @@ def cmd_run(args) -> int:
 
 def cmd_stats(args) -> int:
     from reshaper.bridge.control import RUN_DIR, instances_here, read_stats
+    from reshaper.bridge.watch import watch
+    from reshaper.rules.model import Invalid
+    from reshaper.rules.values import TIME_UNITS, time_ns
 
+    every_s = None
+    if args.count is not None and (args.watch is None or args.count < 1):
+        print("reshaper stats: --count takes a number of intervals of --watch, at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.watch is not None:
+        try:
+            every_s = time_ns(args.watch, WATCH_MOST_S * TIME_UNITS["s"]) / TIME_UNITS["s"]
+        except Invalid as exc:
+            print(f"reshaper stats: --watch {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if every_s < WATCH_LEAST_S:
+            print(f"reshaper stats: --watch expected a time of at least {WATCH_LEAST_S * 1000:g}ms, "
+                  f"got {args.watch!r}", file=sys.stderr)
+            return EXIT_USAGE
     path = args.control
     if path is None:
         found = instances_here()
@@ -108,19 +127,33 @@ def cmd_stats(args) -> int:
                   f"--control: {', '.join(found)}", file=sys.stderr)
             return EXIT_INVALID
         path = found[0]
+
+    def read() -> dict:
+        try:
+            stats = read_stats(path)
+        except (OSError, ValueError) as exc:
+            raise StatsError(f"no running instance answers on {path}: {exc}") from exc
+        if "error" in stats:
+            raise StatsError(f"the instance on {path} answered: {stats['error']}")
+        return stats
+
     try:
-        stats = read_stats(path)
-    except (OSError, ValueError) as exc:
-        print(f"reshaper stats: no running instance answers on {path}: {exc}", file=sys.stderr)
+        if every_s is not None:
+            watch(read, every_s, args.json, args.count, sys.stdout)
+        elif args.json:
+            print(json.dumps(read(), indent=2))
+        else:
+            print(format_stats(read()))
+    except StatsError as exc:
+        print(f"reshaper stats: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    if "error" in stats:
-        print(f"reshaper stats: the instance on {path} answered: {stats['error']}", file=sys.stderr)
-        return EXIT_INVALID
-    if args.json:
-        print(json.dumps(stats, indent=2))
-    else:
-        print(format_stats(stats))
+    except KeyboardInterrupt:   # how a watch ends when no --count was given
+        pass
     return EXIT_OK
+
+
+class StatsError(Exception):
+    """The instance did not answer, or answered with an error."""
 
 
 def format_stats(stats: dict) -> str:
@@ -234,7 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="counters of the running instance")
     p.add_argument("--control", metavar="PATH",
                    help="control socket of the instance (default: the one instance of this network namespace)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON (with --watch, one object a line)")
+    p.add_argument("--watch", metavar="INTERVAL",
+                   help="every INTERVAL (e.g. 1s, 250ms), one line of what happened in it: the engine's frames, "
+                        "each rule's matched, dropped and delayed frames, stamped with the time of day")
+    p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N intervals")
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("demo", help="the appliance in network namespaces, with real traffic")

@@ -69,7 +69,11 @@ def is_null(node: Node) -> bool:
 
 def parse_time(node: Node, most_ns: int) -> int:
     """'250us', '20ms', '1.5s' -> nanoseconds."""
-    text = node_text(node)
+    return time_ns(node_text(node), most_ns)
+
+
+def time_ns(text: str, most_ns: int) -> int:
+    """The text of a time with its unit -> nanoseconds (also for the command line's times)."""
     m = re.fullmatch(TIME, text)
     if not m:
         raise Invalid(f"expected a time with a unit (e.g. 250us, 20ms, 1s), got {text!r}")
