@@ -100,8 +100,11 @@ class Appliance:
     drop_counters: tuple[str, ...] = ()  # port counters the status line adds up as drops
 
     def __init__(self, config: Config, control_path: str | None, status_interval: float, seed: int,
-                 hooks_path: list[str] | None = None, busy_poll_us: int = 0, realtime: Realtime | None = None):
+                 hooks_path: list[str] | None = None, busy_poll_us: int = 0, realtime: Realtime | None = None,
+                 metrics: tuple[str, int] | None = None):
         self.config = config
+        self.metrics_address = metrics  # --metrics: (address, port) to serve Prometheus' format on
+        self.metrics = None
         self.realtime = realtime  # --realtime, --cpu: checked already (bridge/run.py), applied by run()
         self.forwarder_tid = 0  # the thread that forwards: run()'s
         self.busy_poll_us = busy_poll_us  # ring mode: poll this long after the last frame before sleeping
@@ -254,15 +257,26 @@ class Appliance:
             self.port_indexes = {iface: index for iface, index in self.port_interfaces().values()}
             self.engine = self.load(program, self.config)
             self.control = ControlServer(self.control_path, self.snapshot)
+            if self.metrics_address:
+                from reshaper.bridge.metrics import MetricsServer, url_host
+
+                try:
+                    self.metrics = MetricsServer(self.metrics_address, self.snapshot)
+                except OSError as exc:
+                    raise SetupError(f"--metrics: cannot listen on {url_host(*self.metrics_address)}: "
+                                     f"{exc.strerror or exc}") from exc
             # sockets are open; only undoing the set-up at exit needs a privilege (and locked
             # memory may need CAP_IPC_LOCK: bridge/realtime.py). Capabilities are per thread:
             # drop them before the control thread starts.
             drop_capabilities((CAP_NET_ADMIN, *(self.realtime.keep if self.realtime else ())))
             self.control.start()
+            if self.metrics:
+                self.metrics.start()
             signal.signal(signal.SIGHUP, lambda *_: setattr(self, "_reload", True))
             signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
             signal.signal(signal.SIGINT, lambda *_: setattr(self, "_stop", True))
-            log(f"{self.summary()}; stats on {self.control_path}")
+            log(f"{self.summary()}; stats on {self.control_path}"
+                + (f", metrics on {self.metrics.url}" if self.metrics else ""))
             sd_notify(f"READY=1\nSTATUS={self.summary()}")
             self._loop()
             return 0
@@ -273,6 +287,8 @@ class Appliance:
         finally:
             if self.control:
                 self.control.close()
+            if self.metrics:
+                self.metrics.close()
             self.tear_down()
             self.restore(self.changed)
             try:

@@ -94,8 +94,17 @@ def cmd_apply(args) -> int:
 def cmd_run(args) -> int:
     from reshaper.bridge.run import run
 
+    metrics = None
+    if args.metrics is not None:
+        from reshaper.bridge.metrics import ListenError, parse_listen
+
+        try:
+            metrics = parse_listen(args.metrics)
+        except ListenError as exc:
+            print(f"reshaper run: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     return run(args.config, args.mode, args.control, args.status_interval, args.seed, args.hooks_path,
-               args.busy_poll, args.realtime, args.cpu)
+               args.busy_poll, args.realtime, args.cpu, metrics)
 
 
 def cmd_stats(args) -> int:
@@ -262,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "throttling on; not with --busy-poll" % REALTIME_PRIORITY)
     p.add_argument("--cpu", type=int, metavar="N",
                    help="user-space modes: run the forwarder on CPU N only (threads it starts later too)")
+    p.add_argument("--metrics", metavar="[ADDR:]PORT",
+                   help="serve the counters in Prometheus' text format on http://ADDR:PORT/metrics (ADDR "
+                        "127.0.0.1 unless given; docs/metrics.md)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("stats", help="counters of the running instance")

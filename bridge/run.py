@@ -12,7 +12,7 @@ from reshaper.rules.model import ConfigError
 
 def run(config_path: str, mode: str, control: str | None, status_interval: float, seed: int,
         hooks_path: list[str] | None = None, busy_poll_us: int = 0, realtime: bool = False,
-        cpu: int | None = None) -> int:
+        cpu: int | None = None, metrics: tuple[str, int] | None = None) -> int:
     Mode = modes.get(mode)
     try:
         config = load_config(config_path, hooks_path=hooks_path)
@@ -36,7 +36,7 @@ def run(config_path: str, mode: str, control: str | None, status_interval: float
                 log(line)
             return 1
     try:
-        return Mode(config, control, status_interval, seed, hooks_path, busy_poll_us, rt).run()
+        return Mode(config, control, status_interval, seed, hooks_path, busy_poll_us, rt, metrics).run()
     except SetupError as exc:
         log(str(exc))
         return 1

@@ -174,12 +174,13 @@ WHEEL=$OUT/$(basename "$WHEEL")
 log "wheel: $(basename "$WHEEL") ($(du -k "$WHEEL" | cut -f1) KiB)"
 
 # pure-Python dependencies as wheels, the versions this tree is tested with
-# (Debian bookworm's python3-scapy 2.5 and python3-pyroute2 0.7 are too old);
+# (Debian bookworm's python3-scapy 2.5 and python3-pyroute2 0.7 are too old;
+# prometheus_client, `run --metrics`, so that the board needs no apt for it);
 # cffi's backend and PyYAML come from Debian's python3-cffi-backend/python3-yaml
 DEPS=$CACHE/pydeps
 mkdir -p "$DEPS"
 rm -rf "$OUT/deps"; mkdir -p "$OUT/deps"
-for pkg in scapy pyroute2; do
+for pkg in scapy pyroute2 prometheus_client; do
   ver=$("$PY" -c "import importlib.metadata as m; print(m.version('$pkg'))")
   f=$(ls "$DEPS"/"$pkg"-"$ver"-*none-any.whl 2>/dev/null | head -1 || true)
   if [ -z "$f" ]; then

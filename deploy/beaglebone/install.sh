@@ -118,7 +118,7 @@ wheels=(./reshaper-*-linux_armv7l.whl); wheel=${wheels[0]}; [ -f "$wheel" ] || d
 cp "$wheel" $PREFIX/wheels/
 new=$(basename "$wheel")
 cur=$(cat $PREFIX/wheels/current 2>/dev/null || true)
-# pure-Python dependencies shipped in the bundle (scapy, pyroute2: newer than Debian's)
+# pure-Python dependencies shipped in the bundle (scapy, pyroute2: newer than Debian's; prometheus_client)
 $PREFIX/venv/bin/python -m pip install -q --no-deps --no-index --disable-pip-version-check deps/*.whl
 $PREFIX/venv/bin/python -m pip install -q --no-deps --force-reinstall --no-index \
   --disable-pip-version-check "$PREFIX/wheels/$new"

@@ -75,12 +75,17 @@ def build_module(kver: str | None = None) -> Path:
 
 
 def python_bundle(dest: Path) -> Path:
-    """pyroute2 and yaml compiled into one zip (dest/pydeps.zip), rebuilt when they change."""
+    """pyroute2, yaml and prometheus_client (`run --metrics`) compiled into one zip (dest/pydeps.zip),
+    rebuilt when they change."""
+    import importlib.metadata
+
+    import prometheus_client
     import pyroute2
     import yaml
 
     site = Path(pyroute2.__file__).parent.parent
-    key = f"{pyroute2.__version__} {yaml.__version__} {Path(pyroute2.__file__).stat().st_mtime_ns}"
+    key = (f"{pyroute2.__version__} {yaml.__version__} {importlib.metadata.version('prometheus_client')} "
+           f"{Path(pyroute2.__file__).stat().st_mtime_ns}")
     zpath, stamp = dest / "pydeps.zip", dest / "pydeps.key"
     if zpath.exists() and stamp.exists() and stamp.read_text() == key:
         return zpath
@@ -88,6 +93,7 @@ def python_bundle(dest: Path) -> Path:
     with zipfile.PyZipFile(tmp, "w") as z:
         z.writepy(str(site / "pyroute2"))
         z.writepy(str(Path(yaml.__file__).parent))
+        z.writepy(str(Path(prometheus_client.__file__).parent))
     tmp.rename(zpath)
     stamp.write_text(key)
     return zpath

@@ -31,6 +31,7 @@ from tests.helpers.golden import UNTIMED_CASES, Case, describe, one_bit_past
 pytestmark = pytest.mark.vm
 
 CTL, CTL2 = "/tmp/ctl.sock", "/tmp/ctl2.sock"
+METRICS_PORT = 9464   # the br appliance's --metrics
 CFG, CFG2 = "/tmp/rules.yaml", "/tmp/rules2.yaml"
 DELAY_RULE = """version: 1
 ports: {a: {interface: eth0, vlan: 100}, b: {interface: eth0, vlan: 200}}
@@ -202,7 +203,8 @@ def vm():
         ok(v, f"""
             topology br h; topology br2 h2
             cp /kmod/first.yaml {CFG}; cp /kmod/first.yaml {CFG2}
-            ip netns exec br {run_command(CFG, CTL, "--status-interval 0")} >/tmp/reshaper.log 2>&1 &
+            ip netns exec br {run_command(CFG, CTL, f"--status-interval 0 --metrics {METRICS_PORT}")} \
+                >/tmp/reshaper.log 2>&1 &
             echo $! >/tmp/reshaper.pid
             ip netns exec br2 {run_command(CFG2, CTL2, "--status-interval 0")} >/tmp/reshaper2.log 2>&1 &
             echo $! >/tmp/reshaper2.pid
@@ -668,6 +670,40 @@ def test_refused_reload_keeps_rules_and_counts_through_cli(vm):
     assert [r["name"] for r in st["rules"]] == ["mark"] and st["rules"][0]["matched"] > 0
     a, b = st["ports"]["a"], st["ports"]["b"]
     assert a["rx"] == st["rules"][0]["matched"] and b["tx"] == 2 * a["rx"], st  # duplicate: 1 copy
+
+
+def test_metrics_are_the_modules_counters(vm):
+    """`run --metrics` in kernel mode serves the module's counters as `stats` shows them, after a
+    reload (which starts them from zero) and a flood through a rule that duplicates."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    good = _write(vm, "set.yaml", SET_RULE)
+    out = ok(vm, f"""
+        {agent(f"reload {CTL} {CFG} {good}")} >/dev/null
+        {agent("flood 0.5 2000")} >/dev/null
+        sleep 0.5
+        ip netns exec br $PY -c 'import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:{METRICS_PORT}/metrics").read().decode())'
+        echo
+        {agent(f"stats {CTL}")}
+    """)
+    text, stats = out.strip().rsplit("\n", 1)
+    st = json.loads(stats)
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for f in text_string_to_metric_families(text) for s in f.samples}
+    mode, rule = (("mode", "kernel"),), (("mode", "kernel"), ("rule", "mark"))
+    assert st["engine"]["frames_in"] > 0 and st["rules"][0]["duplicated"] > 0, st
+    assert got[("reshaper_engine_frames_total", mode)] == st["engine"]["frames_in"]
+    assert got[("reshaper_engine_forwarded_frames_total", mode)] == st["engine"]["forwarded"]
+    assert got[("reshaper_rule_matched_frames_total", rule)] == st["rules"][0]["matched"]
+    assert got[("reshaper_rule_duplicate_frames_total", rule)] == st["rules"][0]["duplicated"]
+    for port in "ab":
+        where = (("interface", "eth0"), ("mode", "kernel"), ("port", port),
+                 ("vlan", str(st["ports"][port]["vlan"])))
+        assert got[("reshaper_port_rx_total", where)] == st["ports"][port]["rx"]
+        assert got[("reshaper_port_tx_total", where)] == st["ports"][port]["tx"]
+    assert got[("reshaper_reloads_total", mode)] == st["reloads"] > 0
+    assert got[("reshaper_queued_frames", mode)] == st["queued"]
 
 
 def test_reload_under_traffic(vm):
