@@ -1,4 +1,4 @@
-"""The `reshaper` command line: check, apply, run, stats, demo and bench, one function each."""
+"""The `reshaper` command line: check, apply, explain, run, stats, demo and bench, one function each."""
 from __future__ import annotations
 
 import argparse
@@ -88,6 +88,58 @@ def cmd_apply(args) -> int:
         print(f"reshaper apply: interrupted; {args.output} not written", file=sys.stderr)
         return 128 + signal.SIGINT  # what a shell reports for a command that SIGINT ended
     print(result.report())
+    return EXIT_OK
+
+
+def cmd_explain(args) -> int:
+    from reshaper.bridge.captures import CaptureError, CaptureReader
+    from reshaper.bridge.explain import explain, ip_packet
+
+    try:
+        config = _load(args.config, args.mode, args.hooks_path)
+    except ConfigError as exc:
+        return _report_errors(exc)
+    l3 = args.mode == "nfqueue"
+    if args.hex is not None:
+        try:
+            frame = bytes.fromhex(args.hex.replace(":", " "))
+        except ValueError:
+            print(f"reshaper explain: --hex expected the frame's bytes in hex, got {args.hex!r}", file=sys.stderr)
+            return EXIT_USAGE
+        before, now, what = [], 0, "the frame"
+    else:
+        if args.frame < 1:
+            print("reshaper explain: --frame counts from 1, as Wireshark does", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            reader = CaptureReader(args.pcap)
+            try:
+                frames = []
+                for record in reader.frames():
+                    frames.append(record)
+                    if len(frames) == args.frame:
+                        break
+            finally:
+                reader.close()
+        except CaptureError as exc:
+            print(f"reshaper explain: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        if len(frames) < args.frame:
+            print(f"reshaper explain: {args.pcap} has {len(frames)} frames, no frame {args.frame}", file=sys.stderr)
+            return EXIT_INVALID
+        (now, frame), before, what = frames[-1], frames[:-1], f"frame {args.frame} of {args.pcap}"
+    if l3:
+        packet = ip_packet(frame)
+        if packet is None:
+            print(f"{what} is no IP packet: in nfqueue mode it crosses the Linux bridge without the rules")
+            return EXIT_OK
+        frame, before = packet, [(t, p) for t, p in ((t, ip_packet(f)) for t, f in before) if p is not None]
+    try:
+        result = explain(config, frame, args.from_port, l3=l3, seed=args.seed, before=before, now_ns=now,
+                         what=what)
+    except ConfigError as exc:  # rules the compiler cannot build (rules/compiler.py)
+        return _report_errors(exc)
+    print("\n".join(result.lines))
     return EXIT_OK
 
 
@@ -250,6 +302,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replies", metavar="REPLIES.pcap", help="where frames hooks send back by the ingress port go "
                                                              "(pcapng or pcap by the name, as OUT)")
     p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("explain", help="one frame's way through the rules, told by the engine")
+    p.add_argument("config", metavar="CONFIG")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pcap", metavar="FILE", help="a capture (pcap or pcapng, Ethernet); with --frame")
+    source.add_argument("--hex", metavar="BYTES", help="the frame's bytes in hex (an Ethernet frame)")
+    p.add_argument("--frame", type=int, default=1, metavar="N",
+                   help="with --pcap: the frame to explain, from 1 as Wireshark counts; the frames before it run "
+                        "first, as `apply` runs them (default 1)")
+    p.add_argument("--from", dest="from_port", choices=("a", "b"), default="a",
+                   help="the port the frame arrives on (default a)")
+    p.add_argument("--mode", choices=list(modes.MODES),
+                   help="refuse a rule file the mode cannot run, as check --mode does; nfqueue: the rules see the "
+                        "IP packet, as NFQUEUE hands it over")
+    p.add_argument("--seed", type=int, default=0, help="seed of the engine's PRNG, as apply's (default 0)")
+    p.add_argument("--hooks-path", action="append", metavar="DIR", help="a directory python hooks may come from")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("run", help="the appliance: forward between the ports through the rules")
     p.add_argument("config", metavar="CONFIG")

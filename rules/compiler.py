@@ -123,8 +123,10 @@ def compile_action(a: Action) -> list[bytes]:
     raise AssertionError(f"no compiler for action {a.kind}")
 
 
-def compile_rule(rule: Rule) -> bytes:
-    matches = [compile_match(m) for m in rule.matches]
+def rule_ops(rule: Rule) -> tuple[list[tuple[Match, bytes]], list[tuple[Action, bytes]]]:
+    """A rule's match ops and action ops, in program order, each with what in the file it comes from
+    (a match field compiles to one op; an action to none or more: `reshaper explain` names them)."""
+    matches = [(m, compile_match(m)) for m in rule.matches]
     actions = []
     reorder = rule.action("reorder")
     for a in rule.actions:
@@ -132,8 +134,14 @@ def compile_rule(rule: Rule) -> bytes:
             continue
         if a.kind == "delay" and reorder is not None:
             # the engine decides reordering at the delay, so it comes right before it
-            actions += compile_action(reorder)
-        actions += compile_action(a)
+            actions += [(reorder, op) for op in compile_action(reorder)]
+        actions += [(a, op) for op in compile_action(a)]
+    return matches, actions
+
+
+def compile_rule(rule: Rule) -> bytes:
+    match_ops, action_ops = rule_ops(rule)
+    matches, actions = [op for _, op in match_ops], [op for _, op in action_ops]
     delay = rule.action("delay")
     flags = lib.RS_RF_REORDER_ON_JITTER if delay is not None and delay.params["reorder_on_jitter"] else 0
     body = b"".join(matches) + b"".join(actions)

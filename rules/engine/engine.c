@@ -1075,16 +1075,24 @@ static int rs_match_op(const struct rs_pkt *p, uint32_t op, const uint8_t *o,
 
 /* Returns the offset of the rule's first action op if all matches hold. */
 static int rs_rule_matches(const struct rs_pkt *p, const uint8_t *r,
-			uint32_t port, uint32_t rx_len, uint32_t *act)
+			uint32_t port, uint32_t rx_len, uint32_t *act, struct rs_trace_event *e)
 {
 	uint32_t k, off = RS_RULE_HDR_LEN;
 
 	if ((r[2] == RS_FROM_A && port != RS_PORT_A) ||
-	    (r[2] == RS_FROM_B && port != RS_PORT_B))
+	    (r[2] == RS_FROM_B && port != RS_PORT_B)) {
+		if (e)
+			e->b = RS_T_FROM;
 		return 0;
+	}
 	for (k = 0; k < r[4]; k++) {
-		if (!rs_match_op(p, r[off], r + off + 2, rx_len))
+		if (!rs_match_op(p, r[off], r + off + 2, rx_len)) {
+			if (e) {	/* which op, and what it read */
+				e->b = k;
+				e->c = r[off] == RS_M_RANGE && !rs_field_get(p, r[off + 2], rx_len, &e->d);
+			}
 			return 0;
+		}
 		off += RS_OP_HDR_LEN + r[off + 1];
 	}
 	*act = off;
@@ -1948,55 +1956,105 @@ static int rs_act_rate(struct rs_ctx *c, const uint8_t *o)
 }
 
 /* Runs the actions; returns a drop reason or RS_R_NONE. */
+/* One action op of a rule; returns the reason it dropped the frame, RS_R_NONE if it did not. */
+static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct rs_ctx *c, uint32_t op,
+									 const uint8_t *o)
+{
+	switch (op) {
+	case RS_A_SET_ETH:	rs_act_set_eth(c, o); break;
+	case RS_A_SET_IP:	rs_act_set_ip(c, o); break;
+	case RS_A_SET_FIELD:	rs_act_set_field(c, o); break;
+	case RS_A_DEC_TTL:
+		if (rs_act_dec_ttl(c)) {
+			c->rs->dropped++;
+			return RS_R_TTL;
+		}
+		break;
+	case RS_A_PUSH_VLAN:	rs_act_push_vlan(c, o); break;
+	case RS_A_POP_VLAN:	rs_act_pop_vlan(c); break;
+	case RS_A_PAYLOAD:	rs_act_payload(c, o); break;
+	case RS_A_TRUNCATE:	rs_act_truncate(c, o); break;
+	case RS_A_DROP:
+		c->rs->dropped++;
+		return RS_R_RULE;
+	case RS_A_DUPLICATE:
+		if (rs_prng_event(c->st, rs_le32(o + 1)))
+			c->copies += o[0];
+		break;
+	case RS_A_CORRUPT:	rs_act_corrupt(c, o); break;
+	case RS_A_LOSS:
+	case RS_A_LOSS_GE:
+		if (op == RS_A_LOSS ? rs_act_loss(c, o) : rs_act_loss_ge(c, o)) {
+			c->rs->lost++;
+			return RS_R_LOSS;
+		}
+		break;
+	case RS_A_DELAY:	rs_act_delay(c, o); break;
+	case RS_A_REORDER:	rs_act_reorder(c, o); break;
+	case RS_A_RATE:
+		if (rs_act_rate(c, o)) {
+			c->rs->queue_drops++;
+			return RS_R_QUEUE;
+		}
+		break;
+	}
+	return RS_R_NONE;
+}
+
 static uint32_t rs_run_actions(struct rs_ctx *c, const uint8_t *r, uint32_t off)
 {
-	uint32_t k;
+	uint32_t k, reason;
 
 	for (k = 0; k < r[5]; k++) {
 		uint32_t op = r[off];
 		const uint8_t *o = r + off + 2;
 
 		off += RS_OP_HDR_LEN + r[off + 1];
-		switch (op) {
-		case RS_A_SET_ETH:	rs_act_set_eth(c, o); break;
-		case RS_A_SET_IP:	rs_act_set_ip(c, o); break;
-		case RS_A_SET_FIELD:	rs_act_set_field(c, o); break;
-		case RS_A_DEC_TTL:
-			if (rs_act_dec_ttl(c)) {
-				c->rs->dropped++;
-				return RS_R_TTL;
-			}
-			break;
-		case RS_A_PUSH_VLAN:	rs_act_push_vlan(c, o); break;
-		case RS_A_POP_VLAN:	rs_act_pop_vlan(c); break;
-		case RS_A_PAYLOAD:	rs_act_payload(c, o); break;
-		case RS_A_TRUNCATE:	rs_act_truncate(c, o); break;
-		case RS_A_DROP:
-			c->rs->dropped++;
-			return RS_R_RULE;
-		case RS_A_DUPLICATE:
-			if (rs_prng_event(c->st, rs_le32(o + 1)))
-				c->copies += o[0];
-			break;
-		case RS_A_CORRUPT:	rs_act_corrupt(c, o); break;
-		case RS_A_LOSS:
-		case RS_A_LOSS_GE:
-			if (op == RS_A_LOSS ? rs_act_loss(c, o) : rs_act_loss_ge(c, o)) {
-				c->rs->lost++;
-				return RS_R_LOSS;
-			}
-			break;
-		case RS_A_DELAY:	rs_act_delay(c, o); break;
-		case RS_A_REORDER:	rs_act_reorder(c, o); break;
-		case RS_A_RATE:
-			if (rs_act_rate(c, o)) {
-				c->rs->queue_drops++;
-				return RS_R_QUEUE;
-			}
-			break;
-		}
+		reason = rs_run_action(c, op, o);
+		if (reason != RS_R_NONE)
+			return reason;
 	}
 	return RS_R_NONE;
+}
+
+static struct rs_trace_event *rs_trace_add(struct rs_trace *t, uint32_t kind, uint32_t rule)
+{
+	struct rs_trace_event *e = t->n < t->cap ? t->ev + t->n : 0;
+
+	t->n++;
+	if (e) {
+		e->kind = kind;
+		e->rule = rule;
+		e->a = e->b = e->c = e->d = 0;
+	}
+	return e;
+}
+
+/* rs_run_actions, writing each action and the frame after it into the trace. */
+static uint32_t rs_run_actions_traced(struct rs_ctx *c, const uint8_t *r, uint32_t off, uint32_t rule,
+				      struct rs_trace *t)
+{
+	uint32_t k, reason = RS_R_NONE, i;
+
+	for (k = 0; k < r[5] && reason == RS_R_NONE; k++) {
+		uint32_t op = r[off];
+		const uint8_t *o = r + off + 2;
+		struct rs_trace_event *e;
+
+		off += RS_OP_HDR_LEN + r[off + 1];
+		reason = rs_run_action(c, op, o);
+		e = rs_trace_add(t, RS_T_ACTION, rule);
+		if (e) {
+			e->a = k;
+			e->b = op;
+			e->c = c->p.len;
+			e->d = reason;
+		}
+		if (k < t->nframes && c->p.len <= t->frame_cap)
+			for (i = 0; i < c->p.len; i++)
+				t->frames[k * t->frame_cap + i] = c->p.b[i];
+	}
+	return reason;
 }
 
 /* ---- entry point ---- */
@@ -2027,15 +2085,30 @@ static int rs_direction_ok(uint32_t pflags, uint32_t port)
 	return 0;
 }
 
-/* inlined into both entries: rs_run pays no call for the reference's sake */
+/* What the parser found, into the trace (RS_T_PARSE). */
+static void rs_trace_parse(struct rs_trace *t, const struct rs_pkt *p, int malformed)
+{
+	struct rs_trace_event *e = rs_trace_add(t, RS_T_PARSE, malformed != 0);
+
+	if (e) {
+		e->a = p->eth_type;
+		e->b = p->ntags | p->ipv << 8 | p->proto << 16;
+		e->c = p->l3 | (p->has_l4off ? p->l4 : 0) << 16;
+		e->d = p->l4hl;
+	}
+}
+
+/* inlined into every entry: rs_run pays no call for the reference's sake, and its trace (always
+ * null) is compiled out */
 static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 			uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
-			uint64_t now_ns, struct rs_verdict *v, int reference)
+			uint64_t now_ns, struct rs_verdict *v, int reference, struct rs_trace *trace)
 {
 	struct rs_state *st = state;
 	struct rs_ctx c;
 	uint32_t pflags, n, i, off = RS_HDR_LEN, act = 0, reason;
 	const uint8_t *r = 0;
+	int err;
 
 	v->verdict = RS_V_FORWARD;
 	v->reason = RS_R_NONE;
@@ -2056,8 +2129,10 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		return;
 	}
 
-	if (rs_pkt_parse(&c.p, frame, len, cap, run_flags, reference || (st->form_flags & RS_FORM_L4),
-			 reference)) {
+	err = rs_pkt_parse(&c.p, frame, len, cap, run_flags, reference || (st->form_flags & RS_FORM_L4), reference);
+	if (trace)
+		rs_trace_parse(trace, &c.p, err);
+	if (err) {
 		st->counters.malformed++;
 		v->flags = RS_VF_MALFORMED;
 		if (pflags & RS_PF_MALFORMED_DROP)
@@ -2071,9 +2146,14 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	if (reference) {
 		/* every rule in turn, as the program lists them */
 		for (i = 0; i < n; i++) {
+			struct rs_trace_event *e = trace ? rs_trace_add(trace, RS_T_RULE, i) : 0;
+
 			r = prog + off;
-			if (rs_rule_matches(&c.p, r, port, len, &act))
+			if (rs_rule_matches(&c.p, r, port, len, &act, e)) {
+				if (e)
+					e->a = 1;
 				break;
+			}
 			off += rs_le16(r);
 		}
 	} else {
@@ -2101,7 +2181,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	c.rs->bytes += len;
 	v->rule = (int32_t)i;
 
-	reason = rs_run_actions(&c, r, act);
+	reason = trace ? rs_run_actions_traced(&c, r, act, i, trace) : rs_run_actions(&c, r, act);
 	v->len = c.p.len;
 	v->flags = c.vflags;
 	if (reason != RS_R_NONE) {
@@ -2118,14 +2198,23 @@ void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 	    uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
 	    uint64_t now_ns, struct rs_verdict *v)
 {
-	rs_run_with(prog, prog_len, state, frame, len, cap, port, run_flags, now_ns, v, 0);
+	rs_run_with(prog, prog_len, state, frame, len, cap, port, run_flags, now_ns, v, 0, 0);
 }
 
 void rs_run_reference(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
 		      uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
 		      uint64_t now_ns, struct rs_verdict *v)
 {
-	rs_run_with(prog, prog_len, state, frame, len, cap, port, run_flags, now_ns, v, 1);
+	rs_run_with(prog, prog_len, state, frame, len, cap, port, run_flags, now_ns, v, 1, 0);
+}
+
+void rs_run_traced(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
+		   uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
+		   uint64_t now_ns, struct rs_verdict *v, struct rs_trace *trace)
+{
+	if (trace)
+		trace->n = 0;
+	rs_run_with(prog, prog_len, state, frame, len, cap, port, run_flags, now_ns, v, 1, trace);
 }
 
 int32_t rs_rule_for(const uint8_t *prog, uint32_t prog_len, const void *state, uint8_t *frame,

@@ -3,7 +3,8 @@
  * libFuzzer harness for engine.c: the verifier against anything, and rs_run()
  * (the loaded form's classifier) against rs_run_reference() (every rule in
  * turn): the same verdicts, frame bytes, counters and timing state, or abort;
- * rs_rule_for() names the rule rs_run() applies.
+ * rs_rule_for() names the rule rs_run() applies; rs_run_traced() (`reshaper
+ * explain`) does what rs_run_reference() does, into a trace of little room.
  *
  * Input, two kinds:
  *   [u16 LE program length > 0][program][u8 port][frame bytes]
@@ -271,26 +272,32 @@ static uint32_t build_program(struct builder *g, uint8_t *out)
 static void run_both(const uint8_t *prog, uint32_t plen, uint32_t state_size, uint32_t port,
 		     const uint8_t *frame_in, uint32_t flen)
 {
-	void *fast = malloc(state_size), *ref = malloc(state_size);
+	void *fast = malloc(state_size), *ref = malloc(state_size), *traced = malloc(state_size);
 	uint8_t *frame = malloc((size_t)flen + 4), *again = malloc((size_t)flen + 4);
+	uint8_t *third = malloc((size_t)flen + 4), *copies = malloc(2 * ((size_t)flen + 4));
+	/* room for a few events and two copies of the frame: a trace that runs out is cut, nothing more */
+	struct rs_trace_event events[3];
+	struct rs_trace trace = { events, 3, 0, copies, flen + 4, 2 };
 	uint32_t i, before_form;
 
-	if (!fast || !ref || !frame || !again)
+	if (!fast || !ref || !traced || !frame || !again || !third || !copies)
 		goto out;
 	rs_state_init(prog, plen, fast, state_size, 42);
 	rs_state_init(prog, plen, ref, state_size, 42);
+	rs_state_init(prog, plen, traced, state_size, 42);
 	/* counters, PRNG, rule states and rate queues come before the loaded form */
 	before_form = ((struct rs_state *)fast)->form;
 	if (!before_form || before_form > state_size)
 		abort();
 
 	for (i = 0; i < RUNS; i++) {
-		struct rs_verdict v, w;
+		struct rs_verdict v, w, x;
 
 		int32_t rule;
 
 		memcpy(frame, frame_in, flen);
 		memcpy(again, frame_in, flen);
+		memcpy(third, frame_in, flen);
 		rule = rs_rule_for(prog, plen, fast, frame, flen, port & 3, (port >> 2) & RS_RUN_L3);
 		if (memcmp(frame, again, flen))
 			abort();	/* it changes nothing */
@@ -303,13 +310,20 @@ static void run_both(const uint8_t *prog, uint32_t plen, uint32_t state_size, ui
 		if (memcmp(&v, &w, sizeof(v)) || memcmp(frame, again, v.len) ||
 		    memcmp(fast, ref, before_form))
 			abort();
+		rs_run_traced(prog, plen, traced, third, flen, flen + 4, port & 3, (port >> 2) & RS_RUN_L3,
+			      1000000ull * i * i, &x, &trace);
+		if (memcmp(&x, &w, sizeof(x)) || memcmp(third, again, x.len) || memcmp(traced, ref, state_size))
+			abort();
 	}
 	/* what carriers run before the rules, on what the rules left */
 	rs_csum_complete_seeded(frame, flen, (port >> 2) & RS_RUN_L3);
 	rs_csum_complete(frame, flen, (port >> 2) & RS_RUN_L3);
 out:
+	free(copies);
+	free(third);
 	free(again);
 	free(frame);
+	free(traced);
 	free(ref);
 	free(fast);
 }

@@ -268,6 +268,41 @@ void rs_run_reference(const uint8_t *prog, uint32_t prog_len, void *state, uint8
 		      uint64_t now_ns, struct rs_verdict *v);
 
 /*
+ * One frame's way through rs_run_reference(), step by step, for `reshaper
+ * explain`: the engine that forwards writes it (rs_run() has no such step:
+ * its tracing is compiled out, not skipped). Events in order, as many as fit:
+ *   RS_T_PARSE   a: ethertype, b: tags | IP version << 8 | protocol << 16,
+ *                c: IP header offset | L4 header offset << 16 (0: none),
+ *                d: L4 header length (0: none parsed); rule: 1 if malformed
+ *   RS_T_RULE    rule: its index; a: 1 matched, 0 not; b: the index of the
+ *                match op that failed (RS_T_FROM: the rule's from), c: 1 if
+ *                that op read a field (RS_M_RANGE), d: the value it read
+ *   RS_T_ACTION  rule, a: the action op's index in the rule, b: its opcode,
+ *                c: the frame's length after it, d: the drop reason it gave
+ *                (RS_R_*, RS_R_NONE: none); the frame after it is copied to
+ *                frames + k * frame_cap for the k-th action, if k < nframes
+ */
+#define RS_T_PARSE  1
+#define RS_T_RULE   2
+#define RS_T_ACTION 3
+#define RS_T_FROM   0xffffffffu
+
+struct rs_trace_event {
+	uint32_t kind, rule, a, b, c, d;
+};
+
+struct rs_trace {
+	struct rs_trace_event *ev;
+	uint32_t cap, n;		/* room for events, events written (n may pass cap: the rest is lost) */
+	uint8_t *frames;
+	uint32_t frame_cap, nframes;	/* bytes per copy of the frame, copies there is room for */
+};
+
+void rs_run_traced(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
+		   uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
+		   uint64_t now_ns, struct rs_verdict *v, struct rs_trace *trace);
+
+/*
  * The index of the rule rs_run() would apply to this frame, changing nothing:
  * -1 when none would, or the frame would not reach the rules (direction,
  * malformed). For a carrier that must keep that one rule's counters from
