@@ -1038,7 +1038,7 @@ static int rs_masked_eq(const uint8_t *a, const uint8_t *v, const uint8_t *m,
 	return 1;
 }
 
-static int rs_match_op(const struct rs_pkt *p, uint32_t op, const uint8_t *o,
+static inline __attribute__((__always_inline__)) int rs_match_op(const struct rs_pkt *p, uint32_t op, const uint8_t *o,
 		    uint32_t rx_len)
 {
 	uint32_t at, n, val, i;
@@ -1073,30 +1073,41 @@ static int rs_match_op(const struct rs_pkt *p, uint32_t op, const uint8_t *o,
 	return 0;
 }
 
-/* Returns the offset of the rule's first action op if all matches hold. */
-static int rs_rule_matches(const struct rs_pkt *p, const uint8_t *r,
-			uint32_t port, uint32_t rx_len, uint32_t *act, struct rs_trace_event *e)
+/* Returns the offset of the rule's first action op if all matches hold (inlined into the walk, as it was when it had one caller). */
+static inline __attribute__((__always_inline__)) int rs_rule_matches(const struct rs_pkt *p, const uint8_t *r,
+			uint32_t port, uint32_t rx_len, uint32_t *act)
 {
 	uint32_t k, off = RS_RULE_HDR_LEN;
 
 	if ((r[2] == RS_FROM_A && port != RS_PORT_A) ||
-	    (r[2] == RS_FROM_B && port != RS_PORT_B)) {
-		if (e)
-			e->b = RS_T_FROM;
+	    (r[2] == RS_FROM_B && port != RS_PORT_B))
 		return 0;
-	}
 	for (k = 0; k < r[4]; k++) {
-		if (!rs_match_op(p, r[off], r + off + 2, rx_len)) {
-			if (e) {	/* which op, and what it read */
-				e->b = k;
-				e->c = r[off] == RS_M_RANGE && !rs_field_get(p, r[off + 2], rx_len, &e->d);
-			}
+		if (!rs_match_op(p, r[off], r + off + 2, rx_len))
 			return 0;
-		}
 		off += RS_OP_HDR_LEN + r[off + 1];
 	}
 	*act = off;
 	return 1;
+}
+
+/* Why a rule rs_rule_matches refused did not match, into its trace event: its from, or the first
+ * match op that failed and the field value that op read. */
+static void rs_rule_miss(const struct rs_pkt *p, const uint8_t *r, uint32_t port, uint32_t rx_len,
+			 struct rs_trace_event *e)
+{
+	uint32_t k, off = RS_RULE_HDR_LEN;
+
+	e->b = RS_T_FROM;
+	if ((r[2] == RS_FROM_A && port != RS_PORT_A) || (r[2] == RS_FROM_B && port != RS_PORT_B))
+		return;
+	for (k = 0; k < r[4]; k++, off += RS_OP_HDR_LEN + r[off + 1]) {
+		if (!rs_match_op(p, r[off], r + off + 2, rx_len)) {
+			e->b = k;
+			e->c = r[off] == RS_M_RANGE && !rs_field_get(p, r[off + 2], rx_len, &e->d);
+			return;
+		}
+	}
 }
 
 /* ---- classifying through the loaded form ---- */
@@ -2149,11 +2160,13 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 			struct rs_trace_event *e = trace ? rs_trace_add(trace, RS_T_RULE, i) : 0;
 
 			r = prog + off;
-			if (rs_rule_matches(&c.p, r, port, len, &act, e)) {
+			if (rs_rule_matches(&c.p, r, port, len, &act)) {
 				if (e)
 					e->a = 1;
 				break;
 			}
+			if (e)
+				rs_rule_miss(&c.p, r, port, len, e);
 			off += rs_le16(r);
 		}
 	} else {
