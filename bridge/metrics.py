@@ -23,7 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
-from reshaper.rules.binding import GLOBAL_COUNTERS, RULE_COUNTERS
+from reshaper.rules.binding import RULE_COUNTERS
 
 LOOPBACK = "127.0.0.1"  # where --metrics PORT listens: nothing is exposed unless an address is given
 

@@ -15,8 +15,7 @@ from reshaper.bridge.explain import explain, ip_packet
 from reshaper.examples import example
 from reshaper.rules.config import load_config
 from tests.helpers.captures import write_capture
-from tests.test_golden import run_case
-from tests.helpers.golden import CASES, Case
+from tests.helpers.golden import CASES, Case, run_case
 
 FIVE_RULES = example("five-rules.yaml")
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")

@@ -8,19 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reshaper.bridge.apply import apply_capture
-from reshaper.rules.config import load_config
 from tests.helpers.captures import read_outputs
-from tests.helpers.golden import CASES, GOLDEN, Case, count_problems, mismatches
-
-
-def run_case(case: Case, tmp_path: Path):
-    config = tmp_path / "rules.yaml"
-    config.write_text(case.config)
-    in_pcap, out_pcap = tmp_path / "in.pcap", tmp_path / "out.pcap"
-    case.write_inputs(in_pcap)
-    result = apply_capture(load_config(str(config)), str(in_pcap), str(out_pcap), case.from_port, case.seed)
-    return result, read_outputs(out_pcap)
+from tests.helpers.golden import CASES, GOLDEN, Case, count_problems, mismatches, run_case
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])

@@ -53,8 +53,9 @@ from pathlib import Path
 import scapy.all
 import yaml
 
+from reshaper.bridge.apply import apply_capture
 from reshaper.rules.config import load_config
-from tests.helpers.captures import write_capture
+from tests.helpers.captures import read_outputs, write_capture
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CASES = sorted(GOLDEN.glob("*.yaml"))
@@ -126,6 +127,17 @@ class Case:
     def egress_header_len(self) -> int:
         out_port = (load_config("-", self.config).ports["b" if self.from_port == "a" else "a"])
         return 18 if out_port.vlan is not None else 14
+
+
+def run_case(case: Case, tmp_path: Path):
+    """The case through `reshaper apply` (its rule file written to tmp_path/rules.yaml): the result
+    and the frames out, (departure ns, bytes)."""
+    config = tmp_path / "rules.yaml"
+    config.write_text(case.config)
+    in_pcap, out_pcap = tmp_path / "in.pcap", tmp_path / "out.pcap"
+    case.write_inputs(in_pcap)
+    result = apply_capture(load_config(str(config)), str(in_pcap), str(out_pcap), case.from_port, case.seed)
+    return result, read_outputs(out_pcap)
 
 
 # ---- comparing ------------------------------------------------------------------
