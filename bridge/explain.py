@@ -110,7 +110,7 @@ def tell_parse(trace: Trace, l3: bool) -> list[str]:
             parts.append(f"{IP_PROTOCOLS.get(proto, 'L4').upper()} header at {l4_at} ({e.d} bytes)")
         elif not l4_at:
             parts.append("no upper-layer header (a fragment after the first, or past 8 extension headers)")
-    lines = ["parsed: " + "; ".join(parts)]
+    lines = ["parsed: " + ("; ".join(parts) or "no IP header it accepts")]
     if e.rule:
         lines.append("malformed: a runt or a bogus IP header; the rules do not see it (malformed: in the file)")
     return lines

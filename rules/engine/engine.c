@@ -1966,7 +1966,6 @@ static int rs_act_rate(struct rs_ctx *c, const uint8_t *o)
 	return 0;
 }
 
-/* Runs the actions; returns a drop reason or RS_R_NONE. */
 /* One action op of a rule; returns the reason it dropped the frame, RS_R_NONE if it did not. */
 static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct rs_ctx *c, uint32_t op,
 									 const uint8_t *o)
@@ -2012,6 +2011,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct r
 	return RS_R_NONE;
 }
 
+/* Runs the actions; returns a drop reason or RS_R_NONE. */
 static uint32_t rs_run_actions(struct rs_ctx *c, const uint8_t *r, uint32_t off)
 {
 	uint32_t k, reason;
@@ -2096,12 +2096,13 @@ static int rs_direction_ok(uint32_t pflags, uint32_t port)
 	return 0;
 }
 
-/* What the parser found, into the trace (RS_T_PARSE). */
+/* What the parser found, into the trace (RS_T_PARSE): nothing of a frame rs_pkt_parse refused
+ * before parsing (no frame, or longer than its buffer), whose fields it left unset. */
 static void rs_trace_parse(struct rs_trace *t, const struct rs_pkt *p, int malformed)
 {
 	struct rs_trace_event *e = rs_trace_add(t, RS_T_PARSE, malformed != 0);
 
-	if (e) {
+	if (e && p->b && p->len <= p->cap && p->len <= RS_MAX_FRAME) {
 		e->a = p->eth_type;
 		e->b = p->ntags | p->ipv << 8 | p->proto << 16;
 		e->c = p->l3 | (p->has_l4off ? p->l4 : 0) << 16;
