@@ -24,11 +24,12 @@ from reshaper._native import lib
 from reshaper.bridge.apply import egress_frame, port_frame
 from reshaper.rules.binding import DROP_REASONS, Engine, Trace, Verdict
 from reshaper.rules.compiler import rule_ops
-from reshaper.rules.fields import VLAN_TPIDS
+from reshaper.rules.fields import ETH_TYPES, IP_PROTOS, VLAN_TPIDS
 from reshaper.rules.model import Config
 
-IP_PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
-ETH_TYPES = {0x0800: "IPv4", 0x86DD: "IPv6", 0x0806: "ARP"}
+# the rule language's names of the numbers (rules/fields.py), as a rule file writes them
+PROTO_NAMES = {number: name for name, number in IP_PROTOS.items()}
+ETH_TYPE_NAMES = {number: name for name, number in ETH_TYPES.items()}
 
 
 @dataclasses.dataclass
@@ -101,13 +102,12 @@ def tell_parse(trace: Trace, l3: bool) -> list[str]:
         return ["not run: the program does not forward frames from this port (forward:)"]
     tags, ipv, proto = e.b & 0xFF, (e.b >> 8) & 0xFF, e.b >> 16
     l3_at, l4_at = e.c & 0xFFFF, e.c >> 16
-    parts = [] if l3 else [f"ethertype 0x{e.a:04x}" + (f" ({ETH_TYPES[e.a]})" if e.a in ETH_TYPES else "")
+    parts = [] if l3 else [f"ethertype {field_value('eth_type', e.a)}"
                            + (f" after {tags} VLAN tag{'s' if tags != 1 else ''}" if tags else ", no VLAN tag")]
     if ipv:
-        parts.append(f"IPv{ipv} header at {l3_at}, protocol {proto}"
-                     + (f" ({IP_PROTOCOLS[proto]})" if proto in IP_PROTOCOLS else ""))
+        parts.append(f"IPv{ipv} header at {l3_at}, protocol {field_value('ip_proto', proto)}")
         if e.d:
-            parts.append(f"{IP_PROTOCOLS.get(proto, 'L4').upper()} header at {l4_at} ({e.d} bytes)")
+            parts.append(f"{PROTO_NAMES.get(proto, 'L4').upper()} header at {l4_at} ({e.d} bytes)")
         elif not l4_at:
             parts.append("no upper-layer header (a fragment after the first, or past 8 extension headers)")
     lines = ["parsed: " + ("; ".join(parts) or "no IP header it accepts")]
@@ -120,6 +120,7 @@ def tell_rules(config: Config, trace: Trace) -> list[str]:
     lines = []
     for e in (e for e in trace if e.kind == lib.RS_T_RULE):
         rule = config.rules[e.rule]
+        match_ops, _ = rule_ops(rule)
         head = f"  rule {e.rule + 1} {rule.name} ({where(config, rule.node)}): "
         if e.a:
             lines.append(head + "matched" + (f" ({', '.join(m.field for m in rule.matches)})"
@@ -127,19 +128,19 @@ def tell_rules(config: Config, trace: Trace) -> list[str]:
         elif e.b == lib.RS_T_FROM:
             lines.append(head + f"no: it takes frames from port {rule.from_port} only")
         else:
-            m = rule.matches[e.b]
+            m, op = match_ops[e.b]
+            # a field test (RS_M_RANGE) says what it read, or that the frame has no such field
             read = f"; the frame's {m.field} is {field_value(m.field, e.d)}" if e.c else (
-                f"; the frame has no {m.field}" if m.field not in ("eth_src", "eth_dst", "ip_src", "ip_dst",
-                                                                    "tcp_flags", "bytes") else "")
+                f"; the frame has no {m.field}" if op[0] == lib.RS_M_RANGE else "")
             lines.append(head + f"no: {m.field} ({where(config, m.node)}) did not match{read}")
     return (["rules, in order:"] + lines) if lines else []
 
 
 def field_value(field: str, value: int) -> str:
-    if field == "ip_proto" and value in IP_PROTOCOLS:
-        return f"{value} ({IP_PROTOCOLS[value]})"
+    if field == "ip_proto" and value in PROTO_NAMES:
+        return f"{value} ({PROTO_NAMES[value]})"
     if field == "eth_type":
-        return f"0x{value:04x}" + (f" ({ETH_TYPES[value]})" if value in ETH_TYPES else "")
+        return f"0x{value:04x}" + (f" ({ETH_TYPE_NAMES[value]})" if value in ETH_TYPE_NAMES else "")
     return str(value)
 
 
@@ -156,7 +157,7 @@ def tell_actions(config: Config, trace: Trace, frame: bytes, l3: bool) -> list[s
         change = changes(before, after, l3)
         said = f"  {action.kind} ({where(config, action.node)})"
         if e.d != lib.RS_R_NONE:
-            said += f": the frame is dropped ({reason_name(e.d)})"
+            said += f": the frame is dropped ({DROP_REASONS.get(e.d, e.d)})"
         elif change:
             said += ": " + ", ".join(change)
         else:
@@ -171,10 +172,6 @@ NO_CHANGE = {"delay": "no bytes change; its departure is later (the verdict)",
              "duplicate": "no bytes change; copies, if any, in the verdict",
              "reorder": "no bytes change; whether it goes ahead, in the verdict",
              "loss": "kept", "corrupt": "this time, no bit flipped"}
-
-
-def reason_name(code: int) -> str:
-    return DROP_REASONS.get(code, str(code))
 
 
 def changes(before: bytes, after: bytes, l3: bool) -> list[str]:

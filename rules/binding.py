@@ -73,13 +73,22 @@ class Engine:
 
     def run(self, frame: bytes, port: str, now_ns: int = 0, l3: bool = False) -> tuple[Verdict, bytes]:
         """Runs one frame arriving on port ("a" or "b"); returns the verdict and the frame after it."""
+        n = self._put(frame)
+        lib.rs_run(self.program, self.program_len, self.state, self._buf, n, n + lib.RS_FRAME_ROOM,
+                   PORTS[port], lib.RS_RUN_L3 if l3 else 0, now_ns, self._verdict)
+        return self._result()
+
+    def _put(self, frame: bytes) -> int:
+        """Copies frame into the engine's buffer; its length."""
         n = len(frame)
         if n > lib.RS_MAX_FRAME:
             raise ValueError(f"frame of {n} bytes is over the engine's {lib.RS_MAX_FRAME}")
         ffi.memmove(self._buf, frame, n)
+        return n
+
+    def _result(self) -> tuple[Verdict, bytes]:
+        """The verdict of the last run, and the frame it left in the buffer."""
         v = self._verdict
-        lib.rs_run(self.program, self.program_len, self.state, self._buf, n, n + lib.RS_FRAME_ROOM,
-                   PORTS[port], lib.RS_RUN_L3 if l3 else 0, now_ns, v)
         verdict = Verdict(v.verdict == lib.RS_V_FORWARD, DROP_REASONS.get(v.reason, str(v.reason)),
                           v.len, v.copies, v.rule, v.flags, v.delay_ns)
         return verdict, ffi.buffer(self._buf, v.len)[:]
@@ -87,28 +96,22 @@ class Engine:
     def run_traced(self, frame: bytes, port: str, now_ns: int = 0, l3: bool = False) -> tuple[Verdict, bytes, Trace]:
         """run() by rs_run_traced (the same verdict, frame and state): also the trace of the frame's
         way through the engine (rs_program.h, struct rs_trace), for `reshaper explain`."""
-        n = len(frame)
-        if n > lib.RS_MAX_FRAME:
-            raise ValueError(f"frame of {n} bytes is over the engine's {lib.RS_MAX_FRAME}")
-        ffi.memmove(self._buf, frame, n)
+        n = self._put(frame)
         cap = n + lib.RS_FRAME_ROOM
         # an event a rule, one for the parser, one an action op; a copy of the frame after each op
         events = ffi.new("struct rs_trace_event[]", self.n_rules + 1 + lib.RS_MAX_OPS)
         copies = ffi.new("uint8_t[]", lib.RS_MAX_OPS * cap)
         trace = ffi.new("struct rs_trace *", {"ev": events, "cap": len(events), "frames": copies,
                                               "frame_cap": cap, "nframes": lib.RS_MAX_OPS})
-        v = self._verdict
         lib.rs_run_traced(self.program, self.program_len, self.state, self._buf, n, cap, PORTS[port],
-                          lib.RS_RUN_L3 if l3 else 0, now_ns, v, trace)
-        verdict = Verdict(v.verdict == lib.RS_V_FORWARD, DROP_REASONS.get(v.reason, str(v.reason)),
-                          v.len, v.copies, v.rule, v.flags, v.delay_ns)
+                          lib.RS_RUN_L3 if l3 else 0, now_ns, self._verdict, trace)
         steps = []
         for e in events[0:min(trace.n, trace.cap)]:
             after = None
             if e.kind == lib.RS_T_ACTION and e.a < lib.RS_MAX_OPS:
                 after = ffi.buffer(copies + e.a * cap, e.c)[:]
             steps.append(TraceEvent(e.kind, e.rule, e.a, e.b, e.c, e.d, after))
-        return verdict, ffi.buffer(self._buf, v.len)[:], steps
+        return (*self._result(), steps)
 
     def counters(self) -> dict[str, int]:
         return engine_counters(self._header)

@@ -49,7 +49,7 @@ def test_the_account_of_one_frame():
     assert r.lines[:11] == [
         "the frame: 76 bytes into port a (eth0 VLAN 100, trunk form)",
         "its tag (VLAN 100, PCP 0) taken off: the rules see 72 bytes",
-        "parsed: ethertype 0x0800 (IPv4), no VLAN tag; IPv4 header at 14, protocol 17 (udp); "
+        "parsed: ethertype 0x0800 (ipv4), no VLAN tag; IPv4 header at 14, protocol 17 (udp); "
         "UDP header at 34 (8 bytes)",
         "rules, in order:",
         f"  rule 1 block-telnet ({at(10, 5)}): no: ip_proto ({at(11, 39)}) did not match; "
