@@ -115,6 +115,7 @@ class Appliance:
         self.seed = seed
         self.engine = None
         self.control = None
+        self.tracer = None  # the TraceSession of a `reshaper trace` client (bridge/trace.py)
         self.reloads = self.reloads_refused = 0
         self.last_reload_error: str | None = None
         self.swap_lock = threading.Lock()  # held while a reload swaps engine and config, and by snapshot()
@@ -167,6 +168,24 @@ class Appliance:
     def tear_down(self) -> None:
         raise NotImplementedError
 
+    # tracing (`reshaper trace`, bridge/trace.py): what a mode's data path records
+    trace_l3 = False   # its records hold IP packets (nfqueue mode), not frames
+
+    def trace_start(self, rule: int) -> None:
+        """Records the frames of rule (an index of the running program; -1: every frame) from now on."""
+        raise NotImplementedError
+
+    def trace_stop(self) -> None:
+        raise NotImplementedError
+
+    def trace_take(self) -> list:
+        """The TraceRecords recorded since the last call."""
+        raise NotImplementedError
+
+    def trace_lost(self) -> int:
+        """Frames not recorded since the start: the buffer was full."""
+        raise NotImplementedError
+
     @staticmethod
     def same_ports(old: Config, new: Config) -> bool:
         """Whether a reload keeps the ports (else it is refused: the set-up is per port)."""
@@ -191,7 +210,27 @@ class Appliance:
                 "engine": engine.counters(),
                 "rules": [{"name": rule.name, **engine.rule_counters(i)} for i, rule in enumerate(config.rules)],
                 "hooks": self.hooks.counters() if getattr(self, "hooks", None) else {},
+                # a `reshaper trace` client reading now (kernel mode's read tracefs: not seen here)
+                "trace": {"rule": self.tracer.rule} if self.tracer else None,
             }
+
+    def trace_open(self, rule: str | None):
+        """A client's trace of rule (a name; None: every frame): its TraceSession, one at a time."""
+        from reshaper.bridge.trace import TraceError, TraceSession
+
+        with self.swap_lock:
+            if self.tracer is not None:
+                raise TraceError("another `reshaper trace` is reading this instance; one at a time")
+            session = TraceSession(self, rule)
+            self.trace_start(session.rule_index(self.config))
+            self.tracer = session
+        return session
+
+    def trace_close(self, session) -> None:
+        with self.swap_lock:
+            if self.tracer is session:
+                self.tracer = None
+                self.trace_stop()
 
     def summary(self) -> str:
         ports = ", ".join(f"{n} = {p.interface}{f' vlan {p.vlan}' if p.vlan else ''}"
@@ -216,7 +255,10 @@ class Appliance:
             # lock: the control thread never sees one program's rules with another's counters
             # (kernel mode's counters are the module's, which has the new program once load returns)
             with self.swap_lock:
+                old = self.config
                 self.engine, self.config = self.load(program, config), config
+                if self.tracer is not None:
+                    self.tracer.reloaded(old, config)
                 self.reloads += 1
                 self.last_reload_error = None
         except ConfigError as exc:
@@ -256,7 +298,7 @@ class Appliance:
             self.set_up(program)
             self.port_indexes = {iface: index for iface, index in self.port_interfaces().values()}
             self.engine = self.load(program, self.config)
-            self.control = ControlServer(self.control_path, self.snapshot)
+            self.control = ControlServer(self.control_path, self.snapshot, self.serve_trace)
             if self.metrics_address:
                 from reshaper.bridge.metrics import MetricsServer, url_host
 
@@ -295,6 +337,11 @@ class Appliance:
                 os.unlink(self.state_path)
             except FileNotFoundError:
                 pass
+
+    def serve_trace(self, conn, request: dict, stopping) -> None:
+        from reshaper.bridge.trace import serve
+
+        serve(conn, self, request, stopping)
 
     def port_interfaces(self) -> dict[str, tuple[str, int]]:
         """{port: (interface, ifindex)} as they are now (ifindex 0: no such interface)."""

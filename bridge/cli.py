@@ -1,4 +1,4 @@
-"""The `reshaper` command line: check, apply, explain, run, stats, demo and bench, one function each."""
+"""The `reshaper` command line: check, apply, explain, run, stats, trace, demo and bench, one function each."""
 from __future__ import annotations
 
 import argparse
@@ -160,7 +160,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from reshaper.bridge.control import RUN_DIR, instances_here, read_stats
+    from reshaper.bridge.control import read_stats
     from reshaper.bridge.watch import watch
     from reshaper.rules.model import Invalid
     from reshaper.rules.values import TIME_UNITS, time_ns
@@ -179,15 +179,9 @@ def cmd_stats(args) -> int:
             print(f"reshaper stats: --watch expected a time of at least {WATCH_LEAST_S * 1000:g}ms, "
                   f"got {args.watch!r}", file=sys.stderr)
             return EXIT_USAGE
-    path = args.control
+    path = control_path(args.control, "stats")
     if path is None:
-        found = instances_here()
-        if len(found) != 1:
-            print(f"reshaper stats: no instance runs in this network namespace ({RUN_DIR})" if not found else
-                  f"reshaper stats: {len(found)} instances run in this network namespace; name one with "
-                  f"--control: {', '.join(found)}", file=sys.stderr)
-            return EXIT_INVALID
-        path = found[0]
+        return EXIT_INVALID
 
     def read() -> dict:
         try:
@@ -210,6 +204,49 @@ def cmd_stats(args) -> int:
         return EXIT_INVALID
     except KeyboardInterrupt:   # how a watch ends when no --count was given
         pass
+    return EXIT_OK
+
+
+def control_path(given: str | None, command: str) -> str | None:
+    """The control socket to ask: the one given, else this namespace's one instance (None: said why)."""
+    from reshaper.bridge.control import RUN_DIR, instances_here
+
+    if given is not None:
+        return given
+    found = instances_here()
+    if len(found) != 1:
+        print(f"reshaper {command}: no instance runs in this network namespace ({RUN_DIR})" if not found else
+              f"reshaper {command}: {len(found)} instances run in this network namespace; name one with "
+              f"--control: {', '.join(found)}", file=sys.stderr)
+        return None
+    return found[0]
+
+
+def cmd_trace(args) -> int:
+    from reshaper.bridge.trace import TraceError, line, records
+
+    if args.count is not None and args.count < 1:
+        print("reshaper trace: --count takes a number of frames, at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    path = control_path(args.control, "trace")
+    if path is None:
+        return EXIT_INVALID
+    not_shown, shown = [0], 0
+    try:
+        for rec in records(path, args.rule, args.count, not_shown):
+            print(json.dumps(rec) if args.json else line(rec), flush=True)
+            shown += 1
+    except TraceError as exc:
+        print(f"reshaper trace: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as exc:
+        print(f"reshaper trace: no running instance answers on {path}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:   # how a trace ends when no --count was given
+        pass
+    if not_shown[0]:
+        print(f"reshaper trace: {shown} frames shown; {not_shown[0]} more crossed while the trace buffer was "
+              f"full (the data path does not wait for a reader)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -354,6 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "each rule's matched, dropped and delayed frames, stamped with the time of day")
     p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N intervals")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("trace", help="the frames the running instance sees, a line each, with their rule and verdict")
+    p.add_argument("--control", metavar="PATH",
+                   help="control socket of the instance (default: the one instance of this network namespace)")
+    p.add_argument("--rule", metavar="NAME", help="only the frames this rule matched")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N frames (default: until interrupted)")
+    p.add_argument("--json", action="store_true", help="one JSON object a frame, its first bytes in hex")
+    p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("demo", help="the appliance in network namespaces, with real traffic")
     p.set_defaults(func=cmd_demo)

@@ -11,6 +11,7 @@ import dataclasses
 from reshaper._native import ffi, lib
 from reshaper.rules.binding import Engine
 
+TRACE_BATCH = 256   # trace records taken from the loop's buffer in one call
 PORT_COUNTERS = tuple(name for name, _ in ffi.typeof("struct rs_port_stats").fields)  # ring.h
 
 
@@ -56,6 +57,7 @@ class RingForwarder:
             raise RingError(ffi.string(err).decode())
         self.engine: Engine | None = None
         self._stats = ffi.new("struct rs_forwarder_stats *")
+        self._trace_out = None   # records taken in one call, made at the first
 
     def load(self, program: bytes, seed: int = 0) -> Engine:
         """Makes program the one the next frame meets; the previous engine is returned to nobody."""
@@ -126,6 +128,28 @@ class RingForwarder:
 
     def hook_wake(self) -> None:
         lib.rs_forwarder_hook_wake(self._forwarder)
+
+    # ---- tracing (ring/trace_buffer.c) ----
+    def set_trace(self, on: bool, rule: int = -1) -> None:
+        lib.rs_forwarder_set_trace(self._forwarder, int(on), rule)
+
+    def trace_take(self) -> list:
+        """The records the loop left since the last call (bridge/trace.py's TraceRecord)."""
+        from reshaper.bridge.trace import TraceRecord
+
+        if self._trace_out is None:
+            self._trace_out = ffi.new("struct rs_trace_record[]", TRACE_BATCH)
+        out = []
+        while n := lib.rs_forwarder_trace_take(self._forwarder, self._trace_out, TRACE_BATCH):
+            out.extend(TraceRecord(r.timestamp_ns, r.port, r.len, r.rule, r.verdict, r.reason, r.copies, r.delay_ns,
+                                   bytes(ffi.buffer(r.head, r.caplen)))
+                       for r in self._trace_out[0:n])
+            if n < TRACE_BATCH:
+                break
+        return out
+
+    def trace_lost(self) -> int:
+        return lib.rs_forwarder_trace_lost(self._forwarder)
 
     def close(self) -> None:
         if self._forwarder is not None:

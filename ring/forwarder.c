@@ -123,6 +123,10 @@ struct rs_forwarder *rs_forwarder_open(const struct rs_forwarder_config *cfg, ch
 		snprintf(err, errlen, "out of memory or eventfds for the hook queues");
 		goto out;
 	}
+	if (rs_trace_buffer_open(fw)) {
+		snprintf(err, errlen, "out of memory for the trace buffer");
+		goto out;
+	}
 	/* timers for delayed frames: no 50 us default slack */
 	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 	return fw;
@@ -250,8 +254,13 @@ static int rx_port(struct rs_forwarder *fw, struct rs_link *l, const struct tpac
 void rs_forward_frame(struct rs_forwarder *fw, int port, uint8_t *w, uint32_t len, uint32_t pcp, uint64_t now)
 {
 	struct rs_verdict v;
+	int tracing = rs_tracing(fw);
 
+	if (tracing)
+		rs_trace_before(fw, w, len);
 	rs_run(fw->prog, fw->prog_len, fw->state, w, len, WORK_CAP, (uint32_t)port + 1, 0, now, &v);
+	if (tracing)
+		rs_trace_after(fw, port, now, len, &v);
 	if (v.verdict != RS_V_FORWARD)
 		return;
 	if (v.rule >= 0 && v.rule < RS_MAX_RULES && fw->hook_rule[v.rule]) {
@@ -521,6 +530,7 @@ void rs_forwarder_close(struct rs_forwarder *fw)
 			rs_link_close(&fw->link[i]);
 	}
 	rs_hook_queues_close(fw);
+	rs_trace_buffer_close(fw);
 	rs_delay_pool_close(fw);
 	free(fw);
 }

@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+#include "rs_program.h"	/* the engine's verdicts, RS_TRACE_HEAD */
+
 struct rs_port_stats {
 	/* rx, tx and their bytes count wire frames: a super-frame counts as its segments */
 	uint64_t rx;          /* frames received for this port */
@@ -120,6 +122,35 @@ int rs_forwarder_hook_take(struct rs_forwarder *fw, struct rs_hook_meta *m, uint
 int rs_forwarder_hook_put(struct rs_forwarder *fw, const struct rs_hook_meta *m, const uint8_t *frame);
 void rs_forwarder_hook_wake(struct rs_forwarder *fw);
 uint32_t rs_forwarder_generation(struct rs_forwarder *fw);
+
+/*
+ * Tracing (`reshaper trace`, trace_buffer.c): while it is on, each frame the
+ * rules see (of one rule, or all) leaves a record in a buffer of
+ * RS_TRACE_SLOTS that a Python thread empties with rs_forwarder_trace_take
+ * (one producer, one consumer). A frame that finds the buffer full is not
+ * recorded, only counted. Off, it costs the loop one test per frame.
+ */
+#define RS_TRACE_SLOTS 1024
+
+struct rs_trace_record {
+	uint64_t timestamp_ns;  /* receive time, CLOCK_MONOTONIC */
+	uint64_t delay_ns;      /* the verdict's (struct rs_verdict) */
+	int32_t rule;           /* the rule it met, under program generation gen; -1: none */
+	uint32_t len;           /* as it arrived (a super-frame's whole length) */
+	uint16_t copies, gen;
+	uint8_t port;           /* ingress: 0 a, 1 b */
+	uint8_t verdict, reason; /* RS_V_*, RS_R_* */
+	uint8_t caplen;         /* bytes in head */
+	uint8_t head[RS_TRACE_HEAD]; /* rs_program.h */
+};
+
+/* Traces the frames of rule (of the running program), or of every rule and none when rule < 0;
+ * on == 0 stops. */
+void rs_forwarder_set_trace(struct rs_forwarder *fw, int on, int32_t rule);
+/* Up to max records into out; returns how many. */
+uint32_t rs_forwarder_trace_take(struct rs_forwarder *fw, struct rs_trace_record *out, uint32_t max);
+/* Frames not recorded while tracing was on: the buffer was full. */
+uint64_t rs_forwarder_trace_lost(struct rs_forwarder *fw);
 
 /* RS_XDP_* of port (0 a, 1 b) in XDP mode; 0 in ring mode. */
 uint32_t rs_forwarder_carrier_flags(struct rs_forwarder *fw, int port);

@@ -7,6 +7,7 @@
  *   xsk.c           XDP mode's links instead: an AF_XDP socket, its UMEM, the XDP program
  *   delay_queue.c   delayed frames: the buffer pool and the heap by departure
  *   hook_queue.c    the queues to and from the Python hooks, and their eventfds
+ *   trace_buffer.c  the records `reshaper trace` reads, while tracing is on
  *   super_frames.c  GSO super-frames: cut here, or sent whole for the kernel to cut
  * ring.h is the interface Python sees; reshaper/_ffi_build.py gives cffi that
  * header only, never this one.
@@ -56,6 +57,17 @@ struct rs_hookq {
 	int efd;	/* the producer writes it, the consumer sleeps on it */
 };
 
+/* trace_buffer.c: one producer (the loop), one consumer (rs_forwarder_trace_take) */
+struct rs_trace_buffer {
+	int on;                         /* rs_forwarder_set_trace */
+	int32_t rule;                   /* the rule traced; < 0: every frame */
+	uint32_t head, tail;
+	uint64_t lost;                  /* frames that found the ring full */
+	struct rs_trace_record *rec;    /* RS_TRACE_SLOTS */
+	uint32_t caplen;                /* the frame being run: its first bytes, as it arrived */
+	uint8_t head_bytes[RS_TRACE_HEAD];
+};
+
 struct rs_forwarder {
 	struct rs_link link[2];
 	int nlinks, port_link[2];
@@ -77,6 +89,7 @@ struct rs_forwarder {
 	uint32_t held[RS_MAX_RULES];    /* frames in the delay queue per rule of the running program */
 	uint8_t hook_rule[RS_MAX_RULES];  /* rules whose frames go to Python */
 	struct rs_hookq to_py, from_py;
+	struct rs_trace_buffer trace;
 	int hook_pending;               /* to_py got frames since the worker was last woken */
 	int prog_wire, hooks_on;        /* the program, the hooks need wire frames (rs_wire_frames_needed) */
 	int cut;                        /* so super-frames are cut before the rules */
@@ -139,11 +152,23 @@ int rs_hookq_push(struct rs_hookq *q, uint32_t slot_size, const struct rs_hook_m
 void rs_efd_signal(int efd);
 int rs_hook_returns(struct rs_forwarder *fw);
 
+/* trace_buffer.c: rs_trace_before the rules run on a frame, rs_trace_after with their verdict;
+ * both only while fw->trace.on (rs_tracing) */
+int rs_trace_buffer_open(struct rs_forwarder *fw);
+void rs_trace_buffer_close(struct rs_forwarder *fw);
+void rs_trace_before(struct rs_forwarder *fw, const uint8_t *frame, uint32_t len);
+void rs_trace_after(struct rs_forwarder *fw, int port, uint64_t now, uint32_t len, const struct rs_verdict *v);
+
 /* super_frames.c */
 int rs_wire_frames_needed(const uint8_t *prog, uint32_t len, uint32_t *push_room);
 void rs_forward_super_frame(struct rs_forwarder *fw, int port, uint32_t pcp, uint64_t now,
 			    const struct virtio_net_hdr *vh, int shift, uint32_t len);
 
 #pragma GCC visibility pop
+
+static inline int rs_tracing(const struct rs_forwarder *fw)
+{
+	return __builtin_expect(__atomic_load_n(&fw->trace.on, __ATOMIC_RELAXED), 0);
+}
 
 #endif /* RS_RING_INTERNAL_H */

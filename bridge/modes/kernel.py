@@ -185,6 +185,18 @@ class KernelAppliance(Appliance):
                  for name in ("a", "b")}
         return {"bridge": BRIDGE, "ports": ports, "queued": k["queued"], "queue_drops": k["queue_drops"]}
 
+    def trace_open(self, rule: str | None):
+        """No session here: the module's tracepoint is read by the client itself (bridge/trace.py)."""
+        return None
+
+    def trace_kernel_info(self) -> dict:
+        """What the client needs to read the tracepoint: this namespace, the running rules' names."""
+        from reshaper.bridge.control import netns_id
+
+        with self.swap_lock:
+            return {"mode": self.mode, "tracefs": True, "netns": netns_id(), "config": self.config.path,
+                    "rules": [r.name for r in self.config.rules]}
+
     def tear_down(self) -> None:
         from reshaper.bridge.kernel_genl import KernelError
 

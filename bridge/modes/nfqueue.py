@@ -197,6 +197,11 @@ class NfqueueAppliance(Appliance):
         self.packet.frame = self.frame
         self.frame_bytes = ffi.cast("char *", self.frame)   # ffi.unpack of a char * gives bytes
         self.hooked_rules: set[int] = set()   # the rules with a hook, kept by load()
+        # `reshaper trace` (bridge/trace.py): the rule traced while a client traces ([-1]: every packet),
+        # and the records this loop leaves for the control thread, at most RS_TRACE_SLOTS
+        self.tracing: list[int] = []
+        self.traced: deque = deque()
+        self.trace_not_shown = 0
         self.queues = []
         for i, port in enumerate("ab"):
             q = NetfilterQueue()
@@ -270,12 +275,14 @@ class NfqueueAppliance(Appliance):
         run, unpack, packet, frame = lib.rs_nfq_run, ffi.unpack, self.packet, self.frame_bytes
         port_id, counters, hooked_rules = PORTS[port], self.counters[port], self.hooked_rules
         accept, drop, delayed, code_bits = lib.RS_NFQ_ACCEPT, lib.RS_NFQ_DROP, lib.RS_NFQ_DELAYED, lib.RS_NFQ_CODE_BITS
-        unusual = self._unusual
+        unusual, tracing, trace = self._unusual, self.tracing, self._trace
 
         def on_packet(pkt) -> None:
             counters["rx"] += 1
             payload = pkt.get_payload()
             result = run(packet, payload, len(payload), port_id)
+            if tracing and result >= 0:
+                trace(payload, port)
             if result == drop:
                 pkt.drop()
                 counters["dropped"] += 1
@@ -288,6 +295,40 @@ class NfqueueAppliance(Appliance):
             pkt.accept()
             counters["tx"] += 1
         return on_packet
+
+    def _trace(self, payload: bytes, port: str) -> None:
+        from reshaper.bridge.trace import TraceRecord
+
+        v = self.packet.v
+        try:
+            rule = self.tracing[0]
+        except IndexError:
+            return   # the control thread stopped the trace meanwhile
+        if rule >= 0 and v.rule != rule:
+            return
+        if len(self.traced) >= lib.RS_TRACE_SLOTS:
+            self.trace_not_shown += 1
+            return
+        self.traced.append(TraceRecord(self.packet.now_ns, "ab".index(port), len(payload), v.rule, v.verdict,
+                                       v.reason, v.copies, v.delay_ns, payload[:lib.RS_TRACE_HEAD]))
+
+    # records hold the IP packet: NFQUEUE hands over nothing below it
+    trace_l3 = True
+
+    def trace_start(self, rule: int) -> None:
+        self.tracing[:] = [rule]
+
+    def trace_stop(self) -> None:
+        self.tracing.clear()
+
+    def trace_take(self) -> list:
+        out = []
+        while self.traced:
+            out.append(self.traced.popleft())
+        return out
+
+    def trace_lost(self) -> int:
+        return self.trace_not_shown
 
     def _unusual(self, pkt, port: str, result: int) -> None:
         """A forwarded packet the callback leaves: over the engine's size, a rule's hook, a delay."""

@@ -266,6 +266,18 @@ class RingAppliance(Appliance):
     def data_stats(self) -> dict:
         return self.forwarder.stats()
 
+    def trace_start(self, rule: int) -> None:
+        self.forwarder.set_trace(True, rule)
+
+    def trace_stop(self) -> None:
+        self.forwarder.set_trace(False)
+
+    def trace_take(self) -> list:
+        return self.forwarder.trace_take()
+
+    def trace_lost(self) -> int:
+        return self.forwarder.trace_lost()
+
     def snapshot(self) -> dict:
         snap = super().snapshot()
         for rule, held in zip(snap["rules"], self.forwarder.rule_held(len(snap["rules"]))):

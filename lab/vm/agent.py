@@ -52,6 +52,7 @@ def read_stats(path: str) -> dict:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
         s.connect(path)
+        s.sendall(b"stats\n")   # the request bridge/control.py reads
         data = b""
         while chunk := s.recv(65536):
             data += chunk

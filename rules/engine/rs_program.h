@@ -135,6 +135,9 @@
 #define RS_MAX_FRAME 65535
 /* room a frame's buffer keeps past the frame, which push_vlan makes longer (rs_run's cap) */
 #define RS_FRAME_ROOM 64
+/* bytes of a frame, as it arrived, that `reshaper trace` shows: ring mode's records (ring/ring.h)
+ * and the kernel module's tracepoint keep as many */
+#define RS_TRACE_HEAD 128
 
 /* ---- verdict ------------------------------------------------------------- */
 #define RS_V_FORWARD 0
