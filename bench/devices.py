@@ -7,6 +7,7 @@ measured, None for the kernel paths). device_under_test(mode, ...) picks one.
   bridge-netfilter       the same with br_netfilter on and one iptables rule every frame passes
   nfqueue-accept         every bridged frame to NFQUEUE, a bare Python accept loop
   python                 the naive Python forwarder (naive_forwarder.py)
+  ring-traced            ring mode with `reshaper trace --json` reading every frame, pinned beside it
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 from reshaper.bench.frames import DST_MAC
-from reshaper.bench.settings import FWD_CPU, REALTIME, RT_PREFIX
+from reshaper.bench.settings import FWD_CPU, REALTIME, RT_PREFIX, TRACED
 from reshaper.bench.topology import ns_write
 from reshaper.bridge.modes.nfqueue import QUEUE_MAXLEN
 from reshaper.lab import REPO
@@ -119,7 +120,7 @@ class Reshaper:
     (taskset before it starts, so that the control thread inherits it too)."""
 
     def __init__(self, topo, mode: str, config: Path, tmp: Path):
-        self.topo, self.name, self.config, self.tmp = topo, mode, config, tmp
+        self.topo, self.name, self.mode, self.config, self.tmp = topo, mode, mode, config, tmp
         self.appliance = None
         self.pid = None
 
@@ -127,7 +128,7 @@ class Reshaper:
         from reshaper.bridge.launcher import RunningAppliance
 
         self.appliance = RunningAppliance(
-            self.config, self.tmp / f"{self.name}.sock", self.name, ns=self.topo.br,
+            self.config, self.tmp / f"{self.name}.sock", self.mode, ns=self.topo.br,
             log_path=self.tmp / f"{self.name}.log", env={**os.environ, "RESHAPER_RUN_DIR": str(self.tmp / "run")},
             prefix=["taskset", "-c", str(FWD_CPU)], extra=["--realtime"] if REALTIME[0] else [])
         self.appliance.start(timeout)
@@ -160,6 +161,34 @@ class Reshaper:
         if self.appliance is not None:
             self.appliance.stop(timeout=15)
             self.appliance = None
+
+class TracedReshaper(Reshaper):
+    """Ring mode while a `reshaper trace --json` client reads every frame it can (to /dev/null), on
+    FWD_CPU too: on the one-core board the reader takes its CPU time from the forwarder's."""
+
+    def __init__(self, topo, config: Path, tmp: Path):
+        super().__init__(topo, "ring", config, tmp)
+        self.name = TRACED
+        self.tracer = None
+
+    def start(self, timeout: float = 240.0) -> None:
+        super().start(timeout)
+        self.tracer = self.topo.br.popen(["taskset", "-c", str(FWD_CPU), sys.executable, "-m", "reshaper", "trace",
+                                          "--json", "--control", str(self.appliance.control)],
+                                         stdout=subprocess.DEVNULL, stderr=open(self.tmp / "trace.log", "a"))
+        deadline = time.monotonic() + 30
+        while self.appliance.stats()["trace"] is None:
+            if self.tracer.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("reshaper trace did not start: " + (self.tmp / "trace.log").read_text()[-800:])
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.tracer is not None and self.tracer.poll() is None:
+            self.tracer.send_signal(signal.SIGINT)
+            self.tracer.wait(10)
+        self.tracer = None
+        super().stop()
+
 
 class NaivePython:
     """naive_forward() as its own process in the bridge namespace, pinned to FWD_CPU."""
@@ -216,4 +245,6 @@ def device_under_test(mode: str, topo, rules_path: Path, tmp: Path):
         return NfqueueAccept(topo)
     if mode == "python":
         return NaivePython(topo, tmp)
+    if mode == TRACED:
+        return TracedReshaper(topo, rules_path, tmp)
     return Reshaper(topo, mode, rules_path, tmp)

@@ -210,8 +210,8 @@ def yardstick_section(results: dict, rows: list[dict]) -> list[str]:
         return []
     out = ["", "## Against its own yardstick (same run, same size, same placement)", "",
            ", ".join(f"{mode} against {yardstick}" for mode, yardstick in YARDSTICK_OF.items()
-                     if any(r["mode"] == mode for r in mine)) + ": what the same set-up gives with no work per "
-           "packet (bench/devices.py).", "",
+                     if any(r["mode"] == mode for r in mine)) + ": what the same set-up gives without the mode's own "
+           "work (nfqueue-accept: no work per packet; ring: no trace reader; bench/devices.py).", "",
            "| size B | mode | yardstick | placement | loss-free rate | saturation delivered | CPU per frame |",
            "|---|---|---|---|---|---|---|"]
     for r in mine:

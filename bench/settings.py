@@ -14,9 +14,11 @@ CACHE = Path(os.environ.get("RESHAPER_CACHE", Path.home() / ".cache" / "reshaper
 # the appliance's modes (bridge/modes/), then the baselines, then NFQUEUE's yardsticks (on request)
 BASELINES = ("linux-bridge", "python")
 YARDSTICKS = ("bridge-netfilter", "nfqueue-accept")
-ALL_MODES = (*MODES, *BASELINES, *YARDSTICKS)
+# on request: ring mode while `reshaper trace` reads every frame (bridge/trace.py), against ring mode
+TRACED = "ring-traced"
+ALL_MODES = (*MODES, *BASELINES, *YARDSTICKS, TRACED)
 # a mode's own yardstick: the report gives the mode's ratios to it (same run, size and placement)
-YARDSTICK_OF = {"nfqueue": "nfqueue-accept"}
+YARDSTICK_OF = {"nfqueue": "nfqueue-accept", TRACED: "ring"}
 DEFAULT_MODES = (*MODES, *BASELINES)
 QUICK_MODES = tuple(m for m in DEFAULT_MODES if m != "kernel")   # --quick: what runs on any kernel
 KERNEL_PATHS = ("kernel", "linux-bridge")   # CPU per frame: softirq time, not a process's
