@@ -1425,10 +1425,24 @@ static uint32_t rs_csum_fold(uint32_t s)
 	return s;
 }
 
+/* The change of a 16-bit word m -> m_new as a sum to fold into a checksum: ~m + m', added up over
+ * the words of a rewrite (at most 0x1fffe each: an address's eight stay far from overflow). */
+static uint32_t rs_csum_delta(uint32_t m, uint32_t m_new)
+{
+	return (~m & 0xffff) + m_new;
+}
+
+/* RFC 1624 eqn 3 for a sum of changes: HC' = ~(~HC + delta). One's complement addition is
+ * associative: the sum of several words' changes gives what they give one at a time. */
+static uint32_t rs_csum_add(uint32_t hc, uint32_t delta)
+{
+	return ~rs_csum_fold((~hc & 0xffff) + delta) & 0xffff;
+}
+
 /* RFC 1624 eqn 3: HC' = ~(~HC + ~m + m') */
 static uint32_t rs_csum_update(uint32_t hc, uint32_t m, uint32_t m_new)
 {
-	return ~rs_csum_fold((~hc & 0xffff) + (~m & 0xffff) + m_new) & 0xffff;
+	return rs_csum_add(hc, rs_csum_delta(m, m_new));
 }
 
 static void rs_put_be16(uint8_t *b, uint32_t v)
@@ -1443,18 +1457,24 @@ static int rs_has_pseudo_hdr(const struct rs_pkt *p)
 	       (p->proto == RS_IPPROTO_ICMPV6 && p->ipv == 6);
 }
 
-/* Folds the change of one 16-bit quantity m -> m_new into the L4 checksum:
+/* Folds a sum of changes (rs_csum_delta) into the L4 checksum:
  * a UDP checksum of 0 (none) stays 0, a computed 0 is sent as 0xffff. */
-static void rs_l4_csum_update(struct rs_pkt *p, uint32_t m, uint32_t m_new)
+static void rs_l4_csum_add(struct rs_pkt *p, uint32_t delta)
 {
 	uint32_t hc = rs_be16(p->b + p->ck);
 
 	if (p->proto == RS_IPPROTO_UDP && hc == 0)
 		return;
-	hc = rs_csum_update(hc, m, m_new);
+	hc = rs_csum_add(hc, delta);
 	if (p->proto == RS_IPPROTO_UDP && hc == 0)
 		hc = 0xffff;
 	rs_put_be16(p->b + p->ck, hc);
+}
+
+/* The same for the change of one 16-bit quantity m -> m_new. */
+static void rs_l4_csum_update(struct rs_pkt *p, uint32_t m, uint32_t m_new)
+{
+	rs_l4_csum_add(p, rs_csum_delta(m, m_new));
 }
 
 static int rs_overlaps(uint32_t a, uint32_t n, uint32_t b, uint32_t m)
@@ -1603,7 +1623,7 @@ static void rs_act_set_eth(struct rs_ctx *c, const uint8_t *o)
 
 static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
 {
-	uint32_t at, n, i;
+	uint32_t at, n, i, delta = 0;
 	int changed = 0;
 
 	if (rs_ip_addr_at(&c->p, o[0], o[1], &at, &n)) {
@@ -1614,9 +1634,24 @@ static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
 		rs_modified(c, rs_pkt_write(&c->p, at, n, o + 2, 0));
 		return;
 	}
-	/* word by word: an address overlaps no checksum field, so each word fixes what the whole would */
-	for (i = 0; i < n; i += 2)
-		changed |= rs_pkt_write_word(&c->p, at + i, rs_be16(o + 2 + i), 0xffff);
+	/* the words' changes summed, then folded once into each checksum over the address (the IPv4
+	 * header's; TCP's, UDP's and ICMPv6's pseudo-header): what rs_pkt_write does word by word, as
+	 * an address overlaps no checksum field (the fuzzer holds the two to the same bytes) */
+	for (i = 0; i < n; i += 2) {
+		uint32_t old = rs_be16(c->p.b + at + i), nw = rs_be16(o + 2 + i);
+
+		if (old == nw)
+			continue;
+		rs_put_be16(c->p.b + at + i, nw);
+		delta += rs_csum_delta(old, nw);
+		changed = 1;
+	}
+	if (changed) {
+		if (c->p.ipv == 4)
+			rs_put_be16(c->p.b + c->p.l3 + 10, rs_csum_add(rs_be16(c->p.b + c->p.l3 + 10), delta));
+		if (c->p.ck && rs_has_pseudo_hdr(&c->p))
+			rs_l4_csum_add(&c->p, delta);
+	}
 	rs_modified(c, changed);
 }
 
