@@ -12,6 +12,7 @@
  *   rs_queue.c       the delay queue: enqueue, hrtimer, transmit, release and flush
  *   rs_genl.c        the generic netlink family: LOAD (and its checks), CLEAR, GET_STATS
  *   rs_engine.c      the engine itself (rules/engine/engine.c)
+ *   rs_trace.c       the tracepoint reshaper:reshaper_frame (rs_trace.h), which rs_frame.c fires
  *   rs_kmod.h        what they share; reshaper_genl.h is all that user space reads
  */
 #include <linux/mm.h>

@@ -7,11 +7,13 @@
  * completed. The verdict is carried out here: drop, clone for duplicates,
  * and for delays the skb goes to the delay queue (rs_queue.c). A GSO skb is
  * cut into its wire frames first, each of them a frame as above (rs_gso).
+ * Each frame the engine ran on is an event of the tracepoint (rs_trace.h).
  */
 #include <linux/if_vlan.h>
 
 #include "rs_kmod.h"
 #include "rs_program.h"		/* the engine's API: rs_engine.c builds engine.c */
+#include "rs_trace.h"
 
 /* The frame as on the ingress VLAN interface, writable, linear, with room. */
 static int rs_frame_prepare(struct sk_buff *skb, u32 grow, bool *csum_done)
@@ -63,6 +65,9 @@ unsigned int rs_frame(struct rs_net *rn, struct rs_prog *p, struct sk_buff *skb,
 	struct reshaper_port_stats *in_ps = &p->port[port - 1], *out_ps = &p->port[2 - port];
 	int out = state->out->ifindex, i, err;
 	struct rs_verdict v;
+	/* not zeroed for every frame (CONFIG_INIT_STACK_ALL_ZERO): read up to caplen only */
+	u8 head[RS_TRACE_HEAD] __uninitialized;
+	u16 caplen = 0;		/* 0: not traced (a frame has at least its Ethernet header) */
 	u32 len;
 
 	err = rs_frame_prepare(skb, p->grow, &csum_done);
@@ -73,6 +78,11 @@ unsigned int rs_frame(struct rs_net *rn, struct rs_prog *p, struct sk_buff *skb,
 		return NF_DROP;
 	}
 	len = skb->len;
+	/* the head as it came: the engine rewrites the frame in place */
+	if (trace_reshaper_frame_enabled()) {
+		caplen = min_t(u32, len, RS_TRACE_HEAD);
+		memcpy(head, skb->data, caplen);
+	}
 
 	spin_lock(&p->lock);
 	rs_run(p->code, p->len, p->state, skb->data, len, len + skb_tailroom(skb),
@@ -87,6 +97,8 @@ unsigned int rs_frame(struct rs_net *rn, struct rs_prog *p, struct sk_buff *skb,
 			out_ps->delayed += 1 + v.copies;
 	}
 	spin_unlock(&p->lock);
+	if (caplen)	/* else tracing began after the head was due: no event */
+		trace_reshaper_frame(state->net, port, &v, len, head, caplen);
 
 	if (v.verdict == RS_V_DROP)
 		return NF_DROP;
