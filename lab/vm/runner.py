@@ -468,12 +468,17 @@ class VM:
 
     shares: {host_path: guest_path}, mounted read-write (use the same path on
     both sides to keep venvs and absolute paths working).
+    one_tcg_thread: every vCPU on one host thread (-accel tcg,thread=single). Multi-threaded
+    TCG (qemu 7.2) hangs a guest that patches its running kernel's text, as enabling or
+    disabling a tracepoint does: one vCPU keeps trapping on text_poke_bp's int3 while the
+    other waits for it (toggling a built-in event hangs it within a minute, no module loaded).
     """
 
     def __init__(self, shares: dict[str, str] | None = None, memory_mb: int = 1024,
-                 cpus: int = 1, boot_timeout: float = 180, cmdline: str = ""):
+                 cpus: int = 1, boot_timeout: float = 180, cmdline: str = "", one_tcg_thread: bool = False):
         self.shares = {str(Path(h).resolve()): g for h, g in (shares or {}).items()}
         self.memory_mb, self.cpus, self.boot_timeout, self.extra = memory_mb, cpus, boot_timeout, cmdline
+        self.one_tcg_thread = one_tcg_thread
         self.proc: subprocess.Popen | None = None
         self.kernel_log = ""
         self.console_log = ""
@@ -499,7 +504,8 @@ class VM:
             fs.append((f"share{i}", host, False))
             lines.append(f"share{i} {guest}\n")
         (self.ctl / "shares").write_text("".join(lines))
-        cmd = ["qemu-system-x86_64", "-M", "pc", "-accel", "tcg", "-cpu", "max",
+        cmd = ["qemu-system-x86_64", "-M", "pc", "-accel", "tcg,thread=single" if self.one_tcg_thread else "tcg",
+               "-cpu", "max",
                "-smp", str(self.cpus), "-m", str(self.memory_mb),
                "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
                "-nic", "none", "-no-reboot", "-serial", f"file:{self.console}",
