@@ -1,14 +1,15 @@
 """The kernel module in Debian's kernel, under qemu: golden frames through a real
 bridge whose ports are 8021q VLAN interfaces, counters over generic netlink, a
 refused program, CAP_NET_ADMIN, reload under traffic, unload and namespace exit
-under traffic with a clean kernel log. One VM boot for the file (lab/vm/kmod.py
-describes the topology)."""
+under traffic with a clean kernel log, the tracepoint `reshaper trace` reads. One VM
+boot for the file (lab/vm/kmod.py describes the topology)."""
 from __future__ import annotations
 
 import difflib
 import inspect
 import json
 import re
+import signal
 import textwrap
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.helpers.captures import write_capture
 from tests.helpers.carriers import CONVERSATION, CONVERSATION_RULES, MIX_RULES, mix
 from tests.helpers.engine_names import collisions, kernel_macros
 from tests.helpers.golden import UNTIMED_CASES, Case, describe, one_bit_past
+from tests.helpers.tracepoint import tp_printk
 
 pytestmark = pytest.mark.vm
 
@@ -194,7 +196,8 @@ def vm():
     python_bundle(build)
     cases = golden_cases(build)
     (build / "cases.json").write_text(json.dumps([guest_case(c) for c in cases]))
-    with VM(shares=shares(build), cpus=2, memory_mb=1024) as v:
+    # one TCG thread: the trace test enables and disables a tracepoint (lab/vm/runner.py's VM says why)
+    with VM(shares=shares(build), cpus=2, memory_mb=1024, one_tcg_thread=True) as v:
         status, out = v.run(GUEST_SETUP, 60)
         assert status == 0, out
         # Two appliances start at once (Python starts take ~10 s each here): br/h
@@ -704,6 +707,203 @@ sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:{METRICS_PORT}/metrics
         assert got[("reshaper_port_tx_total", where)] == st["ports"][port]["tx"]
     assert got[("reshaper_reloads_total", mode)] == st["reloads"] > 0
     assert got[("reshaper_queued_frames", mode)] == st["queued"]
+
+
+# Run in the initial namespaces (`ip netns exec` mounts a /sys of its own, without tracefs): the
+# reshaper_frame events of namespace br (the appliance's, TRACE_RULES loaded), read by kernel_trace()
+# (bridge/kernel_trace.py) while frames from h (and one from h2, through the other appliance's
+# namespace) cross; argv[1] is the agent. A reader killed with SIGKILL leaves its instance to the
+# next; one stopped with SIGINT removes its own.
+TRACE_CHECKS = r"""
+import json, os, signal, socket, subprocess, sys, threading, time
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import agent as ag
+from reshaper.bridge.kernel_trace import EVENT, INSTANCE, find_tracefs, kernel_trace
+frames = {name: bytes.fromhex(f) for name, f in json.load(open("/kmod/trace-frames.json")).items()}
+tracefs = find_tracefs()
+instances = os.path.join(tracefs, "instances")
+netns = os.stat("/run/netns/br").st_ino   # the inode of the namespace, as inside it
+READER = "import sys\nfrom reshaper.bridge.kernel_trace import kernel_trace\nfor r in kernel_trace(int(sys.argv[1])): pass"
+def ours():
+    return sorted(n for n in os.listdir(instances) if n.startswith(INSTANCE))
+def enabled(pid, timeout=60):  # the reader of pid traces
+    path, end = os.path.join(instances, f"{INSTANCE}{pid}", EVENT, "enable"), time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if open(path).read().strip() == "1":
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(path)
+def send(ns, names):
+    def go():
+        tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ag.ETH_P_ALL))
+        tx.bind((ag.IFACE, 0))
+        for name in names:
+            tx.send(frames[name])
+            time.sleep(0.05)   # one at a time through the bridge: the events in this order
+    ag.in_netns(ns, go)
+def traced(rule, count, sends, stop_after=None):
+    records, box = [], {}
+    def read():
+        try:
+            for r in kernel_trace(netns, rule, count):
+                records.append({**r, "head": r["head"].hex()})
+                if len(records) == stop_after:
+                    break   # the generator is closed: GeneratorExit at its yield
+        except BaseException as e:
+            box["error"] = repr(e)
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    enabled(os.getpid())
+    t0 = time.monotonic_ns()
+    for ns, names in sends:
+        send(ns, names)
+    t.join(60)
+    return {"records": records, "t0": t0, "t1": time.monotonic_ns(), "running": t.is_alive(),
+            "error": box.get("error"), "left": ours()}
+out = {"tracefs": tracefs, "netns": netns, "before": ours()}
+interrupted = subprocess.Popen([sys.executable, "-c", READER, str(netns)], stderr=subprocess.PIPE)
+enabled(interrupted.pid)
+interrupted.send_signal(signal.SIGINT)
+out["interrupted"] = [interrupted.wait(60), interrupted.stderr.read().decode().strip().splitlines()[-1:]]
+out["after_interrupted"] = ours()
+killed = subprocess.Popen([sys.executable, "-c", READER, str(netns)])
+enabled(killed.pid)
+killed.kill()
+killed.wait()
+out["killed"] = f"{INSTANCE}{killed.pid}"
+out["after_killed"] = ours()
+out["all"] = traced(None, 5, [("h2", ["other_ns"]), ("h", ["block", "slow", "long", "mark", "from_b"])])
+out["rule"] = traced(2, None, [("h", ["block", "mark", "slow", "from_b"])], stop_after=2)
+def overrun(n):   # the reader pauses after a frame while n more fill an instance buffer of one page a CPU
+    lost, records, paused, go = [0], [], threading.Event(), threading.Event()
+    def read():
+        for r in kernel_trace(netns, lost=lost):
+            records.append(r)
+            if len(records) == 1:
+                paused.set()
+                go.wait()
+            if len(records) + lost[0] >= 1 + n:
+                break
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    enabled(os.getpid())
+    with open(os.path.join(instances, f"{INSTANCE}{os.getpid()}", "buffer_size_kb"), "w") as f:
+        f.write("4")
+    send("h", ["mark"])
+    paused.wait(60)
+    def flood():
+        tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ag.ETH_P_ALL))
+        tx.bind((ag.IFACE, 0))
+        for _ in range(n):
+            tx.send(frames["mark"])
+    ag.in_netns("h", flood)
+    go.set()
+    t.join(60)
+    return {"sent": 1 + n, "read": len(records), "lost": lost[0], "running": t.is_alive(), "left": ours()}
+out["overrun"] = overrun(200)
+out["format"] = open(os.path.join(tracefs, EVENT, "format")).read()
+out["available"] = "reshaper:reshaper_frame" in open(os.path.join(tracefs, "available_events")).read().split()
+try:
+    perf = subprocess.run(["perf", "list", "reshaper:*"], capture_output=True, text=True, timeout=60)
+    out["perf"] = [perf.returncode, perf.stdout + perf.stderr]
+except (OSError, subprocess.TimeoutExpired) as e:
+    out["perf"] = [None, repr(e)]
+out["after"] = ours()
+print(json.dumps(out))
+"""
+TRACE_RULES = """version: 1
+ports: {a: {interface: eth0, vlan: 100}, b: {interface: eth0, vlan: 200}}
+rules:
+  - name: block
+    match: {ip_proto: udp, dst_port: 9}
+    actions: [drop]
+  - name: slow
+    match: {ip_proto: udp, dst_port: 7}
+    actions: [{delay: {time: 50ms}}]
+  - name: mark
+    actions: [{set: {dscp: 8}}, {duplicate: {copies: 1}}]
+"""
+
+
+def trace_frames() -> dict[str, bytes]:
+    """The trace test's frames as h0 sends them (tagged: 100 port a, 200 port b)."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Dot1Q, Ether
+
+    def udp(port: int, vlan: int = 100, size: int = 10) -> bytes:
+        return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1Q(vlan=vlan)
+                     / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1000, dport=port) / bytes(range(256))[:size])
+
+    # long: more than the head keeps
+    return {"block": udp(9), "slow": udp(7), "long": udp(10, size=lib.RS_TRACE_HEAD + 100), "mark": udp(10),
+            "from_b": udp(10, vlan=200), "other_ns": udp(10, size=20)}
+
+
+def test_trace_events_through_the_tracepoint(vm):
+    """Issue 21, kernel mode: the module's tracepoint reshaper:reshaper_frame, read by kernel_trace()
+    from a tracefs instance of its own: each frame's head as it arrived (before `mark` rewrote and
+    duplicated it), its length, port, rule, verdict, drop reason, copies and delay, on the monotonic
+    clock; only the frames of the reader's namespace (not the other appliance's), of one rule when
+    asked; count records, or as many as read before the reader stops. No instance is left behind
+    (one a killed reader left, the next removes); perf and tracefs list the event."""
+    frames = trace_frames()
+    (vm.build / "trace-frames.json").write_text(json.dumps({k: f.hex() for k, f in frames.items()}))
+    (vm.build / "trace_checks.py").write_text(TRACE_CHECKS)
+    rules = _write(vm, "trace.yaml", TRACE_RULES)
+    t0 = time.monotonic()
+    where = "from reshaper.bridge.kernel_trace import find_tracefs\ntry:\n print(find_tracefs())\n" \
+            "except Exception as e:\n print(e)"
+    out = ok(vm, f"""
+        {agent(f"reload {CTL} {CFG} {rules}")} >/dev/null
+        ip netns exec br $PY -c '{where}'
+        ip netns exec br sh -c 'mount -t tracefs nodev /sys/kernel/tracing && $0 -c "$1"' $PY '{where}'
+        $PY /kmod/trace_checks.py $AGENT
+    """, timeout=240)
+    unmounted, mounted, line = out.strip().splitlines()[-3:]
+    res = json.loads(line)
+    # `ip netns exec`'s /sys has no tracefs (not even under debugfs) until it is mounted there
+    assert unmounted.startswith("tracefs is not mounted on /sys/kernel/tracing or /sys/kernel/debug/tracing"), out
+    assert mounted == "/sys/kernel/tracing" and res["tracefs"] == "/sys/kernel/debug/tracing", out
+    print(f"tracefs {res['tracefs']}, perf list: {res['perf']}; {time.monotonic() - t0:.0f} s")
+
+    def record(name: str, rule: int, port: str = "a", verdict: int = lib.RS_V_FORWARD, reason: int = lib.RS_R_NONE,
+               copies: int = 0, delay_ns: int = 0) -> dict:
+        seen = frames[name][:12] + frames[name][16:]   # as on the port's VLAN interface
+        return {"port": port, "len": len(seen), "rule": rule, "verdict": verdict, "reason": reason,
+                "copies": copies, "delay_ns": delay_ns, "head": seen[:lib.RS_TRACE_HEAD].hex()}
+
+    block = record("block", 0, verdict=lib.RS_V_DROP, reason=lib.RS_R_RULE)
+    slow = record("slow", 1, delay_ns=50_000_000)
+    long, mark, from_b = record("long", 2, copies=1), record("mark", 2, copies=1), record("from_b", 2, "b", copies=1)
+    assert len(bytes.fromhex(long["head"])) == lib.RS_TRACE_HEAD < long["len"], long
+    for run, want in (("all", [block, slow, long, mark, from_b]), ("rule", [mark, from_b])):
+        got = res[run]
+        assert got["error"] is None and not got["running"], got
+        assert [{k: v for k, v in r.items() if k != "time_ns"} for r in got["records"]] == want, got["records"]
+        # the mono clock, printed in microseconds
+        assert all(got["t0"] - 1000 <= r["time_ns"] <= got["t1"] and r["time_ns"] % 1000 == 0
+                   for r in got["records"]), got
+        assert got["left"] == [], got
+    # events overwritten before they were read are counted: none is missed
+    over = res["overrun"]
+    assert over["lost"] > 0 and over["read"] + over["lost"] == over["sent"], over
+    assert not over["running"] and over["left"] == [], over
+    # Ctrl-C: the reader's instance goes with it; SIGKILL: it stays, and the next reader removes it
+    assert res["interrupted"] == [-signal.SIGINT, ["KeyboardInterrupt"]], res
+    assert res["before"] == res["after_interrupted"] == [], res
+    assert res["after_killed"] == [res["killed"]] and res["after"] == [], res
+    fmt = res["format"]
+    (printed,) = [f for f in fmt.splitlines() if f.startswith("print fmt: ")]
+    assert printed.startswith(f'print fmt: "{tp_printk()}", ') and \
+        printed.endswith(", __print_hex_str(REC->head, REC->caplen)"), fmt
+    assert f"field:u8 head[{lib.RS_TRACE_HEAD}];" in fmt and "field:u32 netns;" in fmt, fmt
+    assert res["available"], res
+    if res["perf"][0] is not None:   # perf of the host's /usr, when it has one for this kernel
+        assert "reshaper:reshaper_frame" in res["perf"][1], res["perf"]
+    assert_kernel_clean(vm.dmesg())
 
 
 def test_reload_under_traffic(vm):
