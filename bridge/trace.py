@@ -222,15 +222,16 @@ def request(path: str, rule: str | None) -> socket.socket:
     return s
 
 
-def kernel_records(info: dict, rule: str | None, count: int | None):
-    """Kernel mode: the module's tracepoint, read here (bridge/kernel_trace.py)."""
+def kernel_records(info: dict, rule: str | None, count: int | None, not_shown: list[int]):
+    """Kernel mode: the module's tracepoint, read here (bridge/kernel_trace.py); not_shown[0] grows
+    by the events the kernel overwrote before they were read."""
     from reshaper.bridge.kernel_trace import kernel_trace
 
     names = info["rules"]
     if rule is not None and rule not in names:
         raise TraceError(f"no rule named {rule!r} in {info['config']}; its rules: {', '.join(names) or 'none'}")
     offset = wall_minus_mono()
-    for r in kernel_trace(info["netns"], names.index(rule) if rule is not None else None, count):
+    for r in kernel_trace(info["netns"], names.index(rule) if rule is not None else None, count, lost=not_shown):
         yield record_json(TraceRecord(r["time_ns"], PORT_NAMES.index(r["port"]), r["len"], r["rule"],
                                       r["verdict"], r["reason"], r["copies"], r["delay_ns"], r["head"]),
                           names, False, offset)
@@ -248,7 +249,7 @@ def records(path: str, rule: str | None, count: int | None, not_shown: list[int]
         if "error" in head:
             raise TraceError(head["error"])
         if head.get("tracefs"):
-            yield from kernel_records(head, rule, count)
+            yield from kernel_records(head, rule, count, not_shown)
             return
         n = 0
         while count is None or n < count:

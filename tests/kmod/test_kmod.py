@@ -906,6 +906,63 @@ def test_trace_events_through_the_tracepoint(vm):
     assert_kernel_clean(vm.dmesg())
 
 
+# `reshaper trace --rule slow --json --count 2` from the initial namespace (tracefs is there) against
+# the br appliance's control socket (argv[2]); argv[1] is the agent. Frames are sent once the client's
+# tracefs instance traces.
+TRACE_CLI = r"""
+import json, os, socket, subprocess, sys, time
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+import agent as ag
+from reshaper.bridge.kernel_trace import EVENT, INSTANCE, find_tracefs
+frames = {name: bytes.fromhex(f) for name, f in json.load(open("/kmod/trace-frames.json")).items()}
+proc = subprocess.Popen([sys.executable, "-m", "reshaper", "trace", "--control", sys.argv[2], "--rule", "slow",
+                         "--json", "--count", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+enable = os.path.join(find_tracefs(), "instances", f"{INSTANCE}{proc.pid}", EVENT, "enable")
+deadline = time.monotonic() + 120
+while True:
+    try:
+        if open(enable).read().strip() == "1":
+            break
+    except OSError:
+        pass
+    if proc.poll() is not None or time.monotonic() > deadline:
+        print(json.dumps({"rc": proc.poll(), "out": "", "err": "did not start: " + proc.communicate()[1]}))
+        sys.exit()
+    time.sleep(0.05)
+def send():
+    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ag.ETH_P_ALL))
+    tx.bind((ag.IFACE, 0))
+    for name in ("block", "slow", "mark", "slow"):
+        tx.send(frames[name])
+        time.sleep(0.05)
+ag.in_netns("h", send)
+out, err = proc.communicate(timeout=120)
+print(json.dumps({"rc": proc.returncode, "out": out, "err": err}))
+"""
+
+
+def test_reshaper_trace_reads_the_tracepoint(vm):
+    """`reshaper trace` in kernel mode: the appliance tells the client its namespace and rules, the
+    client reads the tracepoint itself; its records are ring mode's (tests/test_trace.py), named."""
+    frames = trace_frames()
+    (vm.build / "trace-frames.json").write_text(json.dumps({k: f.hex() for k, f in frames.items()}))
+    (vm.build / "trace_cli.py").write_text(TRACE_CLI)
+    rules = _write(vm, "trace.yaml", TRACE_RULES)
+    out = ok(vm, f"""
+        {agent(f"reload {CTL} {CFG} {rules}")} >/dev/null
+        $PY /kmod/trace_cli.py $AGENT {CTL}
+    """, timeout=240)
+    res = json.loads(out.strip().splitlines()[-1])
+    assert (res["rc"], res["err"]) == (0, ""), res
+    seen = frames["slow"][:12] + frames["slow"][16:]   # as on the port's VLAN interface
+    records = [json.loads(x) for x in res["out"].splitlines()]
+    assert [{k: v for k, v in r.items() if k != "time"} for r in records] == 2 * [
+        {"port": "a", "len": len(seen), "rule": "slow", "verdict": "forward", "reason": None, "copies": 0,
+         "delay_ns": 50_000_000, "l3": False, "head": seen.hex()}]
+    assert all(abs(r["time"] - time.time()) < 600 for r in records), records   # the guest's clock is the host's
+    assert_kernel_clean(vm.dmesg())
+
+
 def test_reload_under_traffic(vm):
     delay, mark = _write(vm, "delay.yaml", DELAY_RULE), _write(vm, "set.yaml", SET_RULE)
     out = ok(vm, f"""
