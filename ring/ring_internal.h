@@ -89,7 +89,6 @@ struct rs_forwarder {
 	uint32_t held[RS_MAX_RULES];    /* frames in the delay queue per rule of the running program */
 	uint8_t hook_rule[RS_MAX_RULES];  /* rules whose frames go to Python */
 	struct rs_hookq to_py, from_py;
-	struct rs_trace_buffer trace;
 	int hook_pending;               /* to_py got frames since the worker was last woken */
 	int prog_wire, hooks_on;        /* the program, the hooks need wire frames (rs_wire_frames_needed) */
 	int cut;                        /* so super-frames are cut before the rules */
@@ -97,6 +96,7 @@ struct rs_forwarder {
 	struct rs_rule_state snap;	/* the counters of the rule a super-frame meets, before it ran */
 	uint8_t work[WORK_CAP];
 	uint8_t seg[WORK_CAP];          /* one segment of a super-frame being cut */
+	struct rs_trace_buffer trace;   /* last: the loop's other fields keep their places */
 };
 
 static inline uint32_t rs_get_be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
