@@ -222,7 +222,9 @@ class Appliance:
             if self.tracer is not None:
                 raise TraceError("another `reshaper trace` is reading this instance; one at a time")
             session = TraceSession(self, rule)
-            self.trace_start(session.rule_index(self.config))
+            index = session.rule_index(self.config)
+            self.trace_take()   # what an earlier client left unread: off since, so nothing newer
+            self.trace_start(index)
             self.tracer = session
         return session
 
@@ -329,6 +331,8 @@ class Appliance:
         finally:
             if self.control:
                 self.control.close()
+            with self.swap_lock:
+                self.tracer = None   # a trace thread still running reads nothing of what tear_down frees
             if self.metrics:
                 self.metrics.close()
             self.tear_down()

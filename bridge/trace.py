@@ -126,6 +126,8 @@ def serve(conn: socket.socket, appliance, request: dict, stopping: threading.Eve
         shown = -1
         while not stopping.is_set():
             with appliance.swap_lock:
+                if appliance.tracer is not session:
+                    return   # the appliance is stopping (bridge/appliance.py, run)
                 session.take(appliance.config)
             records, lost = session.out()
             lines = [json.dumps(r) for r in records]

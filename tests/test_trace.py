@@ -248,3 +248,17 @@ def test_the_line_says_rule_and_verdict():
         {"rule": "x", "verdict": "forward", "copies": 1})]
     assert tail == ["no rule: forward", "x: drop (loss)", "x: forward +2 copies, delay 1.500 ms", "x: forward +1 copy"]
     assert line({**base, "rule": None, "verdict": "forward"}).split(" ")[1:3] == ["b", "IP"]
+
+
+def test_the_appliance_stops_under_a_trace(topo, tmp_path):
+    """A stop while a client traces: the appliance exits cleanly (the trace thread reads nothing of
+    the data path it tears down), and the client says the instance stopped."""
+    config = write_config(tmp_path, RULES)
+    appliance = LiveAppliance(topo.br, config, tmp_path, mode="ring").start()
+    try:
+        proc = tracer(topo, appliance, "--json")
+    finally:
+        rc = appliance.stop()
+    assert rc == 0, appliance.log()
+    assert finished(proc) == (1, "", "reshaper trace: the instance stopped\n")
+    assert list((tmp_path / "run").glob("*")) == []
