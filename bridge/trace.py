@@ -69,8 +69,8 @@ def wall_minus_mono() -> int:
 # ---- the appliance's side: a trace session per client -------------------------------------------
 class TraceSession:
     """One client's trace on the running appliance. The appliance (bridge/appliance.py) calls
-    take() from the control thread and, on a reload, before the program changes, so that
-    every record is named after the rules that ran it."""
+    take() from the control thread and, on a reload, before a frame meets the new program
+    (reloaded()), so that every record is named after the rules that ran it."""
 
     def __init__(self, appliance, rule: str | None):
         self.appliance = appliance
