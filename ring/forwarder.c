@@ -254,13 +254,8 @@ static int rx_port(struct rs_forwarder *fw, struct rs_link *l, const struct tpac
 void rs_forward_frame(struct rs_forwarder *fw, int port, uint8_t *w, uint32_t len, uint32_t pcp, uint64_t now)
 {
 	struct rs_verdict v;
-	int tracing = rs_tracing(fw);
 
-	if (tracing)
-		rs_trace_before(fw, w, len);
-	rs_run(fw->prog, fw->prog_len, fw->state, w, len, WORK_CAP, (uint32_t)port + 1, 0, now, &v);
-	if (tracing)
-		rs_trace_after(fw, port, now, len, &v);
+	rs_run_frame(fw, port, w, len, now, &v);
 	if (v.verdict != RS_V_FORWARD)
 		return;
 	if (v.rule >= 0 && v.rule < RS_MAX_RULES && fw->hook_rule[v.rule]) {

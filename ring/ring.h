@@ -135,9 +135,9 @@ uint32_t rs_forwarder_generation(struct rs_forwarder *fw);
 struct rs_trace_record {
 	uint64_t timestamp_ns;  /* receive time, CLOCK_MONOTONIC */
 	uint64_t delay_ns;      /* the verdict's (struct rs_verdict) */
-	int32_t rule;           /* the rule it met, under program generation gen; -1: none */
+	int32_t rule;           /* the rule it met, -1: none (Python names it before a reload: bridge/trace.py) */
 	uint32_t len;           /* as it arrived (a super-frame's whole length) */
-	uint16_t copies, gen;
+	uint16_t copies;
 	uint8_t port;           /* ingress: 0 a, 1 b */
 	uint8_t verdict, reason; /* RS_V_*, RS_R_* */
 	uint8_t caplen;         /* bytes in head */

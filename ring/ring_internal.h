@@ -153,7 +153,7 @@ void rs_efd_signal(int efd);
 int rs_hook_returns(struct rs_forwarder *fw);
 
 /* trace_buffer.c: rs_trace_before the rules run on a frame, rs_trace_after with their verdict;
- * both only while fw->trace.on (rs_tracing) */
+ * both only while fw->trace.on (rs_run_frame) */
 int rs_trace_buffer_open(struct rs_forwarder *fw);
 void rs_trace_buffer_close(struct rs_forwarder *fw);
 void rs_trace_before(struct rs_forwarder *fw, const uint8_t *frame, uint32_t len);
@@ -166,9 +166,18 @@ void rs_forward_super_frame(struct rs_forwarder *fw, int port, uint32_t pcp, uin
 
 #pragma GCC visibility pop
 
-static inline int rs_tracing(const struct rs_forwarder *fw)
+/* The rules on one frame in a WORK_CAP buffer, traced while tracing is on: the loop's one way
+ * to run them (a frame, a segment, a super-frame run whole). */
+static inline void rs_run_frame(struct rs_forwarder *fw, int port, uint8_t *w, uint32_t len, uint64_t now,
+				struct rs_verdict *v)
 {
-	return __builtin_expect(__atomic_load_n(&fw->trace.on, __ATOMIC_RELAXED), 0);
+	int tracing = __builtin_expect(__atomic_load_n(&fw->trace.on, __ATOMIC_RELAXED), 0);
+
+	if (tracing)
+		rs_trace_before(fw, w, len);
+	rs_run(fw->prog, fw->prog_len, fw->state, w, len, WORK_CAP, (uint32_t)port + 1, 0, now, v);
+	if (tracing)
+		rs_trace_after(fw, port, now, len, v);
 }
 
 #endif /* RS_RING_INTERNAL_H */

@@ -323,7 +323,6 @@ static void forward_whole(struct rs_forwarder *fw, int port, uint32_t pcp, uint6
 	struct rs_counters before = st->counters;
 	struct rs_verdict v;
 	int32_t shift, rule;
-	int tracing;
 
 	ps->rx += g->segs;
 	ps->rx_bytes += seg_bytes;
@@ -333,12 +332,7 @@ static void forward_whole(struct rs_forwarder *fw, int port, uint32_t pcp, uint6
 	rule = rs_rule_for(fw->prog, fw->prog_len, fw->state, w, len, (uint32_t)port + 1, 0);
 	if (rule >= 0)
 		fw->snap = ((struct rs_rule_state *)(st + 1))[rule];
-	tracing = rs_tracing(fw);
-	if (tracing)
-		rs_trace_before(fw, w, len);
-	rs_run(fw->prog, fw->prog_len, fw->state, w, len, WORK_CAP, (uint32_t)port + 1, 0, now, &v);
-	if (tracing)
-		rs_trace_after(fw, port, now, len, &v);
+	rs_run_frame(fw, port, w, len, now, &v);
 	count_as_segments(fw, &before, rule == v.rule ? v.rule : -1, g->segs, seg_bytes);
 	if (v.verdict != RS_V_FORWARD)
 		return;

@@ -53,7 +53,6 @@ void rs_trace_after(struct rs_forwarder *fw, int port, uint64_t now, uint32_t le
 	r->rule = v->rule;
 	r->len = len;
 	r->copies = (uint16_t)v->copies;
-	r->gen = fw->gen;
 	r->port = (uint8_t)port;
 	r->verdict = (uint8_t)v->verdict;
 	r->reason = (uint8_t)v->reason;
