@@ -62,6 +62,15 @@ def record_json(r: TraceRecord, rule_names: list[str], l3: bool, wall_minus_mono
             "copies": r.copies, "delay_ns": r.delay_ns, "l3": l3, "head": r.head.hex()}
 
 
+def rule_index(rule: str | None, names: list[str], path: str) -> int:
+    """rule's index among the rule names of file path; -1 for None (every frame)."""
+    if rule is None:
+        return -1
+    if rule not in names:
+        raise TraceError(f"no rule named {rule!r} in {path}; its rules: {', '.join(names) or 'none'}")
+    return names.index(rule)
+
+
 def wall_minus_mono() -> int:
     return time.time_ns() - time.monotonic_ns()
 
@@ -81,12 +90,7 @@ class TraceSession:
         self.offset = wall_minus_mono()
 
     def rule_index(self, config) -> int:
-        if self.rule is None:
-            return -1
-        names = [r.name for r in config.rules]
-        if self.rule not in names:
-            raise TraceError(f"no rule named {self.rule!r} in {config.path}; its rules: {', '.join(names) or 'none'}")
-        return names.index(self.rule)
+        return rule_index(self.rule, [r.name for r in config.rules], config.path)
 
     def take(self, config) -> None:
         """Moves what the data path recorded under config's program into pending."""
@@ -230,10 +234,10 @@ def kernel_records(info: dict, rule: str | None, count: int | None, not_shown: l
     from reshaper.bridge.kernel_trace import kernel_trace
 
     names = info["rules"]
-    if rule is not None and rule not in names:
-        raise TraceError(f"no rule named {rule!r} in {info['config']}; its rules: {', '.join(names) or 'none'}")
+    index = rule_index(rule, names, info["config"])
     offset = wall_minus_mono()
-    for r in kernel_trace(info["netns"], names.index(rule) if rule is not None else None, count, lost=not_shown):
+    # kernel_trace's rule: None for every frame (its -1 is the frames no rule matched)
+    for r in kernel_trace(info["netns"], None if rule is None else index, count, lost=not_shown):
         yield record_json(TraceRecord(r["time_ns"], PORT_NAMES.index(r["port"]), r["len"], r["rule"],
                                       r["verdict"], r["reason"], r["copies"], r["delay_ns"], r["head"]),
                           names, False, offset)
