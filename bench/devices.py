@@ -162,6 +162,7 @@ class Reshaper:
             self.appliance.stop(timeout=15)
             self.appliance = None
 
+
 class TracedReshaper(Reshaper):
     """Ring mode while a `reshaper trace --json` client reads every frame it can (to /dev/null), on
     FWD_CPU too: on the one-core board the reader takes its CPU time from the forwarder's."""
@@ -169,13 +170,14 @@ class TracedReshaper(Reshaper):
     def __init__(self, topo, config: Path, tmp: Path):
         super().__init__(topo, "ring", config, tmp)
         self.name = TRACED
-        self.tracer = None
+        self.tracer = self._log = None
 
     def start(self, timeout: float = 240.0) -> None:
         super().start(timeout)
+        self._log = open(self.tmp / "trace.log", "a")
         self.tracer = self.topo.br.popen(["taskset", "-c", str(FWD_CPU), sys.executable, "-m", "reshaper", "trace",
                                           "--json", "--control", str(self.appliance.control)],
-                                         stdout=subprocess.DEVNULL, stderr=open(self.tmp / "trace.log", "a"))
+                                         stdout=subprocess.DEVNULL, stderr=self._log)
         deadline = time.monotonic() + 30
         while self.appliance.stats()["trace"] is None:
             if self.tracer.poll() is not None or time.monotonic() > deadline:
@@ -186,7 +188,9 @@ class TracedReshaper(Reshaper):
         if self.tracer is not None and self.tracer.poll() is None:
             self.tracer.send_signal(signal.SIGINT)
             self.tracer.wait(10)
-        self.tracer = None
+        if self._log is not None:
+            self._log.close()
+        self.tracer = self._log = None
         super().stop()
 
 
