@@ -17,25 +17,6 @@
 
 #define RS_MAX_STATE	 (64u << 20)		/* rate queues can ask for a lot */
 
-/* Tailroom the program's push_vlan ops may need (4 bytes each, per rule). */
-static u32 rs_push_room(const u8 *prog)
-{
-	u32 n = get_unaligned_le16(prog + 8), off = RS_HDR_LEN, most = 0, i, j;
-
-	for (i = 0; i < n; i++) {
-		const u8 *r = prog + off;
-		u32 ops = r[4] + r[5], at = RS_RULE_HDR_LEN, pushes = 0;
-
-		for (j = 0; j < ops; j++) {
-			pushes += r[at] == RS_A_PUSH_VLAN;
-			at += RS_OP_HDR_LEN + r[at + 1];
-		}
-		most = max(most, pushes);
-		off += get_unaligned_le16(r);
-	}
-	return most * VLAN_HLEN;
-}
-
 static int rs_port(struct net *net, struct nlattr *attr,
 		   int *ifindex, struct netlink_ext_ack *extack)
 {
@@ -64,8 +45,9 @@ static int rs_cmd_load(struct sk_buff *skb, struct genl_info *info)
 	struct nlattr **a = info->attrs;
 	int ifindex[2], err;
 	u32 len, state_size;
-	struct rs_prog *p;
+	struct rs_prog *p, *old;
 	const u8 *prog;
+	u64 now;
 
 	if (!a[RESHAPER_A_PROGRAM] || !a[RESHAPER_A_PORT_A] || !a[RESHAPER_A_PORT_B]) {
 		NL_SET_ERR_MSG(extack, "a program and both ports are required");
@@ -104,10 +86,14 @@ static int rs_cmd_load(struct sk_buff *skb, struct genl_info *info)
 	p->state_size = state_size;
 	p->ifindex[0] = ifindex[0];
 	p->ifindex[1] = ifindex[1];
-	p->grow = rs_push_room(p->code);
+	p->grow = rs_program_push_room(p->code);
 	p->gen = ++rn->loads;	/* a GET_STATS dump sees that its program was replaced */
 	rs_state_init(p->code, len, p->state, state_size,
 		      a[RESHAPER_A_SEED] ? nla_get_u64(a[RESHAPER_A_SEED]) : 0);
+	/* schedules count from now; keep_time ones from the first load, which a reload keeps */
+	now = ktime_get_ns();
+	old = rs_prog_get(rn);
+	rs_state_start(p->state, now, old ? ((struct rs_state *)old->state)->epoch_first : now);
 	rs_prog_replace(rn, p);
 	return 0;
 }

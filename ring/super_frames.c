@@ -45,26 +45,27 @@
  * the rules: matches on the length, on bytes (payload, lengths, sequence
  * numbers differ from segment to segment), on the TCP flags the cutting moves
  * (FIN and PSH go to the last segment, CWR stays on the first), and every
- * action but header rewrites and drops. *push_room: the most bytes push_vlan
- * adds in one rule (the engine refuses a push past RS_MAX_FRAME).
+ * action but header rewrites and drops, and schedules. *push_room: the most
+ * bytes push_vlan adds in one rule (the engine refuses a push past RS_MAX_FRAME).
  */
 int rs_wire_frames_needed(const uint8_t *prog, uint32_t len, uint32_t *push_room)
 {
-	uint32_t off = RS_HDR_LEN, n = (uint32_t)prog[8] | (uint32_t)prog[9] << 8, i, k, o, pushes;
+	uint32_t off = RS_HDR_LEN, n = (uint32_t)prog[8] | (uint32_t)prog[9] << 8, i, k, o;
 	int wire = 0;
 
-	*push_room = 0;
+	*push_room = rs_program_push_room(prog);
 	for (i = 0; i < n && off + RS_RULE_HDR_LEN <= len; i++) {
 		const uint8_t *r = prog + off;
 
-		pushes = 0;
+		/* a schedule's phases act frame by frame on when each frame arrives */
+		wire |= (r[3] & RS_RF_SCHEDULE) != 0;
 		for (k = 0, o = RS_RULE_HDR_LEN; k < (uint32_t)r[4] + r[5]; k++, o += RS_OP_HDR_LEN + r[o + 1]) {
 			const uint8_t *a = r + o + RS_OP_HDR_LEN;
 
 			switch (r[o]) {
 			case RS_M_ETH: case RS_M_HAS_VLAN: case RS_M_IP:
 			case RS_A_SET_ETH: case RS_A_SET_IP: case RS_A_SET_FIELD: case RS_A_DEC_TTL:
-			case RS_A_POP_VLAN: case RS_A_DROP:
+			case RS_A_POP_VLAN: case RS_A_DROP: case RS_A_PUSH_VLAN:
 				break;
 			case RS_M_RANGE:
 				wire |= a[0] == RS_F_LENGTH;
@@ -73,15 +74,10 @@ int rs_wire_frames_needed(const uint8_t *prog, uint32_t len, uint32_t *push_room
 				wire |= (a[0] & (TCP_FLAGS(TCP_FLAG_FIN) | TCP_FLAGS(TCP_FLAG_PSH) |
 						 TCP_FLAGS(TCP_FLAG_CWR))) != 0;
 				break;
-			case RS_A_PUSH_VLAN:
-				pushes++;
-				break;
 			default:
 				wire = 1;
 			}
 		}
-		if (pushes * VLAN_HLEN > *push_room)
-			*push_room = pushes * VLAN_HLEN;
 		off += (uint32_t)r[0] | (uint32_t)r[1] << 8;
 	}
 	return wire;

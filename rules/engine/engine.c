@@ -241,35 +241,32 @@ static uint32_t rs_timing_bit(uint32_t op)
 	return 0;
 }
 
-/* One rule of rlen bytes (rlen >= 8, inside the program). */
-static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
+/*
+ * nops ops of rule r (rlen bytes) from *off, the first nm of them match ops: each inside the rule,
+ * known, in its section, its operands right; at most one of each timing op in the list, a reorder
+ * right before a delay. Moves *off past them; *limit is the list's rate queue limit (0: none).
+ */
+static int rs_verify_ops(const uint8_t *r, uint32_t rlen, uint32_t *off, uint32_t nm, uint32_t nops,
+			 uint32_t *limit)
 {
-	uint32_t nm = r[4], nops = r[4] + r[5], off = RS_RULE_HDR_LEN;
 	uint32_t k, seen = 0, prev = 0;
 	int err;
 
-	if (r[2] > RS_FROM_B)
-		return -RS_E_OPERAND;
-	if ((r[3] & ~RS_RF_ALL) || rs_le16(r + 6))
-		return -RS_E_FLAGS;
-	if (r[4] > RS_MAX_OPS || r[5] > RS_MAX_OPS)
-		return -RS_E_RULES;
 	*limit = 0;
-
 	for (k = 0; k < nops; k++) {
-		uint32_t op, n, bit;
+		uint32_t op, n, bit, o = *off;
 
-		if (rlen - off < RS_OP_HDR_LEN)
+		if (rlen - o < RS_OP_HDR_LEN)
 			return -RS_E_RULES;
-		op = r[off];
-		n = r[off + 1];
+		op = r[o];
+		n = r[o + 1];
 		if (rs_op_fixed_len(op) == -2 || rs_is_match_op(op) != (k < nm))
 			return -RS_E_OPCODE;
-		if (rlen - off - RS_OP_HDR_LEN < n)
+		if (rlen - o - RS_OP_HDR_LEN < n)
 			return -RS_E_RULES;
-		err = rs_verify_oplen(op, r + off + 2, n);
+		err = rs_verify_oplen(op, r + o + 2, n);
 		if (!err)
-			err = rs_verify_operands(op, r + off + 2);
+			err = rs_verify_operands(op, r + o + 2);
 		if (err)
 			return err;
 
@@ -278,12 +275,67 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
 			return -RS_E_ORDER;
 		seen |= bit;
 		if (op == RS_A_RATE)
-			*limit = rs_le16(r + off + 2 + 10);
+			*limit = rs_le16(r + o + 2 + 10);
 		prev = op;
-		off += RS_OP_HDR_LEN + n;
+		*off = o + RS_OP_HDR_LEN + n;
 	}
-	if (prev == RS_A_REORDER)
-		return -RS_E_ORDER;
+	return prev == RS_A_REORDER ? -RS_E_ORDER : 0;
+}
+
+/*
+ * The phases of a scheduled rule from off, its rlen bytes ending with the last: each a whole
+ * phase header and ops that fill its length exactly. *limit: the largest rate queue limit.
+ */
+static int rs_verify_phases(const uint8_t *r, uint32_t rlen, uint32_t off, uint32_t *limit)
+{
+	uint32_t j, n = rs_le16(r + 6), plen, end, lim;
+	int err;
+
+	if (n < 1 || n > RS_MAX_PHASES)
+		return -RS_E_RULES;
+	for (j = 0; j < n; j++) {
+		const uint8_t *ph = r + off;
+
+		if (rlen - off < RS_PHASE_HDR_LEN)
+			return -RS_E_RULES;
+		plen = rs_le16(ph + 10);
+		if (plen < RS_PHASE_HDR_LEN || plen > rlen - off)
+			return -RS_E_RULES;
+		if (ph[9] & ~RS_PHF_ALL)
+			return -RS_E_FLAGS;
+		if (rs_le64(ph) == 0 || rs_le64(ph) > RS_MAX_PHASE_NS || ph[8] > RS_MAX_OPS ||
+		    ((ph[9] & RS_PHF_OWN) && ph[8]))
+			return -RS_E_OPERAND;
+		end = off + RS_PHASE_HDR_LEN;
+		err = rs_verify_ops(r, off + plen, &end, 0, ph[8], &lim);
+		if (err)
+			return err;
+		if (end != off + plen)
+			return -RS_E_RULES;
+		if (lim > *limit)
+			*limit = lim;
+		off = end;
+	}
+	return off == rlen ? 0 : -RS_E_RULES;
+}
+
+/* One rule of rlen bytes (rlen >= 8, inside the program); *limit: its rate queue's capacity. */
+static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
+{
+	uint32_t off = RS_RULE_HDR_LEN;
+	int err;
+
+	if (r[2] > RS_FROM_B)
+		return -RS_E_OPERAND;
+	if ((r[3] & ~RS_RF_ALL) || (!(r[3] & RS_RF_SCHEDULE) && (rs_le16(r + 6) || (r[3] & (RS_RF_REPEAT | RS_RF_KEEP_TIME)))))
+		return -RS_E_FLAGS;
+	if (r[4] > RS_MAX_OPS || r[5] > RS_MAX_OPS)
+		return -RS_E_RULES;
+	err = rs_verify_ops(r, rlen, &off, r[4], r[4] + r[5], limit);
+	if (err)
+		return err;
+	if (r[3] & RS_RF_SCHEDULE)
+		return rs_verify_phases(r, rlen, off, limit);
 	return off == rlen ? 0 : -RS_E_RULES;
 }
 
@@ -688,6 +740,87 @@ static struct rs_rule_state *rs_rule_states(struct rs_state *st)
 	return (struct rs_rule_state *)(st + 1);
 }
 
+/* The offset past nops ops of a verified rule r from off. */
+static uint32_t rs_ops_end(const uint8_t *r, uint32_t off, uint32_t nops)
+{
+	uint32_t k;
+
+	for (k = 0; k < nops; k++)
+		off += RS_OP_HDR_LEN + r[off + 1];
+	return off;
+}
+
+/*
+ * Every op of a verified rule in turn: its own (matches, then actions), then each phase's
+ * action ops. rs_walk_next returns the next op's offset in the rule, 0 after the last; *opens
+ * is 1 when a phase's action list begins before it.
+ */
+struct rs_walk {
+	const uint8_t *r;
+	uint32_t off, left, phases;
+};
+
+static void rs_walk_start(struct rs_walk *w, const uint8_t *r)
+{
+	w->r = r;
+	w->off = RS_RULE_HDR_LEN;
+	w->left = r[4] + r[5];
+	w->phases = (r[3] & RS_RF_SCHEDULE) ? rs_le16(r + 6) : 0;
+}
+
+static uint32_t rs_walk_next(struct rs_walk *w, int *opens)
+{
+	uint32_t o;
+
+	*opens = 0;
+	while (!w->left) {
+		if (!w->phases)
+			return 0;
+		w->phases--;
+		w->left = w->r[w->off + 8];
+		w->off += RS_PHASE_HDR_LEN;
+		*opens = 1;
+	}
+	o = w->off;
+	w->left--;
+	w->off += RS_OP_HDR_LEN + w->r[o + 1];
+	return o;
+}
+
+uint32_t rs_program_push_room(const uint8_t *prog)
+{
+	uint32_t n = rs_le16(prog + 8), off = RS_HDR_LEN, most = 0, pushes, i, o;
+	struct rs_walk w;
+	int opens;
+
+	for (i = 0; i < n; i++) {
+		rs_walk_start(&w, prog + off);
+		pushes = 0;
+		while ((o = rs_walk_next(&w, &opens))) {
+			if (opens)
+				pushes = 0;
+			pushes += prog[off + o] == RS_A_PUSH_VLAN;
+			if (pushes > most)
+				most = pushes;
+		}
+		off += rs_le16(prog + off);
+	}
+	return most * RS_VLAN_HLEN;
+}
+
+void rs_state_start(void *state, uint64_t load_ns, uint64_t first_ns)
+{
+	struct rs_state *st = state;
+	struct rs_rule_state *rs = rs_rule_states(st);
+	uint32_t i;
+
+	st->epoch_load = load_ns;
+	st->epoch_first = first_ns;
+	st->epoch_set = 1;
+	for (i = 0; i < st->n_rules; i++)
+		rs[i].phase_start = rs[i].phase_end = 0;	/* found again from the new time zero */
+}
+
 void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 		   uint32_t state_size, uint64_t seed)
 {
@@ -722,15 +855,19 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 	off = RS_HDR_LEN;
 	for (i = 0; i < n; i++) {
 		const uint8_t *r = prog + off;
-		uint32_t k, o = RS_RULE_HDR_LEN, nops = r[4] + r[5];
+		uint32_t limit, j, o;
 
-		for (k = 0; k < nops; k++) {
-			if (r[o] == RS_A_RATE) {
-				rs[i].rate_limit = rs_le16(r + o + 2 + 10);
-				rs[i].rate_queue = qoff;
-				qoff += 8 * rs[i].rate_limit;
-			}
-			o += RS_OP_HDR_LEN + r[o + 1];
+		rs_verify_rule(r, rs_le16(r), &limit);	/* verified above: for the queue's capacity */
+		if (limit) {
+			rs[i].rate_limit = limit;
+			rs[i].rate_queue = qoff;
+			qoff += 8 * limit;
+		}
+		if (r[3] & RS_RF_SCHEDULE) {
+			o = rs_ops_end(r, RS_RULE_HDR_LEN, r[4] + r[5]);
+			rs[i].phases = o;
+			for (j = 0; j < rs_le16(r + 6); j++, o += rs_le16(r + o + 10))
+				rs[i].cycle_ns += rs_le64(r + o);
 		}
 		off += rs_le16(r);
 	}
@@ -1271,14 +1408,17 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 {
 	struct rs_form_rule *fr = rs_form_rules(st);
-	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, k, c;
+	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, c;
 	struct rs_shape sh;
+	struct rs_walk w;
+	int opens;
 
 	for (i = 0; i < st->n_rules; i++) {
 		const uint8_t *r = prog + off;
 
 		rs_rule_shape(r, &sh);
-		for (k = 0, j = RS_RULE_HDR_LEN; k < (uint32_t)r[4] + r[5]; k++, j += RS_OP_HDR_LEN + r[j + 1])
+		rs_walk_start(&w, r);
+		while ((j = rs_walk_next(&w, &opens)))
 			if (rs_op_wants_l4(r[j], r + j + 2))
 				st->form_flags |= RS_FORM_L4;
 		fr[i].rule = off;
@@ -1985,7 +2125,7 @@ static int rs_act_rate(struct rs_ctx *c, const uint8_t *o)
 			rs->rate_head = 0;
 		rs->rate_count--;
 	}
-	if (rs->rate_count >= rs->rate_limit)
+	if (rs->rate_count >= rs_le16(o + 10))	/* this list's limit: phases may differ */
 		return 1;
 
 	bytes = sz > 0 ? (uint64_t)sz : 0;
@@ -2047,11 +2187,11 @@ static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct r
 }
 
 /* Runs the actions; returns a drop reason or RS_R_NONE. */
-static uint32_t rs_run_actions(struct rs_ctx *c, const uint8_t *r, uint32_t off)
+static uint32_t rs_run_actions(struct rs_ctx *c, const uint8_t *r, uint32_t off, uint32_t nops)
 {
 	uint32_t k, reason;
 
-	for (k = 0; k < r[5]; k++) {
+	for (k = 0; k < nops; k++) {
 		uint32_t op = r[off];
 		const uint8_t *o = r + off + 2;
 
@@ -2077,12 +2217,12 @@ static struct rs_trace_event *rs_trace_add(struct rs_trace *t, uint32_t kind, ui
 }
 
 /* rs_run_actions, writing each action and the frame after it into the trace. */
-static uint32_t rs_run_actions_traced(struct rs_ctx *c, const uint8_t *r, uint32_t off, uint32_t rule,
-				      struct rs_trace *t)
+static uint32_t rs_run_actions_traced(struct rs_ctx *c, const uint8_t *r, uint32_t off, uint32_t nops,
+				      uint32_t rule, struct rs_trace *t)
 {
 	uint32_t k, reason = RS_R_NONE, i;
 
-	for (k = 0; k < r[5] && reason == RS_R_NONE; k++) {
+	for (k = 0; k < nops && reason == RS_R_NONE; k++) {
 		uint32_t op = r[off];
 		const uint8_t *o = r + off + 2;
 		struct rs_trace_event *e;
@@ -2101,6 +2241,52 @@ static uint32_t rs_run_actions_traced(struct rs_ctx *c, const uint8_t *r, uint32
 				t->frames[k * t->frame_cap + i] = c->p.b[i];
 	}
 	return reason;
+}
+
+/* ---- schedules ---- */
+
+/*
+ * The phase of a scheduled rule for a frame arriving at now, into its state: which phase, its
+ * action list, and the times it holds, so that the next frames find it without this walk. Time
+ * zero is the state's (rs_state_start), or this frame's if none was set. Frames before it get
+ * the first phase; without RS_RF_REPEAT the last phase holds for ever.
+ */
+static void rs_phase_find(struct rs_state *st, struct rs_rule_state *rs, const uint8_t *r, uint64_t now)
+{
+	uint32_t j, n = rs_le16(r + 6), off = rs->phases;
+	uint64_t epoch, t, base, d;
+
+	if (!st->epoch_set) {
+		st->epoch_load = st->epoch_first = now;
+		st->epoch_set = 1;
+	}
+	epoch = (r[3] & RS_RF_KEEP_TIME) ? st->epoch_first : st->epoch_load;
+	t = now > epoch ? now - epoch : 0;
+	base = epoch;
+	if ((r[3] & RS_RF_REPEAT) && t >= rs->cycle_ns) {
+		uint64_t k = rs_div64(t, rs->cycle_ns);
+
+		base += k * rs->cycle_ns;
+		t -= k * rs->cycle_ns;
+	}
+	for (j = 0; ; j++) {
+		d = rs_le64(r + off);
+		if (t < d || j == n - 1)
+			break;
+		t -= d;
+		base += d;
+		off += rs_le16(r + off + 10);
+	}
+	rs->phase = j;
+	rs->phase_start = now < epoch ? 0 : base;
+	rs->phase_end = (j == n - 1 && !(r[3] & RS_RF_REPEAT)) ? ~0ull : base + d;
+	if (r[off + 9] & RS_PHF_OWN) {
+		rs->phase_act = rs_ops_end(r, RS_RULE_HDR_LEN, r[4]);
+		rs->phase_nops = r[5];
+	} else {
+		rs->phase_act = off + RS_PHASE_HDR_LEN;
+		rs->phase_nops = r[off + 8];
+	}
 }
 
 /* ---- entry point ---- */
@@ -2153,7 +2339,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 {
 	struct rs_state *st = state;
 	struct rs_ctx c;
-	uint32_t pflags, n, i, off = RS_HDR_LEN, act = 0, reason;
+	uint32_t pflags, n, i, off = RS_HDR_LEN, act = 0, nops, reason;
 	const uint8_t *r = 0;
 	int err;
 
@@ -2230,7 +2416,14 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	c.rs->bytes += len;
 	v->rule = (int32_t)i;
 
-	reason = trace ? rs_run_actions_traced(&c, r, act, i, trace) : rs_run_actions(&c, r, act);
+	nops = r[5];
+	if (c.rflags & RS_RF_SCHEDULE) {
+		if (now_ns < c.rs->phase_start || now_ns >= c.rs->phase_end)
+			rs_phase_find(st, c.rs, r, now_ns);
+		act = c.rs->phase_act;
+		nops = c.rs->phase_nops;
+	}
+	reason = trace ? rs_run_actions_traced(&c, r, act, nops, i, trace) : rs_run_actions(&c, r, act, nops);
 	v->len = c.p.len;
 	v->flags = c.vflags;
 	if (reason != RS_R_NONE) {

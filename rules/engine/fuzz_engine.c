@@ -224,6 +224,35 @@ static void action_op(struct builder *g)
 	}
 }
 
+/* Phases after the rule at start: two, 1 to 8 ms each (the runs' times cross them), the first
+ * with up to two action ops, the second the rule's own; repeating when c says so. */
+static void schedule(struct builder *g, uint32_t start, uint32_t c)
+{
+	uint8_t ph[RS_PHASE_HDR_LEN] = { 0 };
+	uint32_t k, at, n = next(g) % 3;
+	uint64_t ns;
+
+	if (g->len > MAX_BUILT - 2 * RS_PHASE_HDR_LEN)
+		return;
+	g->b[start + 3] |= RS_RF_SCHEDULE | ((c & 0x80) ? RS_RF_REPEAT : 0);
+	g->b[start + 6] = 2;
+	ns = 1000000ull * (1 + next(g) % 8);
+	memcpy(ph, &ns, 8);	/* little-endian, as the harness's machines are */
+	ph[8] = (uint8_t)n;
+	at = g->len;
+	put(g, ph, sizeof(ph));
+	for (k = 0; k < n; k++)
+		action_op(g);
+	if (g->len <= MAX_BUILT) {
+		g->b[at + 10] = (uint8_t)(g->len - at);
+		g->b[at + 11] = (uint8_t)((g->len - at) >> 8);
+	}
+	ph[8] = 0;
+	ph[9] = RS_PHF_OWN;
+	ph[10] = RS_PHASE_HDR_LEN;
+	put(g, ph, sizeof(ph));
+}
+
 /* A program of up to 64 rules from g's bytes; its length, or 0 when too long. */
 static uint32_t build_program(struct builder *g, uint8_t *out)
 {
@@ -251,6 +280,8 @@ static uint32_t build_program(struct builder *g, uint8_t *out)
 			match_op(g);
 		for (k = 0; k < na; k++)
 			action_op(g);
+		if (c & 0x40)
+			schedule(g, start, c);
 		if (g->len > MAX_BUILT)
 			return 0;
 		out[start] = (uint8_t)(g->len - start);

@@ -39,7 +39,18 @@
 
 /* rule flags */
 #define RS_RF_REORDER_ON_JITTER 0x01 /* jitter may reorder frames (netem) */
-#define RS_RF_ALL               0x01
+#define RS_RF_SCHEDULE          0x02 /* phases follow the action ops; header bytes 6-7: their number */
+#define RS_RF_REPEAT            0x04 /* the schedule starts over after its last phase (else that holds) */
+#define RS_RF_KEEP_TIME         0x08 /* its time zero is the first load's, which a reload keeps */
+#define RS_RF_ALL               0x0f
+
+/* a phase of a schedule: u64 duration_ns, u8 number of action ops, u8 flags, u16 its length in
+ * bytes (this header included), then its action ops */
+#define RS_PHASE_HDR_LEN 12
+#define RS_PHF_OWN       0x01 /* the phase runs the rule's own action ops (it has none) */
+#define RS_PHF_ALL       0x01
+#define RS_MAX_PHASES    4096
+#define RS_MAX_PHASE_NS  86400000000000ull /* a day */
 
 /* ports, as passed to rs_run() */
 #define RS_PORT_A 1
@@ -206,6 +217,14 @@ struct rs_rule_state {
 	uint32_t rate_count;     /* rate queue: entries */
 	uint32_t rate_limit;     /* rate queue: capacity (0: rule has no rate) */
 	uint32_t rate_queue;     /* byte offset of its u64 departure times in the state */
+	/* schedule (RS_RF_SCHEDULE): the phase frames arriving in [phase_start, phase_end) get */
+	uint64_t phase_start;
+	uint64_t phase_end;      /* 0: not found yet */
+	uint64_t cycle_ns;       /* the phases' durations added up */
+	uint32_t phase;          /* its index */
+	uint32_t phase_act;      /* its first action op's offset in the rule */
+	uint32_t phase_nops;     /* its number of action ops */
+	uint32_t phases;         /* offset of the first phase in the rule */
 };
 
 /* the frame classes the loaded form has subtables for (engine.c, "frame classes") */
@@ -216,6 +235,11 @@ struct rs_state {
 	uint32_t n_rules;
 	uint32_t size;
 	struct rs_counters counters;
+	/* time zero of schedules (rs_state_start, or the first frame's time): this load's and the first */
+	uint64_t epoch_load;
+	uint64_t epoch_first;
+	uint32_t epoch_set;
+	uint32_t reserved;
 	/* the loaded form (engine.c): the classifier rs_state_init builds from the program */
 	uint32_t prog_len;	/* of the program it was built from */
 	uint32_t form;		/* its byte offset in the state */
@@ -248,6 +272,19 @@ const char *rs_verify_strerror(int code);
 /* Zeroes state (size from rs_program_verify) and seeds its PRNG. */
 void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 		   uint32_t state_size, uint64_t seed);
+
+/*
+ * Sets time zero of the program's schedules, on the clock of rs_run's now_ns: load_ns when it was
+ * loaded, first_ns when the first program of this run was (rules with RS_RF_KEEP_TIME count from
+ * that). Without it, the first frame's now_ns is both (`reshaper apply`).
+ */
+void rs_state_start(void *state, uint64_t load_ns, uint64_t first_ns);
+
+/*
+ * The most bytes push_vlan ops add to one frame in one rule of a verified program (one action
+ * list: the rule's own or a phase's), for carriers that must leave the room.
+ */
+uint32_t rs_program_push_room(const uint8_t *prog);
 
 #define RS_RUN_L3 0x01 /* frame starts at the IP header (NFQUEUE) */
 
