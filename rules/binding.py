@@ -113,8 +113,20 @@ class Engine:
             steps.append(TraceEvent(e.kind, e.rule, e.a, e.b, e.c, e.d, after))
         return (*self._result(), steps)
 
+    def start(self, load_ns: int, first_ns: int) -> None:
+        """Time zero of the program's schedules (rs_state_start), on the clock of run's now_ns: when it
+        was loaded, and when the first program of this run was (for keep_time). Not called: the first frame."""
+        lib.rs_state_start(self.state, load_ns, first_ns)
+
+    def time_zero(self) -> tuple[int, int] | None:
+        return state_time_zero(self._header)
+
     def counters(self) -> dict[str, int]:
         return engine_counters(self._header)
+
+    def rule_phase(self, index: int) -> int:
+        """The phase of a scheduled rule the last of its frames ran in (struct rs_rule_state)."""
+        return self._rules[index].phase
 
     def rule_counters(self, index: int) -> dict[str, int]:
         if not 0 <= index < self.n_rules:
@@ -127,18 +139,24 @@ def engine_counters(header) -> dict[str, int]:
     return {name: getattr(header.counters, name) for name in GLOBAL_COUNTERS}
 
 
+def state_time_zero(header) -> tuple[int, int] | None:
+    """A state's time zero of schedules, this load's and the first's (struct rs_state); None before any."""
+    return (header.epoch_load, header.epoch_first) if header.epoch_set else None
+
+
 def rule_counters(rule) -> dict[str, int]:
     """One rule's counters in a state (a struct rs_rule_state), its rate queue's depth with them."""
     return {name: getattr(rule, name) for name in RULE_COUNTERS} | {"queue_depth": rule.rate_count}
 
 
-def state_counters(state: bytes) -> tuple[dict[str, int], list[dict[str, int]]]:
+def state_counters(state: bytes) -> tuple[dict[str, int], list[dict[str, int]], tuple[int, int] | None]:
     """The global and per-rule counters of a state copied out of the engine (the kernel module's
-    GET_STATS): struct rs_state, then one struct rs_rule_state a rule."""
+    GET_STATS): struct rs_state, then one struct rs_rule_state a rule; and its time zero."""
     head, each = ffi.sizeof("struct rs_state"), ffi.sizeof("struct rs_rule_state")
     buf = ffi.from_buffer(state)
     header = ffi.cast("struct rs_state *", buf) if len(state) >= head else None
     if header is None or len(state) != head + header.n_rules * each:
         raise ValueError(f"a state of {len(state)} bytes does not hold the header and rules it names")
     rules = ffi.cast("struct rs_rule_state *", buf + head)
-    return engine_counters(header), [rule_counters(rules[i]) for i in range(header.n_rules)]
+    return (engine_counters(header), [rule_counters(rules[i]) for i in range(header.n_rules)],
+            state_time_zero(header))

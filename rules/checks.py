@@ -69,8 +69,29 @@ def check_rule(chk: Checker, rule: Rule, ctx: str) -> None:
     if m is not None and m.value["base"] == "l4" and not_ip:
         chk.error(m.node, f"{ctx}match.bytes: base l4 makes no sense with eth_type: {eth.value}")
 
+    _check_actions(chk, rule, rule.actions, ctx, not_ip, family, protos, proto_node)
+    if rule.schedule is not None:
+        if rule.action("python") is not None:
+            chk.error(rule.schedule.node, f"{ctx}schedule cannot go with a python hook: the hook runs on "
+                                          "every frame of the rule, whatever its phase")
+        for i, phase in enumerate(rule.schedule.phases):
+            if phase.actions is not None:
+                _check_actions(chk, rule, phase.actions, f"{ctx}schedule: phases[{i}]: ", not_ip, family, protos,
+                               proto_node, in_phase=True)
+        # the engine keeps one such flag a rule (rules/engine/rs_program.h, RS_RF_REORDER_ON_JITTER)
+        delays = [a for a in rule.actions + [a for p in rule.schedule.phases for a in p.actions or []]
+                  if a.kind == "delay"]
+        for delay in delays[1:]:
+            if delay.params["reorder_on_jitter"] != delays[0].params["reorder_on_jitter"]:
+                chk.error(delay.node, f"{ctx}delay: expected the same reorder_on_jitter in every delay of a "
+                                      "scheduled rule (the rule's own and its phases')")
+
+
+def _check_actions(chk, rule, actions, ctx, not_ip, family, protos, proto_node, in_phase=False) -> None:
+    """One list of actions: the rule's own or a phase's."""
+    eth = rule.match("eth_type")
     seen: dict[str, Action] = {}
-    for action in rule.actions:
+    for action in actions:
         kind = action.kind
         if (kind in TIMING_ACTIONS or kind == "python") and kind in seen:
             chk.error(action.node, f"{ctx}expected at most one {kind} action in a rule "
@@ -82,8 +103,11 @@ def check_rule(chk: Checker, rule: Rule, ctx: str) -> None:
             _check_set(chk, rule, action, ctx, not_ip, family, protos, proto_node)
         if action.kind == "dec_ttl" and not_ip:
             chk.error(action.node, f"{ctx}dec_ttl makes no sense with eth_type: {eth.value}")
-    if "python" in seen:
-        if rule.actions[-1] is not seen["python"]:
+    if "python" in seen and in_phase:
+        chk.error(seen["python"].node, f"{ctx}python: a hook cannot be in a phase (it would run in some phases "
+                                       "and not in others); give the rule its own hook")
+    elif "python" in seen:
+        if actions[-1] is not seen["python"]:
             chk.error(seen["python"].node, f"{ctx}python: expected the hook to be the rule's last action "
                                            "(actions before it run first, in the engine)")
         for kind in NOT_WITH_HOOKS:
@@ -122,6 +146,12 @@ def check_program(chk: Checker, rules: list[Rule], node: Node) -> None:
             per_field = " (a set takes one per field)" if rule.action("set") else ""
             chk.error(rule.node, f"{ctx}expected at most {lib.RS_MAX_OPS} actions in a rule, got {actions}{per_field}")
         length += lib.RS_RULE_HDR_LEN + sum(map(len, ops))
+        for i, phase in enumerate(rule.schedule.phases if rule.schedule else []):
+            phase_ops = [op for a in phase.actions or [] for op in compile_action(a)]
+            if len(phase_ops) > lib.RS_MAX_OPS:
+                chk.error(phase.node, f"{ctx}schedule: phases[{i}]: expected at most {lib.RS_MAX_OPS} actions, "
+                                      f"got {len(phase_ops)}")
+            length += lib.RS_PHASE_HDR_LEN + sum(map(len, phase_ops))
     if len(rules) > lib.RS_MAX_RULES:
         chk.error(node, f"expected at most {lib.RS_MAX_RULES} rules, got {len(rules)}")
     elif length > lib.RS_MAX_PROGRAM_LEN:

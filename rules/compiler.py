@@ -14,7 +14,7 @@ import struct
 from reshaper._native import lib
 from reshaper.rules.binding import ProgramError, program_verify
 from reshaper.rules.fields import BASES, DISTRIBUTIONS, ETH_TYPES, FROM_PORTS, VLAN_TPIDS
-from reshaper.rules.model import Action, Config, ConfigError, Diagnostic, Match, Rule
+from reshaper.rules.model import Action, Config, ConfigError, Diagnostic, Match, Phase, Rule
 
 _RANGE_FIELDS = {
     "vlan": lib.RS_F_VLAN, "vlan_pcp": lib.RS_F_VLAN_PCP, "ip_proto": lib.RS_F_IP_PROTO,
@@ -123,30 +123,65 @@ def compile_action(a: Action) -> list[bytes]:
     raise AssertionError(f"no compiler for action {a.kind}")
 
 
-def rule_ops(rule: Rule) -> tuple[list[tuple[Match, bytes]], list[tuple[Action, bytes]]]:
-    """A rule's match ops and action ops, in program order, each with what in the file it comes from
-    (a match field compiles to one op; an action to none or more: `reshaper explain` names them)."""
-    matches = [(m, compile_match(m)) for m in rule.matches]
-    actions = []
-    reorder = rule.action("reorder")
-    for a in rule.actions:
+def action_ops(actions: list[Action], reorder: Action | None) -> list[tuple[Action, bytes]]:
+    """A list of actions' ops in program order, each with the action it comes from."""
+    ops = []
+    for a in actions:
         if a.kind == "reorder":
             continue
         if a.kind == "delay" and reorder is not None:
             # the engine decides reordering at the delay, so it comes right before it
-            actions += [(reorder, op) for op in compile_action(reorder)]
-        actions += [(a, op) for op in compile_action(a)]
-    return matches, actions
+            ops += [(reorder, op) for op in compile_action(reorder)]
+        ops += [(a, op) for op in compile_action(a)]
+    return ops
+
+
+def _reorder(actions: list[Action]) -> Action | None:
+    return next((a for a in actions if a.kind == "reorder"), None)
+
+
+def rule_ops(rule: Rule, phase: int | None = None) -> tuple[list[tuple[Match, bytes]], list[tuple[Action, bytes]]]:
+    """A rule's match ops and action ops (its own, or those of its schedule's phase), in program order, each
+    with what in the file it comes from (a match field compiles to one op; an action to none or more:
+    `reshaper explain` names them)."""
+    matches = [(m, compile_match(m)) for m in rule.matches]
+    actions = rule.actions
+    if phase is not None and rule.schedule.phases[phase].actions is not None:
+        actions = rule.schedule.phases[phase].actions
+    return matches, action_ops(actions, _reorder(actions))
+
+
+def _phase(phase: Phase) -> bytes:
+    if phase.actions is None:
+        return struct.pack("<QBBH", phase.duration_ns, 0, lib.RS_PHF_OWN, lib.RS_PHASE_HDR_LEN)
+    ops = [op for _, op in action_ops(phase.actions, _reorder(phase.actions))]
+    return struct.pack("<QBBH", phase.duration_ns, len(ops), 0,
+                       lib.RS_PHASE_HDR_LEN + sum(map(len, ops))) + b"".join(ops)
+
+
+def _delay_flags(actions: list[Action]) -> int:
+    delay = next((a for a in actions if a.kind == "delay"), None)
+    return lib.RS_RF_REORDER_ON_JITTER if delay is not None and delay.params["reorder_on_jitter"] else 0
 
 
 def compile_rule(rule: Rule) -> bytes:
-    match_ops, action_ops = rule_ops(rule)
-    matches, actions = [op for _, op in match_ops], [op for _, op in action_ops]
-    delay = rule.action("delay")
-    flags = lib.RS_RF_REORDER_ON_JITTER if delay is not None and delay.params["reorder_on_jitter"] else 0
+    match_ops, action_ops_ = rule_ops(rule)
+    matches, actions = [op for _, op in match_ops], [op for _, op in action_ops_]
+    flags = _delay_flags(rule.actions)
     body = b"".join(matches) + b"".join(actions)
+    phases = 0
+    if rule.schedule is not None:
+        schedule = rule.schedule
+        flags |= lib.RS_RF_SCHEDULE
+        flags |= lib.RS_RF_REPEAT if schedule.repeat else 0
+        flags |= lib.RS_RF_KEEP_TIME if schedule.keep_time else 0
+        # one flag for the rule: rules/checks.py holds every delay of the rule to the same reorder_on_jitter
+        for phase in schedule.phases:
+            flags |= _delay_flags(phase.actions or [])
+        phases = len(schedule.phases)
+        body += b"".join(_phase(p) for p in schedule.phases)
     header = struct.pack("<HBBBBH", lib.RS_RULE_HDR_LEN + len(body), FROM_PORTS[rule.from_port], flags,
-                         len(matches), len(actions), 0)
+                         len(matches), len(actions), phases)
     return header + body
 
 

@@ -16,11 +16,14 @@ from yaml.nodes import Node, SequenceNode
 
 from reshaper.rules.checks import check_program, check_rule
 from reshaper.rules.compiler import compile_rules
-from reshaper.rules.fields import ACTION_ITEM, MATCH_FIELDS, PORTS, RULE_KEYS, TOP_KEYS
+from reshaper.rules.fields import ACTION_ITEM, MATCH_FIELDS, PHASE_KEYS, PORTS, RULE_KEYS, SCHEDULE_KEYS, TOP_KEYS
 from reshaper.rules.loader import compose, read_text
 from reshaper.rules.model import (  # noqa: F401  (re-exported)
-    Action, Checker, Config, ConfigError, Diagnostic, Match, Port, Rule)
+    Action, Checker, Config, ConfigError, Diagnostic, Match, Phase, Port, Rule, Schedule)
+from reshaper.rules.schedule_file import read_schedule_file
 from reshaper.rules.values import is_null, node_kind, read_mapping
+
+PHASE_LIMIT = SCHEDULE_KEYS["phases"].value.most
 
 __all__ = ["load_config", "Action", "Config", "ConfigError", "Diagnostic", "Match", "Port", "Rule"]
 
@@ -119,7 +122,8 @@ def _load_rule(chk: Checker, node: Node) -> Rule | None:
     ctx = f"rule {name!r}: " if name else ""
     matches = _load_matches(chk, spec["match"], ctx) if "match" in spec else []
     actions = _load_actions(chk, spec["actions"], ctx) if "actions" in spec else []
-    rule = Rule(name or "", from_port or RULE_KEYS["from"].default, matches, actions, node)
+    schedule = _load_schedule(chk, spec["schedule"], ctx) if "schedule" in spec else None
+    rule = Rule(name or "", from_port or RULE_KEYS["from"].default, matches, actions, node, schedule)
     check_rule(chk, rule, ctx)
     return rule if name is not None and from_port is not None else None
 
@@ -149,3 +153,52 @@ def _load_actions(chk: Checker, node: Node, ctx: str) -> list[Action]:
         if action is not None:
             actions.append(action)
     return actions
+
+
+def _load_schedule(chk: Checker, node: Node, ctx: str) -> Schedule | None:
+    ctx += "schedule: "
+    spec = chk.parse(node, read_mapping, SCHEDULE_KEYS, chk, ctx, context=ctx)
+    if spec is None:
+        return None
+    flags = {key: chk.parse(spec[key], SCHEDULE_KEYS[key].value.parse, context=f"{ctx}{key}: ")
+             if key in spec else SCHEDULE_KEYS[key].default for key in ("repeat", "keep_time")}
+    if ("phases" in spec) == ("file" in spec):
+        chk.error(node, f"{ctx}expected phases or a file of them, {'not both' if 'file' in spec else 'got neither'}")
+        return None
+    if "phases" in spec:
+        phases = _load_phases(chk, spec["phases"], ctx)
+    else:
+        name = chk.parse(spec["file"], SCHEDULE_KEYS["file"].value.parse, context=f"{ctx}file: ")
+        if name is None:
+            return None
+        try:
+            phases = read_schedule_file(os.path.join(os.path.dirname(chk.path), name))
+        except ConfigError as exc:
+            chk.errors += exc.diagnostics
+            chk.error(spec["file"], f"{ctx}file: {name} is not a schedule (its errors name its lines)")
+            return None
+    # what parsed, also when something did not: the phases' actions are checked all the same
+    return Schedule(phases, bool(flags["repeat"]), bool(flags["keep_time"]), node) if phases else None
+
+
+def _load_phases(chk: Checker, node: Node, ctx: str) -> list[Phase]:
+    if not isinstance(node, SequenceNode) or not node.value:
+        chk.error(node, f"{ctx}phases: expected a list of phases like - {{for: 10s, actions: [drop]}}, "
+                        f"got {'an empty list' if isinstance(node, SequenceNode) else 'a ' + node_kind(node)}")
+        return []
+    if len(node.value) > PHASE_LIMIT:
+        chk.error(node, f"{ctx}phases: expected at most {PHASE_LIMIT} phases, got {len(node.value)}")
+        return []
+    phases = []
+    for i, item in enumerate(node.value):
+        at = f"{ctx}phases[{i}]: "
+        spec = chk.parse(item, read_mapping, PHASE_KEYS, chk, at, context=at)
+        duration, actions = None, None
+        if spec is not None and "for" in spec:
+            duration = chk.parse(spec["for"], PHASE_KEYS["for"].value.parse, context=f"{at}for: ")
+            if duration == 0:
+                chk.error(spec["for"], f"{at}for: expected a phase longer than 0")
+            actions = _load_actions(chk, spec["actions"], at) if "actions" in spec else None
+        # a phase that is wrong (an error is recorded) keeps its place: the checks name phases by index
+        phases.append(Phase(duration or 0, actions, item))
+    return phases

@@ -209,6 +209,24 @@ ACTIONS = {
 }
 ACTION_ITEM = ActionItem(ACTIONS)
 
+# a phase of a schedule; its actions, like the rule's, are checked by rules/checks.py
+PHASE_KEYS = {
+    "for": Field(Time(lib.RS_MAX_PHASE_NS), "how long the phase lasts", required=True),
+    "actions": Field(Listed(ACTION_ITEM, lib.RS_MAX_OPS), "the phase's actions, in place of the rule's; "
+                                                           "omitted: the rule's own"),
+}
+# the columns of a schedule file, one phase a row (rules/schedule_file.py)
+SCHEDULE_COLUMNS = ("for", "delay", "jitter", "loss")
+SCHEDULE_KEYS = {
+    "phases": Field(Listed(Record(PHASE_KEYS), lib.RS_MAX_PHASES), "the phases, in turn from time zero"),
+    "file": Field(Text(r"[^\x00]{1,4096}", "a file name"),
+                  f"a CSV file of phases, relative to this file: a header naming its columns "
+                  f"({', '.join(SCHEDULE_COLUMNS)}; for is needed), then one phase a row"),
+    "repeat": Field(Bool(), "start over after the last phase; false: the last phase holds", default=False),
+    "keep_time": Field(Bool(), "a reload keeps the schedule running (its time zero is the first load's) "
+                               "instead of starting it over", default=False),
+}
+
 RULE_KEYS = {
     "name": Field(Text(r"[a-z0-9_-]{1,32}", "a rule name of 1-32 characters from a-z, 0-9, _ and -"),
                   "unique within the file", required=True),
@@ -216,6 +234,10 @@ RULE_KEYS = {
     "match": Field(OrNull(Record(MATCH_FIELDS)), "the fields a frame must match (all of them); "
                                                  "omitted or empty matches every frame"),
     "actions": Field(Listed(ACTION_ITEM), "what to do with a matching frame, in order; [] forwards it unchanged"),
+    "schedule": Field(Record(SCHEDULE_KEYS), "actions that change over time: phases (or a file of them) "
+                                             "replace the rule's actions for their time; phases or file is "
+                                             "needed, not both. Time zero is the load (start or reload), in "
+                                             "reshaper apply the first frame"),
 }
 
 _INTERFACE = Field(Text(r"[A-Za-z0-9_.@:-]{1,15}", "an interface name (1-15 characters, no spaces or '/')"),

@@ -45,18 +45,56 @@ class Action:
 
 
 @dataclasses.dataclass
+class Phase:
+    """One phase of a schedule: its length and its actions (None: the rule's own)."""
+    duration_ns: int
+    actions: list[Action] | None
+    node: Node | None               # its node, or None for a row of a schedule file
+
+
+@dataclasses.dataclass
+class Schedule:
+    phases: list[Phase]
+    repeat: bool
+    keep_time: bool
+    node: Node
+
+    @property
+    def cycle_ns(self) -> int:
+        return sum(p.duration_ns for p in self.phases)
+
+    def phase_at(self, elapsed_ns: int) -> int:
+        """The index of the phase at elapsed_ns from time zero, as the engine finds it
+        (rules/engine/engine.c, rs_phase_find): before zero the first; without repeat the last holds."""
+        t = max(elapsed_ns, 0)
+        if self.repeat:
+            t %= self.cycle_ns
+        for i, phase in enumerate(self.phases):
+            if t < phase.duration_ns:
+                return i
+            t -= phase.duration_ns
+        return len(self.phases) - 1
+
+
+@dataclasses.dataclass
 class Rule:
     name: str
     from_port: str                  # a | b | any
     matches: list[Match]
     actions: list[Action]
     node: Node
+    schedule: Schedule | None = None
 
     def match(self, field: str) -> Match | None:
         return next((m for m in self.matches if m.field == field), None)
 
     def action(self, kind: str) -> Action | None:
         return next((a for a in self.actions if a.kind == kind), None)
+
+    def action_lists(self) -> list[list[Action]]:
+        """Every list of actions the rule may run: its own, then each of its schedule's phases' that has one."""
+        phases = self.schedule.phases if self.schedule else []
+        return [self.actions] + [p.actions for p in phases if p.actions is not None]
 
 
 @dataclasses.dataclass

@@ -86,13 +86,18 @@ def time_ns(text: str, most_ns: int) -> int:
 def parse_probability(node: Node) -> float:
     """'1%' or 0.01 -> 0.01."""
     text = node_text(node)
+    return probability_of(text, None if re.fullmatch(NUMBER + r"\s*%", text) else node_value(node))
+
+
+def probability_of(text: str, value: Any = None) -> float:
+    """The probability a text says ('1%', '0.01'); value: what YAML made of it, if it did."""
     m = re.fullmatch(NUMBER + r"\s*%", text)
     if m:
         value = float(m.group(1)) / 100
-    else:
-        value = node_value(node)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise Invalid(f"expected a probability (e.g. 1% or 0.01), got {text!r}")
+    elif value is None and re.fullmatch(NUMBER, text):
+        value = float(text)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Invalid(f"expected a probability (e.g. 1% or 0.01), got {text!r}")
     if not 0.0 <= value <= 1.0:  # before float(): an integer of hundreds of digits is no float
         raise Invalid(f"expected a probability between 0% and 100%, got {text!r}")
     return float(value)

@@ -127,7 +127,7 @@ def test_a_state_copied_out_must_hold_the_rules_it_names():
     engine = Engine(program("rules:\n" + "".join(f"  - {{name: r{i}, match: {{dscp: {i}}}}}\n" for i in range(3))))
     engine.run(bytes(60), "a")
     whole = bytes(ffi.buffer(engine.state, ffi.sizeof("struct rs_state") + 3 * ffi.sizeof("struct rs_rule_state")))
-    counters, rules = state_counters(whole)
+    counters, rules, _ = state_counters(whole)
     assert counters["frames_in"] == 1 and len(rules) == 3
     for cut in (whole[:-1], whole + b"\0" * 8, whole[:10]):
         with pytest.raises(ValueError, match="does not hold the header and rules it names"):
