@@ -28,6 +28,18 @@ from reshaper.rules.model import Config, ConfigError, Diagnostic
 STATUS_PREFIX = "reshaper: "
 
 
+
+def rule_phase(rule, time_zero: tuple[int, int] | None) -> dict:
+    """A scheduled rule's phase now, as the engine will find it for a frame arriving now (its index
+    from 0, and the number of phases); {} for a rule without a schedule."""
+    if rule.schedule is None:
+        return {}
+    phase = 0
+    if time_zero is not None:
+        load, first = time_zero
+        phase = rule.schedule.phase_at(time.monotonic_ns() - (first if rule.schedule.keep_time else load))
+    return {"phase": phase, "phases": len(rule.schedule.phases)}
+
 class SetupError(Exception):
     pass
 
@@ -120,6 +132,7 @@ class Appliance:
         self.last_reload_error: str | None = None
         self.swap_lock = threading.Lock()  # held while a reload swaps engine and config, and by snapshot()
         self.started = time.time()
+        self.first_load_ns: int | None = None  # the first program's load, on CLOCK_MONOTONIC (time_zero)
         self._reload = self._stop = False
         self.state_path = os.path.join(RUN_DIR, f"state-{netns_id()}-{'-'.join(ifaces)}.json")
         self.changed = {"mode": self.mode, "pid": os.getpid(), "interfaces": ifaces,
@@ -193,6 +206,14 @@ class Appliance:
             {n: (p.interface, p.vlan) for n, p in new.ports.items()}
 
     # ---- shared ----
+    def time_zero(self) -> tuple[int, int]:
+        """Time zero of the schedules of a program loaded now, on CLOCK_MONOTONIC as the carriers' frame
+        times: now, and the first load's, from which keep_time schedules count (Engine.start)."""
+        now = time.monotonic_ns()
+        if self.first_load_ns is None:
+            self.first_load_ns = now
+        return now, self.first_load_ns
+
     def snapshot(self) -> dict:
         """Counters, as `reshaper stats` shows them."""
         with self.swap_lock:
@@ -208,7 +229,10 @@ class Appliance:
                 "forwarder": scheduling(self.forwarder_tid) if self.user_space else None,
                 **stats,
                 "engine": engine.counters(),
-                "rules": [{"name": rule.name, **engine.rule_counters(i)} for i, rule in enumerate(config.rules)],
+                # time zero of the schedules, this load's and the first's (CLOCK_MONOTONIC ns; docs/schedules.md)
+                "schedule_time_zero_ns": engine.time_zero(),
+                "rules": [{"name": rule.name, **engine.rule_counters(i), **rule_phase(rule, engine.time_zero())}
+                          for i, rule in enumerate(config.rules)],
                 "hooks": self.hooks.counters() if getattr(self, "hooks", None) else {},
                 # a `reshaper trace` client reading now (kernel mode's read tracefs: not seen here)
                 "trace": {"rule": self.tracer.rule} if self.tracer else None,

@@ -147,6 +147,8 @@ def _python_loop(engine: Engine, hooks, reader: CaptureReader, writer: CaptureOu
     for now, data in reader.frames():
         # departures are never before arrivals: what is due by now can be written
         flush(now)
+        if not result.frames_in:
+            engine.start(now, now)  # schedules count from the capture's first frame, as in bridge/apply_loop.c
         result.frames_in += 1
         seen = port_frame(data, in_vlan)
         if seen is None:

@@ -255,7 +255,9 @@ int rs_apply_frame(struct rs_apply *a, uint64_t now_ns, const uint8_t *data, uin
 
 	if (rc)
 		return rc;
-	a->frames_in++;
+	/* schedules count from the capture's first frame (docs/schedules.md) */
+	if (!a->frames_in++)
+		rs_state_start(a->state, now_ns, now_ns);
 	if (a->in_vlan >= 0) {
 		/* a port in trunk form owns only frames tagged with its VLAN; the tag comes off */
 		uint32_t tci;

@@ -52,6 +52,11 @@ def cmd_check(args) -> int:
     for i, rule in enumerate(config.rules, 1):
         matches = ", ".join(m.field for m in rule.matches) or "everything"
         actions = ", ".join(a.kind for a in rule.actions) or "forward unchanged"
+        if rule.schedule:
+            s = rule.schedule
+            actions += (f"; a schedule of {len(s.phases)} phase{'s' if len(s.phases) != 1 else ''} "
+                        f"({s.cycle_ns / 1e9:g} s{', repeating' if s.repeat else ''}"
+                        f"{', keeping its time over reloads' if s.keep_time else ''})")
         print(f"  {i:>3} {rule.name}: from {rule.from_port}; match {matches}; {actions}")
     carried = []
     for name, mode in modes.MODES.items():

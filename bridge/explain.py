@@ -45,6 +45,8 @@ def explain(config: Config, frame: bytes, from_port: str = "a", *, l3: bool = Fa
     through a fresh engine seeded with seed, as `apply` runs a capture. l3: the frame as NFQUEUE hands
     it over (from the IP header on: nfqueue mode)."""
     engine = Engine(config.program, seed)
+    zero = before[0][0] if before else now_ns
+    engine.start(zero, zero)   # schedules count from the first frame, as in `apply`
     out_port = "b" if from_port == "a" else "a"
     in_vlan = None if l3 else config.ports[from_port].vlan
     out_vlan = None if l3 else config.ports[out_port].vlan
@@ -64,7 +66,8 @@ def explain(config: Config, frame: bytes, from_port: str = "a", *, l3: bool = Fa
     verdict, out, trace = engine.run_traced(frame_seen, from_port, now_ns, l3)
     lines += tell_parse(trace, l3)
     lines += tell_rules(config, trace)
-    lines += tell_actions(config, trace, frame_seen, l3)
+    phase = engine.rule_phase(verdict.rule) if verdict.rule >= 0 and config.rules[verdict.rule].schedule else None
+    lines += tell_actions(config, trace, frame_seen, l3, phase)
     leaves = [egress_frame(out, out_vlan, pcp)] * (1 + verdict.copies) if verdict.forward else []
     lines += tell_verdict(config, verdict, out_port, leaves, out_vlan)
     return Explanation(verdict, leaves, lines)
@@ -92,6 +95,8 @@ def describe_port(config: Config, port: str, l3: bool) -> str:
 
 
 def where(config: Config, node) -> str:
+    if node is None:
+        return "a row of its schedule file"   # rules/schedule_file.py's actions have no YAML node
     mark = node.start_mark
     return f"{config.path}:{mark.line + 1}:{mark.column + 1}"
 
@@ -144,13 +149,15 @@ def field_value(field: str, value: int) -> str:
     return str(value)
 
 
-def tell_actions(config: Config, trace: Trace, frame: bytes, l3: bool) -> list[str]:
+def tell_actions(config: Config, trace: Trace, frame: bytes, l3: bool, phase: int | None = None) -> list[str]:
+    """The actions that ran, each with what it did; phase: the one of the rule's schedule they were."""
     steps = [e for e in trace if e.kind == lib.RS_T_ACTION]
     if not steps:
         return []
     rule = config.rules[steps[0].rule]
-    _, ops = rule_ops(rule)
-    lines, before = [f"actions of {rule.name}:"], frame
+    _, ops = rule_ops(rule, phase)
+    at = "" if phase is None else f", in phase {phase + 1} of {len(rule.schedule.phases)} of its schedule"
+    lines, before = [f"actions of {rule.name}{at}:"], frame
     for e in steps:
         action = ops[e.a][0]
         after = e.after if e.after is not None else before

@@ -120,10 +120,10 @@ def parse_stats(messages: list) -> dict:
     out = {"loaded": first.get_attr("RESHAPER_A_PROGRAM_LEN") is not None,
            "queued": first.get_attr("RESHAPER_A_QUEUED") or 0,
            "queue_drops": first.get_attr("RESHAPER_A_QUEUE_DROPS") or 0,
-           "engine": {}, "rules": [], "ports": {}}
+           "engine": {}, "rules": [], "ports": {}, "time_zero": None}
     state = b"".join(piece for m in messages for piece in m.get_attrs("RESHAPER_A_STATE"))
     if state:
-        out["engine"], out["rules"] = state_counters(state)
+        out["engine"], out["rules"], out["time_zero"] = state_counters(state)
     ports = first.get_attr("RESHAPER_A_PORT_STATS")
     if ports:
         stats = ffi.cast("struct reshaper_port_stats *", ffi.from_buffer(ports))

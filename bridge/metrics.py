@@ -50,6 +50,7 @@ RULE = {
 RULE_GAUGES = {
     "queue_depth": ("reshaper_rule_rate_queue_frames", "Frames in the rule's rate queue now."),
     "held": ("reshaper_rule_held_frames", "Frames of the rule waiting for their departure now (ring mode)."),
+    "phase": ("reshaper_rule_phase", "The phase of the rule's schedule now, from 0 (rules with a schedule)."),
 }
 # a port's fields that are no counters
 PORT_FIELDS = ("interface", "vlan", "bridge_port")

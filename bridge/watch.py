@@ -45,15 +45,17 @@ def interval(before: dict, after: dict, elapsed_s: float, wall_time: float) -> d
 
 
 def format_line(step: dict) -> str:
-    """One interval in a line: local time, the engine's frames, then each rule's."""
+    """One interval in a line: local time, the engine's frames, then each rule's (and its schedule's phase
+    at the end of the interval, counted from 1)."""
     clock = datetime.datetime.fromtimestamp(step["time"]).strftime("%H:%M:%S.%f")[:-3]
     engine = step["engine"]
     parts = [f"{clock} in {engine['frames_in']} fwd {engine['forwarded']} drop {engine['dropped']}"]
     if step["restarted"] or step["reloaded"]:
         parts[0] += " (restarted)" if step["restarted"] else " (reloaded)"
     for rule in step["rules"]:
+        phase = f" phase {rule['phase'] + 1}/{rule['phases']}" if "phase" in rule else ""
         parts.append(f"{rule['name']}: {rule['matched']} matched {sum(rule[k] for k in DROPS)} dropped "
-                     f"{rule['delayed']} delayed")
+                     f"{rule['delayed']} delayed{phase}")
     return " | ".join(parts)
 
 

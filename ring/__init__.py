@@ -59,9 +59,12 @@ class RingForwarder:
         self._stats = ffi.new("struct rs_forwarder_stats *")
         self._trace_out = None   # records taken in one call, made at the first
 
-    def load(self, program: bytes, seed: int = 0) -> Engine:
-        """Makes program the one the next frame meets; the previous engine is returned to nobody."""
+    def load(self, program: bytes, seed: int = 0, time_zero: tuple[int, int] | None = None) -> Engine:
+        """Makes program the one the next frame meets; the previous engine is returned to nobody.
+        time_zero: its schedules' (Engine.start), on CLOCK_MONOTONIC as the loop's frame times."""
         engine = Engine(program, seed)
+        if time_zero is not None:
+            engine.start(*time_zero)
         lib.rs_forwarder_set_program(self._forwarder, engine.program, engine.program_len, engine.state)
         self.engine = engine  # keeps program and state alive while C uses them
         return engine

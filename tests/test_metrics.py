@@ -140,7 +140,8 @@ def test_the_dashboard_asks_only_for_served_metrics():
 
     snapshot = {"mode": "ring", "config": "rules.yaml", "reloads": 1, "reloads_refused": 1,
                 "last_reload_error": "rules.yaml:3:5: bad", "engine": dict.fromkeys(GLOBAL_COUNTERS, 0),
-                "rules": [{"name": "slow", **dict.fromkeys(RULE_COUNTERS, 0), "queue_depth": 0, "held": 0}],
+                "rules": [{"name": "slow", **dict.fromkeys(RULE_COUNTERS, 0), "queue_depth": 0, "held": 0,
+                           "phase": 1, "phases": 3}],
                 "ports": {"a": {"interface": "eth0", "vlan": 100, "rx": 0}}, "queued": 0, "pool_frames": 64,
                 "pool_full": 0, "not_ours": 0}
     registry = CollectorRegistry()

@@ -226,3 +226,7 @@ class KernelCounters:
 
     def rule_counters(self, index: int) -> dict:
         return self._stats()["rules"][index]
+
+    def time_zero(self) -> tuple[int, int] | None:
+        """The module's (kmod/rs_genl.c sets it at LOAD on ktime_get_ns, CLOCK_MONOTONIC)."""
+        return self._stats()["time_zero"]

@@ -142,7 +142,7 @@ class NfqueueAppliance(Appliance):
                 elif m.field == "length":
                     refuse(m.node, f"{ctx}match.length counts frame bytes, and NFQUEUE sees packets from the "
                                    "IP header on (use --mode ring or kernel)")
-            for a in rule.actions:
+            for a in (a for actions in rule.action_lists() for a in actions):
                 l2 = a.kind in ("push_vlan", "pop_vlan")
                 l2 |= a.kind == "set" and any(k in L2_FIELDS for k in a.params)
                 l2 |= a.kind == "payload" and a.params["base"] == "l2"
@@ -244,6 +244,7 @@ class NfqueueAppliance(Appliance):
         # hooks load with the program, so a reload that cannot load one keeps the old pair
         hooks = Hooks(config, self.mode)
         engine = Engine(program, self.seed)
+        engine.start(*self.time_zero())
         self._filter_at_bridge(config)
         if getattr(self, "hooks", None) is not None:
             self.hooks.close()  # its threads end once the packets it holds are settled

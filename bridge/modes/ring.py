@@ -53,23 +53,32 @@ def pool_plan(config, rates_mbit: dict[str, int] | None = None) -> tuple[int, li
     rates_mbit = rates_mbit or {}
     total, why = 0, []
     for rule in config.rules:
-        delay, rate = rule.action("delay"), rule.action("rate")
-        if rate is not None:
-            need = rate.params["limit"]
-            why.append(f"rule {rule.name}: rate limit {need} frames")
-        elif delay is not None:
-            p = delay.params
-            longest_ns = p["time"] + p["jitter"] * jitter_reach(p["distribution"])
-            ports = ["a", "b"] if rule.from_port == "any" else [rule.from_port]
-            mbit = sum(rates_mbit.get(port, ASSUMED_MBIT) for port in ports)
-            pps = mbit * 1e6 / (WIRE_MIN_FRAME * 8)
-            need = math.ceil(pps * longest_ns / 1e9)
-            why.append(f"rule {rule.name}: {longest_ns / 1e6:g} ms x {pps:,.0f} frames/s "
-                       f"({mbit} Mbit/s of {WIRE_MIN_FRAME}-byte frames) = {need} frames")
-        else:
-            continue
-        total += need
+        # a scheduled rule holds what its most holding phase holds (frames of a phase before stay counted
+        # in its rate queue, and leave by their departures)
+        needs = [n for n in (_list_need(rule, actions, rates_mbit) for actions in rule.action_lists()) if n]
+        if needs:
+            need, said = max(needs)
+            total += need
+            why.append(f"rule {rule.name}: {said}")
     return max(total, POOL_MIN_FRAMES), why
+
+
+def _list_need(rule, actions, rates_mbit: dict[str, int]) -> tuple[int, str] | None:
+    """The frames one list of a rule's actions may hold, and why; None if it holds none."""
+    delay = next((a for a in actions if a.kind == "delay"), None)
+    rate = next((a for a in actions if a.kind == "rate"), None)
+    if rate is not None:
+        return rate.params["limit"], f"rate limit {rate.params['limit']} frames"
+    if delay is None:
+        return None
+    p = delay.params
+    longest_ns = p["time"] + p["jitter"] * jitter_reach(p["distribution"])
+    ports = ["a", "b"] if rule.from_port == "any" else [rule.from_port]
+    mbit = sum(rates_mbit.get(port, ASSUMED_MBIT) for port in ports)
+    pps = mbit * 1e6 / (WIRE_MIN_FRAME * 8)
+    need = math.ceil(pps * longest_ns / 1e9)
+    return need, (f"{longest_ns / 1e6:g} ms x {pps:,.0f} frames/s "
+                  f"({mbit} Mbit/s of {WIRE_MIN_FRAME}-byte frames) = {need} frames")
 
 
 def check_pool(config, slot_size: int, rates_mbit: dict[str, int] | None = None) -> int:
@@ -248,7 +257,7 @@ class RingAppliance(Appliance):
         hooks = Hooks(config, self.mode)  # a hook that does not load refuses the program
         # on reload: the new rules' delay buffers must fit (else the old rules stay); the pool only grows
         self.forwarder.set_pool(check_pool(config, self.forwarder.slot_size, getattr(self, "rates_mbit", None)))
-        engine = self.forwarder.load(program, self.seed)
+        engine = self.forwarder.load(program, self.seed, self.time_zero())
         generation = self.forwarder.set_hooks(set(hooks.by_rule))
         self.hooks = hooks
         if hooks and self.worker is None:
