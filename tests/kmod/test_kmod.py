@@ -987,6 +987,39 @@ def test_reload_under_traffic(vm):
     assert not kernel_problems(vm.dmesg())
 
 
+SCHEDULE_RULE = DELAY_RULE.replace("    actions: [{delay: {time: 300ms}}, {set: {dscp: 4}}]\n",
+                                   "    actions: [{delay: {time: 300ms}}, {set: {dscp: 4}}]\n"
+                                   "    schedule: {phases: [{for: 8s}, {for: 3600s, actions: [drop]}]}\n")
+
+
+def test_a_schedule_switches_in_the_module_and_a_reload_restarts_it(vm):
+    """The module picks a scheduled rule's phase by each frame's arrival: 8 s of the rule's 300 ms delay,
+    then an outage. A reload starts the schedule over; with keep_time it goes on from the first load
+    (the appliance's start, minutes ago here), so the outage holds."""
+    assert SCHEDULE_RULE != DELAY_RULE
+    restart = _write(vm, "schedule.yaml", SCHEDULE_RULE)
+    kept = _write(vm, "schedule-kept.yaml", SCHEDULE_RULE.replace("{phases:", "{keep_time: true, phases:"))
+    out = ok(vm, f"""
+        echo "loaded $({agent(f"reload {CTL} {CFG} {restart}")})"
+        echo "first $({agent("probe 1")})"
+        echo "first-stats $({agent(f"stats {CTL}")})"
+        sleep 8
+        echo "outage $({agent("probe 1")})"
+        echo "outage-stats $({agent(f"stats {CTL}")})"
+        {agent(f"reload {CTL} {CFG} {kept}")} >/dev/null
+        echo "kept $({agent("probe 1")})"
+        echo "kept-stats $({agent(f"stats {CTL}")})"
+    """, timeout=120)
+    got = {m[0]: json.loads(m[1]) for m in re.findall(r"^([a-z-]+) (.*)$", out, re.M) if m[1][:1] in "[{"}
+    assert 300 <= got["first"][0] < 1500 and got["outage"] == [None] and got["kept"] == [None], out
+    phases = [(got[k]["rules"][0]["phase"], got[k]["rules"][0]["phases"]) for k in ("first-stats", "outage-stats",
+                                                                                     "kept-stats")]
+    assert phases == [(0, 2), (1, 2), (1, 2)], out
+    load, first = got["kept-stats"]["schedule_time_zero_ns"]
+    assert load - first > 8 * 10**9 and got["loaded"]["schedule_time_zero_ns"][1] == first, out
+    assert got["outage-stats"]["rules"][0]["dropped"] == 1 and got["kept-stats"]["rules"][0]["dropped"] == 1, out
+
+
 def test_delays_survive_a_wall_clock_step(vm):
     """A board without an RTC has its wall clock stepped by NTP after boot. Ring mode (in
     br3) and kernel mode (in br) hold UDP port 9 for 300 ms (ring mode also through a rate
