@@ -25,7 +25,7 @@ NFQUEUE_SOURCES := $(wildcard bridge/modes/*.c bridge/modes/*.h)
 APPLY_SOURCES := $(wildcard bridge/*.c bridge/*.h)
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo test test-unit setup test-setup apt apt-unit apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine bench-apply kmod bench-kernel bench bench-vm clean
+.PHONY: demo test test-unit setup test-setup apt apt-unit apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine bench-schedule bench-apply kmod bench-kernel bench bench-vm clean
 
 setup: apt $(VENV)/.installed
 
@@ -107,6 +107,11 @@ bench-engine: setup
 	mkdir -p build
 	$(PY) -m reshaper.bench.engine --json build/engine.json --plot build/engine-rules.png \
 	  $$(test -f build/engine-armhf.json && echo --with build/engine-armhf.json)
+
+# docs/schedules.md's experiment (examples/experiment.yaml on a UDP stream, with its plot) and the
+# phase switch error, in ring mode (root: network namespaces)
+bench-schedule: setup
+	$(PY) -m reshaper.bench.schedule --out docs/schedules-run
 
 # `reshaper apply` and tcprewrite on the same capture and rewrites, side by side
 bench-apply: setup apt-test
