@@ -11,7 +11,7 @@ from __future__ import annotations
 from yaml.nodes import Node
 
 from reshaper._native import lib
-from reshaper.rules.compiler import compile_action, compile_match
+from reshaper.rules.compiler import compile_action, compile_match, delivery_traces
 from reshaper.rules.fields import IP_PROTOS
 from reshaper.rules.model import Action, Checker, Rule
 from reshaper.rules.values import node_text
@@ -152,6 +152,10 @@ def check_program(chk: Checker, rules: list[Rule], node: Node) -> None:
                 chk.error(phase.node, f"{ctx}schedule: phases[{i}]: expected at most {lib.RS_MAX_OPS} actions, "
                                       f"got {len(phase_ops)}")
             length += lib.RS_PHASE_HDR_LEN + sum(map(len, phase_ops))
+    delivery = delivery_traces(rules)
+    if len(delivery) > lib.RS_MAX_TRACES:
+        chk.error(node, f"expected at most {lib.RS_MAX_TRACES} delivery traces, these rules name {len(delivery)}")
+    length += sum(len(t.program_bytes()) for t in delivery)
     if len(rules) > lib.RS_MAX_RULES:
         chk.error(node, f"expected at most {lib.RS_MAX_RULES} rules, got {len(rules)}")
     elif length > lib.RS_MAX_PROGRAM_LEN:

@@ -13,6 +13,7 @@ import struct
 
 from reshaper._native import lib
 from reshaper.rules.binding import ProgramError, program_verify
+from reshaper.rules.delivery_trace import DeliveryTrace
 from reshaper.rules.fields import BASES, DISTRIBUTIONS, ETH_TYPES, FROM_PORTS, VLAN_TPIDS
 from reshaper.rules.model import Action, Config, ConfigError, Diagnostic, Match, Phase, Rule
 
@@ -79,7 +80,8 @@ def compile_match(m: Match) -> bytes:
     return _ranges(_RANGE_FIELDS[m.field], m.value)
 
 
-def compile_action(a: Action) -> list[bytes]:
+def compile_action(a: Action, traces: dict[str, int] | None = None) -> list[bytes]:
+    """An action's ops; traces: the program's delivery traces by path, their index (None: sizes only)."""
     p = a.params
     if a.kind == "set":
         ops = []
@@ -118,12 +120,17 @@ def compile_action(a: Action) -> list[bytes]:
         return [_op(lib.RS_A_REORDER, struct.pack("<II", probability(p["probability"]), p["gap"]))]
     if a.kind == "python":
         return []  # carried out by the carrier, for frames whose verdict names this rule
+    if a.kind == "rate" and p["trace"] is not None:
+        index = traces[p["delivery"].path] if traces is not None else 0
+        return [_op(lib.RS_A_RATE_TRACE, struct.pack("<HhH", index, p["overhead"], p["limit"]))]
     if a.kind == "rate":
-        return [_op(lib.RS_A_RATE, struct.pack("<QhH", p["bitrate"], p["overhead"], p["limit"]))]
+        # no bit rate either: an error rules/config.py reports; the op still has its size
+        return [_op(lib.RS_A_RATE, struct.pack("<QhH", p["bitrate"] or 0, p["overhead"], p["limit"]))]
     raise AssertionError(f"no compiler for action {a.kind}")
 
 
-def action_ops(actions: list[Action], reorder: Action | None) -> list[tuple[Action, bytes]]:
+def action_ops(actions: list[Action], reorder: Action | None,
+               traces: dict[str, int] | None = None) -> list[tuple[Action, bytes]]:
     """A list of actions' ops in program order, each with the action it comes from."""
     ops = []
     for a in actions:
@@ -132,7 +139,7 @@ def action_ops(actions: list[Action], reorder: Action | None) -> list[tuple[Acti
         if a.kind == "delay" and reorder is not None:
             # the engine decides reordering at the delay, so it comes right before it
             ops += [(reorder, op) for op in compile_action(reorder)]
-        ops += [(a, op) for op in compile_action(a)]
+        ops += [(a, op) for op in compile_action(a, traces)]
     return ops
 
 
@@ -140,7 +147,8 @@ def _reorder(actions: list[Action]) -> Action | None:
     return next((a for a in actions if a.kind == "reorder"), None)
 
 
-def rule_ops(rule: Rule, phase: int | None = None) -> tuple[list[tuple[Match, bytes]], list[tuple[Action, bytes]]]:
+def rule_ops(rule: Rule, phase: int | None = None,
+             traces: dict[str, int] | None = None) -> tuple[list[tuple[Match, bytes]], list[tuple[Action, bytes]]]:
     """A rule's match ops and action ops (its own, or those of its schedule's phase), in program order, each
     with what in the file it comes from (a match field compiles to one op; an action to none or more:
     `reshaper explain` names them)."""
@@ -148,13 +156,13 @@ def rule_ops(rule: Rule, phase: int | None = None) -> tuple[list[tuple[Match, by
     actions = rule.actions
     if phase is not None and rule.schedule.phases[phase].actions is not None:
         actions = rule.schedule.phases[phase].actions
-    return matches, action_ops(actions, _reorder(actions))
+    return matches, action_ops(actions, _reorder(actions), traces)
 
 
-def _phase(phase: Phase) -> bytes:
+def _phase(phase: Phase, traces: dict[str, int]) -> bytes:
     if phase.actions is None:
         return struct.pack("<QBBH", phase.duration_ns, 0, lib.RS_PHF_OWN, lib.RS_PHASE_HDR_LEN)
-    ops = [op for _, op in action_ops(phase.actions, _reorder(phase.actions))]
+    ops = [op for _, op in action_ops(phase.actions, _reorder(phase.actions), traces)]
     return struct.pack("<QBBH", phase.duration_ns, len(ops), 0,
                        lib.RS_PHASE_HDR_LEN + sum(map(len, ops))) + b"".join(ops)
 
@@ -164,8 +172,8 @@ def _delay_flags(actions: list[Action]) -> int:
     return lib.RS_RF_REORDER_ON_JITTER if delay is not None and delay.params["reorder_on_jitter"] else 0
 
 
-def compile_rule(rule: Rule) -> bytes:
-    match_ops, action_ops_ = rule_ops(rule)
+def compile_rule(rule: Rule, traces: dict[str, int] | None = None) -> bytes:
+    match_ops, action_ops_ = rule_ops(rule, traces=traces)
     matches, actions = [op for _, op in match_ops], [op for _, op in action_ops_]
     flags = _delay_flags(rule.actions)
     body = b"".join(matches) + b"".join(actions)
@@ -179,10 +187,21 @@ def compile_rule(rule: Rule) -> bytes:
         for phase in schedule.phases:
             flags |= _delay_flags(phase.actions or [])
         phases = len(schedule.phases)
-        body += b"".join(_phase(p) for p in schedule.phases)
+        body += b"".join(_phase(p, traces) for p in schedule.phases)
     header = struct.pack("<HBBBBH", lib.RS_RULE_HDR_LEN + len(body), FROM_PORTS[rule.from_port], flags,
                          len(matches), len(actions), phases)
     return header + body
+
+
+def delivery_traces(rules: list[Rule]) -> list[DeliveryTrace]:
+    """The delivery traces the rules' rates read, each once, in the order they are first named."""
+    found: dict[str, DeliveryTrace] = {}
+    for rule in rules:
+        for actions in rule.action_lists():
+            for a in actions:
+                if a.kind == "rate" and a.params.get("delivery") is not None:
+                    found.setdefault(a.params["delivery"].path, a.params["delivery"])
+    return list(found.values())
 
 
 def compile_rules(config: Config) -> bytes:
@@ -191,9 +210,11 @@ def compile_rules(config: Config) -> bytes:
     Raises ConfigError at the rule or the rules list when it cannot be built or verified.
     """
     compiled, problems = [], []
+    delivery = delivery_traces(config.rules)
+    traces = {t.path: i for i, t in enumerate(delivery)}
     for r in config.rules:
         try:
-            compiled.append(compile_rule(r))
+            compiled.append(compile_rule(r, traces))
         except Exception as exc:  # e.g. struct.error: a value too large for its field
             problems.append(Diagnostic.at(config.path, r.node.start_mark,
                                           f"rule {r.name!r}: cannot be compiled ({type(exc).__name__}: {exc})"))
@@ -208,10 +229,11 @@ def compile_rules(config: Config) -> bytes:
         flags |= lib.RS_PF_FWD_B_TO_A
     if config.malformed == "drop":
         flags |= lib.RS_PF_MALFORMED_DROP
-    rules = b"".join(compiled)
+    rules = b"".join(compiled) + b"".join(t.program_bytes() for t in delivery)
     length = lib.RS_HDR_LEN + len(rules)
     try:
-        header = struct.pack("<IHHHHI", lib.RS_MAGIC, lib.RS_VERSION, flags, len(config.rules), 0, length)
+        header = struct.pack("<IHHHHI", lib.RS_MAGIC, lib.RS_VERSION, flags, len(config.rules), len(delivery),
+                             length)
         program_verify(header + rules)
     except (struct.error, ProgramError) as exc:
         mark = config.rules_node.start_mark if config.rules_node is not None else None

@@ -20,6 +20,7 @@ from reshaper.rules.fields import ACTION_ITEM, MATCH_FIELDS, PHASE_KEYS, PORTS, 
 from reshaper.rules.loader import compose, read_text
 from reshaper.rules.model import (  # noqa: F401  (re-exported)
     Action, Checker, Config, ConfigError, Diagnostic, Match, Phase, Port, Rule, Schedule)
+from reshaper.rules.delivery_trace import read_delivery_trace
 from reshaper.rules.schedule_file import read_schedule_file
 from reshaper.rules.values import is_null, node_kind, read_mapping
 
@@ -124,6 +125,7 @@ def _load_rule(chk: Checker, node: Node) -> Rule | None:
     actions = _load_actions(chk, spec["actions"], ctx) if "actions" in spec else []
     schedule = _load_schedule(chk, spec["schedule"], ctx) if "schedule" in spec else None
     rule = Rule(name or "", from_port or RULE_KEYS["from"].default, matches, actions, node, schedule)
+    _load_delivery_traces(chk, rule, ctx)
     check_rule(chk, rule, ctx)
     return rule if name is not None and from_port is not None else None
 
@@ -202,3 +204,23 @@ def _load_phases(chk: Checker, node: Node, ctx: str) -> list[Phase]:
         # a phase that is wrong (an error is recorded) keeps its place: the checks name phases by index
         phases.append(Phase(duration or 0, actions, item))
     return phases
+
+
+def _load_delivery_traces(chk: Checker, rule: Rule, ctx: str) -> None:
+    """Each rate's bit rate or delivery trace, the trace read into its params ("delivery")."""
+    for actions in rule.action_lists():
+        for action in actions:
+            if action.kind != "rate":
+                continue
+            given = [key for key in ("bitrate", "trace") if action.params[key] is not None]
+            if len(given) != 1:
+                chk.error(action.node, f"{ctx}rate: expected a bitrate or a trace, "
+                                       f"{'not both' if given else 'got neither'}")
+            elif given == ["trace"]:
+                name = action.params["trace"]
+                try:
+                    action.params["delivery"] = read_delivery_trace(os.path.join(os.path.dirname(chk.path), name))
+                except ConfigError as exc:
+                    chk.errors += exc.diagnostics
+                    chk.error(action.node, f"{ctx}rate: trace: {name} is not a delivery trace "
+                                           "(its errors name its lines)")

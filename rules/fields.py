@@ -144,6 +144,9 @@ LOSS_GE = {
     "k": Field(Probability(), "chance a frame survives in the good state", default=1.0),
 }
 
+# a file a rule file names (a schedule, a delivery trace), relative to it
+FILE_NAME = Text(r"[^\x00]{1,4096}", "a file name")
+
 # Each action: the kind of its parameters, and what it does.
 ACTIONS = {
     "set": Field(SetFields(SET_FIELDS), "rewrite fields; checksums are fixed incrementally "
@@ -200,12 +203,16 @@ ACTIONS = {
     }), "call a python function with the frame; it returns the frame, a list of frames or None; "
         "must be the rule's last action"),
     "rate": Field(Record({
-        "bitrate": Field(Bitrate(MAX_BITRATE), "the rate", required=True),
+        "bitrate": Field(Bitrate(MAX_BITRATE), "the rate; bitrate or trace is needed"),
+        "trace": Field(FILE_NAME,
+                       "instead of a bit rate, a delivery trace in mahimahi's format (one line per opportunity: "
+                       "the millisecond at which one 1500-byte packet may leave; it repeats), relative to this "
+                       "file"),
         "overhead": Field(Int(-64, 1024, "a per-frame overhead in bytes"),
                           "bytes added to each frame's length for the rate", default=0),
         "limit": Field(Int(1, lib.RS_MAX_RATE_LIMIT, "a queue limit in frames"),
                        "frames that may wait; more are dropped", default=1000),
-    }), "serialise the rule's frames at a bit rate, with a queue"),
+    }), "serialise the rule's frames at a bit rate, or by a delivery trace, with a queue"),
 }
 ACTION_ITEM = ActionItem(ACTIONS)
 
@@ -219,7 +226,7 @@ PHASE_KEYS = {
 SCHEDULE_COLUMNS = ("for", "delay", "jitter", "loss")
 SCHEDULE_KEYS = {
     "phases": Field(Listed(Record(PHASE_KEYS), lib.RS_MAX_PHASES), "the phases, in turn from time zero"),
-    "file": Field(Text(r"[^\x00]{1,4096}", "a file name"),
+    "file": Field(FILE_NAME,
                   f"a CSV file of phases, relative to this file: a header naming its columns "
                   f"({', '.join(SCHEDULE_COLUMNS)}; for is needed), then one phase a row"),
     "repeat": Field(Bool(), "start over after the last phase; false: the last phase holds", default=False),

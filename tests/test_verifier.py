@@ -59,7 +59,8 @@ def test_trailing_bytes_are_refused():
     (0, b"XSHP", lib.RS_E_MAGIC),
     (4, struct.pack("<H", lib.RS_VERSION + 1), lib.RS_E_VERSION),
     (6, struct.pack("<H", 0x10), lib.RS_E_FLAGS),
-    (10, struct.pack("<H", 1), lib.RS_E_FLAGS),
+    (10, struct.pack("<H", 1), lib.RS_E_TRACE),                      # a delivery trace counted, none there
+    (10, struct.pack("<H", lib.RS_MAX_TRACES + 1), lib.RS_E_TRACE),
     (8, struct.pack("<H", 257), lib.RS_E_RULES),
 ])
 def test_bad_header(offset, value, error):

@@ -128,6 +128,7 @@ static int rs_op_fixed_len(uint32_t op)
 	case RS_A_DELAY:	return 21;
 	case RS_A_REORDER:	return 8;
 	case RS_A_RATE:		return 12;
+	case RS_A_RATE_TRACE:	return 6;
 	}
 	return -2;
 }
@@ -179,8 +180,8 @@ static int rs_verify_set_field(const uint8_t *o)
 	return -RS_E_OPERAND;
 }
 
-/* Operand ranges; the length is already right. */
-static int rs_verify_operands(uint32_t op, const uint8_t *o)
+/* Operand ranges; the length is already right. ntraces: the program's delivery traces. */
+static int rs_verify_operands(uint32_t op, const uint8_t *o, uint32_t ntraces)
 {
 	uint32_t i;
 
@@ -221,6 +222,10 @@ static int rs_verify_operands(uint32_t op, const uint8_t *o)
 		if (rs_le64(o) > RS_MAX_DELAY_NS || rs_le64(o + 8) > RS_MAX_DELAY_NS)
 			return -RS_E_OPERAND;
 		return o[16] <= RS_DIST_PARETONORMAL ? 0 : -RS_E_OPERAND;
+	case RS_A_RATE_TRACE:
+		if (rs_le16(o) >= ntraces)
+			return -RS_E_TRACE;
+		return rs_le16(o + 4) >= 1 ? 0 : -RS_E_OPERAND;
 	case RS_A_RATE:
 		if (rs_le64(o) == 0)
 			return -RS_E_OPERAND;
@@ -236,7 +241,8 @@ static uint32_t rs_timing_bit(uint32_t op)
 	case RS_A_LOSS_GE:	return RS_T_LOSS;
 	case RS_A_DELAY:	return RS_T_DELAY;
 	case RS_A_REORDER:	return RS_T_REORDER;
-	case RS_A_RATE:		return RS_T_RATE;
+	case RS_A_RATE:
+	case RS_A_RATE_TRACE:	return RS_T_RATE;
 	}
 	return 0;
 }
@@ -247,7 +253,7 @@ static uint32_t rs_timing_bit(uint32_t op)
  * right before a delay. Moves *off past them; *limit is the list's rate queue limit (0: none).
  */
 static int rs_verify_ops(const uint8_t *r, uint32_t rlen, uint32_t *off, uint32_t nm, uint32_t nops,
-			 uint32_t *limit)
+			 uint32_t ntraces, uint32_t *limit)
 {
 	uint32_t k, seen = 0, prev = 0;
 	int err;
@@ -266,7 +272,7 @@ static int rs_verify_ops(const uint8_t *r, uint32_t rlen, uint32_t *off, uint32_
 			return -RS_E_RULES;
 		err = rs_verify_oplen(op, r + o + 2, n);
 		if (!err)
-			err = rs_verify_operands(op, r + o + 2);
+			err = rs_verify_operands(op, r + o + 2, ntraces);
 		if (err)
 			return err;
 
@@ -276,6 +282,8 @@ static int rs_verify_ops(const uint8_t *r, uint32_t rlen, uint32_t *off, uint32_
 		seen |= bit;
 		if (op == RS_A_RATE)
 			*limit = rs_le16(r + o + 2 + 10);
+		if (op == RS_A_RATE_TRACE)
+			*limit = rs_le16(r + o + 2 + 4);
 		prev = op;
 		*off = o + RS_OP_HDR_LEN + n;
 	}
@@ -286,7 +294,7 @@ static int rs_verify_ops(const uint8_t *r, uint32_t rlen, uint32_t *off, uint32_
  * The phases of a scheduled rule from off, its rlen bytes ending with the last: each a whole
  * phase header and ops that fill its length exactly. *limit: the largest rate queue limit.
  */
-static int rs_verify_phases(const uint8_t *r, uint32_t rlen, uint32_t off, uint32_t *limit)
+static int rs_verify_phases(const uint8_t *r, uint32_t rlen, uint32_t off, uint32_t ntraces, uint32_t *limit)
 {
 	uint32_t j, n = rs_le16(r + 6), plen, end, lim;
 	int err;
@@ -307,7 +315,7 @@ static int rs_verify_phases(const uint8_t *r, uint32_t rlen, uint32_t off, uint3
 		    ((ph[9] & RS_PHF_OWN) && ph[8]))
 			return -RS_E_OPERAND;
 		end = off + RS_PHASE_HDR_LEN;
-		err = rs_verify_ops(r, off + plen, &end, 0, ph[8], &lim);
+		err = rs_verify_ops(r, off + plen, &end, 0, ph[8], ntraces, &lim);
 		if (err)
 			return err;
 		if (end != off + plen)
@@ -320,7 +328,7 @@ static int rs_verify_phases(const uint8_t *r, uint32_t rlen, uint32_t off, uint3
 }
 
 /* One rule of rlen bytes (rlen >= 8, inside the program); *limit: its rate queue's capacity. */
-static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
+static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t ntraces, uint32_t *limit)
 {
 	uint32_t off = RS_RULE_HDR_LEN;
 	int err;
@@ -331,11 +339,11 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t *limit)
 		return -RS_E_FLAGS;
 	if (r[4] > RS_MAX_OPS || r[5] > RS_MAX_OPS)
 		return -RS_E_RULES;
-	err = rs_verify_ops(r, rlen, &off, r[4], r[4] + r[5], limit);
+	err = rs_verify_ops(r, rlen, &off, r[4], r[4] + r[5], ntraces, limit);
 	if (err)
 		return err;
 	if (r[3] & RS_RF_SCHEDULE)
-		return rs_verify_phases(r, rlen, off, limit);
+		return rs_verify_phases(r, rlen, off, ntraces, limit);
 	return off == rlen ? 0 : -RS_E_RULES;
 }
 
@@ -592,6 +600,26 @@ static uint32_t rs_form_words(const uint8_t *r, uint32_t *subs)
 }
 
 /*
+ * A delivery trace of at most left bytes: its header inside them, its length the header and its
+ * opportunities exactly, at least one opportunity, the last at the period's end, that within a day.
+ */
+static int rs_verify_trace(const uint8_t *t, uint32_t left)
+{
+	uint32_t tlen, n, i, ms = 0;
+
+	if (left < RS_TRACE_HDR_LEN)
+		return -RS_E_TRACE;
+	tlen = rs_le32(t);
+	n = rs_le32(t + 8);
+	if (tlen > left || n < 1 || n > (RS_MAX_PROGRAM_LEN - RS_TRACE_HDR_LEN) / 2 ||
+	    tlen != RS_TRACE_HDR_LEN + 2 * n)
+		return -RS_E_TRACE;
+	for (i = 0; i < n; i++)
+		ms += rs_le16(t + RS_TRACE_HDR_LEN + 2 * i);
+	return ms >= 1 && ms == rs_le32(t + 4) && ms <= RS_MAX_TRACE_MS ? 0 : -RS_E_TRACE;
+}
+
+/*
  * Checks the whole program (error order: header, then rule by rule, op by
  * op: op header inside the rule, opcode, operands inside the rule, operand
  * length, operand ranges, timing-op order). On success sets the state size:
@@ -600,7 +628,7 @@ static uint32_t rs_form_words(const uint8_t *r, uint32_t *subs)
  */
 static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size, uint32_t *pool)
 {
-	uint32_t n, i, off = RS_HDR_LEN, limit, sum = 0, words = 0, nsubs = 0;
+	uint32_t n, i, off = RS_HDR_LEN, limit, sum = 0, words = 0, nsubs = 0, ntraces;
 	int err;
 
 	if (!prog || len < RS_HDR_LEN)
@@ -611,11 +639,14 @@ static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size, 
 		return -RS_E_VERSION;
 	if (len > RS_MAX_PROGRAM_LEN || rs_le32(prog + 12) != len)
 		return -RS_E_SHORT;
-	if ((rs_le16(prog + 6) & ~RS_PF_ALL) || rs_le16(prog + 10))
+	if (rs_le16(prog + 6) & ~RS_PF_ALL)
 		return -RS_E_FLAGS;
 	n = rs_le16(prog + 8);
 	if (n > RS_MAX_RULES)
 		return -RS_E_RULES;
+	ntraces = rs_le16(prog + 10);
+	if (ntraces > RS_MAX_TRACES)
+		return -RS_E_TRACE;
 
 	for (i = 0; i < n; i++) {
 		uint32_t rlen;
@@ -625,12 +656,18 @@ static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size, 
 		rlen = rs_le16(prog + off);
 		if (rlen < RS_RULE_HDR_LEN || rlen > len - off)
 			return -RS_E_RULES;
-		err = rs_verify_rule(prog + off, rlen, &limit);
+		err = rs_verify_rule(prog + off, rlen, ntraces, &limit);
 		if (err)
 			return err;
 		sum += limit;	/* <= 1024 * 65535: no overflow */
 		words += rs_form_words(prog + off, &nsubs);
 		off += rlen;
+	}
+	for (i = 0; i < ntraces; i++) {
+		err = rs_verify_trace(prog + off, len - off);
+		if (err)
+			return err;
+		off += rs_le32(prog + off);
 	}
 	if (off != len)
 		return -RS_E_RULES;
@@ -669,6 +706,7 @@ const char *rs_verify_strerror(int code)
 	case RS_E_OPLEN:	return "operand length wrong for its opcode";
 	case RS_E_OPERAND:	return "operand out of range";
 	case RS_E_ORDER:	return "reorder not followed by delay, or a timing action twice in a rule";
+	case RS_E_TRACE:	return "a delivery trace malformed, or named and not there";
 	default:		return "unknown verifier error";
 	}
 }
@@ -857,7 +895,7 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 		const uint8_t *r = prog + off;
 		uint32_t limit, j, o;
 
-		rs_verify_rule(r, rs_le16(r), &limit);	/* verified above: for the queue's capacity */
+		rs_verify_rule(r, rs_le16(r), rs_le16(prog + 10), &limit);	/* verified above: the queue's capacity */
 		if (limit) {
 			rs[i].rate_limit = limit;
 			rs[i].rate_queue = qoff;
@@ -871,6 +909,7 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 		}
 		off += rs_le16(r);
 	}
+	st->traces = off;
 	st->prog_len = prog_len;
 	st->form = (qoff + 7) & ~7u;
 	st->subs = st->form + n * (uint32_t)sizeof(struct rs_form_rule);
@@ -1298,6 +1337,7 @@ static int rs_op_wants_l4(uint32_t op, const uint8_t *o)
 	case RS_A_DELAY:
 	case RS_A_REORDER:
 	case RS_A_RATE:
+	case RS_A_RATE_TRACE:
 		return 0;
 	}
 	return 1;
@@ -1730,6 +1770,7 @@ static int rs_pkt_write16(struct rs_pkt *p, uint32_t off, uint32_t v)
 
 struct rs_ctx {
 	struct rs_pkt p;
+	const uint8_t *prog;
 	struct rs_state *st;
 	struct rs_rule_state *rs;
 	uint32_t rflags;	/* rule flags */
@@ -2104,40 +2145,134 @@ static void rs_act_reorder(struct rs_ctx *c, const uint8_t *o)
 	c->vflags |= RS_VF_REORDERED;
 }
 
-/* Returns 1 when the rule's queue is full (frame dropped). */
-static int rs_act_rate(struct rs_ctx *c, const uint8_t *o)
+/* The rule's rate queue, the frames that left by now taken off it; null for a state that does not
+ * hold it (cannot happen once init ran). */
+static uint64_t *rs_rate_queue(struct rs_ctx *c)
 {
 	struct rs_rule_state *rs = c->rs;
-	uint64_t rate = rs_le64(o), bytes, start;
-	int64_t sz = (int64_t)c->p.len + (int16_t)rs_le16(o + 8);
 	uint64_t *q;
-	uint32_t tail;
 
-	/* a state that does not hold this queue (cannot happen once init ran) */
 	if (!rs->rate_limit || rs->rate_queue > c->st->size ||
 	    rs->rate_limit > (c->st->size - rs->rate_queue) / 8)
 		return 0;
 	/* the state is 8-aligned and queue offsets are multiples of 8 */
 	q = (uint64_t *)(void *)((uint8_t *)c->st + rs->rate_queue);
-
 	while (rs->rate_count && q[rs->rate_head] <= c->now) {
 		if (++rs->rate_head == rs->rate_limit)
 			rs->rate_head = 0;
 		rs->rate_count--;
 	}
-	if (rs->rate_count >= rs_le16(o + 10))	/* this list's limit: phases may differ */
-		return 1;
+	return q;
+}
 
-	bytes = sz > 0 ? (uint64_t)sz : 0;
-	start = c->dep > rs->rate_busy_until ? c->dep : rs->rate_busy_until;
-	c->dep = start + rs_div64(bytes * 8 * RS_NSEC_PER_SEC, rate);
-	rs->rate_busy_until = c->dep;
+static void rs_rate_push(struct rs_rule_state *rs, uint64_t *q, uint64_t departure)
+{
+	uint32_t tail = rs->rate_head + rs->rate_count;
 
-	tail = rs->rate_head + rs->rate_count;
 	if (tail >= rs->rate_limit)
 		tail -= rs->rate_limit;
-	q[tail] = c->dep;
+	q[tail] = departure;
 	rs->rate_count++;
+}
+
+/* The frame's size for a rate: its length and the op's overhead (i16 at o), at least 0. */
+static uint64_t rs_rate_bytes(const struct rs_ctx *c, const uint8_t *o)
+{
+	int64_t sz = (int64_t)c->p.len + (int16_t)rs_le16(o);
+
+	return sz > 0 ? (uint64_t)sz : 0;
+}
+
+/* Returns 1 when the rule's queue is full (frame dropped). */
+static int rs_act_rate(struct rs_ctx *c, const uint8_t *o)
+{
+	struct rs_rule_state *rs = c->rs;
+	uint64_t rate = rs_le64(o), start, *q = rs_rate_queue(c);
+
+	if (!q)
+		return 0;
+	if (rs->rate_count >= rs_le16(o + 10))	/* this list's limit: phases may differ */
+		return 1;
+	start = c->dep > rs->rate_busy_until ? c->dep : rs->rate_busy_until;
+	c->dep = start + rs_div64(rs_rate_bytes(c, o + 8) * 8 * RS_NSEC_PER_SEC, rate);
+	rs->rate_busy_until = c->dep;
+	rs_rate_push(rs, q, c->dep);
+	return 0;
+}
+
+/* Time zero of this load (rs_state_start), or now's if none was set. */
+static uint64_t rs_epoch(struct rs_state *st, uint64_t now)
+{
+	if (!st->epoch_set) {
+		st->epoch_load = st->epoch_first = now;
+		st->epoch_set = 1;
+	}
+	return st->epoch_load;
+}
+
+/*
+ * Delivery traces (RS_A_RATE_TRACE): the rule's state holds the opportunity in use (trace_at, at
+ * rate_busy_until, in the period starting at trace_cycle) and the bytes it has left. The next
+ * opportunity follows the one in use by its delta; after the last comes the next period's first.
+ */
+static void rs_trace_next(struct rs_rule_state *rs, const uint8_t *t)
+{
+	uint32_t k = rs->trace_at + 1;
+	uint64_t at = rs->rate_busy_until;
+
+	if (k >= rs_le32(t + 8)) {
+		k = 0;
+		rs->trace_cycle += (uint64_t)rs_le32(t + 4) * 1000000;
+		at = rs->trace_cycle;
+	}
+	rs->trace_at = k;
+	rs->rate_busy_until = at + (uint64_t)rs_le16(t + RS_TRACE_HDR_LEN + 2 * k) * 1000000;
+	rs->trace_left = RS_TRACE_OPP_BYTES;
+}
+
+/* The first opportunity at or after time, with all its bytes. */
+static void rs_trace_seek(struct rs_ctx *c, const uint8_t *t, uint64_t time)
+{
+	struct rs_rule_state *rs = c->rs;
+	uint64_t epoch = rs_epoch(c->st, c->now), period = (uint64_t)rs_le32(t + 4) * 1000000, start;
+
+	/* from where it is, unless that is a period or more behind (or nowhere yet): then from the
+	 * first opportunity of time's period */
+	if (!rs->rate_busy_until || time - rs->rate_busy_until >= period) {
+		start = epoch;
+		if (time > epoch)
+			start += rs_div64(time - epoch, period) * period;
+		rs->trace_cycle = start - period;	/* mod 2^64: the next period is start's */
+		rs->trace_at = rs_le32(t + 8) - 1;
+		rs_trace_next(rs, t);
+	}
+	while (rs->rate_busy_until < time)
+		rs_trace_next(rs, t);
+	rs->trace_left = RS_TRACE_OPP_BYTES;
+}
+
+/* Returns 1 when the rule's queue is full (frame dropped). */
+static int rs_act_rate_trace(struct rs_ctx *c, const uint8_t *o)
+{
+	struct rs_rule_state *rs = c->rs;
+	uint64_t bytes, *q = rs_rate_queue(c);
+	const uint8_t *t = c->prog + c->st->traces;
+	uint32_t k;
+
+	if (!q)
+		return 0;
+	if (rs->rate_count >= rs_le16(o + 4))
+		return 1;
+	for (k = 0; k < rs_le16(o); k++)
+		t += rs_le32(t);
+	if (c->dep > rs->rate_busy_until || !rs->rate_busy_until)
+		rs_trace_seek(c, t, c->dep);
+	/* its bytes go out in the opportunities from the one in use on; it leaves with its last */
+	for (bytes = rs_rate_bytes(c, o + 2); bytes > rs->trace_left; rs_trace_next(rs, t))
+		bytes -= rs->trace_left;
+	rs->trace_left -= (uint32_t)bytes;
+	c->dep = rs->rate_busy_until;
+	rs_rate_push(rs, q, c->dep);
 	return 0;
 }
 
@@ -2177,7 +2312,8 @@ static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct r
 	case RS_A_DELAY:	rs_act_delay(c, o); break;
 	case RS_A_REORDER:	rs_act_reorder(c, o); break;
 	case RS_A_RATE:
-		if (rs_act_rate(c, o)) {
+	case RS_A_RATE_TRACE:
+		if (op == RS_A_RATE ? rs_act_rate(c, o) : rs_act_rate_trace(c, o)) {
 			c->rs->queue_drops++;
 			return RS_R_QUEUE;
 		}
@@ -2256,11 +2392,9 @@ static void rs_phase_find(struct rs_state *st, struct rs_rule_state *rs, const u
 	uint32_t j, n = rs_le16(r + 6), off = rs->phases;
 	uint64_t epoch, t, base, d;
 
-	if (!st->epoch_set) {
-		st->epoch_load = st->epoch_first = now;
-		st->epoch_set = 1;
-	}
-	epoch = (r[3] & RS_RF_KEEP_TIME) ? st->epoch_first : st->epoch_load;
+	epoch = rs_epoch(st, now);
+	if (r[3] & RS_RF_KEEP_TIME)
+		epoch = st->epoch_first;
 	t = now > epoch ? now - epoch : 0;
 	base = epoch;
 	if ((r[3] & RS_RF_REPEAT) && t >= rs->cycle_ns) {
@@ -2407,6 +2541,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		return;
 	}
 
+	c.prog = prog;
 	c.st = st;
 	c.rs = rs_rule_states(st) + i;
 	c.rflags = r[3];

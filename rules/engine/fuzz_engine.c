@@ -8,7 +8,7 @@
  *
  * Input, two kinds:
  *   [u16 LE program length > 0][program][u8 port][frame bytes]
- *   [u16 0][u8 port][u8 n][n bytes that make a program][frame bytes]
+ *   [u16 0][u8 port][u8 n][n bytes that make a program (with one delivery trace)][frame bytes]
  * port byte: bits 0-1 the port passed to rs_run (0..3, so invalid ports
  * are exercised too), bit 2 RS_RUN_L3. The second kind builds programs from
  * a small vocabulary of fields and values (the addresses and ports of
@@ -179,7 +179,13 @@ static void action_op(struct builder *g)
 		o[3] = (uint8_t)c;
 		op(g, RS_A_LOSS, o, 8);
 		break;
-	case 5:		/* rate 1 Mbit/s, queue of 3 */
+	case 5:		/* rate 1 Mbit/s, or the program's delivery trace; a queue of 3 */
+		if (c & 0x80) {
+			o[2] = (uint8_t)(c >> 4) & 3;	/* overhead: 0 .. 3 */
+			o[4] = 3;
+			op(g, RS_A_RATE_TRACE, o, 6);
+			break;
+		}
 		o[2] = 0x0f, o[1] = 0x42, o[0] = 0x40;
 		o[10] = 3;
 		op(g, RS_A_RATE, o, 12);
@@ -288,6 +294,25 @@ static uint32_t build_program(struct builder *g, uint8_t *out)
 		out[start + 1] = (uint8_t)((g->len - start) >> 8);
 		nrules++;
 	}
+	/* one delivery trace for RS_A_RATE_TRACE: opportunities 0, 1 or 2 ms apart, a period of 1 to 8 ms
+	 * (the runs' times cross several) */
+	{
+		uint8_t t[RS_TRACE_HDR_LEN + 8] = { sizeof(t), 0, 0, 0, 0, 0, 0, 0, 4 };
+		uint32_t k, ms = 0;
+
+		c = next(g);
+		for (k = 0; k < 4; k++) {
+			t[RS_TRACE_HDR_LEN + 2 * k] = (uint8_t)((c >> (2 * k)) % 3);
+			ms += t[RS_TRACE_HDR_LEN + 2 * k];
+		}
+		if (!ms)
+			t[RS_TRACE_HDR_LEN + 6] = 1, ms = 1;
+		t[4] = (uint8_t)ms;
+		put(g, t, sizeof(t));
+		if (g->len > MAX_BUILT)
+			return 0;
+	}
+	hdr[10] = 1;
 	hdr[0] = RS_MAGIC & 0xff, hdr[1] = (RS_MAGIC >> 8) & 0xff;
 	hdr[2] = (RS_MAGIC >> 16) & 0xff, hdr[3] = RS_MAGIC >> 24;
 	hdr[4] = RS_VERSION;

@@ -81,6 +81,18 @@
 #define RS_A_DELAY      0x4d /* u64 time_ns, u64 jitter_ns, u8 dist, u32 corr  len 21 */
 #define RS_A_REORDER    0x4e /* u32 prob, u32 gap; must precede RS_A_DELAY len 8 */
 #define RS_A_RATE       0x4f /* u64 bits_per_s, i16 overhead, u16 limit    len 12 */
+#define RS_A_RATE_TRACE 0x50 /* u16 trace, i16 overhead, u16 limit         len 6 */
+
+/*
+ * delivery traces of RS_A_RATE_TRACE (mahimahi's format, PROGRAM.md "Delivery traces"): after the
+ * rules, as many as the header's count (bytes 10-11), each: u32 its length in bytes (this header
+ * included), u32 period_ms, u32 n, then n x u16: each opportunity's milliseconds after the one
+ * before (the first's after the period's start). An opportunity carries RS_TRACE_OPP_BYTES.
+ */
+#define RS_TRACE_HDR_LEN   12
+#define RS_MAX_TRACES      16
+#define RS_MAX_TRACE_MS    86400000u   /* a day */
+#define RS_TRACE_OPP_BYTES 1514        /* a 1500-byte packet with its Ethernet header */
 
 /* which (RS_M_ETH, RS_M_IP, RS_A_SET_ETH, RS_A_SET_IP) */
 #define RS_SRC 0
@@ -217,6 +229,10 @@ struct rs_rule_state {
 	uint32_t rate_count;     /* rate queue: entries */
 	uint32_t rate_limit;     /* rate queue: capacity (0: rule has no rate) */
 	uint32_t rate_queue;     /* byte offset of its u64 departure times in the state */
+	/* delivery trace (RS_A_RATE_TRACE): the opportunity in use, at rate_busy_until, and its bytes left */
+	uint32_t trace_at;       /* its index in the trace */
+	uint32_t trace_left;
+	uint64_t trace_cycle;    /* the start of its period */
 	/* schedule (RS_RF_SCHEDULE): the phase frames arriving in [phase_start, phase_end) get */
 	uint64_t phase_start;
 	uint64_t phase_end;      /* 0: not found yet */
@@ -239,7 +255,7 @@ struct rs_state {
 	uint64_t epoch_load;
 	uint64_t epoch_first;
 	uint32_t epoch_set;
-	uint32_t reserved;
+	uint32_t traces;	/* offset of the program's first delivery trace (after its rules) */
 	/* the loaded form (engine.c): the classifier rs_state_init builds from the program */
 	uint32_t prog_len;	/* of the program it was built from */
 	uint32_t form;		/* its byte offset in the state */
@@ -262,6 +278,7 @@ struct rs_state {
 #define RS_E_OPLEN     7  /* operand length wrong for the opcode */
 #define RS_E_OPERAND   8  /* an operand out of its range */
 #define RS_E_ORDER     9  /* reorder not followed by delay, or a timing op twice */
+#define RS_E_TRACE     10 /* a delivery trace malformed, or named and not there */
 
 /* Checks prog completely. Returns 0 and sets *state_size, or -RS_E_*. */
 int rs_program_verify(const uint8_t *prog, uint32_t len, uint32_t *state_size);
