@@ -111,10 +111,27 @@ def receive(s: socket.socket) -> bytes | None:
         return data
 
 
-def run_case(case: dict, tx: socket.socket) -> list:
+SETTLE_QUIET_S = 0.1
+
+
+def settle(control: str, cap: socket.socket, timeout: float = 10) -> None:
+    """Waits until the frames of the case before have all left and arrived: none held by the
+    appliance (its delay queue, kernel mode's `queued`), then none arriving for SETTLE_QUIET_S.
+    A frame held past that case's end would otherwise be taken for this case's."""
+    deadline = time.monotonic() + timeout
+    while read_stats(control).get("queued") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    quiet = time.monotonic() + SETTLE_QUIET_S
+    while time.monotonic() < quiet:
+        if receive(cap) is None:
+            time.sleep(0.001)
+        else:
+            quiet = time.monotonic() + SETTLE_QUIET_S
+
+
+def run_case(case: dict, tx: socket.socket, control: str) -> list:
     cap = capture_socket()
-    while receive(cap) is not None:
-        pass
+    settle(control, cap)
     got = []
     t0 = time.monotonic()
     for at_ns, frame in case["in"]:
@@ -149,7 +166,7 @@ def golden(cases_path: str, results_path: str, control: str, config_path: str) -
         if st["last_reload_error"]:
             results[case["name"]] = {"error": st["last_reload_error"]}
             continue
-        frames = run_case(case, tx)
+        frames = run_case(case, tx, control)
         results[case["name"]] = {"frames": frames, "stats": read_stats(control)}
     with open(results_path, "w") as f:
         json.dump(results, f)
