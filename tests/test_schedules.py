@@ -296,3 +296,37 @@ def test_mode_limits_and_the_delay_pool_see_the_phases():
     frames, why = pool_plan(config, {"a": 100, "b": 100})
     assert why == ["rule later: 200 ms x 297,619 frames/s (200 Mbit/s of 84-byte frames) = 59524 frames"]
     assert frames == 59524
+
+
+def test_a_reload_restarts_a_schedule_unless_it_keeps_its_time(topo, tmp_path):
+    """Ring mode, SIGHUP: the new program's time zero is the reload (phase 0 again), and the first
+    load's stays the first; with keep_time the rule goes on in the phase the first load's time gives."""
+    import signal
+
+    config = tmp_path / "r.yaml"
+    rules = ("version: 1\nports: {a: a1, b: b1}\nrules:\n  - name: r\n    match: {ip_proto: udp}\n"
+             "    schedule: {KEEP phases: [{for: 1s, actions: [drop]}, {for: 3600s}]}\n")
+    config.write_text(rules.replace("KEEP ", ""))
+    with LiveAppliance(topo.br, str(config), tmp_path, mode="ring") as appliance:
+        first = read_stats(appliance.control)
+        time.sleep(1.2)
+        assert read_stats(appliance.control)["rules"][0]["phase"] == 1
+
+        def reload(text: str) -> dict:
+            before = read_stats(appliance.control)["reloads"]
+            config.write_text(text)
+            appliance.send_signal(signal.SIGHUP)
+            for _ in range(100):
+                st = read_stats(appliance.control)
+                if st["reloads"] > before:
+                    return st
+                time.sleep(0.05)
+            raise AssertionError("the reload was not taken")
+
+        restarted = reload(rules.replace("KEEP ", "") + "  - {name: other, actions: []}\n")
+        kept = reload(rules.replace("KEEP ", "keep_time: true, "))
+    load0, first0 = first["schedule_time_zero_ns"]
+    assert load0 == first0
+    assert restarted["rules"][0]["phase"] == 0 and restarted["schedule_time_zero_ns"][1] == first0
+    assert restarted["schedule_time_zero_ns"][0] > load0 + 1_000_000_000
+    assert kept["rules"][0]["phase"] == 1 and kept["schedule_time_zero_ns"][1] == first0
