@@ -109,9 +109,9 @@ bench-engine: setup
 	  $$(test -f build/engine-armhf.json && echo --with build/engine-armhf.json)
 
 # docs/schedules.md's experiment (examples/experiment.yaml on a UDP stream, with its plot) and the
-# phase switch error, in ring mode (root: network namespaces)
-bench-schedule: setup
-	$(PY) -m reshaper.bench.schedule --out docs/schedules-run
+# phase switch error in ring mode (root: network namespaces) and in kernel mode in the VM
+bench-schedule: setup vm-prepare
+	$(PY) -m reshaper.bench.schedule --vm --out docs/schedules-run
 
 # `reshaper apply` and tcprewrite on the same capture and rewrites, side by side
 bench-apply: setup apt-test
