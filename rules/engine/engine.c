@@ -849,9 +849,12 @@ uint32_t rs_program_push_room(const uint8_t *prog)
 void rs_state_start(void *state, uint64_t load_ns, uint64_t first_ns)
 {
 	struct rs_state *st = state;
-	struct rs_rule_state *rs = rs_rule_states(st);
+	struct rs_rule_state *rs;
 	uint32_t i;
 
+	if (!st)
+		return;
+	rs = rs_rule_states(st);
 	st->epoch_load = load_ns;
 	st->epoch_first = first_ns;
 	st->epoch_set = 1;
