@@ -233,16 +233,17 @@ def test_a_well_made_schedule_verifies_and_runs():
 
 # ---- live: ring mode ----
 
-def test_a_udp_stream_follows_the_phases_in_ring_mode(topo, tmp_path):
-    """A stamped UDP stream (100 datagrams/s) through ring mode while the rule goes from 10 ms to an
+@pytest.mark.parametrize("mode", ["ring", "xdp", "nfqueue"])
+def test_a_udp_stream_follows_the_phases_live(topo, tmp_path, mode):
+    """A stamped UDP stream (100 datagrams/s) through the appliance while the rule goes from 10 ms to an
     outage to 60 ms: each datagram's measured one-way delay is its phase's (those sent within 5 ms of a
-    change aside), the outage's are lost, and stats names the phase."""
+    change aside), the outage's are lost, and stats names the phase; the same in every user-space mode."""
     config = tmp_path / "r.yaml"
     config.write_text("version: 1\nports: {a: a1, b: b1}\nrules:\n  - name: uplink\n"
                       "    match: {ip_proto: udp, dst_port: 5001}\n    actions: [{delay: {time: 10ms}}]\n"
                       "    schedule:\n      phases:\n        - {for: 1500ms}\n        - {for: 1s, actions: [drop]}\n"
                       "        - {for: 3600s, actions: [{delay: {time: 60ms}}]}\n")
-    with LiveAppliance(topo.br, str(config), tmp_path, mode="ring") as appliance:
+    with LiveAppliance(topo.br, str(config), tmp_path, mode=mode) as appliance:
         before = read_stats(appliance.control)
         load, _ = before["schedule_time_zero_ns"]
         # CLOCK_MONOTONIC (the engine's) into CLOCK_REALTIME (the stamps')
