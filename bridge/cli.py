@@ -41,6 +41,10 @@ def cmd_check(args) -> int:
         config = _load(args.config, args.mode, args.hooks_path)
     except ConfigError as exc:
         return _report_errors(exc)
+    if args.files:
+        for name in config.files():
+            print(name)
+        return EXIT_OK
     program = config.program
     state_size = program_verify(program)
     print(f"{args.config}: ok")
@@ -329,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="CONFIG")
     p.add_argument("--mode", choices=list(modes.MODES), help="also check that this mode can run every rule")
     p.add_argument("--hooks-path", action="append", metavar="DIR", help="a directory python hooks may come from")
+    p.add_argument("--files", action="store_true",
+                   help="print only the files the rule file names (schedule files, delivery traces), one a line, "
+                        "as it names them: what must go with it (deploy.sh)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("apply", help="run the frames of a capture through the rules offline")

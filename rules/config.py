@@ -167,6 +167,7 @@ def _load_schedule(chk: Checker, node: Node, ctx: str) -> Schedule | None:
     if ("phases" in spec) == ("file" in spec):
         chk.error(node, f"{ctx}expected phases or a file of them, {'not both' if 'file' in spec else 'got neither'}")
         return None
+    name = None
     if "phases" in spec:
         phases = _load_phases(chk, spec["phases"], ctx)
     else:
@@ -180,7 +181,7 @@ def _load_schedule(chk: Checker, node: Node, ctx: str) -> Schedule | None:
             chk.error(spec["file"], f"{ctx}file: {name} is not a schedule (its errors name its lines)")
             return None
     # what parsed, also when something did not: the phases' actions are checked all the same
-    return Schedule(phases, bool(flags["repeat"]), bool(flags["keep_time"]), node) if phases else None
+    return Schedule(phases, bool(flags["repeat"]), bool(flags["keep_time"]), node, name) if phases else None
 
 
 def _load_phases(chk: Checker, node: Node, ctx: str) -> list[Phase]:

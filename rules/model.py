@@ -58,6 +58,7 @@ class Schedule:
     repeat: bool
     keep_time: bool
     node: Node
+    file: str | None = None  # the schedule file it was read from, as the rule file names it
 
     @property
     def cycle_ns(self) -> int:
@@ -108,6 +109,17 @@ class Config:
     hooks_path: list[str] = dataclasses.field(default_factory=list)  # where python hooks may come from
     rules_node: Node | None = None  # the rules list: where what is wrong with the whole program is reported
     program: bytes = b""  # the compiled program, verified: load_config makes it once for every user
+
+    def files(self) -> list[str]:
+        """The files the rule file names and reads (schedule files, delivery traces), each once, as it
+        names them (relative to it): what must go with it where it is deployed."""
+        names = []
+        for rule in self.rules:
+            if rule.schedule and rule.schedule.file:
+                names.append(rule.schedule.file)
+            names += [a.params["trace"] for actions in rule.action_lists() for a in actions
+                      if a.kind == "rate" and a.params.get("trace")]
+        return list(dict.fromkeys(names))
 
 
 # ---- errors ---------------------------------------------------------------------

@@ -331,3 +331,17 @@ def test_a_reload_restarts_a_schedule_unless_it_keeps_its_time(topo, tmp_path):
     assert restarted["rules"][0]["phase"] == 0 and restarted["schedule_time_zero_ns"][1] == first0
     assert restarted["schedule_time_zero_ns"][0] > load0 + 1_000_000_000
     assert kept["rules"][0]["phase"] == 1 and kept["schedule_time_zero_ns"][1] == first0
+
+
+def test_check_lists_the_files_a_rule_file_names(tmp_path):
+    """`reshaper check --files`: what must go with the rule file (deploy.sh), each once, as it names them."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/p.csv").write_text("for\n1s\n")
+    (tmp_path / "l.trace").write_text("1\n")
+    (tmp_path / "r.yaml").write_text(PORTS + "rules:\n"
+                                     "  - {name: a, match: {dst_port: 1, ip_proto: udp}, schedule: {file: sub/p.csv}}\n"
+                                     "  - {name: b, actions: [{rate: {trace: l.trace}}],\n"
+                                     "     schedule: {phases: [{for: 1s}, {for: 1s, actions: [{rate: {trace: l.trace}}]}]}}\n")
+    result = subprocess.run([sys.executable, "-m", "reshaper", "check", str(tmp_path / "r.yaml"), "--files"],
+                            capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "sub/p.csv\nl.trace\n", "")

@@ -10,7 +10,8 @@
 # see README.md); keys only, never passwords (BatchMode). RESHAPER_SSH_OPTS adds
 # ssh options (e.g. "-o UserKnownHostsFile=FILE").
 #
-# 1. validates RULES.yaml here (reshaper check --mode M): nothing is copied if it fails
+# 1. validates RULES.yaml here (reshaper check --mode M): nothing is copied if it fails;
+#    the files it names (schedule files, delivery traces) go with it, beside it on the board
 # 2. copies the bundle (dist/beaglebone/reshaper-beaglebone-*.tar.gz; built if missing)
 # 3. runs the bundle's install.sh on the board: venv, module, VLANs, rules, unit
 # 4. checks that the service is active and `reshaper stats` answers
@@ -29,7 +30,7 @@ usage() { sed -n 2,18p "$0"; exit 2; }
 HOST=$1; shift
 RULES=
 if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then RULES=$1; shift; fi
-MODE='' VLANS='' IFACE=eth0 RULES_ONLY=0 ROLLBACK=0 BUNDLE='' PORT='' IDENTITY=''
+MODE='' VLANS='' IFACE=eth0 RULES_ONLY=0 ROLLBACK=0 BUNDLE='' PORT='' IDENTITY='' FILES=()
 while [ $# -gt 0 ]; do
   case $1 in
     --mode) MODE=$2; shift 2 ;;
@@ -76,6 +77,14 @@ if [ "$ROLLBACK" = 0 ]; then
   [ -n "$RESHAPER" ] || { echo "deploy.sh: no reshaper here to validate with (make setup)" >&2; exit 1; }
   log "checking $RULES (--mode $MODE)"
   "$RESHAPER" check "$RULES" --mode "$MODE" || { echo "deploy.sh: $RULES refused; nothing deployed" >&2; exit 1; }
+  # the files it names, relative to it: they go beside it in /etc/reshaper (a tarball of them)
+  NAMED=$("$RESHAPER" check "$RULES" --files)
+  while IFS= read -r f; do
+    [ -n "$f" ] || continue
+    [[ $f != /* && /$f/ != */../* ]] \
+      || { echo "deploy.sh: $RULES names $f, which is not under its directory: it cannot go beside it on the board; nothing deployed" >&2; exit 1; }
+    FILES+=("$f")
+  done <<<"$NAMED"
 fi
 
 log "connecting to $HOST"
@@ -92,9 +101,15 @@ cleanup() {
 }
 trap cleanup EXIT
 [ "$ROLLBACK" = 1 ] || cp -- "$RULES" "$STAGE/rules.yaml"
+RULES_FILES=() RULES_FILES_ARG=()   # the tarball of the files the rule file names; install.sh's argument
+if [ ${#FILES[@]} -gt 0 ]; then
+  tar czf "$STAGE/rules-files.tar.gz" -C "$(dirname -- "$RULES")" -- "${FILES[@]}"
+  RULES_FILES=("$STAGE/rules-files.tar.gz")
+fi
 RDIR=$(remote "mktemp -d /tmp/reshaper-deploy.XXXXXX")
 # it goes into remote command lines and scp's target: mktemp's own pattern, nothing else
 [[ $RDIR =~ ^/tmp/reshaper-deploy\.[A-Za-z0-9]{6}$ ]] || { echo "deploy.sh: $HOST: unexpected temporary directory '$RDIR'" >&2; RDIR=; exit 1; }
+[ ${#RULES_FILES[@]} -eq 0 ] || RULES_FILES_ARG=(--rules-files "$RDIR/rules-files.tar.gz")
 
 if [ "$ROLLBACK" = 1 ]; then
   scp -q "${SCP_OPTS[@]}" "$HERE/install.sh" "$HOST:$RDIR/"
@@ -103,8 +118,9 @@ if [ "$ROLLBACK" = 1 ]; then
 fi
 if [ "$RULES_ONLY" = 1 ]; then
   log "copying the rule file"
-  scp -q "${SCP_OPTS[@]}" "$HERE/install.sh" "$STAGE/rules.yaml" "$HOST:$RDIR/"
-  remote "$SUDO bash $(q "$RDIR/install.sh" --rules-only --rules "$RDIR/rules.yaml" "${MODE_ARG[@]}")"
+  scp -q "${SCP_OPTS[@]}" "$HERE/install.sh" "$STAGE/rules.yaml" "${RULES_FILES[@]}" "$HOST:$RDIR/"
+  remote "$SUDO bash $(q "$RDIR/install.sh" --rules-only --rules "$RDIR/rules.yaml" "${MODE_ARG[@]}" \
+    "${RULES_FILES_ARG[@]}")"
   log "done: rules swapped on $HOST"
   exit 0
 fi
@@ -126,10 +142,11 @@ fi
 [ -f "$BUNDLE" ] || { echo "deploy.sh: no bundle ${BUNDLE:-built}" >&2; exit 2; }
 log "copying $(basename "$BUNDLE") ($(du -k "$BUNDLE" | cut -f1) KiB)"
 cp -- "$BUNDLE" "$STAGE/bundle.tar.gz"
-scp -q "${SCP_OPTS[@]}" "$STAGE/bundle.tar.gz" "$STAGE/rules.yaml" "$HOST:$RDIR/"
+scp -q "${SCP_OPTS[@]}" "$STAGE/bundle.tar.gz" "$STAGE/rules.yaml" "${RULES_FILES[@]}" "$HOST:$RDIR/"
 
 # ---- 3./4. install and check on the board
 ARGS=("${MODE_ARG[@]}" --interface "$IFACE" --rules "$RDIR/rules.yaml")
+ARGS+=("${RULES_FILES_ARG[@]}")
 [ -n "$VLANS" ] && ARGS+=(--vlans "$VLANS")
 log "installing on $HOST: ${ARGS[*]}"
 # the bundle's one top directory (reshaper-beaglebone-VER) becomes bundle/, whatever the file was called

@@ -3,6 +3,8 @@
 #
 #   ./install.sh --rules FILE [--mode ring|xdp|kernel|nfqueue] [--vlans 100,200] [--interface eth0]
 #   ./install.sh --rules FILE --rules-only     swap the rule file, reload (no restart)
+#   --rules-files TAR.gz: the files the rule file names (schedule files, delivery traces), by the
+#   names it gives them; they go beside it in /etc/reshaper
 #   ./install.sh --rollback                    previous wheel and rule file back, restart
 #
 # Installs into /opt/reshaper/venv (system site packages: Debian's python3-cffi-backend,
@@ -13,7 +15,7 @@
 # Re-running upgrades in place. Every step says what it did; any failure stops it.
 set -euo pipefail
 cd "$(dirname "$0")"
-MODE='' VLANS='' IFACE='' RULES='' RULES_ONLY=0 ROLLBACK=0
+MODE='' VLANS='' IFACE='' RULES='' RULES_FILES='' RULES_ONLY=0 ROLLBACK=0
 PREFIX=/opt/reshaper ETC=/etc/reshaper
 while [ $# -gt 0 ]; do
   case $1 in
@@ -21,6 +23,7 @@ while [ $# -gt 0 ]; do
     --vlans) VLANS=$2; shift 2 ;;
     --interface) IFACE=$2; shift 2 ;;
     --rules) RULES=$2; shift 2 ;;
+    --rules-files) RULES_FILES=$2; shift 2 ;;
     --rules-only) RULES_ONLY=1; shift ;;
     --rollback) ROLLBACK=1; shift ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
@@ -62,11 +65,22 @@ stats_ok() {  # the service answers `reshaper stats` (Python starts slowly on a 
 
 install_rules() {  # validate with the board's own reshaper, keep the previous one
   [ -n "$RULES" ] || die "--rules FILE is required"
-  install -m 0644 "$RULES" $ETC/rules.yaml.new
-  $RESHAPER check $ETC/rules.yaml.new --mode "$MODE" >/dev/null \
-    || { $RESHAPER check $ETC/rules.yaml.new --mode "$MODE" || true; rm -f $ETC/rules.yaml.new; die "rule file refused"; }
+  # checked where it will be read from: beside the files it names, apart until it passes
+  local new=$ETC/rules.new.d
+  rm -rf $new; mkdir -p $new
+  if [ -n "$RULES_FILES" ]; then
+    tar xzf "$RULES_FILES" -C $new --no-same-owner --no-same-permissions \
+      || { rm -rf $new; die "cannot unpack the files the rule file names"; }
+  fi
+  install -m 0644 "$RULES" $new/rules.yaml
+  $RESHAPER check $new/rules.yaml --mode "$MODE" >/dev/null \
+    || { $RESHAPER check $new/rules.yaml --mode "$MODE" || true; rm -rf $new; die "rule file refused"; }
+  (cd $new && find . -type f ! -path ./rules.yaml -print0) | while IFS= read -r -d '' f; do
+    install -D -m 0644 "$new/$f" "$ETC/$f"; say "rules: $ETC/${f#./}"
+  done
   [ -f $ETC/rules.yaml ] && cp -p $ETC/rules.yaml $ETC/rules.yaml.prev
-  mv $ETC/rules.yaml.new $ETC/rules.yaml
+  mv $new/rules.yaml $ETC/rules.yaml
+  rm -rf $new
   say "rules: $ETC/rules.yaml"
 }
 

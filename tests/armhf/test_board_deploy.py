@@ -153,13 +153,24 @@ def test_rules_only_swaps_rules_without_restart(board, bb_build, ring_deployed, 
     rules = tmp_path / "new rules $(cd;touch rs-injected).yaml"
     injected_here = Path.home() / "rs-injected"
     assert not injected_here.exists()
-    rules.write_text((BB / "rules.example.yaml").read_text().replace("dscp: 46", "dscp: 10"))
+    # and a rule whose schedule file, in a folder beside the rule file, goes with it: an outage of UDP port
+    # 6000 for an hour
+    (tmp_path / "phases $(cd;touch rs-injected)").mkdir()
+    (tmp_path / "phases $(cd;touch rs-injected)" / "outage.csv").write_text("for,loss\n3600s,100%\n")
+    rules.write_text((BB / "rules.example.yaml").read_text().replace("dscp: 46", "dscp: 10")
+                     + '  - {name: outage, match: {ip_proto: udp, dst_port: 6000}, '
+                       'schedule: {file: "phases $(cd;touch rs-injected)/outage.csv"}}\n')
     r = deploy(board, bb_build["bundle"], rules, "--rules-only")
     assert "[install] rules swapped and reloaded (no restart)" in r.stdout, r.stdout
+    assert "[install] rules: /etc/reshaper/phases $(cd;touch rs-injected)/outage.csv" in r.stdout, r.stdout
     assert board.ssh("ls -A ~ /tmp").stdout.split().count("rs-injected") == 0 and not injected_here.exists()
     assert main_pid(board) == pid
     assert exchange(board, [udp(100, 5060)], 1) == [udp(200, 5060, tos=10 << 2)]
-    assert stats(board)["reloads"] == 1
+    assert exchange(board, [udp(100, 6000)], 1, timeout=3) == []
+    st = stats(board)
+    assert st["reloads"] == 1
+    assert (st["rules"][-1]["name"], st["rules"][-1]["phase"], st["rules"][-1]["phases"], st["rules"][-1]["lost"]) \
+        == ("outage", 0, 1, 1), st["rules"][-1]
     # a bad rule file is refused here, before anything is copied; the board keeps the old one
     bad = tmp_path / "bad.yaml"
     bad.write_text(rules.read_text().replace("dscp: 10", "dscp: 99"))

@@ -7,6 +7,7 @@ beside a stub install.sh that records its arguments and the rule file it got.
 The same deploy against the emulated board is in test_board_deploy.py."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -60,6 +61,7 @@ STUB_INSTALL = r"""#!/bin/bash
 printf '%s\0' "$@" >"$FAKE_BOARD/install-args"
 while [ $# -gt 0 ]; do
   if [ "$1" = --rules ]; then cp -- "$2" "$FAKE_BOARD/installed-rules.yaml"; fi
+  if [ "$1" = --rules-files ]; then cp -- "$2" "$FAKE_BOARD/installed-rules-files.tar.gz"; fi
   shift
 done
 """
@@ -212,3 +214,51 @@ def test_board_answer_is_not_trusted_as_a_directory(world):
     assert r.returncode == 1 and "unexpected temporary directory" in r.stderr, r.stdout + r.stderr
     assert world.read0("commands") == ["true", "mktemp -d /tmp/reshaper-deploy.XXXXXX"]
     assert world.read0("copied") == [] and world.injected() == []
+
+
+# a rule file whose schedule file and delivery trace have names a shell would run, one in a folder
+NAMED = {f"phases of it's $(cd;touch {MARKER}).csv": "for,delay\n1s,10ms\n",
+         f"links/`touch {MARKER}` up.trace": "1\n2\n"}
+
+
+def rules_naming_files(world) -> Path:
+    for name, text in NAMED.items():
+        (world.files / name).parent.mkdir(parents=True, exist_ok=True)
+        (world.files / name).write_text(text)
+    rules, _ = hostile_rules(world, HOSTILE[0])
+    quoted = [json.dumps(name) for name in NAMED]   # JSON strings are YAML double-quoted strings
+    rules.write_text(rules.read_text() + f"  - {{name: scheduled, match: {{ip_proto: udp, dst_port: 7000}}, "
+                     f"schedule: {{file: {quoted[0]}}}}}\n"
+                     f"  - {{name: traced, match: {{ip_proto: udp, dst_port: 7001}}, "
+                     f"actions: [{{rate: {{trace: {quoted[1]}}}}}]}}\n")
+    return rules
+
+
+@pytest.mark.parametrize("rules_only", [False, True], ids=["full", "rules-only"])
+def test_the_files_a_rule_file_names_go_with_it(world, rules_only):
+    """A schedule file and a delivery trace the rule file names travel in a tarball, by the names it
+    gives them, and install.sh is told where it is; no name goes into a command line."""
+    rules = rules_naming_files(world)
+    if rules_only:
+        r = world.deploy("root@board", str(rules), "--rules-only")
+    else:
+        r = world.deploy("root@board", str(rules), "--bundle", str(fake_bundle(world)))
+    check_not_injected(world, r)
+    args = world.read0("install-args")
+    rdir = str(Path(args[args.index("--rules") + 1]).parent)
+    assert args[args.index("--rules-files") + 1] == f"{rdir}/rules-files.tar.gz", args
+    assert world.read0("copied")[-2:] == ["rules.yaml", "rules-files.tar.gz"]
+    with tarfile.open(world.root / "board/installed-rules-files.tar.gz") as tar:
+        got = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile()}
+    assert got == NAMED
+    check_clean(rdir, world)
+
+
+def test_a_named_file_outside_the_rule_files_folder_is_refused(world):
+    (world.root / "elsewhere.csv").write_text("for\n1s\n")
+    rules, _ = hostile_rules(world)
+    rules.write_text(rules.read_text() + "  - {name: s, schedule: {file: ../elsewhere.csv}}\n")
+    r = world.deploy("root@board", str(rules), "--rules-only")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "names ../elsewhere.csv, which is not under its directory" in r.stderr and "nothing deployed" in r.stderr
+    assert world.read0("commands") == [] and world.read0("copied") == []
