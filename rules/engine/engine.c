@@ -2417,13 +2417,9 @@ static void rs_phase_find(struct rs_state *st, struct rs_rule_state *rs, const u
 	rs->phase = j;
 	rs->phase_start = now < epoch ? 0 : base;
 	rs->phase_end = (j == n - 1 && !(r[3] & RS_RF_REPEAT)) ? ~0ull : base + d;
-	if (r[off + 9] & RS_PHF_OWN) {
-		rs->phase_act = rs_ops_end(r, RS_RULE_HDR_LEN, r[4]);
-		rs->phase_nops = r[5];
-	} else {
-		rs->phase_act = off + RS_PHASE_HDR_LEN;
-		rs->phase_nops = r[off + 8];
-	}
+	/* an OWN phase runs the rule's own actions, which the caller has found already: 0 says so */
+	rs->phase_act = (r[off + 9] & RS_PHF_OWN) ? 0 : off + RS_PHASE_HDR_LEN;
+	rs->phase_nops = r[off + 8];
 }
 
 /* ---- entry point ---- */
@@ -2558,8 +2554,10 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	if (c.rflags & RS_RF_SCHEDULE) {
 		if (now_ns < c.rs->phase_start || now_ns >= c.rs->phase_end)
 			rs_phase_find(st, c.rs, r, now_ns);
-		act = c.rs->phase_act;
-		nops = c.rs->phase_nops;
+		if (c.rs->phase_act) {
+			act = c.rs->phase_act;
+			nops = c.rs->phase_nops;
+		}
 	}
 	reason = trace ? rs_run_actions_traced(&c, r, act, nops, i, trace) : rs_run_actions(&c, r, act, nops);
 	v->len = c.p.len;

@@ -238,7 +238,7 @@ struct rs_rule_state {
 	uint64_t phase_end;      /* 0: not found yet */
 	uint64_t cycle_ns;       /* the phases' durations added up */
 	uint32_t phase;          /* its index */
-	uint32_t phase_act;      /* its first action op's offset in the rule */
+	uint32_t phase_act;      /* its first action op's offset in the rule; 0: the rule's own (RS_PHF_OWN) */
 	uint32_t phase_nops;     /* its number of action ops */
 	uint32_t phases;         /* offset of the first phase in the rule */
 };
