@@ -219,6 +219,7 @@ class Appliance:
         with self.swap_lock:
             stats = self.data_stats()
             engine, config = self.engine, self.config
+            zero = engine.time_zero()
             for name, port in config.ports.items():
                 stats["ports"][name].update(interface=port.interface, vlan=port.vlan)
             return {
@@ -230,8 +231,8 @@ class Appliance:
                 **stats,
                 "engine": engine.counters(),
                 # time zero of the schedules, this load's and the first's (CLOCK_MONOTONIC ns; docs/schedules.md)
-                "schedule_time_zero_ns": engine.time_zero(),
-                "rules": [{"name": rule.name, **engine.rule_counters(i), **rule_phase(rule, engine.time_zero())}
+                "schedule_time_zero_ns": zero,
+                "rules": [{"name": rule.name, **engine.rule_counters(i), **rule_phase(rule, zero)}
                           for i, rule in enumerate(config.rules)],
                 "hooks": self.hooks.counters() if getattr(self, "hooks", None) else {},
                 # a `reshaper trace` client reading now (kernel mode's read tracefs: not seen here)

@@ -79,8 +79,7 @@ def check_rule(chk: Checker, rule: Rule, ctx: str) -> None:
                 _check_actions(chk, rule, phase.actions, f"{ctx}schedule: phases[{i}]: ", not_ip, family, protos,
                                proto_node, in_phase=True)
         # the engine keeps one such flag a rule (rules/engine/rs_program.h, RS_RF_REORDER_ON_JITTER)
-        delays = [a for a in rule.actions + [a for p in rule.schedule.phases for a in p.actions or []]
-                  if a.kind == "delay"]
+        delays = [a for actions in rule.action_lists() for a in actions if a.kind == "delay"]
         for delay in delays[1:]:
             if delay.params["reorder_on_jitter"] != delays[0].params["reorder_on_jitter"]:
                 chk.error(delay.node, f"{ctx}delay: expected the same reorder_on_jitter in every delay of a "

@@ -175,7 +175,10 @@ def _delay_flags(actions: list[Action]) -> int:
 def compile_rule(rule: Rule, traces: dict[str, int] | None = None) -> bytes:
     match_ops, action_ops_ = rule_ops(rule, traces=traces)
     matches, actions = [op for _, op in match_ops], [op for _, op in action_ops_]
-    flags = _delay_flags(rule.actions)
+    # one flag for the rule: rules/checks.py holds every delay of the rule to the same reorder_on_jitter
+    flags = 0
+    for listed in rule.action_lists():
+        flags |= _delay_flags(listed)
     body = b"".join(matches) + b"".join(actions)
     phases = 0
     if rule.schedule is not None:
@@ -183,9 +186,6 @@ def compile_rule(rule: Rule, traces: dict[str, int] | None = None) -> bytes:
         flags |= lib.RS_RF_SCHEDULE
         flags |= lib.RS_RF_REPEAT if schedule.repeat else 0
         flags |= lib.RS_RF_KEEP_TIME if schedule.keep_time else 0
-        # one flag for the rule: rules/checks.py holds every delay of the rule to the same reorder_on_jitter
-        for phase in schedule.phases:
-            flags |= _delay_flags(phase.actions or [])
         phases = len(schedule.phases)
         body += b"".join(_phase(p, traces) for p in schedule.phases)
     header = struct.pack("<HBBBBH", lib.RS_RULE_HDR_LEN + len(body), FROM_PORTS[rule.from_port], flags,
