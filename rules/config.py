@@ -20,7 +20,7 @@ from reshaper.rules.fields import ACTION_ITEM, MATCH_FIELDS, PHASE_KEYS, PORTS, 
 from reshaper.rules.loader import compose, read_text
 from reshaper.rules.model import (  # noqa: F401  (re-exported)
     Action, Checker, Config, ConfigError, Diagnostic, Match, Phase, Port, Rule, Schedule)
-from reshaper.rules.delivery_trace import read_delivery_trace
+from reshaper.rules.delivery_trace import DeliveryTrace, read_delivery_trace
 from reshaper.rules.schedule_file import read_schedule_file
 from reshaper.rules.values import is_null, node_kind, read_mapping
 
@@ -99,8 +99,9 @@ def _load_rules(chk: Checker, node: Node) -> list[Rule]:
         chk.error(node, f"expected a list of rules, got a {node_kind(node)}")
         return []
     rules, names = [], {}
+    traces: dict[str, DeliveryTrace | ConfigError] = {}   # each trace file read once, however many name it
     for rule_node in node.value:
-        rule = _load_rule(chk, rule_node)
+        rule = _load_rule(chk, rule_node, traces)
         if rule is None:
             continue
         if rule.name in names:
@@ -112,7 +113,7 @@ def _load_rules(chk: Checker, node: Node) -> list[Rule]:
     return rules
 
 
-def _load_rule(chk: Checker, node: Node) -> Rule | None:
+def _load_rule(chk: Checker, node: Node, traces: dict) -> Rule | None:
     spec = chk.parse(node, read_mapping, RULE_KEYS, chk)
     if spec is None or "name" not in spec:
         return None
@@ -125,7 +126,7 @@ def _load_rule(chk: Checker, node: Node) -> Rule | None:
     actions = _load_actions(chk, spec["actions"], ctx) if "actions" in spec else []
     schedule = _load_schedule(chk, spec["schedule"], ctx) if "schedule" in spec else None
     rule = Rule(name or "", from_port or RULE_KEYS["from"].default, matches, actions, node, schedule)
-    _load_delivery_traces(chk, rule, ctx)
+    _load_delivery_traces(chk, rule, ctx, traces)
     check_rule(chk, rule, ctx)
     return rule if name is not None and from_port is not None else None
 
@@ -207,8 +208,9 @@ def _load_phases(chk: Checker, node: Node, ctx: str) -> list[Phase]:
     return phases
 
 
-def _load_delivery_traces(chk: Checker, rule: Rule, ctx: str) -> None:
-    """Each rate's bit rate or delivery trace, the trace read into its params ("delivery")."""
+def _load_delivery_traces(chk: Checker, rule: Rule, ctx: str, traces: dict) -> None:
+    """Each rate's bit rate or delivery trace, the trace read into its params ("delivery"); traces: the
+    files read so far (path: the trace, or the ConfigError it gave, whose errors are reported once)."""
     for actions in rule.action_lists():
         for action in actions:
             if action.kind != "rate":
@@ -219,9 +221,15 @@ def _load_delivery_traces(chk: Checker, rule: Rule, ctx: str) -> None:
                                        f"{'not both' if given else 'got neither'}")
             elif given == ["trace"]:
                 name = action.params["trace"]
-                try:
-                    action.params["delivery"] = read_delivery_trace(os.path.join(os.path.dirname(chk.path), name))
-                except ConfigError as exc:
-                    chk.errors += exc.diagnostics
+                path = os.path.join(os.path.dirname(chk.path), name)
+                if path not in traces:
+                    try:
+                        traces[path] = read_delivery_trace(path)
+                    except ConfigError as exc:
+                        traces[path] = exc
+                        chk.errors += exc.diagnostics
+                if isinstance(traces[path], ConfigError):
                     chk.error(action.node, f"{ctx}rate: trace: {name} is not a delivery trace "
                                            "(its errors name its lines)")
+                else:
+                    action.params["delivery"] = traces[path]

@@ -4,8 +4,6 @@ file's errors; the verifier on broken traces."""
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -16,7 +14,7 @@ from reshaper.bridge.apply import apply_capture
 from reshaper.rules.binding import ProgramError, program_verify
 from reshaper.rules.config import load_config
 from tests.helpers.captures import read_outputs, write_capture
-from tests.helpers.config_errors import PORTS
+from tests.helpers.config_errors import PORTS, reshaper_check
 
 MS = 10**6
 OPP = lib.RS_TRACE_OPP_BYTES
@@ -95,8 +93,7 @@ def test_overhead_counts_towards_the_opportunity(tmp_path):
 def test_a_bad_trace_is_named_at_its_line(tmp_path, text, where, message):
     (tmp_path / "t.trace").write_text(text)
     (tmp_path / "r.yaml").write_text(PORTS + "rules:\n  - name: r\n    actions: [{rate: {trace: t.trace}}]\n")
-    result = subprocess.run([sys.executable, "-m", "reshaper", "check", str(tmp_path / "r.yaml")],
-                            capture_output=True, text=True)
+    result = reshaper_check(tmp_path / "r.yaml")
     assert result.returncode == 1
     assert result.stderr.splitlines()[:2] == [
         f"{tmp_path / 'r.yaml'}:5:15: error: rule 'r': rate: trace: t.trace is not a delivery trace "
@@ -111,8 +108,7 @@ def test_a_bad_trace_is_named_at_its_line(tmp_path, text, where, message):
 def test_a_rate_takes_a_bitrate_or_a_trace(tmp_path, rate, message):
     (tmp_path / "t.trace").write_text("1\n")
     (tmp_path / "r.yaml").write_text(PORTS + f"rules:\n  - name: r\n    actions: [{rate}]\n")
-    result = subprocess.run([sys.executable, "-m", "reshaper", "check", str(tmp_path / "r.yaml")],
-                            capture_output=True, text=True)
+    result = reshaper_check(tmp_path / "r.yaml")
     assert result.stderr.splitlines() == [f"{tmp_path / 'r.yaml'}:5:15: error: {message}", "1 error; nothing applied"]
 
 
@@ -162,3 +158,18 @@ def test_broken_traces_are_refused(prog):
     with pytest.raises(ProgramError) as info:
         program_verify(prog)
     assert info.value.code in (lib.RS_E_TRACE, lib.RS_E_RULES)
+
+
+def test_a_bad_trace_named_twice_is_read_and_reported_once(tmp_path):
+    (tmp_path / "t.trace").write_text("5\n3\n")
+    (tmp_path / "r.yaml").write_text(PORTS + "rules:\n"
+                                     "  - {name: a, match: {dst_port: 9, ip_proto: udp}, actions: [{rate: {trace: t.trace}}]}\n"
+                                     "  - {name: b, actions: [{rate: {trace: t.trace}}]}\n")
+    result = reshaper_check(tmp_path / "r.yaml")
+    assert result.stderr.splitlines() == [
+        f"{tmp_path / 'r.yaml'}:4:62: error: rule 'a': rate: trace: t.trace is not a delivery trace "
+        "(its errors name its lines)",
+        f"{tmp_path / 'r.yaml'}:5:25: error: rule 'b': rate: trace: t.trace is not a delivery trace "
+        "(its errors name its lines)",
+        f"{tmp_path / 't.trace'}:2:1: error: expected a millisecond at or after the line before's 5, got 3",
+        "3 errors; nothing applied"]
