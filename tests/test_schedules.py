@@ -21,7 +21,7 @@ from reshaper.lab.stamped import one_way
 from reshaper.rules.binding import Engine, ProgramError, program_verify
 from reshaper.rules.config import load_config
 from tests.helpers.captures import read_outputs, write_capture
-from tests.helpers.config_errors import PORTS, at, errors
+from tests.helpers.config_errors import PORTS, at, errors, reshaper_check
 from tests.helpers.live import LiveAppliance
 
 S, MS = 10**9, 10**6
@@ -173,7 +173,7 @@ def test_a_bad_schedule_file_is_named_at_its_line_and_column(tmp_path, csv, wher
     text = PORTS + "rules:\n  - name: r\n    schedule: {file: s.csv}\n"
     path = tmp_path / "r.yaml"
     path.write_text(text)
-    result = subprocess.run([sys.executable, "-m", "reshaper", "check", str(path)], capture_output=True, text=True)
+    result = reshaper_check(path)
     line, col = where
     assert result.returncode == 1
     assert result.stderr.splitlines()[:2] == [  # in the order of their files' names
@@ -183,8 +183,7 @@ def test_a_bad_schedule_file_is_named_at_its_line_and_column(tmp_path, csv, wher
 
 def test_a_missing_schedule_file_is_named(tmp_path):
     (tmp_path / "r.yaml").write_text(PORTS + "rules:\n  - name: r\n    schedule: {file: gone.csv}\n")
-    result = subprocess.run([sys.executable, "-m", "reshaper", "check", str(tmp_path / "r.yaml")],
-                            capture_output=True, text=True)
+    result = reshaper_check(tmp_path / "r.yaml")
     assert f"{tmp_path / 'gone.csv'}:1:1: error: cannot read the file: No such file or directory" in result.stderr
 
 
@@ -342,6 +341,5 @@ def test_check_lists_the_files_a_rule_file_names(tmp_path):
                                      "  - {name: a, match: {dst_port: 1, ip_proto: udp}, schedule: {file: sub/p.csv}}\n"
                                      "  - {name: b, actions: [{rate: {trace: l.trace}}],\n"
                                      "     schedule: {phases: [{for: 1s}, {for: 1s, actions: [{rate: {trace: l.trace}}]}]}}\n")
-    result = subprocess.run([sys.executable, "-m", "reshaper", "check", str(tmp_path / "r.yaml"), "--files"],
-                            capture_output=True, text=True)
+    result = reshaper_check(tmp_path / "r.yaml", "--files")
     assert (result.returncode, result.stdout, result.stderr) == (0, "sub/p.csv\nl.trace\n", "")

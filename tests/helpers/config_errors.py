@@ -1,6 +1,8 @@
 """The diagnostics a bad rule file gives, as the tests write them: a file loaded as r.yaml,
 the FILE:LINE:COL: error: line expected at a token of its text (tests/test_config_errors.py,
-tests/test_hostile_rules.py)."""
+tests/test_hostile_rules.py); `reshaper check` run as a user runs it."""
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -28,3 +30,9 @@ def at(text: str, token: str, message: str, start: int = 0) -> str:
 def rule_text(rule: str) -> str:
     """A file with one rule, written in flow style on line 4."""
     return PORTS + "rules:\n  - " + rule + "\n"
+
+
+def reshaper_check(path, *args: str) -> subprocess.CompletedProcess:
+    """`reshaper check PATH ARGS` as a user runs it: exit status, stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-m", "reshaper", "check", str(path), *args],
+                          capture_output=True, text=True)
