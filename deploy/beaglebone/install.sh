@@ -6,16 +6,21 @@
 #   --rules-files TAR.gz: the files the rule file names (schedule files, delivery traces), by the
 #   names it gives them; they go beside it in /etc/reshaper
 #   ./install.sh --rollback                    previous wheel and rule file back, restart
+#   /opt/reshaper/bundle/install.sh --mode M --switch-mode
+#                                              the service in mode M, software and rules as they are
+#                                              (what `reshaper bench --board` switches modes with)
 #
 # Installs into /opt/reshaper/venv (system site packages: Debian's python3-cffi-backend,
 # -yaml, -scapy, -pyroute2), the module (DKMS when kernel headers exist, else the
 # prebuilt one when its vermagic matches `uname -r`), persistent VLAN interfaces
 # (systemd-networkd or ifupdown), /etc/reshaper/rules.yaml, and the hardened unit (with, in XDP
 # mode, the drop-in that lets it load an XDP program and open AF_XDP sockets).
-# Re-running upgrades in place. Every step says what it did; any failure stops it.
+# Re-running upgrades in place. Every step says what it did; any failure stops it. What a mode
+# switch needs (this script, the unit, XDP mode's drop-in, the module, the DKMS sources) is kept
+# in /opt/reshaper/bundle.
 set -euo pipefail
 cd "$(dirname "$0")"
-MODE='' VLANS='' IFACE='' RULES='' RULES_FILES='' RULES_ONLY=0 ROLLBACK=0
+MODE='' VLANS='' IFACE='' RULES='' RULES_FILES='' RULES_ONLY=0 ROLLBACK=0 SWITCH=0
 PREFIX=/opt/reshaper ETC=/etc/reshaper
 while [ $# -gt 0 ]; do
   case $1 in
@@ -26,6 +31,7 @@ while [ $# -gt 0 ]; do
     --rules-files) RULES_FILES=$2; shift 2 ;;
     --rules-only) RULES_ONLY=1; shift ;;
     --rollback) ROLLBACK=1; shift ;;
+    --switch-mode) SWITCH=1; shift ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -34,6 +40,7 @@ die() { echo "[install] ERROR: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root"
 # shellcheck source=/dev/null  # written by build.sh
 . ./BUILD-INFO 2>/dev/null || true
+[ "$SWITCH" = 0 ] || [ -n "$MODE" ] || die "--switch-mode needs --mode"
 # mode/interface: flags, else what the last install recorded, else defaults
 # shellcheck source=/dev/null  # written by the last run, below
 [ -f $ETC/install.conf ] && . $ETC/install.conf
@@ -111,7 +118,7 @@ forwarder could keep everything else off the core under a full load of frames; s
 default (sysctl kernel.sched_rt_runtime_us=950000, and in /etc/sysctl.d) and deploy again"
 fi
 
-# ---- Python: venv with Debian's compiled dependencies, our wheel without deps
+# ---- Debian packages: what the mode needs
 need=
 # libxdp1 and libbpf1 in every mode: the wheel's extension links them (XDP mode, build.sh)
 pkgs="python3-venv python3-cffi-backend python3-yaml python3-scapy python3-pyroute2 iproute2 kmod libxdp1 libbpf1"
@@ -125,6 +132,14 @@ if [ -n "$need" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $need \
     || die "could not install$need (the board needs its apt sources reachable once)"
 fi
+
+if [ "$SWITCH" = 1 ]; then   # the rules as they are, checked for the mode before anything changes
+  [ -x $RESHAPER ] && [ -f $ETC/rules.yaml ] || die "reshaper is not installed here yet: run a full deploy first"
+  $RESHAPER check $ETC/rules.yaml --mode "$MODE" >/dev/null \
+    || { $RESHAPER check $ETC/rules.yaml --mode "$MODE" || true; die "the rule file is refused in $MODE mode"; }
+  new=$(cat $PREFIX/wheels/current)
+else
+# ---- Python: venv with Debian's compiled dependencies, our wheel without deps
 # Debian's python3-venv brings pip (ensurepip, offline)
 [ -x $PREFIX/venv/bin/pip ] || python3 -m venv --system-site-packages $PREFIX/venv
 mkdir -p $PREFIX/wheels
@@ -145,6 +160,11 @@ if [ "$MODE" = nfqueue ]; then
   $PREFIX/venv/bin/python -c 'import netfilterqueue' || die "netfilterqueue does not load (libnetfilter-queue1?)"
 fi
 say "python: $($RESHAPER --version 2>/dev/null || echo reshaper) from $new in $PREFIX/venv"
+# what --switch-mode runs from later (it keeps its own copy: this one may be in /tmp)
+rm -rf $PREFIX/bundle.new; mkdir -p $PREFIX/bundle.new
+cp -r install.sh BUILD-INFO reshaper.service reshaper-xdp.conf module dkms $PREFIX/bundle.new/ 2>/dev/null || true
+rm -rf $PREFIX/bundle; mv $PREFIX/bundle.new $PREFIX/bundle
+fi
 
 # ---- modules loaded at boot (the service has no CAP_SYS_MODULE)
 mods="8021q bridge"
@@ -195,8 +215,8 @@ else
   rm -f /etc/sysctl.d/60-reshaper.conf
 fi
 
-# ---- VLAN interfaces, persistent
-if [ -n "$VLANS" ]; then
+# ---- VLAN interfaces, persistent (a mode switch leaves them)
+if [ "$SWITCH" = 0 ] && [ -n "$VLANS" ]; then
   ip link show "$IFACE" >/dev/null 2>&1 || die "no interface $IFACE"
   if systemctl is-active -q systemd-networkd && networkctl status "$IFACE" >/dev/null 2>&1 \
       && netfile=$(networkctl status "$IFACE" 2>/dev/null | sed -n 's/^ *Network File: \(\/.*\)/\1/p') \
@@ -247,7 +267,7 @@ fi
 printf 'LAST_MODE=%q\nLAST_IFACE=%q\nLAST_VLANS=%q\n' "$MODE" "$IFACE" "$VLANS" >$ETC/install.conf
 
 # ---- rules, unit, start
-install_rules
+[ "$SWITCH" = 1 ] || install_rules
 echo "RESHAPER_MODE=$MODE" >$ETC/reshaper.env
 install -m 0644 reshaper.service /etc/systemd/system/reshaper.service
 # XDP mode needs more than the other modes (an XDP program: CAP_BPF and bpf(); AF_XDP sockets):
