@@ -5,61 +5,9 @@ difference of two."""
 from __future__ import annotations
 
 import os
-import re
 import time
 
-
-def link_stats(ipr, ifname: str) -> dict:
-    link = ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0]
-    return dict(link.get_attr("IFLA_STATS64"))
-
-
-def cpu_times() -> dict[int, dict[str, int]]:
-    """Per CPU, ticks of /proc/stat."""
-    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            m = re.match(r"cpu(\d+) (.*)", line)
-            if m:
-                out[int(m.group(1))] = dict(zip(names, map(int, m.group(2).split())))
-    return out
-
-
-def net_rx_softirqs() -> dict[int, int]:
-    with open("/proc/softirqs") as f:
-        lines = f.read().splitlines()
-    cpus = [int(c[3:]) for c in lines[0].split()]
-    for line in lines[1:]:
-        fields = line.split()
-        if fields[0] == "NET_RX:":
-            return dict(zip(cpus, map(int, fields[1:])))
-    return {}
-
-
-def softnet_dropped() -> int:
-    """Frames dropped because a CPU's input backlog was full (all CPUs, /proc/net/softnet_stat)."""
-    try:
-        with open("/proc/net/softnet_stat") as f:
-            return sum(int(line.split()[1], 16) for line in f if line.strip())
-    except OSError:
-        return 0
-
-
-def frames_received() -> dict[int, int]:
-    """Per CPU, frames its receive path took in (/proc/net/softnet_stat's first column, counted
-    in __netif_receive_skb_core on the CPU that runs it; the CPU index is column 13 where the
-    kernel writes it, else the line's order)."""
-    out = {}
-    try:
-        with open("/proc/net/softnet_stat") as f:
-            for i, line in enumerate(f):
-                fields = line.split()
-                if fields:
-                    out[int(fields[12], 16) if len(fields) > 12 else i] = int(fields[0], 16)
-    except OSError:
-        pass
-    return out
+from reshaper.bridge.proc_counters import cpu_times, frames_received, link_stats, net_rx_softirqs, softnet_dropped
 
 
 def user_system_ticks(pid: int) -> tuple[int, int]:
@@ -104,6 +52,7 @@ def napi_cpu() -> dict:
 
 class Counters:
     """Snapshots of everything a trial compares: links, CPUs, softirqs, the forwarder."""
+    whole_cpu = False   # CPU per frame: the forwarder's own (bench/trial.py), this machine runs more
 
     def __init__(self, topo):
         self.ipr = {"a": topo.a.ipr(), "br": topo.br.ipr(), "b": topo.b.ipr()}

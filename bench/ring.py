@@ -61,7 +61,8 @@ from reshaper.bridge.offloads import GRO, GSO, TSO, set_offloads
 from reshaper.lab import REPO
 
 from reshaper.bench.cli import unwind_on_sigterm
-from reshaper.bench.counters import cpu_times, frames_received, link_stats, net_rx_softirqs, proc_cpu
+from reshaper.bench.counters import proc_cpu
+from reshaper.bridge.proc_counters import cpu_times, frames_received, link_stats, net_rx_softirqs
 from reshaper.bench.devices import BRIDGE_DEV, LinuxBridge
 from reshaper.bench.frames import frame_mix
 from reshaper.bench.machine import machine, qemu_running
