@@ -6,8 +6,9 @@ booted with systemd on qemu-system-arm's virt board, as deploy.sh finds a real o
         board.trunk.send(frame); board.trunk.receive(...)
 
 Like a BeagleBone managed over its USB network, the board has two NICs:
-  * eth0, the VLAN trunk (the port a managed switch would feed): qemu carries its
-    frames as UDP datagrams on loopback, one frame each, to and from `trunk`;
+  * eth0, the VLAN trunk (the port a managed switch would feed): a tap device, trunk0,
+    in a network namespace of its own (TRUNK_NETNS), where `trunk` sends and receives
+    frames and `reshaper bench --board` puts its hosts (VLAN interfaces on trunk0);
   * eth1, management: qemu user-mode networking, isolated (restrict=on), whose
     only way in is sshd forwarded to a free port on 127.0.0.1.
 Root logs in with a key made for the image; the host key is known in advance,
@@ -26,11 +27,14 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from reshaper.bench.topology import ns_write
+from reshaper.bridge.netns import Namespace
 from reshaper.lab.frame_tap import FrameTap
 
 from . import armhf
@@ -38,6 +42,11 @@ from reshaper.lab.vm.runner import _pdeathsig
 
 VERSION = "1"  # bump when the image's customisation changes
 TRUNK_MAC = "52:54:00:be:00:01"
+# one board at a time (armhf._one_system), so one fixed name: a killed run's is replaced
+TRUNK_NETNS, TRUNK_IFNAME = "rsboard-trunk", "trunk0"
+# linux/if_tun.h
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
 MGMT_MAC = "52:54:00:be:00:02"
 BOOT_MODULES = ["virtio_mmio", "virtio_blk", "crc32c_generic", "ext4"]  # ext4 needs crc32c (soft dependency)
 # busybox init: enough to find the disk, then systemd takes over
@@ -125,20 +134,24 @@ def image() -> dict:
 
 
 class Trunk(FrameTap):
-    """The board's eth0 from here: each UDP datagram on loopback is one Ethernet frame
-    (qemu's socket netdev), sent and received as a FrameTap's."""
+    """The board's eth0 from here: the tap trunk0 in namespace TRUNK_NETNS, its file (fd)
+    handed to qemu; frames sent and received on it as a FrameTap's. The namespace's own
+    stack stays silent (no IPv6, no addresses)."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.guest_port = _free_port(socket.SOCK_DGRAM)
+        self.ns = Namespace(TRUNK_NETNS).create()
+        for key in ("all", "default"):
+            ns_write(self.ns, f"/proc/sys/net/ipv6/conf/{key}/disable_ipv6", "1")
+        with self.ns.entered():   # a tap is made in the namespace /dev/net/tun was opened in
+            self.fd = os.open("/dev/net/tun", os.O_RDWR)
+        fcntl.ioctl(self.fd, TUNSETIFF, struct.pack("16sH", TRUNK_IFNAME.encode(), IFF_TAP | IFF_NO_PI))
+        self.ns.set_link(TRUNK_IFNAME, state="up")
+        super().__init__(self.ns, TRUNK_IFNAME)
 
-    def send(self, frame: bytes) -> None:
-        self.sock.sendto(frame, ("127.0.0.1", self.guest_port))
-
-    def read(self) -> bytes:
-        return self.sock.recv(65536)
+    def close(self) -> None:
+        super().close()
+        os.close(self.fd)
+        self.ns.remove()
 
 
 class Board:
@@ -175,7 +188,13 @@ class Board:
         self.known_hosts = self.tmp / "known_hosts"
         host_key = " ".join(paths["host_key"].read_text().split()[:2])
         self.known_hosts.write_text(f"[127.0.0.1]:{self.ssh_port} {host_key}\n")
-        self.trunk = Trunk()
+        self._lock = armhf._one_system()
+        self._lock.__enter__()
+        try:
+            self.trunk = Trunk()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
         self.console = self.tmp / "console.log"
         # eth0 is the virtio-mmio device with the highest address: qemu's virt board hands them
         # out from the top, so the device given last here comes first in the guest
@@ -188,15 +207,12 @@ class Board:
                "-device", "virtio-blk-device,drive=disk",
                "-netdev", f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
                "-device", f"virtio-net-device,netdev=mgmt,mac={MGMT_MAC}",
-               "-netdev", f"socket,id=trunk,udp=127.0.0.1:{self.trunk.port},"
-                          f"localaddr=127.0.0.1:{self.trunk.guest_port}",
+               "-netdev", f"tap,id=trunk,fd={self.trunk.fd}",
                "-device", f"virtio-net-device,netdev=trunk,mac={TRUNK_MAC}"]
-        self._lock = armhf._one_system()
-        self._lock.__enter__()
         t0 = time.monotonic()
         self._qemu_out = open(self.tmp / "qemu.out", "wb")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._qemu_out,
-                                     stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
+                                     stderr=subprocess.STDOUT, preexec_fn=_pdeathsig, pass_fds=(self.trunk.fd,))
         try:
             self.wait_for_ssh(self.boot_timeout)
         except BaseException:
