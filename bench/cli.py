@@ -50,6 +50,10 @@ destination MAC is not b0's).
 
 --vm runs the whole bench inside the Debian-kernel VM (bench/vm.py, lab/vm), all modes together,
 and writes the report and plots on the host. Output in --out: results.json, report.md, *.png.
+
+--board HOST measures a board that deploy.sh deployed, with this machine as generator and sink on
+its VLANs through --trunk (bench/board.py): every mode in turn on the board's own rule file, the
+board's CPU split per frame and a perf profile; the board is put back as it was.
 """
 from __future__ import annotations
 
@@ -59,7 +63,7 @@ import signal
 import sys
 from pathlib import Path
 
-from reshaper.bench.settings import (ALL_MODES, DEFAULT_MODES, DEFAULT_PLACEMENT, PLACEMENT_CHOICES, QUICK_MODES,
+from reshaper.bench.settings import (ALL_MODES, BOARD_MODES, DEFAULT_BOARD_MODES, DEFAULT_MODES, DEFAULT_PLACEMENT, PLACEMENT_CHOICES, QUICK_MODES,
                                      REALTIME, RT_PREFIX, log, placements_asked)
 
 
@@ -101,6 +105,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench-out", metavar="DIR", help="output folder (default ./bench-out)")
     p.add_argument("--vm", action="store_true", help="run every mode inside the Debian-kernel VM (kernel mode too)")
     p.add_argument("--vm-timeout", type=float, default=3600, help=argparse.SUPPRESS)
+    p.add_argument("--board", metavar="[USER@]HOST",
+                   help="measure this board (deployed by deploy.sh) instead: this machine generates into one "
+                        "of its VLANs on --trunk and counts what leaves the other (bench/board.py); modes "
+                        f"{','.join(BOARD_MODES)} (default {','.join(DEFAULT_BOARD_MODES)})")
+    p.add_argument("--trunk", metavar="IF", help="--board: this machine's interface on the board's VLAN trunk")
+    p.add_argument("--trunk-netns", metavar="NS", help="--board: the network namespace --trunk is in")
+    p.add_argument("--vlans", metavar="A,B", help="--board: the VLANs of the board's ports a and b, e.g. 100,200")
+    p.add_argument("--board-interface", metavar="IF",
+                   help="--board: the board's trunk interface (default: what its last deploy recorded)")
+    p.add_argument("--port", type=int, help="--board: SSH port")
+    p.add_argument("--identity", metavar="KEYFILE", help="--board: SSH key")
     p.add_argument("--realtime", action="store_true",
                    help="run reshaper's user-space modes with `run --realtime` (the forwarding thread SCHED_FIFO, "
                         "memory locked) and the Python baselines under chrt at the same priority: on a shared CPU "
@@ -117,9 +132,31 @@ def main(args: argparse.Namespace) -> int:
     args.command_line = "reshaper bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 and \
         sys.argv[1] == "bench" else "reshaper " + " ".join(sys.argv[1:])
     q = args.quick
-    args.modes = [m for m in (args.modes or ",".join(QUICK_MODES if q else DEFAULT_MODES)).split(",") if m]
-    if bad := [m for m in args.modes if m not in ALL_MODES]:
-        log(f"reshaper bench: unknown modes {','.join(bad)} (known: {','.join(ALL_MODES)})")
+    board = bool(args.board)
+    default_modes = DEFAULT_BOARD_MODES if board else QUICK_MODES if q else DEFAULT_MODES
+    args.modes = [m for m in (args.modes or ",".join(default_modes)).split(",") if m]
+    known = BOARD_MODES if board else ALL_MODES
+    if bad := [m for m in args.modes if m not in known]:
+        log(f"reshaper bench: unknown modes {','.join(bad)} (known{' with --board' if board else ''}: "
+            f"{','.join(known)})")
+        return 2
+    if board:
+        if not args.trunk or not args.vlans:
+            log("reshaper bench: --board needs --trunk IF and --vlans A,B")
+            return 2
+        try:
+            args.vlans = [int(v) for v in args.vlans.split(",")]
+        except ValueError:
+            args.vlans = []
+        if len(args.vlans) != 2 or not all(1 <= v <= 4094 for v in args.vlans) or args.vlans[0] == args.vlans[1]:
+            log("reshaper bench: --vlans wants two different VLAN ids 1..4094, e.g. 100,200")
+            return 2
+        if args.vm or args.config or args.placement != DEFAULT_PLACEMENT:
+            log("reshaper bench: --board measures the board's own rule file on its one core: "
+                "no CONFIG, --vm or --placement with it")
+            return 2
+    elif args.trunk or args.vlans or args.trunk_netns:
+        log("reshaper bench: --trunk, --trunk-netns and --vlans go with --board")
         return 2
     try:
         args.sizes = [int(s) for s in (args.sizes or ("64" if q else "64,512,1500")).split(",") if s]
@@ -148,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         log("reshaper bench: needs root (network namespaces, AF_PACKET)")
         return 2
-    if (os.cpu_count() or 1) < 2:
+    if (os.cpu_count() or 1) < 2 and not board:
         log("reshaper bench: needs two CPUs (generator and device under test each get one)")
         return 2
     unwind_on_sigterm()
@@ -158,7 +195,15 @@ def main(args: argparse.Namespace) -> int:
 
         REALTIME[0] = True
         RT_PREFIX[:] = ["chrt", "-f", str(PRIORITY)]
-    if args.vm:
+    if board:
+        from reshaper.bench.board import BoardBenchError, run_board_bench
+
+        try:
+            results = run_board_bench(args)
+        except BoardBenchError as exc:
+            log(f"reshaper bench: {exc}")
+            return 1
+    elif args.vm:
         from reshaper.bench.vm import run_in_vm
 
         results = run_in_vm(args)

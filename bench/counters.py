@@ -61,6 +61,10 @@ class Counters:
         for ipr in self.ipr.values():
             ipr.close()
 
+    def settle(self) -> None:
+        """After the generator: until the frames still in flight (queues, rings) have arrived."""
+        time.sleep(0.2)
+
     def snap(self, dut) -> dict:
         s = {"t": time.monotonic(),
              "links": {"a0": link_stats(self.ipr["a"], "a0"), "a1": link_stats(self.ipr["br"], "a1"),

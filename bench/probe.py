@@ -14,7 +14,10 @@ PROBE_PORT = 7077
 
 
 class Probe:
-    """Stamped UDP datagrams from ns a to a socket in ns b (SO_TIMESTAMPNS), sleep-paced."""
+    """Stamped UDP datagrams from ns a to a socket in ns b (SO_TIMESTAMPNS), sleep-paced.
+    A subclass sends and receives otherwise (send(), rx and the stamp's offset in what rx reads:
+    bench/board.py's, as frames on a VLAN trunk)."""
+    stamp_offset = 0   # where STAMP starts in what rx reads
 
     def __init__(self, topo, pps: float):
         from reshaper.bridge.netns import HOST_B
@@ -50,11 +53,14 @@ class Probe:
             if wait > 0:
                 time.sleep(wait / 1e9)
             try:
-                self.tx.sendto(STAMP.pack(i, time.clock_gettime_ns(time.CLOCK_REALTIME)) + pad, self.dst)
+                self.send(STAMP.pack(i, time.clock_gettime_ns(time.CLOCK_REALTIME)) + pad)
             except OSError:
                 pass
             i += 1
         self.sent = i
+
+    def send(self, payload: bytes) -> None:
+        self.tx.sendto(payload, self.dst)
 
     def stop(self) -> list[float]:
         """One-way delays in µs of the probes that arrived."""
@@ -69,9 +75,10 @@ class Probe:
             except (socket.timeout, BlockingIOError):
                 break
             for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= STAMP.size:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and \
+                        len(data) >= self.stamp_offset + STAMP.size:
                     sec, nsec = struct.unpack("qq", payload[:16])
-                    _, tx = STAMP.unpack_from(data)
+                    _, tx = STAMP.unpack_from(data, self.stamp_offset)
                     delays.append((sec * 1_000_000_000 + nsec - tx) / 1000)
         self.rx.close()
         return delays

@@ -433,5 +433,11 @@ def write_outputs(results: dict, out_dir: Path, with_plots: bool = True) -> None
         results["plots"] = [p.name for p in plots(results, out_dir)]
         with open(out_dir / "results.json", "w") as f:
             json.dump(results, f, indent=1, default=str)
-    (out_dir / "report.md").write_text(report(results) + "\n" + "".join(
+    if results["where"] == "board":
+        from reshaper.bench.board_report import board_report
+
+        text = board_report(results)
+    else:
+        text = report(results)
+    (out_dir / "report.md").write_text(text + "\n" + "".join(
         f"\n![{p}]({p})\n" for p in results.get("plots", [])))

@@ -21,6 +21,9 @@ ALL_MODES = (*MODES, *BASELINES, *YARDSTICKS, TRACED)
 YARDSTICK_OF = {"nfqueue": "nfqueue-accept", TRACED: "ring"}
 DEFAULT_MODES = (*MODES, *BASELINES)
 QUICK_MODES = tuple(m for m in DEFAULT_MODES if m != "kernel")   # --quick: what runs on any kernel
+# --board (bench/board.py): the modes a deployed board switches between, and its baseline
+BOARD_MODES = (*MODES, "linux-bridge")
+DEFAULT_BOARD_MODES = tuple(m for m in BOARD_MODES if m != "xdp")
 KERNEL_PATHS = ("kernel", "linux-bridge")   # CPU per frame: softirq time, not a process's
 
 # the generator (and this process: probe, bookkeeping) on one CPU, the device under test on another

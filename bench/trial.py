@@ -56,9 +56,14 @@ class Trials:
     """The trials of one run: the generator binary, the frame files by size, progress across modes,
     and the placement the trials are in now (the caller applies it with topology.placed())."""
 
-    def __init__(self, args, topo, gen: Path, frames: dict[int, Path]):
+    def __init__(self, args, topo, gen: Path, frames: dict[int, Path], counters=None, probe=Probe,
+                 gen_ifname: str = "a0"):
+        """topo.a: the namespace the generator runs in, on gen_ifname; counters: what snap(dut)
+        reads, Counters(topo) unless given; probe: the latency probe's class (bench/board.py gives
+        its own for a board)."""
         self.args, self.topo, self.gen, self.frames = args, topo, gen, frames
-        self.counters = Counters(topo)
+        self.counters = counters or Counters(topo)
+        self.probe, self.gen_ifname = probe, gen_ifname
         self.trials_done = 0
         self.trials_total = 1
         self.t0 = time.monotonic()
@@ -71,15 +76,15 @@ class Trials:
 
     def trial(self, dut, size: int, rate: float, duration: float, probe_pps: float = 0) -> dict:
         before = self.counters.snap(dut)
-        probe = Probe(self.topo, probe_pps) if probe_pps else None
+        probe = self.probe(self.topo, probe_pps) if probe_pps else None
         if probe:
             probe.start()
         gen = self.topo.a.popen(["taskset", "-c", str(GEN_CPU),
-                                 *generator_argv(self.gen, "a0", self.frames[size], duration, rate)],
+                                 *generator_argv(self.gen, self.gen_ifname, self.frames[size], duration, rate)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out, err = gen.communicate(timeout=duration + 30)
         delays = probe.stop() if probe else None
-        time.sleep(0.2)   # frames in flight (queues, rings) arrive
+        self.counters.settle()   # frames in flight (queues, rings) arrive
         after = self.counters.snap(dut)
         self.trials_done += 1
         try:
@@ -98,19 +103,23 @@ class Trials:
              "sent": sent, "delivered": delivered, "delivered_raw": delivered_raw,
              "stray_received": delivered_raw - delivered, "offered_pps": sent / dt, "delivered_pps": delivered / dt,
              "loss": max(0.0, 1 - delivered / sent) if sent else None,
-             "drops": drops_by_where(dut.name, d), "loadavg": open("/proc/loadavg").read().split()[:3]}
+             "drops": drops_by_where(dut.name, d), "loadavg": open("/proc/loadavg").read().split()[:3],
+             "links": d["links"]}
         r["drops"]["unexplained"] = max(0, sent - delivered - sum(v for v in r["drops"].values()))
         r["generator_short"] = bool(rate and r["offered_pps"] < 0.97 * rate)
         # CPU: ticks per CPU over the counter window, per delivered frame
         window = after["t"] - before["t"]
         cpus = {}
         softirq = busy = 0
+        kinds = {}
         for c, now in d["cpu"].items():
             total = sum(now.values()) or 1
             cpus[c] = {k: round(now[k] / total, 4) for k in ("user", "system", "softirq", "idle")}
             cpus[c]["busy"] = round(1 - (now["idle"] + now["iowait"]) / total, 4)
             softirq += now["softirq"]
             busy += total - now["idle"] - now["iowait"]
+            for k, ticks in now.items():
+                kinds[k] = kinds.get(k, 0) + ticks
         r["cpu"] = {"per_cpu": cpus, "window_s": round(window, 3),
                     "net_rx_per_s": {c: v / window for c, v in d["net_rx"].items()}}
         napi = {name: {"ticks": d["napi"].get(name, {}).get("ticks", 0), "cpus": t["cpus"]}
@@ -120,6 +129,8 @@ class Trials:
         per = (lambda ticks: ticks / USER_HZ * 1e9 / delivered) if delivered else (lambda ticks: None)
         r["cpu"]["softirq_ns_per_frame"] = per(softirq)
         r["cpu"]["all_busy_ns_per_frame"] = per(busy)
+        # all CPUs' time by /proc/stat's kinds (user, system, softirq, idle, ...) per frame
+        r["cpu"]["by_kind_ns_per_frame"] = {k: per(ticks) for k, ticks in kinds.items()}
         if "proc" in d:
             p = d["proc"]
             r["cpu"]["fwd_user_ns_per_frame"] = per(p["utime"])
@@ -127,7 +138,9 @@ class Trials:
             r["cpu"]["fwd_ns_per_frame"] = per(p["ticks"])
             r["cpu"]["fwd_run_ns_per_frame"] = p["run_ns"] / delivered if delivered else None
             r["cpu"]["fwd_cpu_share"] = p["run_ns"] / 1e9 / window
-        if dut.name in KERNEL_PATHS:
+        if self.counters.whole_cpu:   # a board: everything it does is the device under test's
+            r["cpu"]["ns_per_frame"], r["cpu"]["source"] = r["cpu"]["all_busy_ns_per_frame"], "all CPUs busy"
+        elif dut.name in KERNEL_PATHS:
             r["cpu"]["ns_per_frame"], r["cpu"]["source"] = r["cpu"]["softirq_ns_per_frame"], "softirq, all CPUs"
         else:
             r["cpu"]["ns_per_frame"] = r["cpu"].get("fwd_ns_per_frame")
