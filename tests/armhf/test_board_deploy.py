@@ -7,13 +7,16 @@ The tests share one board and run in order, as an operator would: deploy the
 example rule file (ring mode) and see frames tagged 100 leave tagged 200,
 rewritten; swap the rules without a restart; reboot and find everything back;
 re-deploy in kernel mode over the top (the prebuilt module, as its vermagic
-matches the board's kernel), then in XDP mode, then in nfqueue mode."""
+matches the board's kernel), then in XDP mode, then in nfqueue mode; then benchmark the
+board in every mode with `reshaper bench --board` from here, and see it put back."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 
 from reshaper.bridge.realtime import PRIORITY as REALTIME_PRIORITY
-from reshaper.lab.vm.board import Board
+from reshaper.lab.vm.board import TRUNK_IFNAME, TRUNK_NETNS, Board
 from tests.helpers.deploy import EXPOSURE_MAX, EXPOSURE_MAX_XDP, exposure
 
 pytestmark = pytest.mark.armhf
@@ -244,3 +247,93 @@ def test_redeploy_in_nfqueue_mode(board, bb_build, ring_deployed):
     rules = {r["name"]: r for r in stats(board)["rules"]}
     assert (rules["mark-voice"]["matched"], rules["no-telnet"]["dropped"]) == (1, 1)
     assert "RESHAPER" in board.ssh("iptables -S").stdout
+
+
+# the issue's three, ring last: the board (in nfqueue mode after the deploys above) is switched back
+BENCH_MODES = ("nfqueue", "kernel", "ring")
+
+
+def bench_board(board: Board, out: Path, modes, *args: str, **popen) -> subprocess.Popen:
+    """`reshaper bench --board` against the emulated board, from here, through its trunk tap."""
+    env = dict(os.environ, RESHAPER_SSH_OPTS=" ".join(board.ssh_options()))
+    return subprocess.Popen([sys.executable, "-m", "reshaper", "bench", "--board", board.host,
+                             "--port", str(board.ssh_port), "--identity", str(board.key),
+                             "--trunk", TRUNK_IFNAME, "--trunk-netns", TRUNK_NETNS, "--vlans", "100,200",
+                             "--modes", ",".join(modes), "--out", str(out), *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def board_mode(board: Board) -> str:
+    return board.ssh("cat /etc/reshaper/reshaper.env").stdout.strip()
+
+
+def assert_put_back(board: Board, mode: str) -> None:
+    """The board as the bench found it: the mode, the service, no baseline bridge, the rules
+    forwarding as deployed (rules.example.yaml, the same bytes in every mode)."""
+    assert board_mode(board) == mode
+    assert board.ssh("systemctl is-active reshaper").stdout.strip() == "active"
+    assert board.ssh("ip link show rsbench0", check=False).returncode == 1
+    got = exchange(board, [udp(100, 5060), telnet(100), udp(100, 7000)], 2)
+    assert got == [udp(200, 5060, tos=46 << 2), udp(200, 7000)]
+
+
+def test_bench_board_measures_every_mode_and_puts_the_board_back(board, ring_deployed, tmp_path):
+    """Issue 19: the host generates into VLAN 100 and counts VLAN 200; the board, switched to each
+    mode in turn over SSH, forwards; the board's CPU split per frame and a perf profile per mode go
+    into the report; the board ends in the mode it was in (nfqueue, from the test before)."""
+    mode_before = board_mode(board)
+    out = tmp_path / "bench"
+    t0 = time.monotonic()
+    proc = bench_board(board, out, BENCH_MODES, "--quick", "--no-plots")
+    stdout, stderr = proc.communicate(timeout=2400)
+    print(f"reshaper bench --board, {', '.join(BENCH_MODES)}: {time.monotonic() - t0:.0f} s")
+    assert proc.returncode == 0, stderr[-5000:]
+    results = json.loads((out / "results.json").read_text())
+    board_facts = results["board"]
+    assert (board_facts["emulated"], board_facts["kernel"], board_facts["ports"]) == \
+        (True, board.ssh("uname -r").stdout.strip(), ["eth0.100", "eth0.200"])
+    assert board_facts["restored"] == {"mode": mode_before.split("=")[1], "service_active": True}
+    for mode in BENCH_MODES:
+        m = results["modes"][mode]
+        assert m["status"] == "ok", (mode, m)
+        s = m["placements"]["board"]["sizes"]["64"]
+        sat = s["saturation"]
+        # forwarded: frames the generator sent into VLAN 100 left the board on VLAN 200
+        assert sat["delivered"] > 100 and s["loss_free_pps"] > 0, (mode, sat)
+        # ... through the board's ports: its eth0.100 (a1) received them, its eth0.200 (b1) sent them
+        assert sat["links"]["a1"]["rx_packets"] >= sat["delivered"], (mode, sat["links"])
+        assert sat["links"]["b1"]["tx_packets"] >= sat["delivered"], (mode, sat["links"])
+        kinds = s["latency"]["0.9"]["cpu"]["by_kind_ns_per_frame"]
+        assert kinds["softirq"] > 0 and kinds["idle"] is not None, (mode, kinds)
+        if mode in ("ring", "nfqueue"):   # the forwarder's own user space
+            assert kinds["user"] > 0, (mode, kinds)
+        prof = m["perf"]["64"]
+        assert prof["perf"] in ("cycles", "cpu-clock") and prof["symbols"], (mode, prof)
+        assert any(sym["kernel"] for sym in prof["symbols"]), prof
+        if mode in ("ring", "kernel", "nfqueue"):   # the service's own counters, through the agent
+            before_after = s["saturation"]["drops"]
+            assert "engine_dropped" in before_after, (mode, before_after)
+    report = (out / "report.md").read_text()
+    assert "**Emulated board**" in report and f"kernel **{board_facts['kernel']}**" in report
+    for mode in BENCH_MODES:
+        assert re.search(rf"^\| 64 \| {mode} \| [\d,.]+ ", report, re.M), (mode, report)
+        assert f"**{mode}**, 64 B, `perf record -a -e" in report, report
+    assert_put_back(board, mode_before)
+
+
+def test_an_interrupted_bench_board_puts_the_board_back(board, ring_deployed, tmp_path):
+    """SIGTERM while the board is the Linux bridge (the service stopped, a bridge made): the bench
+    unwinds, and the board's agent takes the bridge down and starts the service in its mode."""
+    mode_before = board_mode(board)
+    proc = bench_board(board, tmp_path / "bench", ("linux-bridge", "ring"), "--quick", "--no-plots")
+    deadline = time.monotonic() + 900
+    seen = ""
+    while "linux-bridge: the board switched" not in seen:   # the progress log
+        assert proc.poll() is None and time.monotonic() < deadline, seen + proc.stderr.read()
+        seen += proc.stderr.readline()
+    assert board.ssh("systemctl is-active reshaper", check=False).stdout.strip() == "inactive"
+    assert "master rsbench0" in board.ssh("ip link show eth0.100").stdout
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 143, seen + stderr
+    assert_put_back(board, mode_before)
