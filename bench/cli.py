@@ -63,8 +63,8 @@ import signal
 import sys
 from pathlib import Path
 
-from reshaper.bench.settings import (ALL_MODES, BOARD_MODES, DEFAULT_BOARD_MODES, DEFAULT_MODES, DEFAULT_PLACEMENT, PLACEMENT_CHOICES, QUICK_MODES,
-                                     REALTIME, RT_PREFIX, log, placements_asked)
+from reshaper.bench.settings import (ALL_MODES, BOARD_MODES, DEFAULT_BOARD_MODES, DEFAULT_MODES, DEFAULT_PLACEMENT,
+                                     PLACEMENT_CHOICES, QUICK_MODES, REALTIME, RT_PREFIX, log, placements_asked)
 
 
 def unwind_on_sigterm() -> None:
