@@ -142,10 +142,14 @@ ETH_P_IP, IPPROTO_UDP = 0x0800, 17
 COUNT_SNAP = 64   # the sink keeps no more of a frame than this (it counts, it does not read)
 
 
-def vlan_filter(vid: int, udp_dport: int | None = None, snaplen: int = 0xFFFF) -> list[tuple[int, int, int, int]]:
-    """Accepts frames tagged vid (and, given udp_dport, IPv4/UDP to that port, 20-byte IP header)."""
+def vlan_filter(vid: int, src_mac: str, udp_dport: int | None = None,
+                snaplen: int = 0xFFFF) -> list[tuple[int, int, int, int]]:
+    """Accepts frames tagged vid from src_mac (the bench's own: not the board's IPv6 or IGMP on the
+    VLAN) and, given udp_dport, IPv4/UDP to that port with a 20-byte IP header."""
     tag = SKF_AD_OFF + SKF_AD_VLAN_TAG
-    tests = [(BPF_LD_W_ABS, SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT, 1), (BPF_LD_W_ABS, tag, vid)]
+    mac = bytes.fromhex(src_mac.replace(":", ""))
+    tests = [(BPF_LD_W_ABS, SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT, 1), (BPF_LD_W_ABS, tag, vid),
+             (BPF_LD_W_ABS, 6, int.from_bytes(mac[:4], "big")), (BPF_LD_H_ABS, 10, int.from_bytes(mac[4:], "big"))]
     if udp_dport is not None:
         tests += [(BPF_LD_H_ABS, 12, ETH_P_IP), (BPF_LD_B_ABS, 23, IPPROTO_UDP), (BPF_LD_H_ABS, 36, udp_dport)]
     body = []
@@ -191,7 +195,8 @@ class Here:
 
 class BoardHost:
     """This machine's end of the board's trunk: the generator sends frames tagged with VLAN A on
-    it, the sink counts those that come back tagged B (a packet socket, BPF on the tag), the probe
+    it, the sink counts those that come back tagged B (a packet socket, BPF on the tag and the
+    frames' source MAC), the probe
     does both with stamped frames. Frames, not VLAN interfaces: a host kernel without 8021q
     (this project's own test machines) can do it, and nothing of this machine's stack talks on
     the board's VLANs. Trials run the generator in `a` (the trunk's namespace)."""
@@ -206,7 +211,7 @@ class BoardHost:
                                                                            if trunk_netns else ""))
             ipr.link("set", index=found[0], state="up")
         self.sink = self.a.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        attach_filter(self.sink, vlan_filter(vlans[1], snaplen=COUNT_SNAP))
+        attach_filter(self.sink, vlan_filter(vlans[1], SRC_MAC, snaplen=COUNT_SNAP))
         self.sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)   # it counts; what it keeps is dropped
         self.sink.bind((trunk, ETH_P_ALL))
         self.sink_count = 0
@@ -232,7 +237,7 @@ class BoardProbe(Probe):
 
         self.pps = pps
         self.rx = host.a.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        attach_filter(self.rx, vlan_filter(host.vlans[1], udp_dport=PROBE_PORT))
+        attach_filter(self.rx, vlan_filter(host.vlans[1], SRC_MAC, udp_dport=PROBE_PORT))
         self.rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
         self.rx.bind((host.trunk, ETH_P_ALL))

@@ -150,7 +150,8 @@ def board_report(results: dict) -> str:
     out += ["", "## Where each number came from", "",
             "* Offered = the trunk's tx_packets + tx_dropped (IFLA_STATS64; `generator_a0_tx_dropped` below: frames "
             "the trunk could not take), delivered = the frames tagged with the second VLAN that came back on it, "
-            "counted by a packet socket with a BPF filter on the tag (PACKET_STATISTICS). The generator's frames "
+            "counted by a packet socket with a BPF filter on the tag and the bench's source MAC (PACKET_STATISTICS; "
+            "the board's own frames on the VLAN are not counted). The generator's frames "
             "carry the first VLAN's tag; this machine's own stack never talks on the board's VLANs.",
             "* The board's side is read by its agent (`bridge/bench_agent.py`, one SSH session): /proc/stat, "
             "/proc/softirqs, /proc/net/softnet_stat, its ports' IFLA_STATS64 and the service's `reshaper stats`, "

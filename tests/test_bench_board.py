@@ -12,6 +12,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 
 from reshaper.bench.board import BoardHost, BoardProbe, tagged, vlan_filter
+from reshaper.bench.frames import SRC_MAC
 from reshaper.bench.probe import PROBE_PORT
 from reshaper.bench.topology import ns_write
 from reshaper.bridge.netns import Namespace
@@ -38,8 +39,8 @@ def trunk():
         ns.remove()
 
 
-def frame(vlan: int | None, prio: int = 0) -> bytes:
-    eth = Ether(src="02:00:00:00:00:0b", dst="02:00:00:00:00:0a")
+def frame(vlan: int | None, prio: int = 0, src: str = SRC_MAC) -> bytes:
+    eth = Ether(src=src, dst="02:00:00:00:00:0a")
     ip = IP(src="10.77.0.9", dst="10.77.0.1") / UDP(sport=1, dport=9) / (b"x" * 20)
     return bytes(eth / Dot1Q(vlan=vlan, prio=prio) / ip) if vlan is not None else bytes(eth / ip)
 
@@ -48,8 +49,9 @@ def test_the_sink_counts_exactly_the_frames_tagged_b(trunk):
     ns, board = trunk
     host = BoardHost("trunk", (100, 200), "rsbdt")
     try:
-        # the priority bits are not the VLAN's
-        for f in [frame(200)] * 5 + [frame(200, prio=5)] + [frame(100)] * 3 + [frame(None)] * 2 + [frame(201)]:
+        # the priority bits are not the VLAN's; the board's own frames on the VLAN are not the bench's
+        for f in [frame(200)] * 5 + [frame(200, prio=5)] + [frame(100)] * 3 + [frame(None)] * 2 + [frame(201)] \
+                + [frame(200, src="52:54:00:be:00:01")] + [frame(200, src=SRC_MAC[:-1] + "2")]:
             board.send(f)
         time.sleep(0.2)
         assert host.delivered() == 6
@@ -73,6 +75,7 @@ def test_the_probe_sends_stamped_frames_tagged_a_and_reads_back_its_own_on_b(tru
             assert f[12:16] == b"\x81\x00\x00\x64", f.hex()   # tag 100
             board.send(tagged(f[:12] + f[16:], 200))
             board.send(frame(200))                            # tagged B, not the probe's port
+            board.send(tagged(f[:6] + bytes(6) + f[16:], 200))  # tagged B, another source
             board.send(tagged(f[:12] + f[16:], 100))          # the probe's frame, on the wrong VLAN
         delays = probe.stop()
     finally:
@@ -85,7 +88,7 @@ def test_the_probe_sends_stamped_frames_tagged_a_and_reads_back_its_own_on_b(tru
 
 
 def test_vlan_filter_jumps_land_on_the_drop():
-    prog = vlan_filter(200, udp_dport=PROBE_PORT, snaplen=64)
+    prog = vlan_filter(200, SRC_MAC, udp_dport=PROBE_PORT, snaplen=64)
     drop, accept = len(prog) - 1, len(prog) - 2
     assert prog[accept] == (0x06, 0, 0, 64) and prog[drop] == (0x06, 0, 0, 0)
     for i, (code, jt, jf, _) in enumerate(prog):
