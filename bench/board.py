@@ -231,11 +231,10 @@ class BoardProbe(Probe):
     """bench/probe.py's probe as frames on the trunk: stamped IPv4/UDP tagged A, read back tagged B."""
     stamp_offset = 14 + 20 + 8   # Ethernet (its tag taken off), IPv4 without options, UDP
 
-    def __init__(self, host: BoardHost, pps: float):
+    def open(self, host: BoardHost) -> None:
         from scapy.layers.inet import IP, UDP
         from scapy.layers.l2 import Ether
 
-        self.pps = pps
         self.rx = host.a.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         attach_filter(self.rx, vlan_filter(host.vlans[1], SRC_MAC, udp_dport=PROBE_PORT))
         self.rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -247,9 +246,6 @@ class BoardProbe(Probe):
         self.head = tagged(bytes(Ether(src=SRC_MAC, dst=DST_MAC) / IP(src=HOST_A["v4"], dst=HOST_B["v4"])
                                  / UDP(sport=PROBE_PORT, dport=PROBE_PORT, chksum=0) / bytes(STAMP.size + 48)),
                            host.vlans[0])[:-(STAMP.size + 48)]
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._send, daemon=True)
 
     def send(self, payload: bytes) -> None:
         self.tx.send(self.head + payload)

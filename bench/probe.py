@@ -15,14 +15,21 @@ PROBE_PORT = 7077
 
 class Probe:
     """Stamped UDP datagrams from ns a to a socket in ns b (SO_TIMESTAMPNS), sleep-paced.
-    A subclass sends and receives otherwise (send(), rx and the stamp's offset in what rx reads:
-    bench/board.py's, as frames on a VLAN trunk)."""
+    A subclass sends and receives otherwise (open(), send() and the stamp's offset in what rx
+    reads: bench/board.py's, as frames on a VLAN trunk)."""
     stamp_offset = 0   # where STAMP starts in what rx reads
 
     def __init__(self, topo, pps: float):
+        self.pps = pps
+        self.open(topo)
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._send, daemon=True)
+
+    def open(self, topo) -> None:
+        """rx and tx, and what send() needs."""
         from reshaper.bridge.netns import HOST_B
 
-        self.pps = pps
         self.dst = (HOST_B["v4"], PROBE_PORT)
         self.rx = topo.b.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -35,9 +42,6 @@ class Probe:
         # UDP checksum 0 (none): with checksum offload the frame would leave a0 with a partial
         # checksum, which a forwarder that copies raw frames (the naive one) passes on unfixed
         self.tx.setsockopt(socket.SOL_SOCKET, 11, 1)   # SO_NO_CHECK
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._send, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
