@@ -1056,28 +1056,35 @@ def test_namespace_exit_and_unload_under_traffic(vm):
     """Frames wait in the delay queues of two namespaces while traffic flows;
     one namespace goes away (its appliance killed, no clear), then the module is
     unloaded under traffic. Nothing may leak or oops."""
-    delay = _write(vm, "delay.yaml", DELAY_RULE)
+    # Frames wait 30 s, so a queue counted any time after its first frame is not empty
+    # however slowly TCG starts the floods and the stats calls (waits are polls, not sleeps).
+    delay = _write(vm, "long-delay.yaml", DELAY_RULE.replace("{time: 300ms}", "{time: 30s}"))
+    queued = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"queued\"])'"
     out = ok(vm, f"""
         {agent(f"reload {CTL2} {CFG2} {delay}", "h2")} >/dev/null
         {agent(f"reload {CTL} {CFG} {delay}")} >/dev/null
-        # long enough that frames still wait when counted: python starts slowly under TCG
-        {agent("flood 10 3000")} >/dev/null &
-        {agent("flood 8 3000", "h2")} >/dev/null 2>&1 &
-        sleep 2.5
-        echo queued2 $({agent(f"stats {CTL2}", "h2")} | python3 -c 'import json,sys; print(json.load(sys.stdin)["queued"])')
+        {agent("flood 120 3000")} >/dev/null & flood=$!
+        {agent("flood 120 3000", "h2")} >/dev/null 2>&1 & flood2=$!
+        for i in $(seq 60); do
+            q2=$({agent(f"stats {CTL2}", "h2")} | {queued}); [ "$q2" -gt 0 ] && break; sleep 0.5
+        done
+        echo queued2 $q2
         kill -KILL $(cat /tmp/reshaper2.pid)
         ip netns del br2; ip netns del h2
-        sleep 1
-        echo queued $({agent(f"stats {CTL}")} | python3 -c 'import json,sys; print(json.load(sys.stdin)["queued"])')
+        for i in $(seq 60); do
+            q=$({agent(f"stats {CTL}")} | {queued}); [ "$q" -gt 0 ] && break; sleep 0.5
+        done
+        echo queued $q
+        kill -0 $flood && echo flooding
         rmmod reshaper && echo unloaded
-        wait
-        sleep 1
+        kill $flood $flood2; wait $flood $flood2
         kill -TERM $(cat /tmp/reshaper.pid); wait $(cat /tmp/reshaper.pid) 2>/dev/null; true
         grep -c . /proc/net/dev >/dev/null
         dmesg | tail -5
-    """, timeout=180)
+    """, timeout=300)
     queued2 = int(out.split("queued2 ")[1].split()[0])
     queued = int(out.split("queued ")[1].split()[0])
     assert queued2 > 0 and queued > 0, out
+    assert "flooding" in out, out
     assert "unloaded" in out, out
     assert_kernel_clean(vm.dmesg())
