@@ -78,7 +78,7 @@ demo: setup
 	$(VENV)/bin/reshaper demo
 
 test: test-setup fuzz
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # the tests that need no root, no network and no VM (tests/conftest.py marks them unit), in under a minute
 test-unit: setup apt-unit

@@ -1,7 +1,7 @@
 """deploy/beaglebone/deploy.sh against an emulated board (lab/vm/board.py): the
 armhf Debian rootfs booted with systemd and sshd on qemu-system-arm, reachable
 only through a forwarded port on 127.0.0.1, its eth0 a VLAN trunk whose frames
-this test sends and receives as UDP datagrams on loopback.
+this test sends and receives on a tap device in a namespace of its own.
 
 The tests share one board and run in order, as an operator would: deploy the
 example rule file (ring mode) and see frames tagged 100 leave tagged 200,
