@@ -322,8 +322,8 @@ def profiled_trial(trials: Trials, link: BoardLink, dut: BoardMode, size: int, m
     found) under `perf record -a` on the board: its top symbols, kernel and user space."""
     rate = PERF_LOAD * measured["loss_free_pps"] if measured["loss_free_pps"] else 0
     seconds = max(trials.args.duration, PERF_LEAST_S)
-    # perf's own second to start comes first; the profile ends with the trial's settling
-    started = link.ask("perf_start", seconds=seconds + 1.0 + QUIET_S)
+    # the agent answers once perf samples; the profile ends with the trial's settling
+    started = link.ask("perf_start", seconds=seconds + QUIET_S)
     if not started.get("perf"):
         return {"perf": None, "reason": started.get("error") or "perf is not installed on the board "
                 "(Debian: apt install linux-perf)"}

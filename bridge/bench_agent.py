@@ -44,6 +44,7 @@ MODEL_FILES = ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model")
 EMULATED_MODELS = ("linux,dummy-virt", "QEMU")
 PERF_TOP = 20
 PERF_MIN_PERCENT = 0.5
+PERF_START_MOST_S = 60.0   # perf record's set-up (reading every process's maps) on an emulated Cortex
 
 
 def read(path: str, default: str = "") -> str:
@@ -77,6 +78,20 @@ def service_stats() -> dict | None:
         except (OSError, ValueError):
             pass
     return None
+
+
+def workload_started(perf: subprocess.Popen, most_s: float) -> bool:
+    """Whether `perf record ... -- sleep S` runs its `sleep` (within most_s): perf forks it first and
+    lets it exec only once its events are enabled, after a set-up that took longer than a 2 s trial
+    on the emulated board, so a profile begun by the clock missed most of the trial's frames."""
+    end = time.monotonic() + most_s
+    while perf.poll() is None and time.monotonic() < end:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            comm, _, rest = read(f"/proc/{pid}/stat").partition("(")[2].rpartition(")")
+            if comm == "sleep" and rest.split()[1:2] == [str(perf.pid)]:
+                return True
+        time.sleep(0.1)
+    return False
 
 
 def facts() -> dict:
@@ -171,16 +186,20 @@ class Agent:
         out = os.path.join(self.perf_dir, "perf.data")
         # the PMU's cycles where the board has one (a BeagleBone's Cortex-A8 does), else the timer;
         # an emulator's PMU counts guest instructions, not time (qemu's gave 14 samples in 3 s).
-        # For a set time, over a command: stopped by SIGINT instead, perf kept 6 to 10 samples of
-        # thousands on the emulated board
+        # For a set time over `sleep`, answered once it runs (workload_started), so that the
+        # profile covers the trial that follows
         for event in ("cpu-clock",) if self.found["emulated"] else ("cycles", "cpu-clock"):
             self.perf = subprocess.Popen(["perf", "record", "-q", "-a", "-e", event, "-F", "999", "-o", out,
                                           "--", "sleep", f"{seconds:.1f}"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            time.sleep(1.0)
-            if self.perf.poll() is None:
+            if workload_started(self.perf, PERF_START_MOST_S):
                 self.perf_event = event
                 return {"perf": event}
+            if self.perf.poll() is None:
+                self.perf.kill()
+                self.perf.wait()
+                err = f"perf record did not start sampling within {PERF_START_MOST_S:.0f} s"
+                break
             err = self.perf.stderr.read()
         self.perf = None
         return {"perf": None, "error": err.strip()[-500:]}
