@@ -196,10 +196,10 @@ class Here:
 class BoardHost:
     """This machine's end of the board's trunk: the generator sends frames tagged with VLAN A on
     it, the sink counts those that come back tagged B (a packet socket, BPF on the tag and the
-    frames' source MAC), the probe
-    does both with stamped frames. Frames, not VLAN interfaces: a host kernel without 8021q
-    (this project's own test machines) can do it, and nothing of this machine's stack talks on
-    the board's VLANs. Trials run the generator in `a` (the trunk's namespace)."""
+    frames' source MAC), the probe does both with stamped frames. Frames, not VLAN interfaces: a
+    host kernel without 8021q (this project's own test machines) can do it, and nothing of this
+    machine's stack talks on the board's VLANs. Trials run the generator in `a` (the trunk's
+    namespace)."""
 
     def __init__(self, trunk: str, vlans: tuple[int, int], trunk_netns: str | None = None):
         self.trunk, self.vlans = trunk, vlans
