@@ -241,15 +241,26 @@ class Board:
                                  + self.console_tail())
             time.sleep(2)
 
+    def _login_options(self, connect_timeout: int) -> list[str]:
+        """ssh's and scp's options but the port (ssh -p, scp -P)."""
+        return ["-i", str(self.key), "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}", *self.ssh_options()]
+
     def ssh(self, command: str, timeout: float = 300, check: bool = True,
             connect_timeout: int = 30) -> subprocess.CompletedProcess:
-        argv = ["ssh", "-p", str(self.ssh_port), "-i", str(self.key), "-o", "IdentitiesOnly=yes",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-                "-o", f"ConnectTimeout={connect_timeout}", *self.ssh_options(), self.host, command]
+        argv = ["ssh", "-p", str(self.ssh_port), *self._login_options(connect_timeout), self.host, command]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if check and r.returncode:
             raise BoardError(f"ssh {command!r}: status {r.returncode}\n{r.stdout}{r.stderr}")
         return r
+
+    def put(self, files: list[Path], directory: str, timeout: float = 300) -> None:
+        """Copy local files into a directory on the board."""
+        r = subprocess.run(["scp", "-q", "-P", str(self.ssh_port), *self._login_options(30),
+                            *map(str, files), f"{self.host}:{directory}/"],
+                           capture_output=True, text=True, timeout=timeout)
+        if r.returncode:
+            raise BoardError(f"scp to {directory}: status {r.returncode}\n{r.stderr}")
 
     def reboot(self) -> None:
         """A guest reboot: same qemu, same (snapshot) disk."""
