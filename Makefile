@@ -14,7 +14,8 @@ APT_PACKAGES := python3-venv python3-dev gcc iproute2 iputils-ping iptables libn
 # systemd-analyze (the unit's exposure)
 APT_UNIT_PACKAGES := clang tshark systemd
 APT_TEST_PACKAGES := $(APT_UNIT_PACKAGES) libclang-rt-14-dev valgrind netsniff-ng strace iperf3 tcpreplay \
-  gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-system-arm qemu-user-static binfmt-support debootstrap
+  gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-system-arm qemu-user-static binfmt-support debootstrap \
+  lintian
 ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
 RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/bpf/*.c)
 # device settings and privileges every mode uses, compiled into the same extension

@@ -9,6 +9,9 @@
 #   reshaper-beaglebone-VER.tar.gz               bundle: all of the above, install.sh,
 #                                                reshaper.service (and reshaper-xdp.conf, its
 #                                                drop-in for XDP mode), an example rule file
+#   reshaper_VER_armhf.deb, reshaper-dkms_VER_all.deb
+#                                                the same as Debian packages, for apt
+#                                                (deploy/debian/build-debs.sh)
 #
 #   deploy/beaglebone/build.sh [--kernel-release 6.1.0-50-armmp | --kernel-headers DIR]
 #                              [--no-module] [--out DIR]
@@ -34,7 +37,7 @@ while [ $# -gt 0 ]; do
     --kernel-headers) KHEADERS=$2; shift 2 ;;
     --no-module) MODULE=0; shift ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,24p "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -308,3 +311,11 @@ chmod +x "$B/install.sh"
 tar czf "$OUT/$NAME.tar.gz.tmp" -C "$CACHE/bundle" "$NAME"
 mv "$OUT/$NAME.tar.gz.tmp" "$OUT/$NAME.tar.gz"
 log "bundle: $OUT/$NAME.tar.gz ($(du -k "$OUT/$NAME.tar.gz" | cut -f1) KiB)"
+
+# ---------------------------------------------------------------- (d) the Debian packages
+rm -f "$OUT"/reshaper_*.deb "$OUT"/reshaper-dkms_*.deb
+DEBS=$(bash "$REPO/deploy/debian/build-debs.sh" --wheel "$WHEEL" --deps "$OUT/deps" --dkms "$DKMS" \
+         --out "$OUT" --strip "${CROSS}strip")
+for d in $DEBS; do
+  log "package: $d ($(du -k "$d" | cut -f1) KiB)"
+done

@@ -1,5 +1,5 @@
 """armhf tests share one run of deploy/beaglebone/build.sh (into the armhf cache,
-not dist/): the wheel and the module they test are the ones the board gets."""
+not dist/): the wheel, the module and the Debian packages they test are the ones the board gets."""
 from __future__ import annotations
 
 import subprocess
@@ -28,9 +28,11 @@ def bb_build() -> dict:
     wheels = sorted(out.glob("reshaper-*-cp311-cp311-linux_armv7l.whl"))
     kos = sorted(out.glob("reshaper-*.ko"))
     bundles = sorted(out.glob("reshaper-beaglebone-*.tar.gz"))
+    debs = {deb.name.split("_")[0]: deb for deb in out.glob("*.deb")}
     assert len(wheels) == 1 and len(kos) == 1 and len(bundles) == 1, r.stdout
+    assert sorted(debs) == ["reshaper", "reshaper-dkms"], r.stdout
     print(f"build.sh: {time.monotonic() - t0:.1f} s, module for {krel}")
     HEADERS_BUILT_AGAINST["armmp"] = krel
     kdir = armhf.CACHE / "kernel" / krel / "headers/usr/src" / f"linux-headers-{krel}"
-    return {"wheel": wheels[0], "ko": kos[0], "bundle": bundles[0], "log": r.stdout, "krel": krel,
-            "kdir": kdir}
+    return {"wheel": wheels[0], "ko": kos[0], "bundle": bundles[0], "debs": debs, "out": out,
+            "log": r.stdout, "krel": krel, "kdir": kdir}

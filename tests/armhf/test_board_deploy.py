@@ -3,8 +3,9 @@ armhf Debian rootfs booted with systemd and sshd on qemu-system-arm, reachable
 only through a forwarded port on 127.0.0.1, its eth0 a VLAN trunk whose frames
 this test sends and receives on a tap device in a namespace of its own.
 
-The tests share one board and run in order, as an operator would: deploy the
-example rule file (ring mode) and see frames tagged 100 leave tagged 200,
+The tests share one board and run in order, as an operator would: install the
+Debian package (an older version, then the tree's over it), remove and purge it;
+deploy the bundle with the example rule file (ring mode) and see frames tagged 100 leave tagged 200,
 rewritten; swap the rules without a restart; reboot and find everything back;
 re-deploy in kernel mode over the top (the prebuilt module, as its vermagic
 matches the board's kernel), then in XDP mode, then in nfqueue mode; then benchmark the
@@ -104,6 +105,73 @@ def board():
         print(f"board booted in {b.boot_seconds:.1f} s")
         yield b
     print(f"board: {time.monotonic() - t0:.1f} s in all")
+
+
+OLDER = "0.1.0~rc1"   # a version dpkg orders before the tree's 0.1.0: the package to upgrade from
+# what an operator who installs the package types: the VLAN interfaces (the package makes none),
+# the example rule file checked where the unit reads it, the unit enabled and started
+PACKAGE_SETUP = ("ip link set eth0 up; for v in 100 200; do ip link add link eth0 name eth0.$v type vlan id $v"
+                 " && ip link set eth0.$v up; done"
+                 " && cp /usr/share/doc/reshaper/examples/rules.example.yaml /etc/reshaper/rules.yaml"
+                 " && reshaper check /etc/reshaper/rules.yaml --mode ring && systemctl enable --now reshaper")
+
+
+def named_reshaper(board: Board) -> list[str]:
+    """Every path on the board's disk with reshaper in its name but the packages copied to it."""
+    return board.ssh("find / -xdev -path /root/debs -prune -o -name '*reshaper*' -print | sort").stdout.split()
+
+
+def unit_state(board: Board) -> tuple[str, str]:
+    return tuple(board.ssh(f"systemctl {q} reshaper", check=False).stdout.strip() for q in ("is-enabled", "is-active"))
+
+
+def test_debian_package_installs_upgrades_removes_and_purges(board, bb_build, tmp_path):
+    """deploy/debian's package on the board, first of all (the bundle's tests below start from
+    the board it leaves): an older version installed, the service set up as its man page says,
+    the tree's version over it, then removed and purged. The board has no apt sources: dpkg
+    finds every dependency already there (lab/vm/armhf.py's ROOTFS_PACKAGES)."""
+    out = bb_build["out"]
+    r = subprocess.run(["bash", str(REPO / "deploy/debian/build-debs.sh"), "--wheel", str(bb_build["wheel"]),
+                        "--deps", str(out / "deps"), "--dkms", str(out / "dkms/reshaper-0.1.0"), "--out", str(tmp_path),
+                        "--version", OLDER, "--strip", "arm-linux-gnueabihf-strip"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    before = named_reshaper(board)
+    board.ssh("mkdir -p /root/debs")
+    board.put([tmp_path / f"reshaper_{OLDER}_armhf.deb", bb_build["debs"]["reshaper"]], "/root/debs")
+    try:
+        t0 = time.monotonic()
+        board.ssh(f"dpkg -i /root/debs/reshaper_{OLDER}_armhf.deb", timeout=900)
+        print(f"dpkg -i (install): {time.monotonic() - t0:.1f} s")
+        assert unit_state(board) == ("disabled", "inactive")
+        assert board.ssh("reshaper --version").stdout == "reshaper 0.1.0\n"
+        board.ssh(PACKAGE_SETUP)
+        board.ssh("for i in $(seq 60); do reshaper stats >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
+        assert exchange(board, [udp(100, 5060), telnet(100), udp(100, 7000)], 2) == \
+            [udp(200, 5060, tos=46 << 2), udp(200, 7000)]
+        pid = main_pid(board)
+        assert process_status(board, pid)[1]["CapEff"] == CAP_NET_ADMIN
+
+        # upgrade: the running service restarted on the new version, with the same rules
+        t0 = time.monotonic()
+        board.ssh("dpkg -i /root/debs/reshaper_0.1.0_armhf.deb", timeout=900)
+        print(f"dpkg -i (upgrade): {time.monotonic() - t0:.1f} s")
+        assert board.ssh("dpkg-query -W -f '${Version} ${Status}' reshaper").stdout == "0.1.0 install ok installed"
+        assert unit_state(board) == ("enabled", "active") and main_pid(board) != pid
+        board.ssh("cmp /etc/reshaper/rules.yaml /usr/share/doc/reshaper/examples/rules.example.yaml")
+        board.ssh("for i in $(seq 60); do reshaper stats >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
+        assert exchange(board, [udp(100, 5060), telnet(100)], 1) == [udp(200, 5060, tos=46 << 2)]
+
+        # remove: stopped, the software gone, the configuration kept; purge: nothing left
+        board.ssh("dpkg -r reshaper")
+        assert unit_state(board)[1] == "inactive"
+        assert board.ssh("ls /etc/reshaper").stdout.split() == ["reshaper.env", "rules.yaml"]
+        assert board.ssh("ls /usr/lib/reshaper /usr/bin/reshaper", check=False).returncode != 0
+        assert exchange(board, [udp(100, 7000)], 1, timeout=3) == []
+        board.ssh("dpkg -P reshaper")
+        assert named_reshaper(board) == before
+    finally:
+        board.ssh("systemctl stop reshaper; dpkg --purge reshaper; rm -rf /root/debs;"
+                  " ip link del eth0.100; ip link del eth0.200", check=False)
 
 
 @pytest.fixture(scope="module")

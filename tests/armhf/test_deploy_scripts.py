@@ -148,3 +148,70 @@ def test_board_wheel_has_xdp_mode(bb_build, tmp_path):
     needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+)\]", dynamic)
     assert "libxdp.so.1" in needed and "libbpf.so.1" in needed, needed
     assert "] wheel: XDP mode in; the extension needs " in bb_build["log"], bb_build["log"]
+
+
+def deb_field(deb: Path, field: str) -> str:
+    return subprocess.run(["dpkg-deb", "-f", str(deb), field], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def deb_file(deb: Path, path: str) -> str:
+    """One file of a package's data, read without installing it."""
+    tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+    return subprocess.run(["tar", "xO", path], input=tar, capture_output=True, check=True).stdout.decode()
+
+
+def deb_control_file(deb: Path, name: str) -> str:
+    return subprocess.run(["dpkg-deb", "-I", str(deb), name], capture_output=True, text=True, check=True).stdout
+
+
+def deb_paths(deb: Path) -> set[str]:
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+    return {line.split()[5] for line in listing.splitlines()}
+
+
+def test_debian_packages_pass_lintian(bb_build):
+    """Debian's own checker finds no error and no warning in either package (deploy/debian)."""
+    debs = [str(d) for d in bb_build["debs"].values()]
+    r = subprocess.run(["lintian", "--fail-on", "error,warning", *debs], capture_output=True, text=True, timeout=900)
+    print(r.stdout)
+    assert r.returncode == 0 and not re.search(r"^[EW]: ", r.stdout, re.M), r.stdout + r.stderr
+
+
+def test_debian_package_holds_the_appliance_in_usr(bb_build):
+    """The appliance in /usr, nothing in /opt; Debian's Python modules and libraries as
+    dependencies, the newer scapy and pyroute2 and the unpackaged NetfilterQueue privately in
+    /usr/lib/reshaper; the bundle's unit with the package's paths, installed disabled."""
+    deb = bb_build["debs"]["reshaper"]
+    assert (deb_field(deb, "Architecture"), deb_field(deb, "Version")) == ("armhf", "0.1.0")
+    depends = [d.split()[0] for d in deb_field(deb, "Depends").split(", ")]
+    for dep in ("python3", "python3-cffi-backend", "python3-yaml", "libxdp1", "libbpf1", "libnetfilter-queue1"):
+        assert dep in depends, depends
+    paths = deb_paths(deb)
+    for path in ("./usr/bin/reshaper", "./lib/systemd/system/reshaper.service", "./etc/reshaper/reshaper.env",
+                 "./usr/lib/reshaper/reshaper/_native.abi3.so", "./usr/lib/reshaper/scapy/__init__.py",
+                 "./usr/lib/reshaper/pyroute2/__init__.py", "./usr/lib/reshaper/netfilterqueue/__init__.py",
+                 "./usr/lib/reshaper/reshaper-0.1.0.dist-info/METADATA", "./usr/share/man/man1/reshaper.1.gz",
+                 "./usr/share/reshaper/xdp.conf", "./usr/share/doc/reshaper/copyright"):
+        assert path in paths, sorted(paths)
+    assert not [p for p in paths if p.startswith("./opt/") or "__pycache__" in p
+                or p.startswith("./usr/lib/reshaper/reshaper/bench/")]
+    unit = deb_file(deb, "./lib/systemd/system/reshaper.service")
+    assert "ExecStart=/usr/bin/reshaper run /etc/reshaper/rules.yaml --mode ${RESHAPER_MODE} --realtime\n" in unit
+    def rest(text: str) -> list[str]:   # the unit but for the lines naming where reshaper is
+        return [line for line in text.splitlines()
+                if "bin/reshaper" not in line and not line.startswith("Documentation=")]
+    assert rest(unit) == rest((BB / "reshaper.service").read_text())
+    # installed disabled: the maintainer scripts never enable it, and start it only to restart it
+    postinst = deb_control_file(deb, "postinst")
+    assert " enable " not in postinst and "deb-systemd-invoke try-restart reshaper.service" in postinst, postinst
+
+
+def test_debian_dkms_package_is_the_module_source_for_dkms(bb_build):
+    deb = bb_build["debs"]["reshaper-dkms"]
+    assert (deb_field(deb, "Architecture"), deb_field(deb, "Depends")) == ("all", "dkms (>= 2.1.0.0)")
+    paths = deb_paths(deb)
+    for name in ("dkms.conf", "Kbuild", "reshaper_main.c", "engine/engine.c"):
+        assert f"./usr/src/reshaper-0.1.0/{name}" in paths, sorted(paths)
+    assert 'PACKAGE_VERSION="0.1.0"\n' in deb_file(deb, "./usr/src/reshaper-0.1.0/dkms.conf")
+    postinst = deb_control_file(deb, "postinst")
+    assert "/usr/lib/dkms/common.postinst reshaper 0.1.0 " in postinst, postinst
