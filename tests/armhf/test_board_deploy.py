@@ -1,12 +1,13 @@
-"""deploy/beaglebone/deploy.sh against an emulated board (lab/vm/board.py): the
-armhf Debian rootfs booted with systemd and sshd on qemu-system-arm, reachable
-only through a forwarded port on 127.0.0.1, its eth0 a VLAN trunk whose frames
-this test sends and receives on a tap device in a namespace of its own.
+"""The Debian package and deploy/beaglebone/deploy.sh against an emulated board
+(lab/vm/board.py): the armhf Debian rootfs booted with systemd and sshd on
+qemu-system-arm, reachable only through a forwarded port on 127.0.0.1, its eth0 a
+VLAN trunk whose frames this test sends and receives on a tap device in a
+namespace of its own.
 
 The tests share one board and run in order, as an operator would: install the
 Debian package (an older version, then the tree's over it), remove and purge it;
-deploy the bundle with the example rule file (ring mode) and see frames tagged 100 leave tagged 200,
-rewritten; swap the rules without a restart; reboot and find everything back;
+deploy the bundle with the example rule file (ring mode) and see frames tagged
+100 leave tagged 200, rewritten; swap the rules without a restart; reboot and find everything back;
 re-deploy in kernel mode over the top (the prebuilt module, as its vermagic
 matches the board's kernel), then in XDP mode, then in nfqueue mode; then benchmark the
 board in every mode with `reshaper bench --board` from here, and see it put back."""

@@ -1,6 +1,7 @@
-"""deploy/beaglebone scripts, on this machine (no board): they parse, the unit
-is well formed, and deploy.sh refuses a bad rule file before it touches the
-network. The deploy to an emulated board is test_board_deploy.py."""
+"""deploy/beaglebone scripts and deploy/debian's packages, on this machine (no
+board): the scripts parse, the unit is well formed, deploy.sh refuses a bad rule
+file before it touches the network, lintian passes the packages. The deploy and
+the package install on an emulated board are test_board_deploy.py."""
 from __future__ import annotations
 
 import re
