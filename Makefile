@@ -15,7 +15,7 @@ APT_PACKAGES := python3-venv python3-dev gcc iproute2 iputils-ping iptables libn
 APT_UNIT_PACKAGES := clang tshark systemd
 APT_TEST_PACKAGES := $(APT_UNIT_PACKAGES) libclang-rt-14-dev valgrind netsniff-ng strace iperf3 tcpreplay \
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-system-arm qemu-user-static binfmt-support debootstrap \
-  lintian
+  lintian python3-cffi-backend python3-yaml
 ENGINE_SOURCES := $(wildcard rules/engine/*.c rules/engine/*.h)
 RING_SOURCES := $(wildcard ring/*.c ring/*.h ring/bpf/*.c)
 # device settings and privileges every mode uses, compiled into the same extension
@@ -26,7 +26,7 @@ NFQUEUE_SOURCES := $(wildcard bridge/modes/*.c bridge/modes/*.h)
 APPLY_SOURCES := $(wildcard bridge/*.c bridge/*.h)
 FUZZ_SECONDS ?= 60
 
-.PHONY: demo test test-unit setup test-setup apt apt-unit apt-test vm-prepare armhf-prepare beaglebone bench-armhf fuzz fuzz-long bench-engine bench-schedule bench-apply kmod bench-kernel bench bench-vm clean
+.PHONY: demo test test-unit setup test-setup apt apt-unit apt-test vm-prepare armhf-prepare beaglebone debian bench-armhf fuzz fuzz-long bench-engine bench-schedule bench-apply kmod bench-kernel bench bench-vm clean
 
 setup: apt $(VENV)/.installed
 
@@ -67,9 +67,14 @@ vm-prepare: $(VENV)/.installed apt-test
 armhf-prepare: $(VENV)/.installed apt-test
 	$(PY) -m reshaper.lab.vm.armhf
 
-# BeagleBone bundle: armhf wheel, module for Debian's armmp kernel, DKMS sources (dist/beaglebone/)
+# BeagleBone bundle: armhf wheel, module for Debian's armmp kernel, DKMS sources, and the armhf
+# Debian packages (dist/beaglebone/)
 beaglebone: setup apt-test
 	deploy/beaglebone/build.sh
+
+# Debian packages for x86_64 Debian hosts: reshaper_VER_amd64.deb, reshaper-dkms_VER_all.deb (dist/debian/)
+debian: setup
+	deploy/debian/build-amd64.sh
 
 bench-armhf: test-setup
 	mkdir -p build

@@ -1,5 +1,5 @@
 """Fixtures of the live tests: a fresh namespace topology, and taps on its hosts' interfaces;
-every test classed by what it needs (pyproject.toml's markers: live, vm, armhf, else unit);
+every test classed by what it needs (pyproject.toml's markers: live, vm, armhf, packages, else unit);
 the session's closing lines name the kernel headers the module was built against."""
 import os
 import time
@@ -14,7 +14,7 @@ from reshaper.lab.vm.runner import HEADERS_BUILT_AGAINST, apt_lists_time
 pytest.register_assert_rewrite("tests.helpers")
 
 # what a test needs beyond this machine's user: its mark names it (pyproject.toml)
-NEEDS = ("live", "vm", "armhf")
+NEEDS = ("live", "vm", "armhf", "packages")
 # fixtures that set up what a mark names: a test using one is classed by it without saying so
 FIXTURE_NEEDS = {"topo": "live", "taps": "live", "bb_build": "armhf"}
 

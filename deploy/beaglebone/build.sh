@@ -177,21 +177,9 @@ WHEEL=$OUT/$(basename "$WHEEL")
 log "wheel: $(basename "$WHEEL") ($(du -k "$WHEEL" | cut -f1) KiB)"
 
 # pure-Python dependencies as wheels, the versions this tree is tested with
-# (Debian bookworm's python3-scapy 2.5 and python3-pyroute2 0.7 are too old;
-# prometheus_client, `run --metrics`, so that the board needs no apt for it);
-# cffi's backend and PyYAML come from Debian's python3-cffi-backend/python3-yaml
 DEPS=$CACHE/pydeps
-mkdir -p "$DEPS"
-rm -rf "$OUT/deps"; mkdir -p "$OUT/deps"
-for pkg in scapy pyroute2 prometheus_client; do
-  ver=$("$PY" -c "import importlib.metadata as m; print(m.version('$pkg'))")
-  f=$(ls "$DEPS"/"$pkg"-"$ver"-*none-any.whl 2>/dev/null | head -1 || true)
-  if [ -z "$f" ]; then
-    "$PY" -m pip download -q --no-deps --only-binary=:all: --dest "$DEPS" "$pkg==$ver" >&2
-    f=$(ls "$DEPS"/"$pkg"-"$ver"-*none-any.whl | head -1)
-  fi
-  cp "$f" "$OUT/deps/"
-done
+rm -rf "$OUT/deps"
+bash "$REPO/deploy/pure-python-deps.sh" "$OUT/deps" "$DEPS"
 # netfilterqueue (--mode nfqueue) is compiled: cross-built from its sdist against Debian's
 # armhf libnetfilter-queue (the board needs libnetfilter-queue1, which install.sh installs)
 NFQ_VER=$("$PY" -c "import importlib.metadata as m; print(m.version('NetfilterQueue'))")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from reshaper.bridge.modes import MODES
 from reshaper.bridge.realtime import PRIORITY as REALTIME_PRIORITY
+from tests.helpers.debian import assert_lintian_clean, deb_control_file, deb_field, deb_file, deb_paths
 from tests.helpers.deploy import EXPOSURE_MAX, EXPOSURE_MAX_XDP, exposure
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,31 +152,9 @@ def test_board_wheel_has_xdp_mode(bb_build, tmp_path):
     assert "] wheel: XDP mode in; the extension needs " in bb_build["log"], bb_build["log"]
 
 
-def deb_field(deb: Path, field: str) -> str:
-    return subprocess.run(["dpkg-deb", "-f", str(deb), field], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def deb_file(deb: Path, path: str) -> str:
-    """One file of a package's data, read without installing it."""
-    tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
-    return subprocess.run(["tar", "xO", path], input=tar, capture_output=True, check=True).stdout.decode()
-
-
-def deb_control_file(deb: Path, name: str) -> str:
-    return subprocess.run(["dpkg-deb", "-I", str(deb), name], capture_output=True, text=True, check=True).stdout
-
-
-def deb_paths(deb: Path) -> set[str]:
-    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
-    return {line.split()[5] for line in listing.splitlines()}
-
-
 def test_debian_packages_pass_lintian(bb_build):
     """Debian's own checker finds no error and no warning in either package (deploy/debian)."""
-    debs = [str(d) for d in bb_build["debs"].values()]
-    r = subprocess.run(["lintian", "--fail-on", "error,warning", *debs], capture_output=True, text=True, timeout=900)
-    print(r.stdout)
-    assert r.returncode == 0 and not re.search(r"^[EW]: ", r.stdout, re.M), r.stdout + r.stderr
+    assert_lintian_clean(bb_build["debs"].values())
 
 
 def test_debian_package_holds_the_appliance_in_usr(bb_build):
