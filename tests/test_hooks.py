@@ -61,6 +61,10 @@ def test_example_answers_arp_for_its_address_back_out_of_the_ingress_port(tmp_pa
 
 
 def hook_config(tmp_path, code: str, params: str = "", name="myhook"):
+    # apply keeps a hook's wall-clock timeout; the default 2 ms is overrun on a loaded machine when the
+    # hook's thread is not scheduled in time, so tests not about timeouts give it a second
+    if "timeout:" not in params:
+        params += ", timeout: 1s"
     hooks = tmp_path / "hooks"
     hooks.mkdir(exist_ok=True)
     (hooks / f"{name}.py").write_text(textwrap.dedent(code))
