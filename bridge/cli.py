@@ -8,6 +8,7 @@ import sys
 from reshaper.bridge import modes
 from reshaper.bridge.realtime import PRIORITY as REALTIME_PRIORITY, describe
 from reshaper.rules.config import load_config
+from reshaper.rules.loader import read_text
 from reshaper.rules.model import Config, ConfigError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -15,9 +16,10 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 WATCH_LEAST_S, WATCH_MOST_S = 0.01, 3600
 
 
-def _load(path: str, mode: str | None = None, hooks_path: list[str] | None = None) -> Config:
-    """Loads and validates a configuration; with mode, also what that mode can run."""
-    config = load_config(path, hooks_path=hooks_path)
+def _load(path: str, mode: str | None = None, hooks_path: list[str] | None = None, text: str | None = None) -> Config:
+    """Loads and validates a configuration; with mode, also what that mode can run; with text, that
+    text as if it were the file at path."""
+    config = load_config(path, text, hooks_path)
     if mode is not None:
         problems = modes.get(mode).limits(config)
         if problems:
@@ -38,7 +40,9 @@ def cmd_check(args) -> int:
     from reshaper.rules.binding import program_verify
 
     try:
-        config = _load(args.config, args.mode, args.hooks_path)
+        # --as: the text of CONFIG, named and resolved as the file it is about to become
+        text = None if args.as_path is None else read_text(args.config)
+        config = _load(args.as_path or args.config, args.mode, args.hooks_path, text)
     except ConfigError as exc:
         return _report_errors(exc)
     if args.files:
@@ -47,7 +51,7 @@ def cmd_check(args) -> int:
         return EXIT_OK
     program = config.program
     state_size = program_verify(program)
-    print(f"{args.config}: ok")
+    print(f"{config.path}: ok")
     for name in ("a", "b"):
         print(f"  port {name}: {config.ports[name].describe()}")
     print(f"  forward {config.forward}, default {config.default}, malformed frames {config.malformed}")
@@ -336,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--files", action="store_true",
                    help="print only the files the rule file names (schedule files, delivery traces), one a line, "
                         "as it names them: what must go with it (deploy.sh)")
+    p.add_argument("--as", dest="as_path", metavar="PATH",
+                   help="check CONFIG as if it were the file PATH: errors name PATH and the files it names are "
+                        "looked for beside PATH (a file checked before it is put in place: deploy/ansible)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("apply", help="run the frames of a capture through the rules offline")

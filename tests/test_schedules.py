@@ -346,3 +346,21 @@ def test_check_lists_the_files_a_rule_file_names(tmp_path):
                                      "     schedule: {phases: [{for: 1s}, {for: 1s, actions: [{rate: {trace: l.trace}}]}]}}\n")
     result = reshaper_check(tmp_path / "r.yaml", "--files")
     assert (result.returncode, result.stdout, result.stderr) == (0, "sub/p.csv\nl.trace\n", "")
+
+
+def test_check_as_the_file_it_is_about_to_become(tmp_path):
+    """`reshaper check NEW --as PATH` (the Ansible role, before it puts NEW at PATH): errors name PATH,
+    and the files the rule file names are the ones beside PATH."""
+    live, incoming = tmp_path / "etc", tmp_path / "incoming"
+    live.mkdir(), incoming.mkdir()
+    (live / "p.csv").write_text("for\n1s\n")
+    rules = PORTS + "rules:\n  - {name: a, match: {dst_port: 1, ip_proto: udp}, schedule: {file: p.csv}}\n"
+    (incoming / "new.yaml").write_text(rules)
+    result = reshaper_check(incoming / "new.yaml", "--as", str(live / "rules.yaml"))
+    assert (result.returncode, result.stdout.splitlines()[0]) == (0, f"{live}/rules.yaml: ok"), result.stderr
+    result = reshaper_check(incoming / "new.yaml")   # on its own, the schedule file is not beside it
+    assert result.returncode == 1 and f"{incoming}/new.yaml:" in result.stderr
+    (incoming / "new.yaml").write_text(rules.replace("dst_port: 1", "dst_port: 70000"))
+    result = reshaper_check(incoming / "new.yaml", "--as", str(live / "rules.yaml"))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"{live}/rules.yaml:4:33: error: rule 'a': match.dst_port:"), result.stderr
