@@ -8,7 +8,9 @@
 #   dkms/reshaper-VER/                           module sources + dkms.conf (rebuilt on the board)
 #   reshaper-beaglebone-VER.tar.gz               bundle: all of the above, install.sh,
 #                                                reshaper.service (and reshaper-xdp.conf, its
-#                                                drop-in for XDP mode), an example rule file
+#                                                drop-in for XDP mode; reshaper-nfqueue.modules
+#                                                and .sysctl, what nfqueue mode loads and sets),
+#                                                an example rule file
 #   reshaper_VER_armhf.deb, reshaper-dkms_VER_all.deb
 #                                                the same as Debian packages, for apt
 #                                                (deploy/debian/build-debs.sh)
@@ -288,7 +290,8 @@ cp "$WHEEL" "$B/"
 cp -r "$OUT/deps" "$B/deps"
 [ -z "$KO" ] || cp "$KO" "$B/module/"
 mkdir -p "$B/dkms" && cp -r "$DKMS" "$B/dkms/"   # dkms/reshaper-VERSION, as install.sh takes it
-cp "$HERE/install.sh" "$HERE/reshaper.service" "$HERE/reshaper-xdp.conf" "$B/"
+cp "$HERE/install.sh" "$HERE/reshaper.service" "$HERE/reshaper-xdp.conf" "$HERE/reshaper-nfqueue.modules" \
+  "$HERE/reshaper-nfqueue.sysctl" "$B/"
 cp "$HERE/rules.example.yaml" "$B/rules.example.yaml"
 [ ! -f "$HERE/README.md" ] || cp "$HERE/README.md" "$B/README.md"
 chmod +x "$B/install.sh"

@@ -162,13 +162,14 @@ fi
 say "python: $($RESHAPER --version 2>/dev/null || echo reshaper) from $new in $PREFIX/venv"
 # what --switch-mode runs from later (it keeps its own copy: this one may be in /tmp)
 rm -rf $PREFIX/bundle.new; mkdir -p $PREFIX/bundle.new
-cp -r install.sh BUILD-INFO reshaper.service reshaper-xdp.conf module dkms $PREFIX/bundle.new/ 2>/dev/null || true
+cp -r install.sh BUILD-INFO reshaper.service reshaper-xdp.conf reshaper-nfqueue.modules reshaper-nfqueue.sysctl \
+  module dkms $PREFIX/bundle.new/ 2>/dev/null || true
 rm -rf $PREFIX/bundle; mv $PREFIX/bundle.new $PREFIX/bundle
 fi
 
 # ---- modules loaded at boot (the service has no CAP_SYS_MODULE)
 mods="8021q bridge"
-[ "$MODE" = nfqueue ] && mods="$mods br_netfilter nfnetlink_queue xt_NFQUEUE xt_physdev"
+[ "$MODE" = nfqueue ] && mods="$mods $(sed 's/#.*//' reshaper-nfqueue.modules | xargs)"
 if [ "$MODE" = kernel ]; then
   krel=$(uname -r)
   dver=${version:-0.1.0}
@@ -205,11 +206,9 @@ for m in $mods; do
   modprobe "$m" || die "modprobe $m failed"
 done
 say "modules: $mods (/etc/modules-load.d/reshaper.conf)"
-# nfqueue mode: IP in an 802.1Q tag goes to iptables too (bridge/modes/nfqueue.py). The unit
-# cannot write /proc/sys (ProtectKernelTunables), so the system sets it at boot, after the
-# modules (systemd-sysctl runs after systemd-modules-load), and here now.
+# nfqueue mode's sysctl (why: reshaper-nfqueue.sysctl), at boot and now
 if [ "$MODE" = nfqueue ]; then
-  echo "net.bridge.bridge-nf-filter-vlan-tagged = 1" >/etc/sysctl.d/60-reshaper.conf
+  install -m 0644 reshaper-nfqueue.sysctl /etc/sysctl.d/60-reshaper.conf
   sysctl -q -p /etc/sysctl.d/60-reshaper.conf || die "sysctl net.bridge.bridge-nf-filter-vlan-tagged failed"
 else
   rm -f /etc/sysctl.d/60-reshaper.conf

@@ -110,6 +110,8 @@ sed -e 's#/opt/reshaper/venv/bin/reshaper#/usr/bin/reshaper#g' \
   "$BB/reshaper.service" >"$R/lib/systemd/system/reshaper.service"
 ! grep -q /opt/ "$R/lib/systemd/system/reshaper.service" || die "the unit still names /opt"
 install -D -m 0644 "$BB/reshaper-xdp.conf" "$R/usr/share/reshaper/xdp.conf"
+install -D -m 0644 "$BB/reshaper-nfqueue.modules" "$R/usr/share/reshaper/nfqueue-modules.conf"
+install -D -m 0644 "$BB/reshaper-nfqueue.sysctl" "$R/usr/share/reshaper/nfqueue-sysctl.conf"
 # the modules every mode needs at boot (the service has no CAP_SYS_MODULE), as install.sh loads them
 install -d "$R/usr/lib/modules-load.d"
 printf '8021q\nbridge\n' >"$R/usr/lib/modules-load.d/reshaper.conf"

@@ -173,6 +173,10 @@ def test_debian_package_holds_the_appliance_in_usr(bb_build):
                  "./usr/lib/reshaper/reshaper-0.1.0.dist-info/METADATA", "./usr/share/man/man1/reshaper.1.gz",
                  "./usr/share/reshaper/xdp.conf", "./usr/share/doc/reshaper/copyright"):
         assert path in paths, sorted(paths)
+    # what nfqueue mode loads and sets: the files install.sh uses, for the operator and deploy/ansible
+    for name, source in (("nfqueue-modules.conf", "reshaper-nfqueue.modules"),
+                         ("nfqueue-sysctl.conf", "reshaper-nfqueue.sysctl")):
+        assert deb_file(deb, f"./usr/share/reshaper/{name}") == (BB / source).read_text()
     assert not [p for p in paths if p.startswith("./opt/") or "__pycache__" in p
                 or p.startswith("./usr/lib/reshaper/reshaper/bench/")]
     unit = deb_file(deb, "./lib/systemd/system/reshaper.service")
