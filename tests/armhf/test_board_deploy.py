@@ -5,7 +5,8 @@ VLAN trunk whose frames this test sends and receives on a tap device in a
 namespace of its own.
 
 The tests share one board and run in order, as an operator would: install the
-Debian package (an older version, then the tree's over it), remove and purge it;
+Debian package with deploy/ansible's role (an older version; run again, new rules, bad
+rules), then the tree's over it by hand with apt, remove and purge it;
 deploy the bundle with the example rule file (ring mode) and see frames tagged
 100 leave tagged 200, rewritten; swap the rules without a restart; reboot and find everything back;
 re-deploy in kernel mode over the top (the prebuilt module, as its vermagic
@@ -109,12 +110,7 @@ def board():
 
 
 OLDER = "0.1.0~rc1"   # a version dpkg orders before the tree's 0.1.0: the package to upgrade from
-# what an operator who installs the package types: the VLAN interfaces (the package makes none),
-# the example rule file checked where the unit reads it, the unit enabled and started
-PACKAGE_SETUP = ("ip link set eth0 up; for v in 100 200; do ip link add link eth0 name eth0.$v type vlan id $v"
-                 " && ip link set eth0.$v up; done"
-                 " && cp /usr/share/doc/reshaper/examples/rules.example.yaml /etc/reshaper/rules.yaml"
-                 " && reshaper check /etc/reshaper/rules.yaml --mode ring && systemctl enable --now reshaper")
+PLAYBOOK = REPO / "deploy/ansible/site.yml"
 
 
 def named_reshaper(board: Board) -> list[str]:
@@ -126,52 +122,117 @@ def unit_state(board: Board) -> tuple[str, str]:
     return tuple(board.ssh(f"systemctl {q} reshaper", check=False).stdout.strip() for q in ("is-enabled", "is-active"))
 
 
-def test_debian_package_installs_upgrades_removes_and_purges(board, bb_build, tmp_path):
+def wait_for_stats(board: Board) -> None:
+    board.ssh("for i in $(seq 60); do reshaper stats >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
+
+
+def task_result(stdout: str, task: str) -> str:
+    """ok, changed, skipping or failed: what ansible-playbook said of the role's task named task..."""
+    return re.search(rf"^TASK \[reshaper : {re.escape(task)}.*\n(\w+):", stdout, re.M).group(1)
+
+
+def playbook(board: Board, tmp_path: Path, package: Path, rules: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """deploy/ansible/site.yml run on the board as an inventory of one, and its recap for it
+    (ok, changed, failed...)."""
+    inventory = {"reshaper_boards": {"hosts": {"board": {
+        "ansible_host": "127.0.0.1", "ansible_port": board.ssh_port, "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(board.key),
+        "ansible_ssh_common_args": f"-o IdentitiesOnly=yes -o UserKnownHostsFile={board.known_hosts}"
+                                   " -o GlobalKnownHostsFile=/dev/null",
+        "reshaper_package": str(package), "reshaper_vlans": [100, 200], "reshaper_rules": str(rules)}}}}
+    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(PLAYBOOK.parent / "ansible.cfg"), ANSIBLE_HOME=str(tmp_path / "ansible"),
+               ANSIBLE_NOCOLOR="1")
+    t0 = time.monotonic()
+    r = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.json"),
+                        str(PLAYBOOK), *args], env=env, capture_output=True, text=True, timeout=1800)
+    print(f"ansible-playbook {' '.join(args)}: {time.monotonic() - t0:.1f} s")
+    recap = re.search(r"^board\s+:\s+(.*)$", r.stdout, re.M)
+    assert recap, r.stdout + r.stderr
+    return r, {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", recap.group(1))}
+
+
+def test_debian_package_through_the_ansible_role_then_by_hand(board, bb_build, tmp_path):
     """deploy/debian's package on the board, first of all (the bundle's tests below start from
-    the board it leaves): an older version installed, the service set up as its man page says,
-    the tree's version over it, then removed and purged. The board has no apt sources: dpkg
-    finds every dependency already there (lab/vm/armhf.py's ROOTFS_PACKAGES)."""
+    the board it leaves). deploy/ansible's role installs an older version and sets the board up;
+    run again it changes nothing; a new rule file is shown by --check --diff, then reloaded
+    into the running service; a bad one is refused on the board. Then by hand, as the README
+    says: the tree's version upgraded over it with apt, removed and purged. The board has no
+    apt sources: every dependency is already there (lab/vm/armhf.py's ROOTFS_PACKAGES)."""
     out = bb_build["out"]
     r = subprocess.run(["bash", str(REPO / "deploy/debian/build-debs.sh"), "--wheel", str(bb_build["wheel"]),
                         "--deps", str(out / "deps"), "--dkms", str(out / "dkms/reshaper-0.1.0"), "--out", str(tmp_path),
                         "--version", OLDER, "--strip", "arm-linux-gnueabihf-strip"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    older = tmp_path / f"reshaper_{OLDER}_armhf.deb"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((BB / "rules.example.yaml").read_text())
     before = named_reshaper(board)
-    board.ssh("mkdir -p /root/debs")
-    board.put([tmp_path / f"reshaper_{OLDER}_armhf.deb", bb_build["debs"]["reshaper"]], "/root/debs")
     try:
-        t0 = time.monotonic()
-        board.ssh(f"dpkg -i /root/debs/reshaper_{OLDER}_armhf.deb", timeout=900)
-        print(f"dpkg -i (install): {time.monotonic() - t0:.1f} s")
-        assert unit_state(board) == ("disabled", "inactive")
-        assert board.ssh("reshaper --version").stdout == "reshaper 0.1.0\n"
-        board.ssh(PACKAGE_SETUP)
-        board.ssh("for i in $(seq 60); do reshaper stats >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
+        # first run: the package installed, the VLAN interfaces made, the rules checked and placed, started
+        r, recap = playbook(board, tmp_path, older, rules)
+        assert r.returncode == 0 and recap["failed"] == 0 and recap["changed"] > 0, r.stdout
+        assert board.ssh("dpkg-query -W -f '${Version}' reshaper").stdout == OLDER
+        assert unit_state(board) == ("enabled", "active")
+        assert board.ssh("cat /etc/network/interfaces.d/reshaper-vlans").stdout.count("type vlan id") == 2
         assert exchange(board, [udp(100, 5060), telnet(100), udp(100, 7000)], 2) == \
             [udp(200, 5060, tos=46 << 2), udp(200, 7000)]
         pid = main_pid(board)
         assert process_status(board, pid)[1]["CapEff"] == CAP_NET_ADMIN
 
-        # upgrade: the running service restarted on the new version, with the same rules
+        # a second run changes nothing
+        r, recap = playbook(board, tmp_path, older, rules)
+        assert r.returncode == 0 and recap["changed"] == 0 and recap["failed"] == 0, r.stdout
+
+        # new rules: --check --diff shows the difference and touches nothing
+        rules.write_text(rules.read_text().replace("dscp: 46", "dscp: 34"))
+        r, recap = playbook(board, tmp_path, older, rules, "--check", "--diff")
+        assert r.returncode == 0 and recap["failed"] == 0, r.stdout
+        assert re.search(r"^-\s+- set: \{dscp: 46\}$", r.stdout, re.M) and \
+            re.search(r"^\+\s+- set: \{dscp: 34\}$", r.stdout, re.M), r.stdout
+        board.ssh("cmp /etc/reshaper/rules.yaml /usr/share/doc/reshaper/examples/rules.example.yaml")
+        # ... and run for real, reloaded into the running service (the same process, reloads 1)
+        r, recap = playbook(board, tmp_path, older, rules)
+        assert r.returncode == 0 and recap["changed"] == 2, r.stdout   # the rule file, the reload
+        assert task_result(r.stdout, "Restarted") == "skipping" and task_result(r.stdout, "Reloaded") == "changed", \
+            r.stdout
+        assert main_pid(board) == pid and stats(board)["reloads"] == 1
+        assert exchange(board, [udp(100, 5060)], 1) == [udp(200, 5060, tos=34 << 2)]
+
+        # a bad rule file: refused on the board, where it names the file it would have replaced
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(rules.read_text().replace("dst_port: 5060-5080", "dst_port: 5060-70000"))
+        r, recap = playbook(board, tmp_path, older, bad)
+        assert r.returncode != 0 and recap["failed"] == 1, r.stdout
+        assert "/etc/reshaper/rules.yaml:13:54: error: rule 'mark-voice': match.dst_port:" in r.stdout, r.stdout
+        assert board.ssh("cat /etc/reshaper/rules.yaml").stdout == rules.read_text()
+        assert main_pid(board) == pid
+        assert exchange(board, [udp(100, 5060)], 1) == [udp(200, 5060, tos=34 << 2)]
+
+        # by hand: the tree's version over it, the service restarted with the same rules
+        board.ssh("mkdir -p /root/debs")
+        board.put([bb_build["debs"]["reshaper"]], "/root/debs")
         t0 = time.monotonic()
-        board.ssh("dpkg -i /root/debs/reshaper_0.1.0_armhf.deb", timeout=900)
-        print(f"dpkg -i (upgrade): {time.monotonic() - t0:.1f} s")
+        board.ssh("apt-get install -y -q --no-install-recommends /root/debs/reshaper_0.1.0_armhf.deb", timeout=900)
+        print(f"apt-get install (upgrade): {time.monotonic() - t0:.1f} s")
         assert board.ssh("dpkg-query -W -f '${Version} ${Status}' reshaper").stdout == "0.1.0 install ok installed"
         assert unit_state(board) == ("enabled", "active") and main_pid(board) != pid
-        board.ssh("cmp /etc/reshaper/rules.yaml /usr/share/doc/reshaper/examples/rules.example.yaml")
-        board.ssh("for i in $(seq 60); do reshaper stats >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
-        assert exchange(board, [udp(100, 5060), telnet(100)], 1) == [udp(200, 5060, tos=46 << 2)]
+        assert board.ssh("cat /etc/reshaper/rules.yaml").stdout == rules.read_text()
+        wait_for_stats(board)
+        assert exchange(board, [udp(100, 5060), telnet(100)], 1) == [udp(200, 5060, tos=34 << 2)]
 
-        # remove: stopped, the software gone, the configuration kept; purge: nothing left
-        board.ssh("dpkg -r reshaper")
+        # remove: stopped, the software gone, the configuration kept; purge: nothing left of
+        # the package (the role's VLAN interfaces are the operator's: ifdown, then removed)
+        board.ssh("apt-get remove -y -q reshaper")
         assert unit_state(board)[1] == "inactive"
         assert board.ssh("ls /etc/reshaper").stdout.split() == ["reshaper.env", "rules.yaml"]
         assert board.ssh("ls /usr/lib/reshaper /usr/bin/reshaper", check=False).returncode != 0
         assert exchange(board, [udp(100, 7000)], 1, timeout=3) == []
-        board.ssh("dpkg -P reshaper")
+        board.ssh("apt-get purge -y -q reshaper; ifdown eth0.100 eth0.200; rm /etc/network/interfaces.d/reshaper-vlans")
         assert named_reshaper(board) == before
     finally:
         board.ssh("systemctl stop reshaper; dpkg --purge reshaper; rm -rf /root/debs;"
+                  " ifdown eth0.100 eth0.200; rm -f /etc/network/interfaces.d/reshaper-vlans;"
                   " ip link del eth0.100; ip link del eth0.200", check=False)
 
 
@@ -254,14 +315,16 @@ def test_rules_only_swaps_rules_without_restart(board, bb_build, ring_deployed, 
 def test_reboot_brings_back_vlans_service_and_rules(board, ring_deployed):
     board.reboot()
     print(f"board rebooted in {board.boot_seconds:.1f} s")
-    board.ssh("for i in $(seq 60); do reshaper stats >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
+    wait_for_stats(board)
     links = board.ssh("ip -br link").stdout
     assert re.search(r"^eth0\.100@eth0\s+UP", links, re.M) and re.search(r"^eth0\.200@eth0\s+UP", links, re.M), links
     assert exchange(board, [udp(100, 5060)], 1) == [udp(200, 5060, tos=10 << 2)]
 
 
-def test_redeploy_in_kernel_mode_upgrades_in_place(board, bb_build, ring_deployed):
+def test_redeploy_in_kernel_mode(board, bb_build, ring_deployed):
+    """The same bundle again, in another mode: its wheels are the ones installed, so pip is not run."""
     r = deploy(board, bb_build["bundle"], BB / "rules.example.yaml", "--mode", "kernel")
+    assert "[install] python: the bundle's wheels are the ones installed (sha256): kept" in r.stdout, r.stdout
     assert "[install] module: prebuilt" in r.stdout and "mode kernel" in r.stdout, r.stdout
     assert board.ssh("grep -x reshaper /etc/modules-load.d/reshaper.conf && lsmod | grep -c '^reshaper '").returncode == 0
     got = exchange(board, [udp(100, 5060), telnet(100), udp(100, 7000)], 2)
