@@ -15,7 +15,7 @@
 # 2. copies the bundle (dist/beaglebone/reshaper-beaglebone-*.tar.gz; built if missing)
 # 3. runs the bundle's install.sh on the board: venv, module, VLANs, rules, unit
 # 4. checks that the service is active and `reshaper stats` answers
-# Re-running upgrades in place. --rules-only swaps the rule file and reloads
+# Re-running upgrades in place (the same wheels are not installed again). --rules-only swaps the rule file and reloads
 # (systemctl reload: SIGHUP, no restart). --rollback goes back to the previous version.
 #
 # Remote commands are run by a shell on the board, as root: no local file name ever

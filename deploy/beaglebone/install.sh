@@ -15,7 +15,8 @@
 # prebuilt one when its vermagic matches `uname -r`), persistent VLAN interfaces
 # (systemd-networkd or ifupdown), /etc/reshaper/rules.yaml, and the hardened unit (with, in XDP
 # mode, the drop-in that lets it load an XDP program and open AF_XDP sockets).
-# Re-running upgrades in place. Every step says what it did; any failure stops it. What a mode
+# Re-running upgrades in place (wheels the same as the last install's are kept, not installed
+# again). Every step says what it did; any failure stops it. What a mode
 # switch needs (this script, the unit, XDP mode's drop-in, the module, the DKMS sources) is kept
 # in /opt/reshaper/bundle.
 set -euo pipefail
@@ -95,6 +96,7 @@ if [ "$ROLLBACK" = 1 ]; then
   prev=$(cat $PREFIX/wheels/previous 2>/dev/null || true)
   if [ -z "$prev" ] || [ ! -f "$PREFIX/wheels/$prev" ]; then die "no previous version recorded"; fi
   $PREFIX/venv/bin/pip install -q --no-deps --force-reinstall --no-index "$PREFIX/wheels/$prev"
+  rm -f $PREFIX/wheels/installed.sha256   # the next deploy installs its wheels again
   cur=$(cat $PREFIX/wheels/current); echo "$prev" >$PREFIX/wheels/current; echo "$cur" >$PREFIX/wheels/previous
   [ -f $ETC/rules.yaml.prev ] && { cp -p $ETC/rules.yaml $ETC/rules.yaml.tmp; mv $ETC/rules.yaml.prev $ETC/rules.yaml; mv $ETC/rules.yaml.tmp $ETC/rules.yaml.prev; }
   systemctl restart reshaper; stats_ok; say "rolled back to $prev"; exit 0
@@ -147,10 +149,19 @@ wheels=(./reshaper-*-linux_armv7l.whl); wheel=${wheels[0]}; [ -f "$wheel" ] || d
 cp "$wheel" $PREFIX/wheels/
 new=$(basename "$wheel")
 cur=$(cat $PREFIX/wheels/current 2>/dev/null || true)
-# pure-Python dependencies shipped in the bundle (scapy, pyroute2: newer than Debian's; prometheus_client)
-$PREFIX/venv/bin/python -m pip install -q --no-deps --no-index --disable-pip-version-check deps/*.whl
-$PREFIX/venv/bin/python -m pip install -q --no-deps --force-reinstall --no-index \
-  --disable-pip-version-check "$PREFIX/wheels/$new"
+# the same wheels as the last install (a re-deploy of the same bundle, in another mode say) are
+# not installed again: pip takes about a minute of the board's one core
+sums=$(sha256sum "$new" deps/*.whl)
+if [ -x $RESHAPER ] && [ "$sums" = "$(cat $PREFIX/wheels/installed.sha256 2>/dev/null)" ]; then
+  say "python: the bundle's wheels are the ones installed (sha256): kept"
+else
+  rm -f $PREFIX/wheels/installed.sha256
+  # pure-Python dependencies shipped in the bundle (scapy, pyroute2: newer than Debian's; prometheus_client)
+  $PREFIX/venv/bin/python -m pip install -q --no-deps --no-index --disable-pip-version-check deps/*.whl
+  $PREFIX/venv/bin/python -m pip install -q --no-deps --force-reinstall --no-index \
+    --disable-pip-version-check "$PREFIX/wheels/$new"
+  printf '%s\n' "$sums" >$PREFIX/wheels/installed.sha256
+fi
 [ -n "$cur" ] && [ "$cur" != "$new" ] && echo "$cur" >$PREFIX/wheels/previous
 echo "$new" >$PREFIX/wheels/current
 cp -f README.md $PREFIX/ 2>/dev/null || true
