@@ -2,23 +2,13 @@
 role cannot carry out are refused before it touches a board (the role on the emulated board:
 tests/armhf/test_board_deploy.py)."""
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.helpers.ansible import ANSIBLE, run_playbook as playbook
+
 pytestmark = pytest.mark.unit
-ANSIBLE = Path(__file__).resolve().parents[1] / "deploy/ansible"
-BIN = Path(sys.executable).parent
-
-
-def playbook(tmp_path, inventory: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE / "ansible.cfg"), ANSIBLE_HOME=str(tmp_path / "home"),
-               ANSIBLE_NOCOLOR="1")
-    return subprocess.run([str(BIN / "ansible-playbook"), "-i", inventory, str(ANSIBLE / "site.yml"), *args],
-                          env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_playbook_and_example_inventory_parse(tmp_path):

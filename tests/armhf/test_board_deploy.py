@@ -29,6 +29,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 
 from reshaper.bridge.realtime import PRIORITY as REALTIME_PRIORITY
 from reshaper.lab.vm.board import TRUNK_IFNAME, TRUNK_NETNS, Board
+from tests.helpers.ansible import run_playbook
 from tests.helpers.deploy import EXPOSURE_MAX, EXPOSURE_MAX_XDP, exposure
 
 pytestmark = pytest.mark.armhf
@@ -110,7 +111,6 @@ def board():
 
 
 OLDER = "0.1.0~rc1"   # a version dpkg orders before the tree's 0.1.0: the package to upgrade from
-PLAYBOOK = REPO / "deploy/ansible/site.yml"
 
 
 def named_reshaper(board: Board) -> list[str]:
@@ -141,11 +141,8 @@ def playbook(board: Board, tmp_path: Path, package: Path, rules: Path, *args: st
                                    " -o GlobalKnownHostsFile=/dev/null",
         "reshaper_package": str(package), "reshaper_vlans": [100, 200], "reshaper_rules": str(rules)}}}}
     (tmp_path / "inventory.json").write_text(json.dumps(inventory))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(PLAYBOOK.parent / "ansible.cfg"), ANSIBLE_HOME=str(tmp_path / "ansible"),
-               ANSIBLE_NOCOLOR="1")
     t0 = time.monotonic()
-    r = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.json"),
-                        str(PLAYBOOK), *args], env=env, capture_output=True, text=True, timeout=1800)
+    r = run_playbook(tmp_path, tmp_path / "inventory.json", *args, timeout=1800)
     print(f"ansible-playbook {' '.join(args)}: {time.monotonic() - t0:.1f} s")
     recap = re.search(r"^board\s+:\s+(.*)$", r.stdout, re.M)
     assert recap, r.stdout + r.stderr
