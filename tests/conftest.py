@@ -2,7 +2,9 @@
 every test classed by what it needs (pyproject.toml's markers: live, vm, armhf, packages, else unit);
 the session's closing lines name the kernel headers the module was built against."""
 import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,21 @@ pytest.register_assert_rewrite("tests.helpers")
 # what a test needs beyond this machine's user: its mark names it (pyproject.toml)
 NEEDS = ("live", "vm", "armhf", "packages")
 # fixtures that set up what a mark names: a test using one is classed by it without saying so
-FIXTURE_NEEDS = {"topo": "live", "taps": "live", "bb_build": "armhf"}
+FIXTURE_NEEDS = {"topo": "live", "taps": "live", "bb_build": "armhf", "amd64_debs": "packages"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def amd64_debs(tmp_path_factory) -> dict[str, Path]:
+    """The amd64 Debian packages (deploy/debian/build-amd64.sh), by package name: one build for
+    tests/test_debian_amd64.py and the VM that installs reshaper-dkms (tests/kmod)."""
+    out = tmp_path_factory.mktemp("debian")
+    r = subprocess.run(["bash", str(REPO / "deploy/debian/build-amd64.sh"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    built = {deb.name.split("_")[0]: deb for deb in out.glob("*.deb")}
+    assert sorted(built) == ["reshaper", "reshaper-dkms"], r.stdout
+    return built
 
 
 @pytest.fixture
