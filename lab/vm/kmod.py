@@ -103,9 +103,10 @@ def shares(build: Path) -> dict[str, str]:
     return {str(REPO): str(REPO), str(build): GUEST_DIR}
 
 
-# Run first in the guest: module, the Python bundle, helpers. Later commands
-# source /tmp/env.sh.
-GUEST_SETUP = f"""
+# Run first in the guest: the Python bundle, helpers, the bridge's modules. Later commands
+# source /tmp/env.sh. GUEST_SETUP also loads the module built here; tests/kmod installs
+# the reshaper-dkms package instead (DKMS_INSTALL).
+GUEST_ENV = f"""
 set -e
 cp {GUEST_DIR}/pydeps.zip /tmp/pydeps.zip
 cat >/tmp/env.sh <<'EOF'
@@ -127,7 +128,40 @@ topology() {{
 EOF
 . /tmp/env.sh
 modprobe bridge; modprobe 8021q
-insmod $RESHAPER_KMOD
+"""
+GUEST_SETUP = GUEST_ENV + "insmod $RESHAPER_KMOD\n"
+
+DKMS_GUEST_DIR = "/dkms"    # the packages and the host's package database (dkms_share)
+
+
+def dkms_share(dest: Path, packages: list[Path]) -> dict[str, str]:
+    """Shares for DKMS_INSTALL: dest, with the packages and a copy of the host's package database
+    (what the host's /usr, the guest's, has installed), at DKMS_GUEST_DIR; the unpacked headers of
+    the VM's kernel at their own path (runner.kdir's Makefile names it)."""
+    for deb in packages:
+        shutil.copy(deb, dest / deb.name)
+    subprocess.run(["tar", "cf", str(dest / "dpkg.tar"), "-C", "/var/lib", "dpkg"], check=True)
+    headers = kdir().parents[2]    # .../headers/usr/src/linux-headers-KVER
+    return {str(dest): DKMS_GUEST_DIR, str(headers): str(headers)}
+
+
+def dkms_install(packages: list[Path]) -> str:
+    """The guest script that installs packages (dkms and reshaper-dkms) with dpkg, as a Debian
+    host does: the guest's /usr and /etc are the host's, read-only (lab/vm/runner.py), so dpkg
+    writes into overlays held in RAM, and the running kernel's headers are the unpacked ones.
+    DKMS builds the module there and installs it in /lib/modules/KVER/updates/dkms."""
+    debs = " ".join(f"{DKMS_GUEST_DIR}/{deb.name}" for deb in packages)
+    return f"""
+set -e
+modprobe overlay
+for d in usr etc; do
+  mkdir -p /run/overlay/$d/upper /run/overlay/$d/work
+  mount -t overlay overlay -o lowerdir=/$d,upperdir=/run/overlay/$d/upper,workdir=/run/overlay/$d/work /$d
+done
+mkdir -p /var/lib /var/log /var/cache
+tar xf {DKMS_GUEST_DIR}/dpkg.tar -C /var/lib
+ln -s {kdir()} /lib/modules/$(uname -r)/build
+DEBIAN_FRONTEND=noninteractive dpkg -i {debs}
 """
 
 

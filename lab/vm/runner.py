@@ -42,6 +42,11 @@ HOST_TOOLS = {  # binary -> Debian package providing it
     "make": "make",
     "gcc-12": "gcc-12",
     "iptables": "iptables",  # NFQUEUE comparisons run host iptables in the guest
+    # what Debian's dkms depends on: the guest installs dkms against the host's package database
+    # (lab/vm/kmod.py DKMS_INSTALL), so the host's /usr must have them
+    "dpkg-architecture": "dpkg-dev",
+    "patch": "patch",
+    "lsb_release": "lsb-release",
 }
 BUSYBOX = "/bin/busybox"
 # Loaded at boot (9p transport) plus what the tests need; dependencies
@@ -52,7 +57,7 @@ MODULES = BOOT_MODULES + [
     "sch_netem", "sch_tbf", "sch_htb", "sch_ingress", "cls_u32", "cls_matchall",
     "act_mirred", "act_gact",
     "nf_tables", "nft_compat", "ip_tables", "iptable_filter", "ip6_tables", "ip6table_filter",
-    "x_tables", "xt_physdev", "xt_NFQUEUE", "nfnetlink_queue",
+    "x_tables", "xt_physdev", "xt_NFQUEUE", "nfnetlink_queue", "overlay",
 ]
 PROBLEM_RE = re.compile(r"\bBUG\b|\bWARNING:|\bOops\b|Kernel panic|general protection fault|"
                         r"UBSAN:|KASAN:|refcount_t:|list_(add|del) corruption|Call Trace:")
@@ -429,7 +434,8 @@ def initramfs(kver: str, idle_timeout: int = 1800) -> Path:
 
 
 def prepare(install: bool = True, headers: bool = True) -> dict:
-    """Idempotent: host tools, kernel, vmlinux, initramfs, headers. Returns paths."""
+    """Idempotent: host tools, kernel, vmlinux, initramfs, headers and Debian's dkms package
+    (lab/vm/kmod.py installs it in the guest). Returns paths."""
     if install:
         install_host_tools()
     if missing := missing_host_packages():
@@ -443,6 +449,7 @@ def prepare(install: bool = True, headers: bool = True) -> dict:
         paths = {"kver": kver, "kernel": kernel_image(kver), "initrd": initramfs(kver)}
         if headers:
             paths["kdir"] = kdir(kver)
+            paths["dkms"] = _deb("dkms")
     return paths
 
 

@@ -1,5 +1,6 @@
-"""The kernel module in Debian's kernel, under qemu: golden frames through a real
-bridge whose ports are 8021q VLAN interfaces, counters over generic netlink, a
+"""The kernel module in Debian's kernel, under qemu, as DKMS built it from the reshaper-dkms
+package installed in the guest: golden frames through a real bridge whose ports are 8021q VLAN
+interfaces, counters over generic netlink, a
 refused program, CAP_NET_ADMIN, reload under traffic, unload and namespace exit
 under traffic with a clean kernel log, the tracepoint `reshaper trace` reads. One VM
 boot for the file (lab/vm/kmod.py describes the topology)."""
@@ -22,10 +23,11 @@ from reshaper.bridge.apply import apply_capture
 from reshaper.bridge.captures import CaptureReader
 from reshaper.bridge.kernel_genl import PORT_COUNTERS
 from reshaper.lab.vm import VM, assert_kernel_clean, kdir, kernel_problems, kernel_version, prepare
-from reshaper.lab.vm.kmod import GUEST_SETUP, build_module, python_bundle, run_command, shares
+from reshaper.lab.vm.kmod import GUEST_ENV, build_module, dkms_install, dkms_share, python_bundle, run_command, shares
 from reshaper.rules.config import load_config
 from tests.helpers.captures import write_capture
 from tests.helpers.carriers import CONVERSATION, CONVERSATION_RULES, MIX_RULES, mix
+from tests.helpers.debian import deb_field
 from tests.helpers.engine_names import collisions, kernel_macros
 from tests.helpers.golden import UNTIMED_CASES, Case, describe, one_bit_past
 from tests.helpers.tracepoint import tp_printk
@@ -190,16 +192,24 @@ def ok(vm: VM, script: str, timeout: float = 120) -> str:
 
 
 @pytest.fixture(scope="module")
-def vm():
-    prepare(install=False)
-    build = build_module()
+def vm(amd64_debs, tmp_path_factory):
+    paths = prepare(install=False)
+    build = build_module()   # built here too: its build must have no warnings
     python_bundle(build)
     cases = golden_cases(build)
     (build / "cases.json").write_text(json.dumps([guest_case(c) for c in cases]))
+    packages = [paths["dkms"], amd64_debs["reshaper-dkms"]]
+    dkms = dkms_share(tmp_path_factory.mktemp("dkms"), packages)
     # one TCG thread: the trace test enables and disables a tracepoint (lab/vm/runner.py's VM says why)
-    with VM(shares=shares(build), cpus=2, memory_mb=1024, one_tcg_thread=True) as v:
-        status, out = v.run(GUEST_SETUP, 60)
+    with VM(shares={**shares(build), **dkms}, cpus=2, memory_mb=1024, one_tcg_thread=True) as v:
+        status, out = v.run(GUEST_ENV, 60)
         assert status == 0, out
+        t0 = time.monotonic()
+        status, v.dkms_log = v.run(dkms_install(packages), 900)
+        assert status == 0, v.dkms_log
+        v.dkms_seconds = time.monotonic() - t0
+        v.dkms_version = deb_field(amd64_debs["reshaper-dkms"], "Version")
+        ok(v, "modprobe reshaper")
         # Two appliances start at once (Python starts take ~10 s each here): br/h
         # for most tests, br2/h2 for the namespace-exit test at the end.
         (build / "first.yaml").write_text(cases[0].config)
@@ -231,6 +241,23 @@ def test_no_amd64_kernel_macro_spells_an_engine_identifier():
     assert collisions(macros) == {}
 
 
+def test_dkms_built_and_installed_the_module_that_runs(vm):
+    """Installing reshaper-dkms (with Debian's dkms) built the module for the running kernel and
+    put it where modprobe found it, the only reshaper.ko of the guest, built without warnings."""
+    kver = kernel_version()
+    assert "Building initial module for " + kver in vm.dkms_log, vm.dkms_log
+    assert f"Installing to /lib/modules/{kver}/updates/dkms/" in vm.dkms_log, vm.dkms_log
+    out = ok(vm, f"""
+        dkms status reshaper
+        find /lib/modules -name 'reshaper.ko*'
+        grep -o '^reshaper ' /proc/modules
+        grep -c "warning:" /var/lib/dkms/reshaper/{vm.dkms_version}/{kver}/x86_64/log/make.log || true
+    """)
+    assert out.splitlines() == [f"reshaper/{vm.dkms_version}, {kver}, x86_64: installed",
+                                f"/lib/modules/{kver}/updates/dkms/reshaper.ko", "reshaper ", "0"], out
+    print(f"dpkg -i dkms reshaper-dkms (DKMS build included): {vm.dkms_seconds:.0f} s")
+
+
 def test_golden_frames_through_the_bridge(vm):
     """Every golden case that does not depend on timing, and the cross-carrier test's
     generated mix and real conversation (tests/helpers/carriers.py): exact frames at the
@@ -250,7 +277,10 @@ def test_golden_frames_through_the_bridge(vm):
         if p := compare(case, r["frames"], r["stats"]):
             problems.append(f"--- {case.name}\n" + "\n".join(p))
     assert not problems, "\n".join(problems)
-    print(f"{len(vm.cases)} golden cases in {time.monotonic() - t0:.1f} s")
+    sent_again = {name: [round(ns / 1e6, 1) for ns in r["send_late_ns"]]
+                  for name, r in results.items() if len(r.get("send_late_ns", [])) > 1}
+    print(f"{len(vm.cases)} golden cases in {time.monotonic() - t0:.1f} s; "
+          f"sent again, inputs late (ms) at each attempt: {sent_again or 'none'}")
 
 
 def test_stats_bad_program_and_permissions_over_genetlink(vm):
