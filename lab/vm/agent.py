@@ -129,15 +129,26 @@ def settle(control: str, cap: socket.socket, timeout: float = 10) -> None:
             quiet = time.monotonic() + SETTLE_QUIET_S
 
 
-def run_case(case: dict, tx: socket.socket, control: str) -> list:
+# A case whose frames went out later than this after their times is sent again (up to
+# CASE_ATTEMPTS times): under TCG the sender can stall for milliseconds, and a frame sent 5 ms
+# late no longer overtakes one delayed by 10 ms (tests/golden/delay-fixed.yaml).
+SEND_LATE_LIMIT_NS = 2_000_000
+CASE_ATTEMPTS = 5
+
+
+def run_case(case: dict, tx: socket.socket, control: str) -> tuple[list, int]:
+    """The frames out, with their times from the case's start, and how late the latest input
+    went out (ns)."""
     cap = capture_socket()
     settle(control, cap)
     got = []
+    late = 0
     t0 = time.monotonic()
     for at_ns, frame in case["in"]:
         while (delay := t0 + at_ns / 1e9 - time.monotonic()) > 0:
             time.sleep(min(delay, 0.001))
         tx.send(bytes.fromhex(frame))
+        late = max(late, round((time.monotonic() - t0) * 1e9) - at_ns)
     last = t0 + case["in"][-1][0] / 1e9 if case["in"] else t0
     deadline = last + case.get("wait", 2.0)
     quiet_until = None
@@ -152,7 +163,7 @@ def run_case(case: dict, tx: socket.socket, control: str) -> list:
             continue
         got.append([round((time.monotonic() - t0) * 1e9), frame.hex()])
     cap.close()
-    return got
+    return got, late
 
 
 def golden(cases_path: str, results_path: str, control: str, config_path: str) -> None:
@@ -166,8 +177,15 @@ def golden(cases_path: str, results_path: str, control: str, config_path: str) -
         if st["last_reload_error"]:
             results[case["name"]] = {"error": st["last_reload_error"]}
             continue
-        frames = run_case(case, tx, control)
-        results[case["name"]] = {"frames": frames, "stats": read_stats(control)}
+        lateness = []
+        while len(lateness) < CASE_ATTEMPTS:
+            if lateness:   # afresh: the counters count one attempt
+                reload(control, config_path, case["config"])
+            frames, late = run_case(case, tx, control)
+            lateness.append(late)
+            if late <= SEND_LATE_LIMIT_NS:
+                break
+        results[case["name"]] = {"frames": frames, "stats": read_stats(control), "send_late_ns": lateness}
     with open(results_path, "w") as f:
         json.dump(results, f)
 
