@@ -83,8 +83,18 @@ bench-armhf: test-setup
 demo: setup
 	$(VENV)/bin/reshaper demo
 
+# Two pytest runs side by side, one a core: tests/armhf (the emulated board's one qemu thread
+# for most of its time, the critical path) and all the others; the board's log is printed
+# after the others'. Either failing fails the target.
+TEST_ARMHF_LOG := build/test-armhf.log
 test: test-setup fuzz
-	$(PY) -m pytest -q --durations=15
+	mkdir -p build
+	$(PY) -m pytest -q --durations=15 tests/armhf >$(TEST_ARMHF_LOG) 2>&1 & armhf=$$!; \
+	  others=0; $(PY) -m pytest -q --durations=15 --ignore=tests/armhf || others=$$?; \
+	  armhf_status=0; wait $$armhf || armhf_status=$$?; \
+	  echo "=== tests/armhf ($(TEST_ARMHF_LOG))"; cat $(TEST_ARMHF_LOG); \
+	  echo "make test: pytest exit status $$others (tests/armhf excluded), $$armhf_status (tests/armhf)"; \
+	  [ $$others = 0 ] && [ $$armhf_status = 0 ]
 
 # the tests that need no root, no network and no VM (tests/conftest.py marks them unit), in under a minute
 test-unit: setup apt-unit
