@@ -105,7 +105,7 @@ def shares(build: Path) -> dict[str, str]:
 
 # Run first in the guest: the Python bundle, helpers, the bridge's modules. Later commands
 # source /tmp/env.sh. GUEST_SETUP also loads the module built here; tests/kmod installs
-# the reshaper-dkms package instead (DKMS_INSTALL).
+# the reshaper-dkms package instead (dkms_install).
 GUEST_ENV = f"""
 set -e
 cp {GUEST_DIR}/pydeps.zip /tmp/pydeps.zip
@@ -135,7 +135,7 @@ DKMS_GUEST_DIR = "/dkms"    # the packages and the host's package database (dkms
 
 
 def dkms_share(dest: Path, packages: list[Path]) -> dict[str, str]:
-    """Shares for DKMS_INSTALL: dest, with the packages and a copy of the host's package database
+    """Shares for dkms_install: dest, with the packages and a copy of the host's package database
     (what the host's /usr, the guest's, has installed), at DKMS_GUEST_DIR; the unpacked headers of
     the VM's kernel at their own path (runner.kdir's Makefile names it)."""
     for deb in packages:

@@ -43,7 +43,7 @@ HOST_TOOLS = {  # binary -> Debian package providing it
     "gcc-12": "gcc-12",
     "iptables": "iptables",  # NFQUEUE comparisons run host iptables in the guest
     # what Debian's dkms depends on: the guest installs dkms against the host's package database
-    # (lab/vm/kmod.py DKMS_INSTALL), so the host's /usr must have them
+    # (lab/vm/kmod.py dkms_install), so the host's /usr must have them
     "dpkg-architecture": "dpkg-dev",
     "patch": "patch",
     "lsb_release": "lsb-release",
