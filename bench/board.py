@@ -103,7 +103,10 @@ class BoardLink:
         except (BrokenPipeError, queue.Empty):
             line = None
         if line is None:
-            self.agent.poll()
+            try:   # stdout closed: ssh is exiting, and its status can lag behind under load
+                self.agent.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
             err = self.agent.stderr.read() if self.agent.returncode is not None else "no answer"
             if "No module named" in err:
                 err = (f"the board's reshaper has no bench agent ({AGENT}): deploy this version to it first "
