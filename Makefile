@@ -85,11 +85,12 @@ demo: setup
 
 # Two pytest runs side by side, one a core: tests/armhf (the emulated board's one qemu thread
 # for most of its time, the critical path) and all the others; the board's log is printed
-# after the others'. Either failing fails the target.
+# after the others'. Either failing fails the target. set -m: a job put in the background
+# without job control ignores SIGINT, and so would every process it starts.
 TEST_ARMHF_LOG := build/test-armhf.log
 test: test-setup fuzz
 	mkdir -p build
-	$(PY) -m pytest -q --durations=15 tests/armhf >$(TEST_ARMHF_LOG) 2>&1 & armhf=$$!; \
+	set -m; $(PY) -m pytest -q --durations=15 tests/armhf >$(TEST_ARMHF_LOG) 2>&1 & armhf=$$!; \
 	  others=0; $(PY) -m pytest -q --durations=15 --ignore=tests/armhf || others=$$?; \
 	  armhf_status=0; wait $$armhf || armhf_status=$$?; \
 	  echo "=== tests/armhf ($(TEST_ARMHF_LOG))"; cat $(TEST_ARMHF_LOG); \
