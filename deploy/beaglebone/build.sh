@@ -11,9 +11,10 @@
 #                                                drop-in for XDP mode; reshaper-nfqueue.modules
 #                                                and .sysctl, what nfqueue mode loads and sets),
 #                                                an example rule file
-#   reshaper_VER_armhf.deb, reshaper-dkms_VER_all.deb
+#   reshaper_VER_armhf.deb, reshaper-dkms_VER_all.deb, reshaper-modules-KREL_VER_armhf.deb
 #                                                the same as Debian packages, for apt
-#                                                (deploy/debian/build-debs.sh)
+#                                                (deploy/debian/build-debs.sh; the last one
+#                                                holds the module, unless --no-module)
 #
 #   deploy/beaglebone/build.sh [--kernel-release 6.1.0-50-armmp | --kernel-headers DIR]
 #                              [--no-module] [--out DIR]
@@ -304,9 +305,9 @@ mv "$OUT/$NAME.tar.gz.tmp" "$OUT/$NAME.tar.gz"
 log "bundle: $OUT/$NAME.tar.gz ($(du -k "$OUT/$NAME.tar.gz" | cut -f1) KiB)"
 
 # ---------------------------------------------------------------- (d) the Debian packages
-rm -f "$OUT"/reshaper_*.deb "$OUT"/reshaper-dkms_*.deb
+rm -f "$OUT"/reshaper_*.deb "$OUT"/reshaper-dkms_*.deb "$OUT"/reshaper-modules-*.deb
 DEBS=$(bash "$REPO/deploy/debian/build-debs.sh" --wheel "$WHEEL" --deps "$OUT/deps" --dkms "$DKMS" \
-         --out "$OUT" --strip "${CROSS}strip")
+         ${KO:+--module "$KO"} --out "$OUT" --strip "${CROSS}strip")
 for d in $DEBS; do
   log "package: $d ($(du -k "$d" | cut -f1) KiB)"
 done

@@ -5,9 +5,13 @@
 #                             its man page; Debian's python3, cffi backend, PyYAML, libxdp, libbpf
 #                             and libnetfilter-queue as dependencies
 #   reshaper-dkms_VER_all.deb the module's sources in /usr/src/reshaper-VER for DKMS
+#   reshaper-modules-KREL_VER_ARCH.deb
+#                             with --module KO: that module, built for the kernel release KREL
+#                             (its vermagic), for boards without a compiler or the kernel's
+#                             headers; named as module-assistant names its packages
 #
 #   deploy/debian/build-debs.sh --wheel WHL --deps DIR --dkms DIR --out DIR
-#                               [--version V] [--strip STRIP]
+#                               [--module KO] [--version V] [--strip STRIP]
 #
 # ARCH comes from the wheel's platform tag (linux_armv7l: armhf, linux_x86_64: amd64). --version
 # gives the packages another version than the wheel's (an older package to upgrade from, in
@@ -17,16 +21,17 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 BB=$REPO/deploy/beaglebone
-WHEEL= DEPS= DKMS= OUT= VERSION= STRIP=strip
+WHEEL= DEPS= DKMS= OUT= MODULE= VERSION= STRIP=strip
 while [ $# -gt 0 ]; do
   case $1 in
     --wheel) WHEEL=$2; shift 2 ;;
     --deps) DEPS=$2; shift 2 ;;
     --dkms) DKMS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
+    --module) MODULE=$2; shift 2 ;;
     --version) VERSION=$2; shift 2 ;;
     --strip) STRIP=$2; shift 2 ;;
-    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
     *) echo "build-debs.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -58,24 +63,29 @@ doc() {
     "$(date -u -R -d "@$SOURCE_DATE_EPOCH")" | gzip -9n >"$d/changelog.gz"
 }
 
-# script NAME PKG ROOT: a maintainer script of ours, its version filled in
+# fill FILE: a template of ours with the version, architecture and kernel release filled in
+fill() {
+  sed -e "s/@VERSION@/$VERSION/g" -e "s/@ARCH@/$ARCH/g" -e "s/@KREL@/${KREL:-}/g" "$1"
+}
+
+# script NAME TEMPLATE ROOT: a maintainer script of ours, filled in
 script() {
   [ -f "$HERE/$2.$1" ] || return 0
-  sed "s/@VERSION@/$VERSION/g" "$HERE/$2.$1" >"$3/DEBIAN/$1"
+  fill "$HERE/$2.$1" >"$3/DEBIAN/$1"
   chmod 0755 "$3/DEBIAN/$1"
 }
 
-# pack PKG ROOT: control file, md5sums, dates; dpkg-deb
+# pack PKG ROOT [TEMPLATE]: control file, md5sums, dates; dpkg-deb. TEMPLATE names our
+# PKG.control and maintainer scripts when PKG's name is not fixed (default: PKG)
 pack() {
-  local pkg=$1 root=$2 arch deb size
+  local pkg=$1 root=$2 template=${3:-$1} arch deb size
   find "$root" -type d -exec chmod 0755 {} +
   mkdir -p "$root/DEBIAN"
-  for s in postinst prerm postrm; do script "$s" "$pkg" "$root"; done
+  for s in postinst prerm postrm; do script "$s" "$template" "$root"; done
   (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z \
     | xargs -0 md5sum >DEBIAN/md5sums)
   size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
-  sed -e "s/@VERSION@/$VERSION/g" -e "s/@ARCH@/$ARCH/g" -e "s/@INSTALLED_SIZE@/$size/g" \
-    "$HERE/$pkg.control" >"$root/DEBIAN/control"
+  fill "$HERE/$template.control" | sed "s/@INSTALLED_SIZE@/$size/g" >"$root/DEBIAN/control"
   [ ! -f "$root/etc/reshaper/reshaper.env" ] || echo /etc/reshaper/reshaper.env >"$root/DEBIAN/conffiles"
   chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums" "$root"/DEBIAN/conffiles 2>/dev/null || true
   find "$root" -newermt "@$SOURCE_DATE_EPOCH" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
@@ -138,3 +148,19 @@ sed -i "s/^PACKAGE_VERSION=.*/PACKAGE_VERSION=\"$VERSION\"/" "$D/usr/src/reshape
 find "$D/usr/src" -type f -exec chmod 0644 {} +
 doc reshaper-dkms "$D"
 pack reshaper-dkms "$D"
+
+# ---------------------------------------------------------------- reshaper-modules-KREL
+if [ -n "$MODULE" ]; then
+  [ -f "$MODULE" ] || die "--module $MODULE: no such file"
+  # the release the module loads into is its vermagic's first word, as install.sh compares it
+  KREL=$(modinfo -F vermagic "$MODULE" | cut -d' ' -f1)
+  [ -n "$KREL" ] || die "--module $MODULE: no vermagic"
+  case $ARCH:$(readelf -h "$MODULE" | sed -n 's/^ *Machine: *//p') in
+    armhf:ARM|amd64:*X86-64) ;;
+    *) die "--module $MODULE: not a module for $ARCH" ;;
+  esac
+  M=$STAGE/reshaper-modules
+  install -D -m 0644 "$MODULE" "$M/lib/modules/$KREL/updates/reshaper.ko"
+  doc "reshaper-modules-$KREL" "$M"
+  pack "reshaper-modules-$KREL" "$M" reshaper-modules
+fi

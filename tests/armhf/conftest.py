@@ -30,7 +30,7 @@ def bb_build() -> dict:
     bundles = sorted(out.glob("reshaper-beaglebone-*.tar.gz"))
     debs = {deb.name.split("_")[0]: deb for deb in out.glob("*.deb")}
     assert len(wheels) == 1 and len(kos) == 1 and len(bundles) == 1, r.stdout
-    assert sorted(debs) == ["reshaper", "reshaper-dkms"], r.stdout
+    assert sorted(debs) == ["reshaper", "reshaper-dkms", f"reshaper-modules-{krel}"], r.stdout
     print(f"build.sh: {time.monotonic() - t0:.1f} s, module for {krel}")
     HEADERS_BUILT_AGAINST["armmp"] = krel
     kdir = armhf.CACHE / "kernel" / krel / "headers/usr/src" / f"linux-headers-{krel}"

@@ -4,6 +4,7 @@ file before it touches the network, lintian passes the packages. The deploy and
 the package install on an emulated board are test_board_deploy.py."""
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -199,3 +200,17 @@ def test_debian_dkms_package_is_the_module_source_for_dkms(bb_build):
     assert 'PACKAGE_VERSION="0.1.0"\n' in deb_file(deb, "./usr/src/reshaper-0.1.0/dkms.conf")
     postinst = deb_control_file(deb, "postinst")
     assert "/usr/lib/dkms/common.postinst reshaper 0.1.0 " in postinst, postinst
+
+
+def test_debian_modules_package_is_the_bundles_module_for_its_kernel(bb_build):
+    """The module the bundle carries, as a package named for its kernel release (for boards
+    without a compiler or headers: deploy/ansible's kernel mode); depmod indexes it."""
+    krel = bb_build["krel"]
+    deb = bb_build["debs"][f"reshaper-modules-{krel}"]
+    assert (deb_field(deb, "Architecture"), deb_field(deb, "Version"), deb_field(deb, "Conflicts")) == \
+        ("armhf", "0.1.0", "reshaper-dkms")
+    md5sums = deb_control_file(deb, "md5sums")
+    assert f"{hashlib.md5(bb_build['ko'].read_bytes()).hexdigest()}  lib/modules/{krel}/updates/reshaper.ko\n" \
+        in md5sums, md5sums
+    assert f"depmod -a {krel}\n" in deb_control_file(deb, "postinst")
+    assert f"depmod -a {krel}\n" in deb_control_file(deb, "postrm")
