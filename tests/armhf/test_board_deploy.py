@@ -131,15 +131,18 @@ def task_result(stdout: str, task: str) -> str:
     return re.search(rf"^TASK \[reshaper : {re.escape(task)}.*\n(\w+):", stdout, re.M).group(1)
 
 
-def playbook(board: Board, tmp_path: Path, package: Path, rules: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    """deploy/ansible/site.yml run on the board as an inventory of one, and its recap for it
-    (ok, changed, failed...)."""
+def playbook(board: Board, tmp_path: Path, package: Path, rules: Path, *args: str,
+             **settings) -> tuple[subprocess.CompletedProcess, dict]:
+    """deploy/ansible/site.yml run on the board as an inventory of one, with the role's settings
+    (reshaper_mode...) beside the package and rule file, and its recap for it (ok, changed,
+    failed...)."""
     inventory = {"reshaper_boards": {"hosts": {"board": {
         "ansible_host": "127.0.0.1", "ansible_port": board.ssh_port, "ansible_user": "root",
         "ansible_ssh_private_key_file": str(board.key),
         "ansible_ssh_common_args": f"-o IdentitiesOnly=yes -o UserKnownHostsFile={board.known_hosts}"
                                    " -o GlobalKnownHostsFile=/dev/null",
-        "reshaper_package": str(package), "reshaper_vlans": [100, 200], "reshaper_rules": str(rules)}}}}
+        "reshaper_package": str(package), "reshaper_vlans": [100, 200], "reshaper_rules": str(rules),
+        **settings}}}}
     (tmp_path / "inventory.json").write_text(json.dumps(inventory))
     t0 = time.monotonic()
     r = run_playbook(tmp_path, tmp_path / "inventory.json", *args, timeout=1800)
@@ -153,10 +156,12 @@ def test_debian_package_through_the_ansible_role_then_by_hand(board, bb_build, t
     """deploy/debian's package on the board, first of all (the bundle's tests below start from
     the board it leaves). deploy/ansible's role installs an older version and sets the board up;
     run again it changes nothing; a new rule file is shown by --check --diff, then reloaded
-    into the running service; a bad one is refused on the board. Then by hand, as the README
+    into the running service; kernel mode, with the module's package; a bad rule file is refused
+    on the board, nothing else changed. Then by hand, as the README
     says: the tree's version upgraded over it with apt, removed and purged. The board has no
     apt sources: every dependency is already there (lab/vm/armhf.py's ROOTFS_PACKAGES)."""
     out = bb_build["out"]
+    module = f"reshaper-modules-{bb_build['krel']}"
     r = subprocess.run(["bash", str(REPO / "deploy/debian/build-debs.sh"), "--wheel", str(bb_build["wheel"]),
                         "--deps", str(out / "deps"), "--dkms", str(out / "dkms/reshaper-0.1.0"), "--out", str(tmp_path),
                         "--version", OLDER, "--strip", "arm-linux-gnueabihf-strip"], capture_output=True, text=True)
@@ -196,17 +201,35 @@ def test_debian_package_through_the_ansible_role_then_by_hand(board, bb_build, t
         assert main_pid(board) == pid and stats(board)["reloads"] == 1
         assert exchange(board, [udp(100, 5060)], 1) == [udp(200, 5060, tos=34 << 2)]
 
-        # a bad rule file: refused on the board, where it names the file it would have replaced
+        # kernel mode: the module's package installed, loaded now and at boot, the service restarted in it
+        kernel = {"reshaper_mode": "kernel", "reshaper_module_package": str(bb_build["debs"][module])}
+        r, recap = playbook(board, tmp_path, older, rules, **kernel)
+        assert r.returncode == 0 and recap["failed"] == 0, r.stdout
+        assert task_result(r.stdout, "Kernel mode's module, now") == "changed" and \
+            task_result(r.stdout, "Restarted") == "changed", r.stdout
+        assert board.ssh(f"dpkg-query -W -f '${{Version}}' {module}").stdout == "0.1.0"
+        assert board.ssh("cat /etc/modules-load.d/reshaper-kernel.conf; grep -c '^reshaper ' /proc/modules").stdout \
+            == "reshaper\n1\n"
+        assert exchange(board, [udp(100, 5060), telnet(100), udp(100, 7000)], 2) == \
+            [udp(200, 5060, tos=34 << 2), udp(200, 7000)]
+        st = stats(board)
+        counted = {rule["name"]: rule for rule in st["rules"]}
+        assert (st["mode"], counted["mark-voice"]["matched"], counted["no-telnet"]["dropped"]) == ("kernel", 1, 1), st
+        pid = main_pid(board)
+        assert process_status(board, pid)[1]["CapEff"] == CAP_NET_ADMIN
+
+        # a bad rule file: refused on the board, where it names the file it would have replaced;
+        # nothing changed before it (kernel mode's package, file and module were all in place)
         bad = tmp_path / "bad.yaml"
         bad.write_text(rules.read_text().replace("dst_port: 5060-5080", "dst_port: 5060-70000"))
-        r, recap = playbook(board, tmp_path, older, bad)
-        assert r.returncode != 0 and recap["failed"] == 1, r.stdout
+        r, recap = playbook(board, tmp_path, older, bad, **kernel)
+        assert r.returncode != 0 and recap["failed"] == 1 and recap["changed"] == 0, r.stdout
         assert "/etc/reshaper/rules.yaml:13:54: error: rule 'mark-voice': match.dst_port:" in r.stdout, r.stdout
         assert board.ssh("cat /etc/reshaper/rules.yaml").stdout == rules.read_text()
         assert main_pid(board) == pid
         assert exchange(board, [udp(100, 5060)], 1) == [udp(200, 5060, tos=34 << 2)]
 
-        # by hand: the tree's version over it, the service restarted with the same rules
+        # by hand: the tree's version over it, the service restarted with the same rules (in kernel mode)
         board.ssh("mkdir -p /root/debs")
         board.put([bb_build["debs"]["reshaper"]], "/root/debs")
         t0 = time.monotonic()
@@ -219,17 +242,20 @@ def test_debian_package_through_the_ansible_role_then_by_hand(board, bb_build, t
         assert exchange(board, [udp(100, 5060), telnet(100)], 1) == [udp(200, 5060, tos=34 << 2)]
 
         # remove: stopped, the software gone, the configuration kept; purge: nothing left of
-        # the package (the role's VLAN interfaces are the operator's: ifdown, then removed)
+        # the package (the role's VLAN interfaces and module file are the operator's: removed)
         board.ssh("apt-get remove -y -q reshaper")
         assert unit_state(board)[1] == "inactive"
         assert board.ssh("ls /etc/reshaper").stdout.split() == ["reshaper.env", "rules.yaml"]
         assert board.ssh("ls /usr/lib/reshaper /usr/bin/reshaper", check=False).returncode != 0
         assert exchange(board, [udp(100, 7000)], 1, timeout=3) == []
-        board.ssh("apt-get purge -y -q reshaper; ifdown eth0.100 eth0.200; rm /etc/network/interfaces.d/reshaper-vlans")
+        board.ssh(f"apt-get purge -y -q reshaper {module}; ifdown eth0.100 eth0.200;"
+                  " rm /etc/network/interfaces.d/reshaper-vlans /etc/modules-load.d/reshaper-kernel.conf; rmmod reshaper")
+        assert board.ssh("modinfo reshaper", check=False).returncode != 0   # depmod's index no longer has it
         assert named_reshaper(board) == before
     finally:
-        board.ssh("systemctl stop reshaper; dpkg --purge reshaper; rm -rf /root/debs;"
-                  " ifdown eth0.100 eth0.200; rm -f /etc/network/interfaces.d/reshaper-vlans;"
+        board.ssh(f"systemctl stop reshaper; dpkg --purge reshaper {module}; rm -rf /root/debs;"
+                  " ifdown eth0.100 eth0.200; rm -f /etc/network/interfaces.d/reshaper-vlans"
+                  " /etc/modules-load.d/reshaper-kernel.conf; rmmod reshaper;"
                   " ip link del eth0.100; ip link del eth0.200", check=False)
 
 
