@@ -15,7 +15,7 @@
 #
 # ARCH comes from the wheel's platform tag (linux_armv7l: armhf, linux_x86_64: amd64). --version
 # gives the packages another version than the wheel's (an older package to upgrade from, in
-# tests/armhf/test_board_packages.py). Built with dpkg-deb, as root:root, files dated at the
+# tests/armhf/test_board_deploy.py). Built with dpkg-deb, as root:root, files dated at the
 # commit (SOURCE_DATE_EPOCH): the same tree gives the same packages.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
