@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
     --kernel-headers) KHEADERS=$2; shift 2 ;;
     --no-module) MODULE=0; shift ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n 2,24p "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;   # the header, however long
     *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done

@@ -25,7 +25,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-usage() { sed -n 2,18p "$0"; exit 2; }
+usage() { sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 2; }   # the header, however long
 [ $# -ge 1 ] || usage
 HOST=$1; shift
 RULES=

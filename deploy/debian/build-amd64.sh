@@ -16,7 +16,7 @@ OUT=$REPO/dist/debian
 while [ $# -gt 0 ]; do
   case $1 in
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;   # the header, however long
     *) echo "build-amd64.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done

@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     --module) MODULE=$2; shift 2 ;;
     --version) VERSION=$2; shift 2 ;;
     --strip) STRIP=$2; shift 2 ;;
-    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;   # the header, however long
     *) echo "build-debs.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
