@@ -48,13 +48,14 @@ HOST_TOOLS = {  # binary -> Debian package
 HOST_FILES = {"/usr/arm-linux-gnueabihf/include/stdio.h": "libc6-dev-armhf-cross"}
 MODULES = ["8021q", "bridge", "veth"]
 # the debootstrap rootfs: what the wheel test, callgrind and the emulated board need
-# (systemd, udev, sshd, ifupdown: the same rootfs boots as the emulated board; what install.sh
-# would fetch with apt, as the board is offline: libxdp1 and libbpf1, which the wheel's extension
-# links in every mode, iptables and libnetfilter-queue1 for nfqueue mode; linux-perf, which a board
-# benchmark (bench/board.py) profiles the board with where it is installed)
+# (systemd, udev, sshd, ifupdown, and D-Bus, which networkctl needs, as on a BeagleBoard.org
+# image: the same rootfs boots as the emulated board; what install.sh would fetch with apt, as
+# the board is offline: libxdp1 and libbpf1, which the wheel's extension links in every mode,
+# iptables and libnetfilter-queue1 for nfqueue mode; linux-perf, which a board benchmark
+# (bench/board.py) profiles the board with where it is installed)
 ROOTFS_PACKAGES = ["python3", "python3-venv", "python3-cffi-backend", "python3-yaml", "python3-scapy",
                    "python3-pyroute2", "valgrind", "iproute2", "kmod", "systemd-sysv", "udev",
-                   "openssh-server", "ifupdown", "procps", "iptables", "libnetfilter-queue1",
+                   "openssh-server", "ifupdown", "dbus", "procps", "iptables", "libnetfilter-queue1",
                    "libxdp1", "libbpf1", "linux-perf"]
 SUITE = "bookworm"
 MIRROR = os.environ.get("RESHAPER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
