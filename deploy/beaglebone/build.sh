@@ -6,7 +6,8 @@
 #   reshaper-VER-KREL.ko                         the module for one kernel (default: the newest
 #                                                Debian armmp release in apt's lists)
 #   dkms/reshaper-VER/                           module sources + dkms.conf (rebuilt on the board)
-#   reshaper-beaglebone-VER.tar.gz               bundle: all of the above, install.sh,
+#   reshaper-beaglebone-VER.tar.gz               bundle: all of the above, install.sh (and
+#                                                reshaper-vlans, which makes the VLAN interfaces),
 #                                                reshaper.service (and reshaper-xdp.conf, its
 #                                                drop-in for XDP mode; reshaper-nfqueue.modules
 #                                                and .sysctl, what nfqueue mode loads and sets),
@@ -291,11 +292,11 @@ cp "$WHEEL" "$B/"
 cp -r "$OUT/deps" "$B/deps"
 [ -z "$KO" ] || cp "$KO" "$B/module/"
 mkdir -p "$B/dkms" && cp -r "$DKMS" "$B/dkms/"   # dkms/reshaper-VERSION, as install.sh takes it
-cp "$HERE/install.sh" "$HERE/reshaper.service" "$HERE/reshaper-xdp.conf" "$HERE/reshaper-nfqueue.modules" \
-  "$HERE/reshaper-nfqueue.sysctl" "$B/"
+cp "$HERE/install.sh" "$HERE/reshaper-vlans" "$HERE/reshaper.service" "$HERE/reshaper-xdp.conf" \
+  "$HERE/reshaper-nfqueue.modules" "$HERE/reshaper-nfqueue.sysctl" "$B/"
 cp "$HERE/rules.example.yaml" "$B/rules.example.yaml"
 [ ! -f "$HERE/README.md" ] || cp "$HERE/README.md" "$B/README.md"
-chmod +x "$B/install.sh"
+chmod +x "$B/install.sh" "$B/reshaper-vlans"
 { echo "version=$VERSION"; echo "wheel=$(basename "$WHEEL")"
   echo "module=${KO:+module/$(basename "$KO")}"; echo "kernel=${KREL:-}"
   echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -13,7 +13,7 @@
 # Installs into /opt/reshaper/venv (system site packages: Debian's python3-cffi-backend,
 # -yaml, -scapy, -pyroute2), the module (DKMS when kernel headers exist, else the
 # prebuilt one when its vermagic matches `uname -r`), persistent VLAN interfaces
-# (systemd-networkd or ifupdown), /etc/reshaper/rules.yaml, and the hardened unit (with, in XDP
+# (reshaper-vlans: systemd-networkd or ifupdown), /etc/reshaper/rules.yaml, and the hardened unit (with, in XDP
 # mode, the drop-in that lets it load an XDP program and open AF_XDP sockets).
 # Re-running upgrades in place (wheels the same as the last install's are kept, not installed
 # again). Every step says what it did; any failure stops it. What a mode
@@ -227,51 +227,8 @@ fi
 
 # ---- VLAN interfaces, persistent (a mode switch leaves them)
 if [ "$SWITCH" = 0 ] && [ -n "$VLANS" ]; then
-  ip link show "$IFACE" >/dev/null 2>&1 || die "no interface $IFACE"
-  if systemctl is-active -q systemd-networkd && networkctl status "$IFACE" >/dev/null 2>&1 \
-      && netfile=$(networkctl status "$IFACE" 2>/dev/null | sed -n 's/^ *Network File: \(\/.*\)/\1/p') \
-      && [ -n "$netfile" ] && [ -f "$netfile" ]; then
-    dropin="$netfile.d"; mkdir -p "$dropin"
-    : >"$dropin/reshaper-vlans.conf.tmp"; echo "[Network]" >>"$dropin/reshaper-vlans.conf.tmp"
-    for v in ${VLANS//,/ }; do
-      n=$IFACE.$v
-      printf '[NetDev]\nName=%s\nKind=vlan\n\n[VLAN]\nId=%s\n' "$n" "$v" >"/etc/systemd/network/20-reshaper-$n.netdev"
-      printf '[Match]\nName=%s\n\n[Link]\nRequiredForOnline=no\n\n[Network]\nLinkLocalAddressing=no\nLLDP=no\nEmitLLDP=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n' "$n" \
-        >"/etc/systemd/network/20-reshaper-$n.network"
-      echo "VLAN=$n" >>"$dropin/reshaper-vlans.conf.tmp"
-    done
-    mv "$dropin/reshaper-vlans.conf.tmp" "$dropin/reshaper-vlans.conf"
-    networkctl reload; networkctl reconfigure "$IFACE" || true
-    say "vlans: systemd-networkd ($netfile + $dropin/reshaper-vlans.conf)"
-  elif [ -f /etc/network/interfaces ]; then
-    grep -qE '^\s*source(-directory)?\s+/etc/network/interfaces.d' /etc/network/interfaces \
-      || echo "source /etc/network/interfaces.d/*" >>/etc/network/interfaces
-    mkdir -p /etc/network/interfaces.d
-    f=/etc/network/interfaces.d/reshaper-vlans
-    : >$f.tmp
-    # the trunk port itself must come up at boot, with no address, unless the image configures it
-    others=()
-    for o in /etc/network/interfaces /etc/network/interfaces.d/*; do
-      case $o in */reshaper-vlans*) ;; *) [ -f "$o" ] && others+=("$o") ;; esac
-    done
-    if ! grep -qsE "^\s*iface\s+$IFACE\s" "${others[@]}"; then
-      printf 'auto %s\niface %s inet manual\n  up ip link set %s up\n\n' "$IFACE" "$IFACE" "$IFACE" >>$f.tmp
-    fi
-    for v in ${VLANS//,/ }; do
-      n=$IFACE.$v
-      printf 'auto %s\niface %s inet manual\n  pre-up ip link show %s >/dev/null 2>&1 || ip link add link %s name %s type vlan id %s\n  up ip link set %s up\n  post-down ip link del %s\n\n' \
-        "$n" "$n" "$n" "$IFACE" "$n" "$v" "$n" "$n" >>$f.tmp
-    done
-    mv $f.tmp $f
-    say "vlans: ifupdown ($f)"
-  else
-    die "neither systemd-networkd manages $IFACE nor /etc/network/interfaces exists: create the VLAN interfaces yourself"
-  fi
-  ip link set "$IFACE" up   # first: a VLAN interface cannot come up on a lower one that is down
-  for v in ${VLANS//,/ }; do  # now, whatever the network manager does later
-    ip link show "$IFACE.$v" >/dev/null 2>&1 || ip link add link "$IFACE" name "$IFACE.$v" type vlan id "$v"
-    ip link set "$IFACE.$v" up
-  done
+  # shellcheck disable=SC2086  # one argument per VLAN id, checked above
+  ./reshaper-vlans "$IFACE" ${VLANS//,/ } | sed 's/^/[install] /'
 fi
 # sourced by the next run: quoted (%q), though the values were checked above
 printf 'LAST_MODE=%q\nLAST_IFACE=%q\nLAST_VLANS=%q\n' "$MODE" "$IFACE" "$VLANS" >$ETC/install.conf

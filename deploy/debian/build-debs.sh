@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages from what deploy/beaglebone/build.sh built (it runs this last):
 #   reshaper_VER_ARCH.deb     the appliance: the wheel and its private Python dependencies in
-#                             /usr/lib/reshaper, /usr/bin/reshaper, the unit (installed disabled),
+#                             /usr/lib/reshaper, /usr/bin/reshaper,
+#                             /usr/libexec/reshaper/reshaper-vlans, the unit (installed disabled),
 #                             its man page; Debian's python3, cffi backend, PyYAML, libxdp, libbpf
 #                             and libnetfilter-queue as dependencies
 #   reshaper-dkms_VER_all.deb the module's sources in /usr/src/reshaper-VER for DKMS
@@ -120,6 +121,8 @@ sed -e 's#/opt/reshaper/venv/bin/reshaper#/usr/bin/reshaper#g' \
   "$BB/reshaper.service" >"$R/lib/systemd/system/reshaper.service"
 ! grep -q /opt/ "$R/lib/systemd/system/reshaper.service" || die "the unit still names /opt"
 install -D -m 0644 "$BB/reshaper-xdp.conf" "$R/usr/share/reshaper/xdp.conf"
+# what makes the VLAN interfaces, as the bundle's install.sh does (the Ansible role runs it)
+install -D -m 0755 "$BB/reshaper-vlans" "$R/usr/libexec/reshaper/reshaper-vlans"
 install -D -m 0644 "$BB/reshaper-nfqueue.modules" "$R/usr/share/reshaper/nfqueue-modules.conf"
 install -D -m 0644 "$BB/reshaper-nfqueue.sysctl" "$R/usr/share/reshaper/nfqueue-sysctl.conf"
 # the modules every mode needs at boot (the service has no CAP_SYS_MODULE), as install.sh loads them
