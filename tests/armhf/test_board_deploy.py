@@ -110,6 +110,15 @@ def board():
     print(f"board: {time.monotonic() - t0:.1f} s in all")
 
 
+# systemd-networkd managing the trunk port (printf's format), the files in its folder once the role
+# made the VLAN interfaces there, then interfaces.d's (empty), and how the test takes it all away
+TRUNK_NETWORK = r"[Match]\nName=eth0\n\n[Network]\nLinkLocalAddressing=no\n"
+NETWORKD_FILES = ["/etc/network/interfaces.d:", "/etc/systemd/network:", "10-trunk.network", "10-trunk.network.d",
+                  "20-reshaper-eth0.100.netdev", "20-reshaper-eth0.100.network", "20-reshaper-eth0.200.netdev",
+                  "20-reshaper-eth0.200.network", "/etc/systemd/network/10-trunk.network.d:", "reshaper-vlans.conf"]
+NETWORKD_GONE = ("systemctl stop systemd-networkd.socket systemd-networkd;"
+                 " rm -rf /etc/systemd/network/10-trunk.network* /etc/systemd/network/20-reshaper-*;"
+                 " ip link del eth0.100; ip link del eth0.200")
 OLDER = "0.1.0~rc1"   # a version dpkg orders before the tree's 0.1.0: the package to upgrade from
 
 
@@ -156,8 +165,9 @@ def test_debian_package_through_the_ansible_role_then_by_hand(board, bb_build, t
     """deploy/debian's package on the board, first of all (the bundle's tests below start from
     the board it leaves). deploy/ansible's role installs an older version and sets the board up;
     run again it changes nothing; a new rule file is shown by --check --diff, then reloaded
-    into the running service; kernel mode, with the module's package; a bad rule file is refused
-    on the board, nothing else changed. Then by hand, as the README
+    into the running service; kernel mode, with the module's package, on a board whose network is
+    now systemd-networkd's; a bad rule file is refused on the board, nothing else changed. Then
+    by hand, as the README
     says: the tree's version upgraded over it with apt, removed and purged. The board has no
     apt sources: every dependency is already there (lab/vm/armhf.py's ROOTFS_PACKAGES)."""
     out = bb_build["out"]
@@ -201,12 +211,25 @@ def test_debian_package_through_the_ansible_role_then_by_hand(board, bb_build, t
         assert main_pid(board) == pid and stats(board)["reloads"] == 1
         assert exchange(board, [udp(100, 5060)], 1) == [udp(200, 5060, tos=34 << 2)]
 
-        # kernel mode: the module's package installed, loaded now and at boot, the service restarted in it
+        # the board's network becomes systemd-networkd's, as on a BeagleBoard.org image, where it
+        # manages the trunk port: ifupdown's VLAN interfaces taken down
+        board.ssh("systemctl stop reshaper; ifdown eth0.100 eth0.200;"
+                  f" printf '{TRUNK_NETWORK}' >/etc/systemd/network/10-trunk.network; systemctl start systemd-networkd")
+        # kernel mode: the module's package installed, loaded now and at boot, the service restarted
+        # in it; the VLAN interfaces made by systemd-networkd, now as at boot, ifupdown's file gone
         kernel = {"reshaper_mode": "kernel", "reshaper_module_package": str(bb_build["debs"][module])}
         r, recap = playbook(board, tmp_path, older, rules, **kernel)
         assert r.returncode == 0 and recap["failed"] == 0, r.stdout
         assert task_result(r.stdout, "Kernel mode's module, now") == "changed" and \
+            task_result(r.stdout, "The VLAN interfaces, at boot and now") == "changed" and \
             task_result(r.stdout, "Restarted") == "changed", r.stdout
+        assert board.ssh("ls /etc/systemd/network /etc/systemd/network/10-trunk.network.d /etc/network/interfaces.d"
+                         ).stdout.split() == NETWORKD_FILES
+        assert board.ssh("cat /etc/systemd/network/10-trunk.network.d/reshaper-vlans.conf").stdout == \
+            "[Network]\nVLAN=eth0.100\nVLAN=eth0.200\n"
+        for port in ("eth0.100", "eth0.200"):
+            assert f"Network File: /etc/systemd/network/20-reshaper-{port}.network" in \
+                board.ssh(f"networkctl status {port}").stdout
         assert board.ssh(f"dpkg-query -W -f '${{Version}}' {module}").stdout == "0.1.0"
         assert board.ssh("cat /etc/modules-load.d/reshaper-kernel.conf; grep -c '^reshaper ' /proc/modules").stdout \
             == "reshaper\n1\n"
@@ -248,14 +271,14 @@ def test_debian_package_through_the_ansible_role_then_by_hand(board, bb_build, t
         assert board.ssh("ls /etc/reshaper").stdout.split() == ["reshaper.env", "rules.yaml"]
         assert board.ssh("ls /usr/lib/reshaper /usr/bin/reshaper", check=False).returncode != 0
         assert exchange(board, [udp(100, 7000)], 1, timeout=3) == []
-        board.ssh(f"apt-get purge -y -q reshaper {module}; ifdown eth0.100 eth0.200;"
-                  " rm /etc/network/interfaces.d/reshaper-vlans /etc/modules-load.d/reshaper-kernel.conf; rmmod reshaper")
+        board.ssh(f"apt-get purge -y -q reshaper {module}; {NETWORKD_GONE}; rm /etc/modules-load.d/reshaper-kernel.conf;"
+                  " rmmod reshaper")
         assert board.ssh("modinfo reshaper", check=False).returncode != 0   # depmod's index no longer has it
         assert named_reshaper(board) == before
     finally:
         board.ssh(f"systemctl stop reshaper; dpkg --purge reshaper {module}; rm -rf /root/debs;"
-                  " ifdown eth0.100 eth0.200; rm -f /etc/network/interfaces.d/reshaper-vlans"
-                  " /etc/modules-load.d/reshaper-kernel.conf; rmmod reshaper;"
+                  f" ifdown eth0.100 eth0.200; rm -f /etc/network/interfaces.d/reshaper-vlans; {NETWORKD_GONE};"
+                  " rm -f /etc/modules-load.d/reshaper-kernel.conf; rmmod reshaper;"
                   " ip link del eth0.100; ip link del eth0.200", check=False)
 
 
