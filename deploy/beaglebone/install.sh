@@ -13,8 +13,8 @@
 # Installs into /opt/reshaper/venv (system site packages: Debian's python3-cffi-backend,
 # -yaml, -scapy, -pyroute2), the module (DKMS when kernel headers exist, else the
 # prebuilt one when its vermagic matches `uname -r`), persistent VLAN interfaces
-# (reshaper-vlans: systemd-networkd or ifupdown), /etc/reshaper/rules.yaml, and the hardened unit (with, in XDP
-# mode, the drop-in that lets it load an XDP program and open AF_XDP sockets).
+# (reshaper-vlans: systemd-networkd or ifupdown), /etc/reshaper/rules.yaml, and the hardened
+# unit (with, in XDP mode, the drop-in that lets it load an XDP program and open AF_XDP sockets).
 # Re-running upgrades in place (wheels the same as the last install's are kept, not installed
 # again). Every step says what it did; any failure stops it. What a mode
 # switch needs (this script, the unit, XDP mode's drop-in, the module, the DKMS sources) is kept
