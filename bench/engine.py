@@ -40,7 +40,9 @@ ENGINE = REPO / "rules" / "engine"
 HARNESS = pathlib.Path(__file__).resolve().parent / "engine_harness.c"   # the engine over a file of frames
 CONFIG = example("five-rules.yaml")
 RULE_COUNTS = (5, 50, 250, 1000)
-ENTRIES = {"loaded": "rs_run", "reference": "rs_run_reference"}
+# the harness's argument for each entry; "none" runs its loop without an engine, to be subtracted
+ENTRIES = {"loaded": [], "reference": ["reference"]}
+NO_ENTRY = ["none"]
 # frames per callgrind run and per native run of the five-rule mix (callgrind counts: any number will do)
 CALLGRIND_FRAMES = 2_000
 NATIVE_INSTRUCTIONS = 1_000_000_000   # about half a second natively, whatever a case costs
@@ -114,9 +116,22 @@ def iterations(case: Case, frames: int) -> int:
     return max(1, frames // len(case.frames))
 
 
-def parse_callgrind(stdout: str, stderr: str) -> float:
-    frames = int(re.search(r"frames=(\d+)", stdout).group(1))
-    return int(re.search(r"Collected : (\d+)", stderr).group(1)) / frames
+def callgrind_command(binary: str, inp: str, iters: int, argument: list[str], out: str) -> list[str]:
+    """valgrind counting every instruction of one harness run: rs_state_init, the loop, its memcpy"""
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, inp, str(iters), *argument]
+
+
+def parse_callgrind(stdout: str, stderr: str) -> tuple[int, int]:
+    """(frames, instructions) of one run"""
+    return (int(re.search(r"frames=(\d+)", stdout).group(1)),
+            int(re.search(r"Collected : (\d+)", stderr).group(1)))
+
+
+def instructions_per_frame(run: tuple[str, str], without: tuple[str, str]) -> float:
+    """An entry's instructions per frame: its run's (stdout, stderr) less the same run's without an engine."""
+    frames, total = parse_callgrind(*run)
+    _, rest = parse_callgrind(*without)
+    return (total - rest) / frames
 
 
 def engine_costs(tmp: pathlib.Path) -> list[dict]:
@@ -129,16 +144,17 @@ def engine_costs(tmp: pathlib.Path) -> list[dict]:
         inp = tmp / f"input-{k}.bin"
         bench_input(inp, case)
         row = {"case": case.name, "rules": case.rules}
-        for entry, symbol in ENTRIES.items():
-            extra = ["reference"] if entry == "reference" else []
-            cg = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp / 'cg.out'}",
-                                 f"--toggle-collect={symbol}", str(binary), str(inp),
-                                 str(iterations(case, CALLGRIND_FRAMES)), *extra],
+        counted = {}
+        for entry, argument in {**ENTRIES, "none": NO_ENTRY}.items():
+            cg = subprocess.run(callgrind_command(str(binary), str(inp), iterations(case, CALLGRIND_FRAMES),
+                                                  argument, str(tmp / "cg.out")),
                                 check=True, capture_output=True, text=True)
-            per = parse_callgrind(cg.stdout, cg.stderr)
+            counted[entry] = (cg.stdout, cg.stderr)
+        for entry, argument in ENTRIES.items():
+            per = instructions_per_frame(counted[entry], counted["none"])
             row[entry] = {"instructions_per_frame": round(per, 1), "ns_runs": []}
             native.append((row[entry], [str(binary), str(inp), str(iterations(case, int(NATIVE_INSTRUCTIONS / per))),
-                                        *extra]))
+                                        *argument]))
         rows.append(row)
     for _ in range(NATIVE_RUNS):
         for figures, command in native:

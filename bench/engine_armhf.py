@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,8 @@ import time
 
 from reshaper.lab.vm import armhf
 
-from reshaper.bench.engine import ENTRIES, bench_input, cases, cost_table, harness_command, iterations, \
-    parse_callgrind
+from reshaper.bench.engine import ENTRIES, NO_ENTRY, bench_input, callgrind_command, cases, cost_table, \
+    harness_command, instructions_per_frame, iterations
 
 # frames per callgrind run: counts are exact at any number, and valgrind under qemu-user is slow
 ARMHF_FRAMES = 200
@@ -41,11 +42,10 @@ def main() -> int:
         runs = []
         for k, case in enumerate(todo):
             bench_input(work / f"input-{k}.bin", case)
-            for entry, symbol in ENTRIES.items():
-                extra = " reference" if entry == "reference" else ""
-                runs.append(f"valgrind --tool=callgrind --callgrind-out-file=/bench/cg.out --toggle-collect={symbol} "
-                            f"./bench_engine input-{k}.bin {iterations(case, ARMHF_FRAMES)}{extra} "
-                            f">out-{k}-{entry} 2>err-{k}-{entry} || exit 1")
+            for entry, argument in {**ENTRIES, "none": NO_ENTRY}.items():
+                command = callgrind_command("./bench_engine", f"input-{k}.bin", iterations(case, ARMHF_FRAMES),
+                                            argument, "/bench/cg.out")
+                runs.append(f"{shlex.join(command)} >out-{k}-{entry} 2>err-{k}-{entry} || exit 1")
         r = armhf.chroot_run(root, "cd /bench\n" + "\n".join(runs), timeout=3600)
         if r.returncode:
             print(r.stdout, r.stderr, file=sys.stderr)
@@ -53,8 +53,10 @@ def main() -> int:
         rows = []
         for k, case in enumerate(todo):
             row = {"case": case.name, "rules": case.rules}
+            counted = {entry: ((work / f"out-{k}-{entry}").read_text(), (work / f"err-{k}-{entry}").read_text())
+                       for entry in [*ENTRIES, "none"]}
             for entry in ENTRIES:
-                per = parse_callgrind((work / f"out-{k}-{entry}").read_text(), (work / f"err-{k}-{entry}").read_text())
+                per = instructions_per_frame(counted[entry], counted["none"])
                 row[entry] = {"instructions_per_frame": round(per, 1)}
             rows.append(row)
     finally:
