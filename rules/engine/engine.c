@@ -413,6 +413,7 @@ static const uint8_t rs_key_order[RS_K_N] = {
 /* What a rule tests, split into key fields and residual match ops. */
 struct rs_shape {
 	uint32_t keys;			/* RS_K_* bits */
+	uint32_t resid_keys;		/* RS_K_* bits its residual ops read (rs_op_keys) */
 	uint32_t nresid;
 	uint32_t act;			/* offset of the first action op in the rule */
 	uint32_t mask[RS_K_N], value[RS_K_N];
@@ -453,8 +454,9 @@ struct rs_form_sub {
 	uint32_t mask[RS_HEAD];	/* the head's masks */
 	uint8_t field[RS_HEAD];	/* the head's fields (RS_K_*, RS_K_NONE) */
 	uint32_t nhead;		/* the head's fields that are not RS_K_NONE */
-	uint32_t single;	/* it has one rule: key0 is that rule's first key value */
-	uint32_t key0;
+	uint32_t single;	/* it has one rule: entry is its entry, key its head's values */
+	uint32_t entry;
+	uint32_t key[RS_HEAD];
 };
 
 static void rs_key_set(struct rs_shape *sh, uint32_t k, uint32_t mask, uint32_t value)
@@ -519,18 +521,36 @@ static int rs_shape_op(struct rs_shape *sh, uint32_t op, const uint8_t *o)
 	return 0;
 }
 
+/* The key fields a match op reads, as RS_K_* bits: a frame without one of them fails the op
+ * (rs_field_get, rs_ip_addr_at, RS_M_TCP_FLAGS's test). */
+static uint32_t rs_op_keys(uint32_t op, const uint8_t *o)
+{
+	switch (op) {
+	case RS_M_RANGE:
+		return RS_K_BIT(o[0]);
+	case RS_M_TCP_FLAGS:
+		return RS_K_BIT(RS_K_TCP_FLAGS);
+	case RS_M_IP:
+		return RS_K_BIT(o[1] == RS_FAMILY_IPV4 ? RS_K_IP4 + o[0] : RS_K_IP6 + 4 * o[0]);
+	}
+	return 0;
+}
+
 /* The shape of a verified rule. */
 static void rs_rule_shape(const uint8_t *r, struct rs_shape *sh)
 {
 	uint32_t k, off = RS_RULE_HDR_LEN;
 
 	sh->keys = 0;
+	sh->resid_keys = 0;
 	sh->nresid = 0;
 	if (r[2] != RS_FROM_ANY)
 		rs_key_set(sh, RS_K_PORT, 0xffffffffu, r[2] == RS_FROM_A ? RS_PORT_A : RS_PORT_B);
 	for (k = 0; k < r[4]; k++) {
-		if (!rs_shape_op(sh, r[off], r + off + 2))
+		if (!rs_shape_op(sh, r[off], r + off + 2)) {
 			sh->resid[sh->nresid++] = (uint16_t)off;
+			sh->resid_keys |= rs_op_keys(r[off], r + off + 2);
+		}
 		off += RS_OP_HDR_LEN + r[off + 1];
 	}
 	sh->act = off;
@@ -546,19 +566,20 @@ static uint32_t rs_popcount(uint32_t x)
 }
 
 /* The key fields of a rule's shape in frame class c, without those the class fixes; 0 when no
- * frame of the class can match the rule. */
+ * frame of the class can match the rule: one of the fields it reads, as a key or in a residual
+ * op (a port range of several ranges), is not in the class's frames. */
 static int rs_class_keys(const struct rs_shape *sh, uint32_t c, uint32_t *keys)
 {
-	uint32_t k = sh->keys, kind, i;
+	uint32_t k = sh->keys, reads = k | sh->resid_keys, kind, i;
 
 	if (c == RS_C_NOIP) {
 		*keys = k;
-		return !(k & RS_K_IP_ANY);
+		return !(reads & RS_K_IP_ANY);
 	}
 	kind = c - (c >= RS_C_IP6 ? RS_C_IP6 : RS_C_IP4);
-	if (k & (c >= RS_C_IP6 ? RS_K_IP4_ALL : RS_K_IP6_ALL))
+	if (reads & (c >= RS_C_IP6 ? RS_K_IP4_ALL : RS_K_IP6_ALL))
 		return 0;
-	if ((kind != RS_C_TCP && (k & RS_K_BIT(RS_K_TCP_FLAGS))) || (kind == RS_C_OTHER && (k & RS_K_PORTS)))
+	if ((kind != RS_C_TCP && (reads & RS_K_BIT(RS_K_TCP_FLAGS))) || (kind == RS_C_OTHER && (reads & RS_K_PORTS)))
 		return 0;
 	if (k & RS_K_BIT(RS_F_ETH_TYPE)) {
 		if (((c >= RS_C_IP6 ? RS_ETH_P_IPV6 : RS_ETH_P_IP) & sh->mask[RS_F_ETH_TYPE]) != sh->value[RS_F_ETH_TYPE])
@@ -1117,9 +1138,10 @@ static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t
 
 /* ---- field access ---- */
 
-/* Gets a field of RS_F_*; returns -1 when the frame does not have it. */
-static int rs_field_get(const struct rs_pkt *p, uint32_t f, uint32_t rx_len,
-		     uint32_t *val)
+/* Gets a field of RS_F_*; returns -1 when the frame does not have it. Inlined into rs_match_op:
+ * as a call it cost a residual port range 8 instructions, the walk 3 a rule. */
+static inline __attribute__((__always_inline__)) int rs_field_get(const struct rs_pkt *p, uint32_t f,
+								  uint32_t rx_len, uint32_t *val)
 {
 	const uint8_t *h = p->b + p->l3;
 
@@ -1435,7 +1457,9 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 			entry[RS_ENTRY_TAIL + j] = sh.value[pool[sub->tail + j]];
 		if (sub->count == 1) {
 			sub->single = 1;
-			sub->key0 = entry[RS_ENTRY_KEY];
+			sub->entry = used;
+			for (j = 0; j < RS_HEAD; j++)
+				sub->key[j] = entry[RS_ENTRY_KEY + j];
 		}
 		e = pool + sub->slots + rs_bucket(sub, entry + RS_ENTRY_KEY);
 		while (*e)
@@ -1552,6 +1576,19 @@ static int rs_tail_match(const uint32_t *pool, const struct rs_form_sub *sub, co
 	return 1;
 }
 
+/* Whether a rule whose head matched the frame matches it: its tail, then its residual ops. */
+static inline __attribute__((__always_inline__)) int rs_entry_rest_match(const uint8_t *prog, const struct rs_form_rule *fr,
+									   const uint32_t *pool, const struct rs_form_sub *sub,
+									   const uint32_t *entry, const struct rs_pkt *p,
+									   uint32_t port, uint32_t rx_len)
+{
+	uint32_t rule = entry[RS_ENTRY_RULE];
+
+	if (sub->ntail && !rs_tail_match(pool, sub, entry, p, port, rx_len))
+		return 0;
+	return !fr[rule].nresid || rs_resid_match(prog, pool + fr[rule].resid, fr[rule].nresid, p, rx_len);
+}
+
 /* The index of the frame's first matching rule, n_rules for none. */
 static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint8_t *prog, const struct rs_state *st,
 			    const struct rs_pkt *p, uint32_t port, uint32_t rx_len)
@@ -1569,7 +1606,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 		if (sub->keys & absent)
 			continue;
 		w0 = rs_key_value(p, sub->field[0], port, rx_len) & sub->mask[0];
-		if (sub->single && w0 != sub->key0)
+		if (sub->single && w0 != sub->key[0])
 			continue;	/* most frames leave a one-rule subtable here */
 		/* a head of fewer fields has 0 in the rest (RS_K_NONE under a zero mask) */
 		w1 = w2 = w3 = 0;
@@ -1577,6 +1614,13 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 			w1 = rs_key_value(p, sub->field[1], port, rx_len) & sub->mask[1];
 			w2 = rs_key_value(p, sub->field[2], port, rx_len) & sub->mask[2];
 			w3 = rs_key_value(p, sub->field[3], port, rx_len) & sub->mask[3];
+		}
+		if (sub->single) {
+			/* its one entry, without hashing or a bucket */
+			if (!((sub->key[1] ^ w1) | (sub->key[2] ^ w2) | (sub->key[3] ^ w3)) &&
+			    rs_entry_rest_match(prog, fr, pool, sub, pool + sub->entry, p, port, rx_len))
+				best = sub->first;
+			continue;
 		}
 		e = pool[sub->slots + (sub->bits ? rs_head_hash(w0, w1, w2, w3) >> (32 - sub->bits) : 0)];
 		for (; e; e = pool[e + RS_ENTRY_NEXT]) {
@@ -1589,9 +1633,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 			if (sub->nhead > 1 &&
 			    ((entry[RS_ENTRY_KEY + 1] ^ w1) | (entry[RS_ENTRY_KEY + 2] ^ w2) | (entry[RS_ENTRY_KEY + 3] ^ w3)))
 				continue;
-			if (sub->ntail && !rs_tail_match(pool, sub, entry, p, port, rx_len))
-				continue;
-			if (fr[rule].nresid && !rs_resid_match(prog, pool + fr[rule].resid, fr[rule].nresid, p, rx_len))
+			if (!rs_entry_rest_match(prog, fr, pool, sub, entry, p, port, rx_len))
 				continue;
 			best = rule;
 			break;
