@@ -1882,6 +1882,29 @@ static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
 	rs_modified(c, changed);
 }
 
+/*
+ * The same for the IP header's word at l3 + w where no checksum but the IPv4 header's covers it:
+ * the TOS and TTL words of IPv4, the first word (traffic class) and the hop limit's of IPv6
+ * (neither in a pseudo-header). rs_pkt_write_word, without its search for the checksums over the
+ * word: the cost of `set: {dscp}`, `set: {ecn}`, `set: {ttl}` and dec_ttl.
+ */
+static int rs_ip_word_write(struct rs_pkt *p, uint32_t w, uint32_t v, uint32_t mask)
+{
+	uint8_t *h = p->b + p->l3;
+	uint32_t old, nw;
+
+	if (p->reference)
+		return rs_pkt_write_word(p, p->l3 + w, v, mask);
+	old = rs_be16(h + w);
+	nw = (old & ~mask) | (v & mask);
+	if (nw == old)
+		return 0;
+	rs_put_be16(h + w, nw);
+	if (p->ipv == 4)
+		rs_put_be16(h + 10, rs_csum_update(rs_be16(h + 10), old, nw));
+	return 1;
+}
+
 /* Writes v into the bits of mask (a big-endian 16-bit view) at off. */
 static int rs_write_bits16(struct rs_pkt *p, uint32_t off, uint32_t v,
 			uint32_t mask)
@@ -1892,7 +1915,7 @@ static int rs_write_bits16(struct rs_pkt *p, uint32_t off, uint32_t v,
 static void rs_act_set_field(struct rs_ctx *c, const uint8_t *o)
 {
 	struct rs_pkt *p = &c->p;
-	uint32_t f = o[0], v = rs_le16(o + 1), l3 = p->l3;
+	uint32_t f = o[0], v = rs_le16(o + 1);
 	int ch = 0, ok = 1;
 
 	switch (f) {
@@ -1900,19 +1923,18 @@ static void rs_act_set_field(struct rs_ctx *c, const uint8_t *o)
 	case RS_F_ECN:
 		/* IPv4: TOS byte; IPv6: traffic class straddles bytes 0-1 */
 		if (p->ipv == 4)
-			ch = rs_write_bits16(p, l3, f == RS_F_DSCP ? v << 2 : v,
-					  f == RS_F_DSCP ? 0x00fc : 0x0003);
+			ch = rs_ip_word_write(p, 0, f == RS_F_DSCP ? v << 2 : v,
+					      f == RS_F_DSCP ? 0x00fc : 0x0003);
 		else if (p->ipv == 6)
-			ch = rs_write_bits16(p, l3, f == RS_F_DSCP ? v << 6 : v << 4,
-					  f == RS_F_DSCP ? 0x0fc0 : 0x0030);
+			ch = rs_ip_word_write(p, 0, f == RS_F_DSCP ? v << 6 : v << 4,
+					      f == RS_F_DSCP ? 0x0fc0 : 0x0030);
 		else
 			ok = 0;
 		break;
 	case RS_F_TTL:
 		if (p->ipv)
-			ch = rs_write_bits16(p, l3 + (p->ipv == 4 ? 8 : 6),
-					  p->ipv == 4 ? v << 8 : v,
-					  p->ipv == 4 ? 0xff00 : 0x00ff);
+			ch = rs_ip_word_write(p, p->ipv == 4 ? 8 : 6, p->ipv == 4 ? v << 8 : v,
+					      p->ipv == 4 ? 0xff00 : 0x00ff);
 		else
 			ok = 0;
 		break;
@@ -1953,9 +1975,9 @@ static int rs_act_dec_ttl(struct rs_ctx *c)
 	if (ttl <= 1)
 		return 1;
 	if (p->ipv == 4)
-		rs_modified(c, rs_write_bits16(p, p->l3 + 8, (ttl - 1) << 8, 0xff00));
+		rs_modified(c, rs_ip_word_write(p, 8, (ttl - 1) << 8, 0xff00));
 	else
-		rs_modified(c, rs_write_bits16(p, p->l3 + 6, ttl - 1, 0x00ff));
+		rs_modified(c, rs_ip_word_write(p, 6, ttl - 1, 0x00ff));
 	return 0;
 }
 
