@@ -40,9 +40,10 @@ ENGINE = REPO / "rules" / "engine"
 HARNESS = pathlib.Path(__file__).resolve().parent / "engine_harness.c"   # the engine over a file of frames
 CONFIG = example("five-rules.yaml")
 RULE_COUNTS = (5, 50, 250, 1000)
-# the harness's argument for each entry; "none" runs its loop without an engine, to be subtracted
+# the harness's argument for each entry; and the runs to count: the entries and "none", the harness's
+# loop without an engine, which each entry's count is taken against
 ENTRIES = {"loaded": [], "reference": ["reference"]}
-NO_ENTRY = ["none"]
+COUNTED_RUNS = {**ENTRIES, "none": ["none"]}
 # frames per callgrind run and per native run of the five-rule mix (callgrind counts: any number will do)
 CALLGRIND_FRAMES = 2_000
 NATIVE_INSTRUCTIONS = 1_000_000_000   # about half a second natively, whatever a case costs
@@ -145,7 +146,7 @@ def engine_costs(tmp: pathlib.Path) -> list[dict]:
         bench_input(inp, case)
         row = {"case": case.name, "rules": case.rules}
         counted = {}
-        for entry, argument in {**ENTRIES, "none": NO_ENTRY}.items():
+        for entry, argument in COUNTED_RUNS.items():
             cg = subprocess.run(callgrind_command(str(binary), str(inp), iterations(case, CALLGRIND_FRAMES),
                                                   argument, str(tmp / "cg.out")),
                                 check=True, capture_output=True, text=True)

@@ -18,7 +18,7 @@ import time
 
 from reshaper.lab.vm import armhf
 
-from reshaper.bench.engine import ENTRIES, NO_ENTRY, bench_input, callgrind_command, cases, cost_table, \
+from reshaper.bench.engine import COUNTED_RUNS, ENTRIES, bench_input, callgrind_command, cases, cost_table, \
     harness_command, instructions_per_frame, iterations
 
 # frames per callgrind run: counts are exact at any number, and valgrind under qemu-user is slow
@@ -42,7 +42,7 @@ def main() -> int:
         runs = []
         for k, case in enumerate(todo):
             bench_input(work / f"input-{k}.bin", case)
-            for entry, argument in {**ENTRIES, "none": NO_ENTRY}.items():
+            for entry, argument in COUNTED_RUNS.items():
                 command = callgrind_command("./bench_engine", f"input-{k}.bin", iterations(case, ARMHF_FRAMES),
                                             argument, "/bench/cg.out")
                 runs.append(f"{shlex.join(command)} >out-{k}-{entry} 2>err-{k}-{entry} || exit 1")
@@ -54,7 +54,7 @@ def main() -> int:
         for k, case in enumerate(todo):
             row = {"case": case.name, "rules": case.rules}
             counted = {entry: ((work / f"out-{k}-{entry}").read_text(), (work / f"err-{k}-{entry}").read_text())
-                       for entry in [*ENTRIES, "none"]}
+                       for entry in COUNTED_RUNS}
             for entry in ENTRIES:
                 per = instructions_per_frame(counted[entry], counted["none"])
                 row[entry] = {"instructions_per_frame": round(per, 1)}
