@@ -454,9 +454,9 @@ struct rs_form_sub {
 	uint32_t mask[RS_HEAD];	/* the head's masks */
 	uint8_t field[RS_HEAD];	/* the head's fields (RS_K_*, RS_K_NONE) */
 	uint32_t nhead;		/* the head's fields that are not RS_K_NONE */
-	uint32_t single;	/* it has one rule: entry is its entry, key its head's values */
-	uint32_t entry;
-	uint32_t key[RS_HEAD];
+	uint32_t single;	/* it has one rule: entry is the pool index of its entry, key0 its */
+	uint32_t entry;		/* first key value (read before the entry: most frames leave on it) */
+	uint32_t key0;
 };
 
 static void rs_key_set(struct rs_shape *sh, uint32_t k, uint32_t mask, uint32_t value)
@@ -1458,8 +1458,7 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 		if (sub->count == 1) {
 			sub->single = 1;
 			sub->entry = used;
-			for (j = 0; j < RS_HEAD; j++)
-				sub->key[j] = entry[RS_ENTRY_KEY + j];
+			sub->key0 = entry[RS_ENTRY_KEY];
 		}
 		e = pool + sub->slots + rs_bucket(sub, entry + RS_ENTRY_KEY);
 		while (*e)
@@ -1606,7 +1605,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 		if (sub->keys & absent)
 			continue;
 		w0 = rs_key_value(p, sub->field[0], port, rx_len) & sub->mask[0];
-		if (sub->single && w0 != sub->key[0])
+		if (sub->single && w0 != sub->key0)
 			continue;	/* most frames leave a one-rule subtable here */
 		/* a head of fewer fields has 0 in the rest (RS_K_NONE under a zero mask) */
 		w1 = w2 = w3 = 0;
@@ -1617,8 +1616,10 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 		}
 		if (sub->single) {
 			/* its one entry, without hashing or a bucket */
-			if (!((sub->key[1] ^ w1) | (sub->key[2] ^ w2) | (sub->key[3] ^ w3)) &&
-			    rs_entry_rest_match(prog, fr, pool, sub, pool + sub->entry, p, port, rx_len))
+			const uint32_t *entry = pool + sub->entry;
+
+			if (!((entry[RS_ENTRY_KEY + 1] ^ w1) | (entry[RS_ENTRY_KEY + 2] ^ w2) | (entry[RS_ENTRY_KEY + 3] ^ w3)) &&
+			    rs_entry_rest_match(prog, fr, pool, sub, entry, p, port, rx_len))
 				best = sub->first;
 			continue;
 		}
