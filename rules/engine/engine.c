@@ -1121,6 +1121,56 @@ static void rs_reparse(struct rs_pkt *p)
 	}
 }
 
+/*
+ * rs_parse for the frames most links carry, untagged Ethernet with IPv4 without options or IPv6
+ * without extension headers, in fewer steps: one test of the version and header length, constant
+ * offsets. It sets the fields rs_parse sets, to the same values; any other frame goes to rs_parse.
+ * rs_run parses here and rs_run_reference in rs_parse, so the differential fuzzer
+ * (rules/engine/fuzz_engine.c) compares the two.
+ */
+static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
+{
+	const uint8_t *h = p->b + RS_ETH_HLEN;
+	uint32_t eth_type, room = p->len - RS_ETH_HLEN, tot, frag;
+
+	if (p->l3mode || p->len < RS_ETH_HLEN + 20)
+		return rs_parse(p);
+	eth_type = rs_be16(p->b + 12);
+	if (eth_type == RS_ETH_P_IP && h[0] == 0x45) {
+		tot = rs_be16(h + 2);
+		if (tot < 20 || tot > room)
+			return -1;
+		frag = rs_be16(h + 6);
+		p->ipv = 4;
+		p->iphl = 20;
+		p->proto = h[9];
+		p->frag = (frag & 0x3fff) != 0;
+		p->has_l4off = (frag & 0x1fff) == 0;
+		p->l4 = RS_ETH_HLEN + 20;
+	} else if (eth_type == RS_ETH_P_IPV6 && room >= 40 && (h[0] >> 4) == 6 && !rs_is_ext_hdr(h[6])) {
+		tot = 40 + rs_be16(h + 4);
+		if (tot > room)
+			return -1;
+		p->ipv = 6;
+		p->iphl = 0;
+		p->proto = h[6];
+		p->frag = 0;
+		p->has_l4off = 1;
+		p->l4 = RS_ETH_HLEN + 40;
+	} else {
+		return rs_parse(p);
+	}
+	p->ntags = 0;
+	p->eth_type = eth_type;
+	p->l3 = RS_ETH_HLEN;
+	p->l3_end = RS_ETH_HLEN + tot;
+	p->hdr_end = p->l4;
+	p->l4hl = p->ck = 0;
+	if (p->has_l4off && p->l4wanted)
+		rs_parse_l4(p);
+	return 0;
+}
+
 /* Parses frame[0, len) of a buffer of cap bytes into p; returns -1 for a frame the rules do
  * not see (none, too long, malformed). Every entry starts its frame here, so no field is left
  * from another frame. */
@@ -1133,7 +1183,9 @@ static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t
 	p->l3mode = run_flags & RS_RUN_L3;
 	p->l4wanted = l4wanted;
 	p->reference = reference;
-	return !frame || len > cap || len > RS_MAX_FRAME ? -1 : rs_parse(p);
+	if (!frame || len > cap || len > RS_MAX_FRAME)
+		return -1;
+	return reference ? rs_parse(p) : rs_parse_common(p);
 }
 
 /* ---- field access ---- */
