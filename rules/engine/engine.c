@@ -968,29 +968,33 @@ static int rs_is_vlan_tpid(uint32_t t)
 	return t == RS_ETH_P_8021Q || t == RS_ETH_P_8021AD;
 }
 
-/* TCP, UDP, ICMP/ICMPv6 header at p->l4; a bogus one is just absent. */
-static void rs_parse_l4(struct rs_pkt *p)
+/* TCP, UDP, ICMP/ICMPv6 header at p->l4; a bogus one is just absent. Returns the kind of a frame
+ * class (RS_C_TCP, RS_C_UDP, RS_C_OTHER) that the header parsed gives. */
+static uint32_t rs_parse_l4(struct rs_pkt *p)
 {
-	uint32_t room = p->l3_end - p->l4, hl = 0, ck = 0;
+	uint32_t room = p->l3_end - p->l4, hl = 0, ck = 0, kind = RS_C_OTHER;
 
 	if (p->proto == RS_IPPROTO_TCP && room >= 20) {
 		hl = (uint32_t)(p->b[p->l4 + 12] >> 4) * 4;
 		ck = 16;
+		kind = RS_C_TCP;
 		if (hl < 20 || hl > room)
 			hl = 0;
 	} else if (p->proto == RS_IPPROTO_UDP && room >= 8) {
 		hl = 8;
 		ck = 6;
+		kind = RS_C_UDP;
 	} else if (((p->proto == RS_IPPROTO_ICMP && p->ipv == 4) ||
 		    (p->proto == RS_IPPROTO_ICMPV6 && p->ipv == 6)) && room >= 4) {
 		hl = 4;
 		ck = 2;
 	}
-	if (hl) {
-		p->l4hl = hl;
-		p->ck = p->l4 + ck;
-		p->hdr_end = p->l4 + hl;
-	}
+	if (!hl)
+		return RS_C_OTHER;
+	p->l4hl = hl;
+	p->ck = p->l4 + ck;
+	p->hdr_end = p->l4 + hl;
+	return kind;
 }
 
 static inline __attribute__((__always_inline__)) int rs_parse_ipv4(struct rs_pkt *p)
@@ -1121,26 +1125,49 @@ static void rs_reparse(struct rs_pkt *p)
 	}
 }
 
+/* The class (RS_C_*) of a frame rs_parse parsed. Without p->l4wanted (RS_FORM_L4) no TCP or UDP
+ * header is parsed and no rule needs one: the protocol alone makes the class. */
+static uint32_t rs_frame_class(const struct rs_pkt *p)
+{
+	uint32_t c;
+
+	if (!p->ipv)
+		return RS_C_NOIP;
+	c = p->ipv == 4 ? RS_C_IP4 : RS_C_IP6;
+	if (!p->l4hl && p->l4wanted)
+		return c + RS_C_OTHER;
+	if (p->proto == RS_IPPROTO_TCP)
+		return c + RS_C_TCP;
+	return c + (p->proto == RS_IPPROTO_UDP ? RS_C_UDP : RS_C_OTHER);
+}
+
+/* rs_parse, then the class of the frame (RS_C_*), or -1 for a malformed one */
+static int rs_parse_class(struct rs_pkt *p)
+{
+	return rs_parse(p) ? -1 : (int)rs_frame_class(p);
+}
+
 /*
  * rs_parse for the frames most links carry, untagged Ethernet with IPv4 without options or IPv6
  * without extension headers, in fewer steps: one test of the version and header length, constant
- * offsets. It sets the fields rs_parse sets, to the same values; any other frame goes to rs_parse.
- * rs_run parses here and rs_run_reference in rs_parse, so the differential fuzzer
+ * offsets, and the class found on the way. It sets the fields rs_parse sets, to the same values,
+ * and returns what rs_parse_class does; any other frame goes to rs_parse_class. rs_run parses here and rs_run_reference in rs_parse, so the differential fuzzer
  * (rules/engine/fuzz_engine.c) compares the two.
  */
 static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 {
 	const uint8_t *h = p->b + RS_ETH_HLEN;
-	uint32_t eth_type, room = p->len - RS_ETH_HLEN, tot, frag;
+	uint32_t eth_type, room = p->len - RS_ETH_HLEN, tot, frag, c;
 
 	if (p->l3mode || p->len < RS_ETH_HLEN + 20)
-		return rs_parse(p);
+		return rs_parse_class(p);
 	eth_type = rs_be16(p->b + 12);
 	if (eth_type == RS_ETH_P_IP && h[0] == 0x45) {
 		tot = rs_be16(h + 2);
 		if (tot < 20 || tot > room)
 			return -1;
 		frag = rs_be16(h + 6);
+		c = RS_C_IP4;
 		p->ipv = 4;
 		p->iphl = 20;
 		p->proto = h[9];
@@ -1151,6 +1178,7 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 		tot = 40 + rs_be16(h + 4);
 		if (tot > room)
 			return -1;
+		c = RS_C_IP6;
 		p->ipv = 6;
 		p->iphl = 0;
 		p->proto = h[6];
@@ -1158,7 +1186,7 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 		p->has_l4off = 1;
 		p->l4 = RS_ETH_HLEN + 40;
 	} else {
-		return rs_parse(p);
+		return rs_parse_class(p);
 	}
 	p->ntags = 0;
 	p->eth_type = eth_type;
@@ -1166,14 +1194,15 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 	p->l3_end = RS_ETH_HLEN + tot;
 	p->hdr_end = p->l4;
 	p->l4hl = p->ck = 0;
-	if (p->has_l4off && p->l4wanted)
-		rs_parse_l4(p);
-	return 0;
+	if (!p->l4wanted)
+		return (int)(c + (p->proto == RS_IPPROTO_TCP ? RS_C_TCP :
+				  p->proto == RS_IPPROTO_UDP ? RS_C_UDP : RS_C_OTHER));
+	return (int)(c + (p->has_l4off ? rs_parse_l4(p) : RS_C_OTHER));
 }
 
-/* Parses frame[0, len) of a buffer of cap bytes into p; returns -1 for a frame the rules do
- * not see (none, too long, malformed). Every entry starts its frame here, so no field is left
- * from another frame. */
+/* Parses frame[0, len) of a buffer of cap bytes into p; returns its class (RS_C_*), or -1 for a
+ * frame the rules do not see (none, too long, malformed). Every entry starts its frame here, so
+ * no field is left from another frame. */
 static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t cap,
 			uint32_t run_flags, uint32_t l4wanted, uint32_t reference)
 {
@@ -1185,7 +1214,7 @@ static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t
 	p->reference = reference;
 	if (!frame || len > cap || len > RS_MAX_FRAME)
 		return -1;
-	return reference ? rs_parse(p) : rs_parse_common(p);
+	return reference ? rs_parse_class(p) : rs_parse_common(p);
 }
 
 /* ---- field access ---- */
@@ -1551,22 +1580,6 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		used = rs_form_class(prog, st, c, used);
 }
 
-/* The frame's class (RS_C_*). Without RS_FORM_L4 no TCP or UDP header is parsed and no rule
- * needs one: the protocol alone makes the class. */
-static uint32_t rs_frame_class(const struct rs_pkt *p, uint32_t form_flags)
-{
-	uint32_t c;
-
-	if (!p->ipv)
-		return RS_C_NOIP;
-	c = p->ipv == 4 ? RS_C_IP4 : RS_C_IP6;
-	if (!p->l4hl && (form_flags & RS_FORM_L4))
-		return c + RS_C_OTHER;
-	if (p->proto == RS_IPPROTO_TCP)
-		return c + RS_C_TCP;
-	return c + (p->proto == RS_IPPROTO_UDP ? RS_C_UDP : RS_C_OTHER);
-}
-
 /* Key fields only some frames of a class have: a tag's fields, the Ethernet addresses (none in
  * RS_RUN_L3). rs_class_keys made sure the class has every other field its subtables use. */
 #define RS_K_TAG	(RS_K_BIT(RS_F_VLAN) | RS_K_BIT(RS_F_VLAN_PCP))
@@ -1640,11 +1653,10 @@ static inline __attribute__((__always_inline__)) int rs_entry_rest_match(const u
 	return !fr[rule].nresid || rs_resid_match(prog, pool + fr[rule].resid, fr[rule].nresid, p, rx_len);
 }
 
-/* The index of the frame's first matching rule, n_rules for none. */
+/* The index of the first rule that matches the frame, of class c (rs_pkt_parse), n_rules for none. */
 static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint8_t *prog, const struct rs_state *st,
-			    const struct rs_pkt *p, uint32_t port, uint32_t rx_len)
+			    const struct rs_pkt *p, uint32_t c, uint32_t port, uint32_t rx_len)
 {
-	uint32_t c = rs_frame_class(p, st->form_flags);
 	const struct rs_form_sub *subs = rs_form_subs(st), *sub = subs + st->class_sub[c], *end = subs + st->class_sub[c + 1];
 	const struct rs_form_rule *fr = rs_form_rules(st);
 	const uint32_t *pool = rs_form_pool(st);
@@ -2594,7 +2606,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	struct rs_ctx c;
 	uint32_t pflags, n, i, off = RS_HDR_LEN, act = 0, nops, reason;
 	const uint8_t *r = 0;
-	int err;
+	int cls;	/* the frame's class, or -1 for a malformed frame */
 
 	v->verdict = RS_V_FORWARD;
 	v->reason = RS_R_NONE;
@@ -2615,10 +2627,10 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		return;
 	}
 
-	err = rs_pkt_parse(&c.p, frame, len, cap, run_flags, reference || (st->form_flags & RS_FORM_L4), reference);
+	cls = rs_pkt_parse(&c.p, frame, len, cap, run_flags, reference || (st->form_flags & RS_FORM_L4), reference);
 	if (trace)
-		rs_trace_parse(trace, &c.p, err);
-	if (err) {
+		rs_trace_parse(trace, &c.p, cls < 0);
+	if (cls < 0) {
 		st->counters.malformed++;
 		v->flags = RS_VF_MALFORMED;
 		if (pflags & RS_PF_MALFORMED_DROP)
@@ -2645,7 +2657,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 			off += rs_le16(r);
 		}
 	} else {
-		i = rs_classify(prog, st, &c.p, port, len);
+		i = rs_classify(prog, st, &c.p, (uint32_t)cls, port, len);
 		if (i < n) {
 			r = prog + rs_form_rules(st)[i].rule;
 			act = rs_form_rules(st)[i].act;
@@ -2721,12 +2733,14 @@ int32_t rs_rule_for(const uint8_t *prog, uint32_t prog_len, const void *state, u
 	const struct rs_state *st = state;
 	struct rs_pkt p;
 	uint32_t i;
+	int c;
 
 	if (!rs_state_fits(prog, prog_len, st) || !rs_direction_ok(rs_le16(prog + 6), port))
 		return -1;
-	if (rs_pkt_parse(&p, frame, len, len, run_flags, st->form_flags & RS_FORM_L4, 0))
+	c = rs_pkt_parse(&p, frame, len, len, run_flags, st->form_flags & RS_FORM_L4, 0);
+	if (c < 0)
 		return -1;
-	i = rs_classify(prog, st, &p, port, len);
+	i = rs_classify(prog, st, &p, (uint32_t)c, port, len);
 	return i < st->n_rules ? (int32_t)i : -1;
 }
 
@@ -2753,7 +2767,7 @@ static uint32_t rs_l4_sum(const struct rs_pkt *p, uint32_t s)
 /* Parses frame for a checksum to compute; 0 when it has one (TCP, UDP or ICMPv6, whole, not a fragment). */
 static int rs_csum_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t run_flags)
 {
-	return rs_pkt_parse(p, frame, len, len, run_flags, 1, 0) || !p->l4hl || p->frag || !rs_has_pseudo_hdr(p);
+	return rs_pkt_parse(p, frame, len, len, run_flags, 1, 0) < 0 || !p->l4hl || p->frag || !rs_has_pseudo_hdr(p);
 }
 
 /* Writes the checksum the frame's L4 bytes and pseudo-header sum ps give. */
