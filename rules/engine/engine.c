@@ -367,7 +367,9 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t ntraces, uin
  * which fields its frames have and some of their values (the ethertype of an
  * IP class, the protocol of a TCP or UDP class), so each class has its own
  * subtables: only the rules that can match its frames, without the fields
- * it fixes. A frame visits its class's subtables only.
+ * it fixes. A frame visits its class's subtables only. Each port has its own
+ * (RS_FORM_CLASS): a rule for frames from one port is only in that port's, so
+ * the port is never a key field.
  */
 
 /* key fields: the RS_F_* fields of RS_M_RANGE keep their numbers (1..9) */
@@ -393,6 +395,9 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t ntraces, uin
 #define RS_C_TCP	0
 #define RS_C_UDP	1
 #define RS_C_OTHER	2
+/* the form class (rs_state's class_sub) of frames of class c arriving on port RS_PORT_A or RS_PORT_B
+ * (RS_PORT_A + 1), the only ports rs_direction_ok lets through */
+#define RS_FORM_CLASS(c, port)	(2 * (c) + (port) - RS_PORT_A)
 /* the key fields an IP class has; ports need a TCP or UDP class, TCP flags a TCP class */
 #define RS_K_PORTS	(RS_K_BIT(RS_F_SRC_PORT) | RS_K_BIT(RS_F_DST_PORT))
 #define RS_K_IP_ANY	(RS_K_BIT(RS_F_IP_PROTO) | RS_K_BIT(RS_F_DSCP) | RS_K_BIT(RS_F_TTL) | RS_K_PORTS | \
@@ -565,12 +570,16 @@ static uint32_t rs_popcount(uint32_t x)
 	return n;
 }
 
-/* The key fields of a rule's shape in frame class c, without those the class fixes; 0 when no
- * frame of the class can match the rule: one of the fields it reads, as a key or in a residual
- * op (a port range of several ranges), is not in the class's frames. */
-static int rs_class_keys(const struct rs_shape *sh, uint32_t c, uint32_t *keys)
+/* The key fields of a rule's shape in form class fc (RS_FORM_CLASS), without those the class
+ * fixes; 0 when no frame of the class can match the rule: it is for the other port, or one of the
+ * fields it reads, as a key or in a residual op (a port range of several ranges), is not in the
+ * class's frames. */
+static int rs_class_keys(const struct rs_shape *sh, uint32_t fc, uint32_t *keys)
 {
-	uint32_t k = sh->keys, reads = k | sh->resid_keys, kind, i;
+	uint32_t k = sh->keys & ~RS_K_BIT(RS_K_PORT), reads = k | sh->resid_keys, c = fc / 2, kind, i;
+
+	if ((sh->keys & RS_K_BIT(RS_K_PORT)) && sh->value[RS_K_PORT] != (fc & 1 ? RS_PORT_B : RS_PORT_A))
+		return 0;
 
 	if (c == RS_C_NOIP) {
 		*keys = k;
@@ -611,7 +620,7 @@ static uint32_t rs_form_words(const uint8_t *r, uint32_t *subs)
 	uint32_t c, keys, words = 0;
 
 	rs_rule_shape(r, &sh);
-	for (c = 0; c < RS_CLASSES; c++) {
+	for (c = 0; c < RS_FORM_CLASSES; c++) {
 		if (!rs_class_keys(&sh, c, &keys))
 			continue;
 		(*subs)++;
@@ -1479,7 +1488,7 @@ static uint32_t rs_find_sub(const struct rs_form_sub *fs, const uint32_t *pool, 
 	return last;
 }
 
-/* Builds the subtables of frame class c after those of the classes before it: which rules can
+/* Builds the subtables of form class c after those of the classes before it: which rules can
  * match its frames (rs_class_keys), their subtables in the order of their first rule, then each
  * rule's entry at the tail of its bucket, in program order. Returns the pool words now used. */
 static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t c, uint32_t used)
@@ -1576,7 +1585,7 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 			pool[used++] = off + sh.resid[j];
 		off += rs_le16(r);
 	}
-	for (c = 0; c < RS_CLASSES; c++)
+	for (c = 0; c < RS_FORM_CLASSES; c++)
 		used = rs_form_class(prog, st, c, used);
 }
 
@@ -1587,12 +1596,11 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 /* The frame's value of key field k, as rs_field_get and rs_match_op see it; RS_K_NONE is 0. Read
  * when a subtable compares it, not for every field beforehand: most frames leave a subtable after
  * its first field. */
-static inline __attribute__((__always_inline__)) uint32_t rs_key_value(const struct rs_pkt *p, uint32_t k, uint32_t port, uint32_t rx_len)
+static inline __attribute__((__always_inline__)) uint32_t rs_key_value(const struct rs_pkt *p, uint32_t k, uint32_t rx_len)
 {
 	const uint8_t *b = p->b, *h = b + p->l3;
 
 	switch (k) {
-	case RS_K_PORT:		return port;
 	case RS_F_ETH_TYPE:	return p->eth_type;
 	case RS_F_VLAN:		return rs_be16(b + 14) & 0xfff;
 	case RS_F_VLAN_PCP:	return rs_be16(b + 14) >> 13;
@@ -1629,13 +1637,13 @@ static int rs_resid_match(const uint8_t *prog, const uint32_t *resid, uint32_t n
 
 /* The tail of an entry against the frame (subtables of more than RS_HEAD fields). */
 static int rs_tail_match(const uint32_t *pool, const struct rs_form_sub *sub, const uint32_t *entry,
-			 const struct rs_pkt *p, uint32_t port, uint32_t rx_len)
+			 const struct rs_pkt *p, uint32_t rx_len)
 {
 	const uint32_t *field = pool + sub->tail, *mask = field + sub->ntail;
 	uint32_t j;
 
 	for (j = 0; j < sub->ntail; j++)
-		if ((rs_key_value(p, field[j], port, rx_len) & mask[j]) != entry[RS_ENTRY_TAIL + j])
+		if ((rs_key_value(p, field[j], rx_len) & mask[j]) != entry[RS_ENTRY_TAIL + j])
 			return 0;
 	return 1;
 }
@@ -1644,11 +1652,11 @@ static int rs_tail_match(const uint32_t *pool, const struct rs_form_sub *sub, co
 static inline __attribute__((__always_inline__)) int rs_entry_rest_match(const uint8_t *prog, const struct rs_form_rule *fr,
 									   const uint32_t *pool, const struct rs_form_sub *sub,
 									   const uint32_t *entry, const struct rs_pkt *p,
-									   uint32_t port, uint32_t rx_len)
+									   uint32_t rx_len)
 {
 	uint32_t rule = entry[RS_ENTRY_RULE];
 
-	if (sub->ntail && !rs_tail_match(pool, sub, entry, p, port, rx_len))
+	if (sub->ntail && !rs_tail_match(pool, sub, entry, p, rx_len))
 		return 0;
 	return !fr[rule].nresid || rs_resid_match(prog, pool + fr[rule].resid, fr[rule].nresid, p, rx_len);
 }
@@ -1657,7 +1665,8 @@ static inline __attribute__((__always_inline__)) int rs_entry_rest_match(const u
 static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint8_t *prog, const struct rs_state *st,
 			    const struct rs_pkt *p, uint32_t c, uint32_t port, uint32_t rx_len)
 {
-	const struct rs_form_sub *subs = rs_form_subs(st), *sub = subs + st->class_sub[c], *end = subs + st->class_sub[c + 1];
+	const struct rs_form_sub *subs = rs_form_subs(st), *sub = subs + st->class_sub[RS_FORM_CLASS(c, port)],
+		*end = subs + st->class_sub[RS_FORM_CLASS(c, port) + 1];
 	const struct rs_form_rule *fr = rs_form_rules(st);
 	const uint32_t *pool = rs_form_pool(st);
 	uint32_t best = st->n_rules, absent, e;
@@ -1668,22 +1677,22 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 
 		if (sub->keys & absent)
 			continue;
-		w0 = rs_key_value(p, sub->field[0], port, rx_len) & sub->mask[0];
+		w0 = rs_key_value(p, sub->field[0], rx_len) & sub->mask[0];
 		if (sub->single && w0 != sub->key0)
 			continue;	/* most frames leave a one-rule subtable here */
 		/* a head of fewer fields has 0 in the rest (RS_K_NONE under a zero mask) */
 		w1 = w2 = w3 = 0;
 		if (sub->nhead > 1) {
-			w1 = rs_key_value(p, sub->field[1], port, rx_len) & sub->mask[1];
-			w2 = rs_key_value(p, sub->field[2], port, rx_len) & sub->mask[2];
-			w3 = rs_key_value(p, sub->field[3], port, rx_len) & sub->mask[3];
+			w1 = rs_key_value(p, sub->field[1], rx_len) & sub->mask[1];
+			w2 = rs_key_value(p, sub->field[2], rx_len) & sub->mask[2];
+			w3 = rs_key_value(p, sub->field[3], rx_len) & sub->mask[3];
 		}
 		if (sub->single) {
 			/* its one entry, without hashing or a bucket */
 			const uint32_t *entry = pool + sub->entry;
 
 			if (!((entry[RS_ENTRY_KEY + 1] ^ w1) | (entry[RS_ENTRY_KEY + 2] ^ w2) | (entry[RS_ENTRY_KEY + 3] ^ w3)) &&
-			    rs_entry_rest_match(prog, fr, pool, sub, entry, p, port, rx_len))
+			    rs_entry_rest_match(prog, fr, pool, sub, entry, p, rx_len))
 				best = sub->first;
 			continue;
 		}
@@ -1698,7 +1707,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 			if (sub->nhead > 1 &&
 			    ((entry[RS_ENTRY_KEY + 1] ^ w1) | (entry[RS_ENTRY_KEY + 2] ^ w2) | (entry[RS_ENTRY_KEY + 3] ^ w3)))
 				continue;
-			if (!rs_entry_rest_match(prog, fr, pool, sub, entry, p, port, rx_len))
+			if (!rs_entry_rest_match(prog, fr, pool, sub, entry, p, rx_len))
 				continue;
 			best = rule;
 			break;

@@ -243,8 +243,10 @@ struct rs_rule_state {
 	uint32_t phases;         /* offset of the first phase in the rule */
 };
 
-/* the frame classes the loaded form has subtables for (engine.c, "frame classes") */
+/* the frame classes (engine.c, "frame classes"); the loaded form has subtables for each class of
+ * frame on each port it arrives on */
 #define RS_CLASSES 7
+#define RS_FORM_CLASSES (2 * RS_CLASSES)
 
 struct rs_state {
 	uint32_t prng[4];
@@ -262,8 +264,8 @@ struct rs_state {
 	uint32_t subs;		/* the byte offsets of its subtables */
 	uint32_t pool;		/* and of its pool of words */
 	uint16_t form_flags;	/* what the program needs of a frame (engine.c's RS_FORM_*) */
-	/* the subtables of frame class c (engine.c's RS_C_*) are [class_sub[c], class_sub[c + 1]) */
-	uint16_t class_sub[RS_CLASSES + 1];
+	/* the subtables of form class c (engine.c's RS_FORM_CLASS) are [class_sub[c], class_sub[c + 1]) */
+	uint16_t class_sub[RS_FORM_CLASSES + 1];
 	/* struct rs_rule_state rules[n_rules]; then the rate queues; then the loaded form */
 };
 
