@@ -384,6 +384,9 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t ntraces, uin
 #define RS_K_ETH_ALL	(0xfu << RS_K_ETH)
 #define RS_K_IP4_ALL	(0x3u << RS_K_IP4)
 #define RS_K_IP6_ALL	(0xffu << RS_K_IP6)
+/* Key fields only some frames of a class have: a tag's fields, the Ethernet addresses (none in
+ * RS_RUN_L3). rs_class_keys made sure the class has every other field its subtables use. */
+#define RS_K_TAG	(RS_K_BIT(RS_F_VLAN) | RS_K_BIT(RS_F_VLAN_PCP))
 
 /* form_flags: the program reads the TCP/UDP/ICMP header, or rewrites (which keeps its checksum) */
 #define RS_FORM_L4	0x1
@@ -970,6 +973,7 @@ struct rs_pkt {
 	uint32_t l4hl;		/* TCP/UDP/ICMP header length, 0: none parsed */
 	uint32_t ck;		/* L4 checksum offset, 0: none */
 	uint32_t hdr_end;	/* end of everything parsed */
+	uint32_t absent;	/* the key fields of RS_K_TAG and RS_K_ETH_ALL the frame lacks */
 };
 
 static int rs_is_vlan_tpid(uint32_t t)
@@ -1151,18 +1155,22 @@ static uint32_t rs_frame_class(const struct rs_pkt *p)
 	return c + (p->proto == RS_IPPROTO_UDP ? RS_C_UDP : RS_C_OTHER);
 }
 
-/* rs_parse, then the class of the frame (RS_C_*), or -1 for a malformed one */
+/* rs_parse, then the key fields the frame lacks and its class (RS_C_*); -1 for a malformed one */
 static int rs_parse_class(struct rs_pkt *p)
 {
-	return rs_parse(p) ? -1 : (int)rs_frame_class(p);
+	if (rs_parse(p))
+		return -1;
+	p->absent = (p->ntags ? 0 : RS_K_TAG) | (p->l3mode ? RS_K_ETH_ALL : 0);
+	return (int)rs_frame_class(p);
 }
 
 /*
- * rs_parse for the frames most links carry, untagged Ethernet with IPv4 without options or IPv6
- * without extension headers, in fewer steps: one test of the version and header length, constant
- * offsets, and the class found on the way. It sets the fields rs_parse sets, to the same values,
- * and returns what rs_parse_class does; any other frame goes to rs_parse_class. rs_run parses here and rs_run_reference in rs_parse, so the differential fuzzer
- * (rules/engine/fuzz_engine.c) compares the two.
+ * rs_parse_class for the frames most links carry, untagged Ethernet with IPv4 without options or
+ * IPv6 without extension headers, in fewer steps: one test of the version and header length,
+ * constant offsets, the class found on the way. It sets the same fields to the same values and
+ * returns the same class; any other frame goes to rs_parse_class. rs_run parses here and
+ * rs_run_reference in rs_parse, so the differential fuzzer (rules/engine/fuzz_engine.c) compares
+ * the two.
  */
 static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 {
@@ -1199,6 +1207,7 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 		return rs_parse_class(p);
 	}
 	p->ntags = 0;
+	p->absent = RS_K_TAG;
 	p->eth_type = eth_type;
 	p->l3 = RS_ETH_HLEN;
 	p->l3_end = RS_ETH_HLEN + tot;
@@ -1590,9 +1599,6 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		used = rs_form_class(prog, st, c, used);
 }
 
-/* Key fields only some frames of a class have: a tag's fields, the Ethernet addresses (none in
- * RS_RUN_L3). rs_class_keys made sure the class has every other field its subtables use. */
-#define RS_K_TAG	(RS_K_BIT(RS_F_VLAN) | RS_K_BIT(RS_F_VLAN_PCP))
 
 /* The frame's value of key field k, as rs_field_get and rs_match_op see it; RS_K_NONE is 0. Read
  * when a subtable compares it, not for every field beforehand: most frames leave a subtable after
@@ -1672,7 +1678,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 	const uint32_t *pool = rs_form_pool(st);
 	uint32_t best = st->n_rules, absent, e, h;
 
-	absent = (p->ntags ? 0 : RS_K_TAG) | (p->l3mode ? RS_K_ETH_ALL : 0);
+	absent = p->absent;
 	for (; sub < end && sub->first < best; sub++) {
 		uint32_t w0, w1, w2, w3;
 
@@ -2587,11 +2593,7 @@ static void rs_verdict_drop(struct rs_state *st, struct rs_verdict *v,
 
 static int rs_direction_ok(uint32_t pflags, uint32_t port)
 {
-	if (port == RS_PORT_A)
-		return (pflags & RS_PF_FWD_A_TO_B) != 0;
-	if (port == RS_PORT_B)
-		return (pflags & RS_PF_FWD_B_TO_A) != 0;
-	return 0;
+	return (pflags & (port == RS_PORT_A ? RS_PF_FWD_A_TO_B : port == RS_PORT_B ? RS_PF_FWD_B_TO_A : 0)) != 0;
 }
 
 /* What the parser found, into the trace (RS_T_PARSE): nothing of a frame rs_pkt_parse refused
