@@ -1219,8 +1219,8 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 	return (int)(c + (p->has_l4off ? rs_parse_l4(p) : RS_C_OTHER));
 }
 
-/* Parses frame[0, len) of a buffer of cap bytes into p; returns its class (RS_C_*), or -1 for a
- * frame the rules do not see (none, too long, malformed). Every entry starts its frame here, so
+/* Parses frame[0, len) of a buffer of cap bytes into p; returns its class (RS_C_*; 0 for the
+ * reference), or -1 for a frame the rules do not see (none, too long, malformed). Every entry starts its frame here, so
  * no field is left from another frame. */
 static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t cap,
 			uint32_t run_flags, uint32_t l4wanted, uint32_t reference)
@@ -1233,7 +1233,9 @@ static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t
 	p->reference = reference;
 	if (!frame || len > cap || len > RS_MAX_FRAME)
 		return -1;
-	return reference ? rs_parse_class(p) : rs_parse_common(p);
+	if (reference)	/* the walk asks no class */
+		return rs_parse(p) ? -1 : 0;
+	return rs_parse_common(p);
 }
 
 /* ---- field access ---- */
