@@ -1139,6 +1139,12 @@ static void rs_reparse(struct rs_pkt *p)
 	}
 }
 
+/* The kind of class an IP frame of this protocol has when its header is not parsed. */
+static uint32_t rs_proto_kind(uint32_t proto)
+{
+	return proto == RS_IPPROTO_TCP ? RS_C_TCP : proto == RS_IPPROTO_UDP ? RS_C_UDP : RS_C_OTHER;
+}
+
 /* The class (RS_C_*) of a frame rs_parse parsed. Without p->l4wanted (RS_FORM_L4) no TCP or UDP
  * header is parsed and no rule needs one: the protocol alone makes the class. */
 static uint32_t rs_frame_class(const struct rs_pkt *p)
@@ -1150,9 +1156,7 @@ static uint32_t rs_frame_class(const struct rs_pkt *p)
 	c = p->ipv == 4 ? RS_C_IP4 : RS_C_IP6;
 	if (!p->l4hl && p->l4wanted)
 		return c + RS_C_OTHER;
-	if (p->proto == RS_IPPROTO_TCP)
-		return c + RS_C_TCP;
-	return c + (p->proto == RS_IPPROTO_UDP ? RS_C_UDP : RS_C_OTHER);
+	return c + rs_proto_kind(p->proto);
 }
 
 /* rs_parse, then the key fields the frame lacks and its class (RS_C_*); -1 for a malformed one */
@@ -1214,14 +1218,13 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 	p->hdr_end = p->l4;
 	p->l4hl = p->ck = 0;
 	if (!p->l4wanted)
-		return (int)(c + (p->proto == RS_IPPROTO_TCP ? RS_C_TCP :
-				  p->proto == RS_IPPROTO_UDP ? RS_C_UDP : RS_C_OTHER));
+		return (int)(c + rs_proto_kind(p->proto));
 	return (int)(c + (p->has_l4off ? rs_parse_l4(p) : RS_C_OTHER));
 }
 
 /* Parses frame[0, len) of a buffer of cap bytes into p; returns its class (RS_C_*; 0 for the
- * reference), or -1 for a frame the rules do not see (none, too long, malformed). Every entry starts its frame here, so
- * no field is left from another frame. */
+ * reference), or -1 for a frame the rules do not see (none, too long, malformed). Every entry
+ * starts its frame here, so no field is left from another frame. */
 static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t cap,
 			uint32_t run_flags, uint32_t l4wanted, uint32_t reference)
 {
@@ -1600,7 +1603,6 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 	for (c = 0; c < RS_FORM_CLASSES; c++)
 		used = rs_form_class(prog, st, c, used);
 }
-
 
 /* The frame's value of key field k, as rs_field_get and rs_match_op see it; RS_K_NONE is 0. Read
  * when a subtable compares it, not for every field beforehand: most frames leave a subtable after
