@@ -462,9 +462,9 @@ struct rs_form_sub {
 	uint32_t mask[RS_HEAD];	/* the head's masks */
 	uint8_t field[RS_HEAD];	/* the head's fields (RS_K_*, RS_K_NONE) */
 	uint32_t nhead;		/* the head's fields that are not RS_K_NONE */
-	uint32_t single;	/* it has one rule: entry is the pool index of its entry, key0 its */
-	uint32_t entry;		/* first key value (read before the entry: most frames leave on it) */
-	uint32_t key0;
+	uint32_t single;	/* it has one rule, whose entry and first key value follow */
+	uint32_t entry;		/* the pool index of that rule's entry */
+	uint32_t key0;		/* its first key value, read before the entry: most frames leave on it */
 };
 
 static void rs_key_set(struct rs_shape *sh, uint32_t k, uint32_t mask, uint32_t value)
