@@ -2233,7 +2233,7 @@ static uint64_t rs_mul_u32_shr32(uint64_t a, uint32_t u)
 }
 
 /*
- * Signed offset time + jitter * D, D from u in [0, 2^32): uniform gives
+ * Signed offset time + jitter * D of a delay with jitter, D from u in [0, 2^32): uniform gives
  * [time - jitter, time + jitter); tables give D = T[i] + (T[i+1] - T[i]) *
  * f / 65536 (i = u >> 22, f = bits 21..6 of u, quotient truncated toward
  * zero) in 1/65536 units, then |jitter * D| >> 16 with D's sign. Clamped
@@ -2246,8 +2246,6 @@ static uint64_t rs_delay_offset(const uint8_t *o, uint32_t u)
 	int64_t d, diff;
 	uint32_t i, f;
 
-	if (!jitter)	/* what every distribution below gives then */
-		return time;
 	if (o[16] == RS_DIST_UNIFORM) {
 		mag = rs_mul_u32_shr32(2 * jitter, u);
 		return time + mag >= jitter ? time + mag - jitter : 0;
@@ -2275,8 +2273,13 @@ static void rs_act_delay(struct rs_ctx *c, const uint8_t *o)
 		c->skip_delay = 0;
 		return;
 	}
-	u = rs_prng_corr(c->st, rs_le32(o + 17), &rs->delay_last);
-	c->dep += rs_delay_offset(o, u);
+	/* without jitter every distribution gives the time: no draw, as netem's tabledist */
+	if (rs_le64(o + 8)) {
+		u = rs_prng_corr(c->st, rs_le32(o + 17), &rs->delay_last);
+		c->dep += rs_delay_offset(o, u);
+	} else {
+		c->dep += rs_le64(o);
+	}
 	if (!(c->rflags & RS_RF_REORDER_ON_JITTER) && c->dep < rs->last_departure)
 		c->dep = rs->last_departure;
 	rs->last_departure = c->dep;
