@@ -2725,7 +2725,8 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	}
 	v->copies = c.copies;
 	v->delay_ns = c.dep - now_ns;
-	c.rs->duplicated += c.copies;
+	if (c.copies)	/* a 64-bit sum costs 32-bit ARM four instructions */
+		c.rs->duplicated += c.copies;
 	st->counters.forwarded += 1 + (uint64_t)c.copies;
 }
 
