@@ -965,14 +965,12 @@ struct rs_pkt {
 	uint32_t eth_type;
 	uint32_t ipv;		/* 0 (no IP), 4 or 6 */
 	uint32_t l3, l3_end;	/* IP header, end of the IP packet (no padding) */
-	uint32_t iphl;		/* IPv4 header length */
 	uint32_t proto;		/* upper-layer protocol */
 	uint32_t frag;		/* a fragment, first or not */
 	uint32_t has_l4off;	/* l4 is valid (first fragment, headers walked) */
 	uint32_t l4;		/* end of the IP headers = L4 header */
 	uint32_t l4hl;		/* TCP/UDP/ICMP header length, 0: none parsed */
 	uint32_t ck;		/* L4 checksum offset, 0: none */
-	uint32_t hdr_end;	/* end of everything parsed */
 	uint32_t absent;	/* the key fields of RS_K_TAG and RS_K_ETH_ALL the frame lacks */
 };
 
@@ -1007,7 +1005,6 @@ static inline __attribute__((__always_inline__)) uint32_t rs_parse_l4(struct rs_
 		return RS_C_OTHER;
 	p->l4hl = hl;
 	p->ck = p->l4 + ck;
-	p->hdr_end = p->l4 + hl;
 	return kind;
 }
 
@@ -1023,12 +1020,10 @@ static inline __attribute__((__always_inline__)) int rs_parse_ipv4(struct rs_pkt
 	if (hl < 20 || hl > room || tot < hl || tot > room)
 		return -1;
 	p->ipv = 4;
-	p->iphl = hl;
 	p->l3_end = p->l3 + tot;
 	p->proto = h[9];
 	frag = rs_be16(h + 6);
 	p->frag = (frag & 0x3fff) != 0;	/* MF or an offset */
-	p->hdr_end = p->l3 + hl;
 	p->l4 = p->l3 + hl;
 	p->has_l4off = (frag & 0x1fff) == 0;
 	return 0;
@@ -1071,7 +1066,6 @@ static int rs_parse_ipv6(struct rs_pkt *p)
 		off += hl;
 	}
 	p->proto = nh;
-	p->hdr_end = off;
 	p->l4 = off;
 	/* more than 8 extension headers: the upper layer is not reached */
 	p->has_l4off = first && !rs_is_ext_hdr(nh);
@@ -1085,9 +1079,9 @@ static int rs_parse(struct rs_pkt *p)
 	int err;
 
 	p->ntags = p->eth_type = 0;
-	p->ipv = p->iphl = p->proto = p->frag = 0;
+	p->ipv = p->proto = p->frag = 0;
 	p->has_l4off = p->l4 = p->l4hl = p->ck = 0;
-	p->l3 = p->l3_end = p->hdr_end = 0;
+	p->l3 = p->l3_end = 0;
 
 	if (p->l3mode) {
 		if (p->len < 1)
@@ -1110,7 +1104,6 @@ static int rs_parse(struct rs_pkt *p)
 			p->eth_type = rs_be16(p->b + off);
 		}
 		p->l3 = off + 2;
-		p->hdr_end = p->l3;
 	}
 
 	if (p->eth_type == RS_ETH_P_IP)
@@ -1191,7 +1184,6 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 		frag = rs_be16(h + 6);
 		c = RS_C_IP4;
 		p->ipv = 4;
-		p->iphl = 20;
 		p->proto = h[9];
 		p->frag = (frag & 0x3fff) != 0;
 		p->has_l4off = (frag & 0x1fff) == 0;
@@ -1202,7 +1194,6 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 			return -1;
 		c = RS_C_IP6;
 		p->ipv = 6;
-		p->iphl = 0;
 		p->proto = h[6];
 		p->frag = 0;
 		p->has_l4off = 1;
@@ -1215,7 +1206,6 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 	p->eth_type = eth_type;
 	p->l3 = RS_ETH_HLEN;
 	p->l3_end = RS_ETH_HLEN + tot;
-	p->hdr_end = p->l4;
 	p->l4hl = p->ck = 0;
 	if (!p->l4wanted)
 		return (int)(c + rs_proto_kind(p->proto));
@@ -1808,14 +1798,15 @@ static uint32_t rs_region_word(uint32_t hi, uint32_t lo, uint32_t w, uint32_t en
 /*
  * Folds the change of the 16-bit word at w (old -> nw, bytes past the frame
  * counting 0) into the checksums covering it: the IPv4 header's when fix_ip
- * and the word lies in the header, the L4 one when fix_l4 and the word lies
+ * (IPv4 frames only) and the word lies in the header, the L4 one when fix_l4 and the word lies
  * in the L4 segment or in the pseudo-header's addresses. Inlined: the word
  * write of every rewrite (rs_pkt_write_word) would otherwise pay a call.
  */
 static inline __attribute__((__always_inline__)) void rs_word_changed(struct rs_pkt *p, uint32_t w, uint32_t old,
 								uint32_t nw, int fix_ip, int fix_l4)
 {
-	if (fix_ip && w >= p->l3 && w < p->l3 + p->iphl)
+	/* fix_ip only for IPv4, whose header ends where the L4 header starts */
+	if (fix_ip && w >= p->l3 && w < p->l4)
 		rs_put_be16(p->b + p->l3 + 10, rs_csum_update(rs_be16(p->b + p->l3 + 10), old, nw));
 	if (!fix_l4)
 		return;
@@ -2161,7 +2152,7 @@ static void rs_act_truncate(struct rs_ctx *c, const uint8_t *o)
 
 	if (cut >= p->len)
 		return;
-	if (p->ipv && cut >= p->hdr_end && cut < p->l3_end)
+	if (p->ipv && cut >= p->l4 + p->l4hl && cut < p->l3_end)
 		rs_shorten_ip(p, cut);
 	p->len = cut;
 	c->vflags |= RS_VF_MODIFIED;
