@@ -2259,7 +2259,9 @@ static uint64_t rs_delay_offset(const uint8_t *o, uint32_t u)
 	return time >= mag ? time - mag : 0;
 }
 
-static void rs_act_delay(struct rs_ctx *c, const uint8_t *o)
+/* Inlined into the entries: as a call, a fixed delay (per-host rules) cost 5 instructions more on
+ * x86_64 and 7 on armhf (bench/engine.py). */
+static inline __attribute__((__always_inline__)) void rs_act_delay(struct rs_ctx *c, const uint8_t *o)
 {
 	struct rs_rule_state *rs = c->rs;
 	uint32_t u;
