@@ -1435,9 +1435,10 @@ static __attribute__((__noinline__)) uint32_t rs_head_hash(uint32_t w0, uint32_t
 	return w0 * RS_HASH_MUL0 + w1 * 0x85ebca77u + w2 * 0xc2b2ae3du + w3 * 0x27d4eb2fu;
 }
 
-static uint32_t rs_bucket(const struct rs_form_sub *sub, const uint32_t *head)
+/* The bucket of hash h: its top bits (a shift by 32 would be undefined: one bucket is 0) */
+static uint32_t rs_bucket(const struct rs_form_sub *sub, uint32_t h)
 {
-	return sub->bits ? rs_head_hash(head[0], head[1], head[2], head[3]) >> (32 - sub->bits) : 0;
+	return sub->bits ? h >> (32 - sub->bits) : 0;
 }
 
 /* Whether an op reads what rs_parse_l4 finds: ports, TCP flags, the L4 checksum (every rewrite
@@ -1559,7 +1560,8 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 			sub->entry = used;
 			sub->key0 = entry[RS_ENTRY_KEY];
 		}
-		e = pool + sub->slots + rs_bucket(sub, entry + RS_ENTRY_KEY);
+		e = pool + sub->slots + rs_bucket(sub, rs_head_hash(entry[RS_ENTRY_KEY], entry[RS_ENTRY_KEY + 1],
+								     entry[RS_ENTRY_KEY + 2], entry[RS_ENTRY_KEY + 3]));
 		while (*e)
 			e = pool + *e + RS_ENTRY_NEXT;
 		*e = used;
@@ -1703,7 +1705,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 		}
 		/* a head of one field hashes w0 alone: the other terms are 0 */
 		h = sub->nhead > 1 ? rs_head_hash(w0, w1, w2, w3) : w0 * RS_HASH_MUL0;
-		e = pool[sub->slots + (sub->bits ? h >> (32 - sub->bits) : 0)];
+		e = pool[sub->slots + rs_bucket(sub, h)];
 		for (; e; e = pool[e + RS_ENTRY_NEXT]) {
 			const uint32_t *entry = pool + e, rule = entry[RS_ENTRY_RULE];
 
@@ -1903,7 +1905,7 @@ struct rs_ctx {
 	struct rs_rule_state *rs;
 	uint32_t rflags;	/* rule flags */
 	uint64_t now, dep;	/* arrival, departure so far */
-	uint32_t copies, vflags, reason;
+	uint32_t copies, vflags;
 	uint32_t skip_delay;	/* reorder sent this frame ahead */
 };
 
