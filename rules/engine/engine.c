@@ -444,12 +444,16 @@ struct rs_form_rule {
 #define RS_HEAD		4
 #define RS_K_NONE	RS_K_N
 
-/* A rule's entry in its subtable (pool words): its index, the pool index of the next entry of its
- * bucket (0: none; pool word 0 is never an entry), its head's values, then its tail's values. */
+/* A rule's entry in its subtable (pool words): its index (with RS_ENTRY_REST), the pool index of
+ * the next entry of its bucket (0: none; pool word 0 is never an entry), its head's values, then
+ * its tail's values. */
 #define RS_ENTRY_RULE	0
 #define RS_ENTRY_NEXT	1
 #define RS_ENTRY_KEY	2
 #define RS_ENTRY_TAIL	(RS_ENTRY_KEY + RS_HEAD)
+/* in an entry's rule word: it has a tail or residual ops, which a matching head does not settle
+ * (at most 1024 rules: PROGRAM.md) */
+#define RS_ENTRY_REST	0x80000000u
 
 struct rs_form_sub {
 	uint32_t keys;		/* RS_K_* bits */
@@ -1550,7 +1554,7 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 			continue;
 		sub = fs + fr[i].sub;
 		rs_rule_shape(prog + fr[i].rule, &sh);
-		entry[RS_ENTRY_RULE] = i;
+		entry[RS_ENTRY_RULE] = i | (sub->ntail || fr[i].nresid ? RS_ENTRY_REST : 0);
 		for (j = 0; j < RS_HEAD; j++)
 			entry[RS_ENTRY_KEY + j] = sub->field[j] == RS_K_NONE ? 0 : sh.value[sub->field[j]];
 		for (j = 0; j < sub->ntail; j++)
@@ -1655,14 +1659,17 @@ static int rs_tail_match(const uint32_t *pool, const struct rs_form_sub *sub, co
 	return 1;
 }
 
-/* Whether a rule whose head matched the frame matches it: its tail, then its residual ops. */
+/* Whether a rule whose head matched the frame matches it: its tail, then its residual ops. Most
+ * rules have neither, which their entry's rule word says without reading the rule's form. */
 static inline __attribute__((__always_inline__)) int rs_entry_rest_match(const uint8_t *prog, const struct rs_form_rule *fr,
 									   const uint32_t *pool, const struct rs_form_sub *sub,
 									   const uint32_t *entry, const struct rs_pkt *p,
 									   uint32_t rx_len)
 {
-	uint32_t rule = entry[RS_ENTRY_RULE];
+	uint32_t rule = entry[RS_ENTRY_RULE] & ~RS_ENTRY_REST;
 
+	if (!(entry[RS_ENTRY_RULE] & RS_ENTRY_REST))
+		return 1;
 	if (sub->ntail && !rs_tail_match(pool, sub, entry, p, rx_len))
 		return 0;
 	return !fr[rule].nresid || rs_resid_match(prog, pool + fr[rule].resid, fr[rule].nresid, p, rx_len);
@@ -1707,7 +1714,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 		h = sub->nhead > 1 ? rs_head_hash(w0, w1, w2, w3) : w0 * RS_HASH_MUL0;
 		e = pool[sub->slots + rs_bucket(sub, h)];
 		for (; e; e = pool[e + RS_ENTRY_NEXT]) {
-			const uint32_t *entry = pool + e, rule = entry[RS_ENTRY_RULE];
+			const uint32_t *entry = pool + e, rule = entry[RS_ENTRY_RULE] & ~RS_ENTRY_REST;
 
 			if (entry[RS_ENTRY_KEY] != w0)
 				continue;	/* before the rule's order: most candidates leave here */
