@@ -959,12 +959,13 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 
 /* ---- frame parsing ---- */
 
+/* cap and reference last: rs_pkt_parse's stores of len, cap, l3mode, l4wanted, reference side
+ * by side became SSE shuffles on x86_64 (GCC's SLP vectorizer), 4 instructions more a frame */
 struct rs_pkt {
 	uint8_t *b;
-	uint32_t len, cap;
+	uint32_t len;
 	uint32_t l3mode;
 	uint32_t l4wanted;	/* parse the L4 header (rs_form_flags: a program may need none) */
-	uint32_t reference;	/* writes take rs_pkt_write's general way (rs_run_reference) */
 	uint32_t ntags;		/* inner tags parsed; the first at offset 12 */
 	uint32_t eth_type;
 	uint32_t ipv;		/* 0 (no IP), 4 or 6 */
@@ -976,6 +977,8 @@ struct rs_pkt {
 	uint32_t l4hl;		/* TCP/UDP/ICMP header length, 0: none parsed */
 	uint32_t ck;		/* L4 checksum offset, 0: none */
 	uint32_t absent;	/* the key fields of RS_K_TAG and RS_K_ETH_ALL the frame lacks */
+	uint32_t cap;
+	uint32_t reference;	/* writes take rs_pkt_write's general way (rs_run_reference) */
 };
 
 static int rs_is_vlan_tpid(uint32_t t)
