@@ -431,12 +431,17 @@ struct rs_shape {
 struct rs_form_rule {
 	uint32_t rule;		/* offset of the rule in the program */
 	uint32_t act;		/* offset of its first action op in the rule */
-	uint32_t resid;		/* pool index of its residual ops' offsets in the program */
+	uint32_t resid;		/* pool index of its residual ops' words (RS_RESID_PORTS) */
 	uint32_t nresid;
 	uint32_t sub;		/* while building a class: its subtable in the class, RS_NO_SUB none */
 };
 
 #define RS_NO_SUB	0xffffffffu
+
+/* A residual op's word: its offset in the program, or with this bit the pool index of a port
+ * range op loaded (rs_ports_load): the frames of every class that holds the rule have the port,
+ * so it is read without rs_field_get's checks, and the ranges without decoding the op. */
+#define RS_RESID_PORTS	0x80000000u
 
 /* A subtable's first RS_HEAD key fields (in rs_key_order) are its head: hashed and compared as
  * that many words, a missing field as RS_K_NONE, 0 under a zero mask. The rest, its tail (more
@@ -617,14 +622,28 @@ static int rs_class_keys(const struct rs_shape *sh, uint32_t fc, uint32_t *keys)
 	return 1;
 }
 
-/* Pool words a rule may take, and the subtables it may start: its residual offsets once; in each
+/* Whether a residual op is a port range, which the loaded form holds decoded. */
+static int rs_op_is_ports(uint32_t op, const uint8_t *o)
+{
+	return op == RS_M_RANGE && (o[0] == RS_F_SRC_PORT || o[0] == RS_F_DST_PORT);
+}
+
+/* The pool words of a port range op loaded: the port's offset in the TCP/UDP header, the number of
+ * ranges, then each range's low end and width. */
+static uint32_t rs_ports_words(const uint8_t *o)
+{
+	return 2 + 2 * o[1];
+}
+
+/* Pool words a rule may take, and the subtables it may start: its residual words once, its port
+ * range ops loaded (rs_ports_words); in each
  * class it can match, its entry, its subtable's tail fields and masks and up to five bucket heads
  * (a subtable of c rules hashed into fewer than 4c buckets, or walked in 1); and pool word 0 that
  * is no entry. */
 static uint32_t rs_form_words(const uint8_t *r, uint32_t *subs)
 {
 	struct rs_shape sh;
-	uint32_t c, keys, words = 0;
+	uint32_t c, keys, j, words = 0;
 
 	rs_rule_shape(r, &sh);
 	for (c = 0; c < RS_FORM_CLASSES; c++) {
@@ -633,6 +652,9 @@ static uint32_t rs_form_words(const uint8_t *r, uint32_t *subs)
 		(*subs)++;
 		words += RS_ENTRY_TAIL + 3 * rs_popcount(keys) + 5;
 	}
+	for (j = 0; j < sh.nresid; j++)
+		if (rs_op_is_ports(r[sh.resid[j]], r + sh.resid[j] + 2))
+			words += rs_ports_words(r + sh.resid[j] + 2);
 	return sh.nresid + words + 1;
 }
 
@@ -1582,6 +1604,20 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 	return used;
 }
 
+/* A verified port range op into the pool at used (rs_ports_words); returns the words now used. */
+static uint32_t rs_ports_load(uint32_t *pool, uint32_t used, const uint8_t *o)
+{
+	uint32_t j;
+
+	pool[used++] = o[0] == RS_F_DST_PORT ? 2 : 0;
+	pool[used++] = o[1];
+	for (j = 0; j < o[1]; j++) {
+		pool[used++] = rs_le16(o + 2 + 4 * j);
+		pool[used++] = rs_le16(o + 4 + 4 * j) - rs_le16(o + 2 + 4 * j);	/* low <= high: verified */
+	}
+	return used;
+}
+
 /* Builds the classifier of a verified program into a zeroed state (rs_state_init). */
 static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 {
@@ -1603,8 +1639,17 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		fr[i].act = sh.act;
 		fr[i].nresid = sh.nresid;
 		fr[i].resid = used;
-		for (j = 0; j < sh.nresid; j++)
-			pool[used++] = off + sh.resid[j];
+		used += sh.nresid;
+		for (j = 0; j < sh.nresid; j++) {
+			const uint8_t *o = r + sh.resid[j] + 2;
+
+			if (!rs_op_is_ports(r[sh.resid[j]], o)) {
+				pool[fr[i].resid + j] = off + sh.resid[j];
+				continue;
+			}
+			pool[fr[i].resid + j] = RS_RESID_PORTS | used;
+			used = rs_ports_load(pool, used, o);
+		}
 		off += rs_le16(r);
 	}
 	for (c = 0; c < RS_FORM_CLASSES; c++)
@@ -1642,14 +1687,31 @@ static inline __attribute__((__always_inline__)) uint32_t rs_key_value(const str
 	return 0;
 }
 
-static int rs_resid_match(const uint8_t *prog, const uint32_t *resid, uint32_t n,
+/* A loaded port range op (rs_ports_load) against a frame of a TCP or UDP class. */
+static int rs_ports_match(const struct rs_pkt *p, const uint32_t *d)
+{
+	uint32_t port = rs_be16(p->b + p->l4 + d[0]), j;
+
+	for (j = 0; j < d[1]; j++)
+		if (port - d[2 + 2 * j] <= d[3 + 2 * j])
+			return 1;
+	return 0;
+}
+
+/* A rule's residual ops: port ranges loaded, any other from the program. */
+static int rs_resid_match(const uint8_t *prog, const uint32_t *pool, const uint32_t *resid, uint32_t n,
 			  const struct rs_pkt *p, uint32_t rx_len)
 {
 	uint32_t i;
 
-	for (i = 0; i < n; i++)
-		if (!rs_match_op(p, prog[resid[i]], prog + resid[i] + 2, rx_len))
+	for (i = 0; i < n; i++) {
+		if (resid[i] & RS_RESID_PORTS) {
+			if (!rs_ports_match(p, pool + (resid[i] & ~RS_RESID_PORTS)))
+				return 0;
+		} else if (!rs_match_op(p, prog[resid[i]], prog + resid[i] + 2, rx_len)) {
 			return 0;
+		}
+	}
 	return 1;
 }
 
@@ -1679,7 +1741,7 @@ static inline __attribute__((__always_inline__)) int rs_entry_rest_match(const u
 		return 1;
 	if (sub->ntail && !rs_tail_match(pool, sub, entry, p, rx_len))
 		return 0;
-	return !fr[rule].nresid || rs_resid_match(prog, pool + fr[rule].resid, fr[rule].nresid, p, rx_len);
+	return !fr[rule].nresid || rs_resid_match(prog, pool, pool + fr[rule].resid, fr[rule].nresid, p, rx_len);
 }
 
 /* Whether the head words after the first of an entry match the frame: read again when needed, not
