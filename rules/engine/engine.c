@@ -2068,6 +2068,27 @@ static int rs_ip_word_write(struct rs_pkt *p, uint32_t w, uint32_t v, uint32_t m
 	return 1;
 }
 
+/*
+ * The same for a TCP or UDP port, at l4 + w of a frame with that header parsed: inside the L4
+ * segment, under the L4 checksum alone (when there is one) and never over it. rs_pkt_write_word,
+ * without its search for the checksums over the word: the cost of `set: {src_port, dst_port}`.
+ */
+static int rs_port_write(struct rs_pkt *p, uint32_t w, uint32_t v)
+{
+	uint8_t *b = p->b + p->l4 + w;
+	uint32_t old;
+
+	if (p->reference)
+		return rs_pkt_write_word(p, p->l4 + w, v, 0xffff);
+	old = rs_be16(b);
+	if (old == v)
+		return 0;
+	rs_put_be16(b, v);
+	if (p->ck)
+		rs_l4_csum_update(p, old, v);
+	return 1;
+}
+
 /* Writes v into the bits of mask (a big-endian 16-bit view) at off. */
 static int rs_write_bits16(struct rs_pkt *p, uint32_t off, uint32_t v,
 			uint32_t mask)
@@ -2105,7 +2126,7 @@ static void rs_act_set_field(struct rs_ctx *c, const uint8_t *o)
 	case RS_F_DST_PORT:
 		if (p->l4hl && (p->proto == RS_IPPROTO_TCP ||
 				p->proto == RS_IPPROTO_UDP))
-			ch = rs_pkt_write16(p, p->l4 + (f == RS_F_DST_PORT ? 2 : 0), v);
+			ch = rs_port_write(p, f == RS_F_DST_PORT ? 2 : 0, v);
 		else
 			ok = 0;
 		break;
