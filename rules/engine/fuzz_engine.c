@@ -169,7 +169,13 @@ static void action_op(struct builder *g)
 	case 2:
 		op(g, RS_A_DEC_TTL, o, 0);
 		break;
-	case 3:		/* delay 1 ms + jitter, normal */
+	case 3:		/* delay 1 ms + jitter, normal; now and then after a reorder of ~c/256, gap 0 to 2 */
+		if (c & 0x80) {
+			o[3] = (uint8_t)c;
+			o[4] = (uint8_t)(x % 3);
+			op(g, RS_A_REORDER, o, 8);
+			memset(o, 0, sizeof(o));
+		}
 		o[2] = 0x0f, o[1] = 0x42, o[0] = 0x40;
 		o[9] = (uint8_t)c;
 		o[16] = RS_DIST_NORMAL;
