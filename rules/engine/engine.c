@@ -2149,10 +2149,16 @@ static void rs_act_set_field(struct rs_ctx *c, const uint8_t *o)
 	rs_modified(c, ch);
 }
 
-/* Returns 1 when the frame is dropped for its TTL. */
+/*
+ * Returns 1 when the frame is dropped for its TTL. One less in the TTL's word (TTL, protocol)
+ * changes it by -0x100 whatever the protocol: its checksum delta (rs_csum_delta) is always 0xfeff,
+ * added without reading the word (rs_ip_word_write's way, which the reference keeps, cost an
+ * IPv4 frame 31 instructions more on x86_64, an IPv6 one 20; bench/engine.py).
+ */
 static int rs_act_dec_ttl(struct rs_ctx *c)
 {
 	struct rs_pkt *p = &c->p;
+	uint8_t *h = p->b + p->l3;
 	uint32_t ttl;
 
 	if (rs_field_get(p, RS_F_TTL, 0, &ttl)) {
@@ -2161,10 +2167,18 @@ static int rs_act_dec_ttl(struct rs_ctx *c)
 	}
 	if (ttl <= 1)
 		return 1;
-	if (p->ipv == 4)
-		rs_modified(c, rs_ip_word_write(p, 8, (ttl - 1) << 8, 0xff00));
-	else
-		rs_modified(c, rs_ip_word_write(p, 6, ttl - 1, 0x00ff));
+	if (p->reference) {
+		if (p->ipv == 4)
+			rs_ip_word_write(p, 8, (ttl - 1) << 8, 0xff00);
+		else
+			rs_ip_word_write(p, 6, ttl - 1, 0x00ff);
+	} else if (p->ipv == 4) {
+		h[8] = (uint8_t)(ttl - 1);
+		rs_put_be16(h + 10, rs_csum_add(rs_be16(h + 10), 0xfeff));
+	} else {
+		h[7] = (uint8_t)(ttl - 1);
+	}
+	c->vflags |= RS_VF_MODIFIED;	/* the TTL changed */
 	return 0;
 }
 
