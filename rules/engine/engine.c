@@ -2178,7 +2178,7 @@ static int rs_act_dec_ttl(struct rs_ctx *c)
 	} else {
 		h[7] = (uint8_t)(ttl - 1);
 	}
-	c->vflags |= RS_VF_MODIFIED;	/* the TTL changed */
+	rs_modified(c, 1);	/* the TTL changed */
 	return 0;
 }
 
