@@ -1806,11 +1806,12 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 
 /* ---- checksums (RFC 1071 sums, RFC 1624 updates) ---- */
 
+/* A 32-bit sum folded to 16 bits with end-around carry: s plus s rotated by 16 holds, in its top
+ * half, high + low + the carry out of the low halves' sum, which is what folding until no carry is
+ * left gives (an ARM add with a rotated operand and a shift; the loop cost an update ~9). */
 static uint32_t rs_csum_fold(uint32_t s)
 {
-	while (s >> 16)
-		s = (s & 0xffff) + (s >> 16);
-	return s;
+	return (s + rs_rotl32(s, 16)) >> 16;
 }
 
 /* The change of a 16-bit word m -> m_new as a sum to fold into a checksum: ~m + m', added up over
@@ -2029,14 +2030,18 @@ static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
 	}
 	/* the words' changes summed, then folded once into each checksum over the address (the IPv4
 	 * header's; TCP's, UDP's and ICMPv6's pseudo-header): what rs_pkt_write does word by word, as
-	 * an address overlaps no checksum field (the fuzzer holds the two to the same bytes) */
-	for (i = 0; i < n; i += 2) {
-		uint32_t old = rs_be16(c->p.b + at + i), nw = rs_be16(o + 2 + i);
+	 * an address overlaps no checksum field (the fuzzer holds the two to the same bytes). Read and
+	 * written 32 bits at a time; a 16-bit half that stays adds nothing, as rs_pkt_write skips it. */
+	for (i = 0; i < n; i += 4) {
+		uint32_t old = rs_be32(c->p.b + at + i), nw = rs_be32(o + 2 + i);
 
 		if (old == nw)
 			continue;
-		rs_put_be16(c->p.b + at + i, nw);
-		delta += rs_csum_delta(old, nw);
+		__builtin_memcpy(c->p.b + at + i, o + 2 + i, 4);
+		if ((old ^ nw) >> 16)
+			delta += rs_csum_delta(old >> 16, nw >> 16);
+		if ((old ^ nw) & 0xffff)
+			delta += rs_csum_delta(old & 0xffff, nw & 0xffff);
 		changed = 1;
 	}
 	if (changed) {
