@@ -398,7 +398,7 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t ntraces, uin
 #define RS_C_TCP	0
 #define RS_C_UDP	1
 #define RS_C_OTHER	2
-/* the form class (rs_state's class_sub) of frames of class c arriving on port RS_PORT_A or RS_PORT_B
+/* the form class (rs_state's class_at) of frames of class c arriving on port RS_PORT_A or RS_PORT_B
  * (RS_PORT_A + 1), the only ports rs_direction_ok lets through */
 #define RS_FORM_CLASS(c, port)	(2 * (c) + (port) - RS_PORT_A)
 /* the key fields an IP class has; ports need a TCP or UDP class, TCP flags a TCP class */
@@ -1528,14 +1528,16 @@ static uint32_t rs_find_sub(const struct rs_form_sub *fs, const uint32_t *pool, 
 	return last;
 }
 
-/* Builds the subtables of form class c after those of the classes before it: which rules can
- * match its frames (rs_class_keys), their subtables in the order of their first rule, then each
- * rule's entry at the tail of its bucket, in program order. Returns the pool words now used. */
-static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t c, uint32_t used)
+/* Builds the subtables of form class c from subtable first on (after those of the classes before
+ * it): which rules can match its frames (rs_class_keys), their subtables in the order of their
+ * first rule, then each rule's entry at the tail of its bucket, in program order. Returns the
+ * subtable after its last; *used_words counts the pool words used. */
+static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t c, uint32_t first,
+			      uint32_t *used_words)
 {
 	struct rs_form_rule *fr = rs_form_rules(st);
 	struct rs_form_sub *fs = rs_form_subs(st);
-	uint32_t *pool = rs_form_pool(st), first = st->class_sub[c], last = first, i, j, s, nk, keys;
+	uint32_t *pool = rs_form_pool(st), used = *used_words, last = first, i, j, s, nk, keys;
 	uint32_t order[RS_K_N];
 	struct rs_shape sh;
 
@@ -1600,8 +1602,8 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 		*e = used;
 		used += RS_ENTRY_TAIL + sub->ntail;
 	}
-	st->class_sub[c + 1] = (uint16_t)last;
-	return used;
+	*used_words = used;
+	return last;
 }
 
 /* A verified port range op into the pool at used (rs_ports_words); returns the words now used. */
@@ -1622,7 +1624,7 @@ static uint32_t rs_ports_load(uint32_t *pool, uint32_t used, const uint8_t *o)
 static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 {
 	struct rs_form_rule *fr = rs_form_rules(st);
-	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, c;
+	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, c, s = 0;
 	struct rs_shape sh;
 	struct rs_walk w;
 	int opens;
@@ -1652,8 +1654,11 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		}
 		off += rs_le16(r);
 	}
-	for (c = 0; c < RS_FORM_CLASSES; c++)
-		used = rs_form_class(prog, st, c, used);
+	for (c = 0; c < RS_FORM_CLASSES; c++) {
+		st->class_at[c] = st->subs + s * (uint32_t)sizeof(struct rs_form_sub);
+		s = rs_form_class(prog, st, c, s, &used);
+	}
+	st->class_at[c] = st->subs + s * (uint32_t)sizeof(struct rs_form_sub);
 }
 
 /* The frame's value of key field k, as rs_field_get and rs_match_op see it; RS_K_NONE is 0. Read
@@ -1759,8 +1764,9 @@ static inline __attribute__((__always_inline__)) int rs_head_rest_eq(const struc
 static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint8_t *prog, const struct rs_state *st,
 			    const struct rs_pkt *p, uint32_t c, uint32_t port, uint32_t rx_len)
 {
-	const struct rs_form_sub *subs = rs_form_subs(st), *sub = subs + st->class_sub[RS_FORM_CLASS(c, port)],
-		*end = subs + st->class_sub[RS_FORM_CLASS(c, port) + 1];
+	const uint8_t *base = (const uint8_t *)st;
+	const struct rs_form_sub *sub = (const void *)(base + st->class_at[RS_FORM_CLASS(c, port)]),
+		*end = (const void *)(base + st->class_at[RS_FORM_CLASS(c, port) + 1]);
 	const struct rs_form_rule *fr = rs_form_rules(st);
 	const uint32_t *pool = rs_form_pool(st);
 	uint32_t best = st->n_rules, absent, e, h, w0;
