@@ -94,6 +94,32 @@ static uint32_t rs_be32(const uint8_t *b)
 	return rs_be16(b) << 16 | rs_be16(b + 2);
 }
 
+/* Frame words in the CPU's order, for one's complement sums, which are the same in either order
+ * (RFC 1071, byte order independence): a checksum updated from words read this way is written
+ * back this way, with no swap. */
+static uint32_t rs_ne16(const uint8_t *b)
+{
+	uint16_t v;
+
+	__builtin_memcpy(&v, b, 2);
+	return v;
+}
+
+static uint32_t rs_ne32(const uint8_t *b)
+{
+	uint32_t v;
+
+	__builtin_memcpy(&v, b, 4);
+	return v;
+}
+
+static void rs_put_ne16(uint8_t *b, uint32_t v)
+{
+	uint16_t w = (uint16_t)v;
+
+	__builtin_memcpy(b, &w, 2);
+}
+
 /* ---- verifier ---- */
 
 /* timing ops a rule may hold once each (loss and loss_ge are one loss) */
@@ -1852,18 +1878,21 @@ static int rs_has_pseudo_hdr(const struct rs_pkt *p)
 	       (p->proto == RS_IPPROTO_ICMPV6 && p->ipv == 6);
 }
 
-/* Folds a sum of changes (rs_csum_delta) into the L4 checksum:
- * a UDP checksum of 0 (none) stays 0, a computed 0 is sent as 0xffff. */
+/* The L4 checksum hc after a sum of changes (rs_csum_delta), both in one byte order: a UDP
+ * checksum of 0 (none) stays 0, a computed 0 is sent as 0xffff (0 and 0xffff read the same in
+ * either order). */
+static uint32_t rs_l4_csum_next(const struct rs_pkt *p, uint32_t hc, uint32_t delta)
+{
+	if (p->proto == RS_IPPROTO_UDP && hc == 0)
+		return 0;
+	hc = rs_csum_add(hc, delta);
+	return p->proto == RS_IPPROTO_UDP && hc == 0 ? 0xffff : hc;
+}
+
+/* Folds a sum of changes of big-endian words into the L4 checksum. */
 static void rs_l4_csum_add(struct rs_pkt *p, uint32_t delta)
 {
-	uint32_t hc = rs_be16(p->b + p->ck);
-
-	if (p->proto == RS_IPPROTO_UDP && hc == 0)
-		return;
-	hc = rs_csum_add(hc, delta);
-	if (p->proto == RS_IPPROTO_UDP && hc == 0)
-		hc = 0xffff;
-	rs_put_be16(p->b + p->ck, hc);
+	rs_put_be16(p->b + p->ck, rs_l4_csum_next(p, rs_be16(p->b + p->ck), delta));
 }
 
 /* The same for the change of one 16-bit quantity m -> m_new. */
@@ -2037,9 +2066,10 @@ static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
 	/* the words' changes summed, then folded once into each checksum over the address (the IPv4
 	 * header's; TCP's, UDP's and ICMPv6's pseudo-header): what rs_pkt_write does word by word, as
 	 * an address overlaps no checksum field (the fuzzer holds the two to the same bytes). Read and
-	 * written 32 bits at a time; a 16-bit half that stays adds nothing, as rs_pkt_write skips it. */
+	 * written 32 bits at a time in the CPU's order (rs_ne16); a 16-bit half that stays adds
+	 * nothing, as rs_pkt_write skips it. */
 	for (i = 0; i < n; i += 4) {
-		uint32_t old = rs_be32(c->p.b + at + i), nw = rs_be32(o + 2 + i);
+		uint32_t old = rs_ne32(c->p.b + at + i), nw = rs_ne32(o + 2 + i);
 
 		if (old == nw)
 			continue;
@@ -2051,10 +2081,12 @@ static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
 		changed = 1;
 	}
 	if (changed) {
+		uint8_t *hc = c->p.b + c->p.l3 + 10, *ck = c->p.b + c->p.ck;
+
 		if (c->p.ipv == 4)
-			rs_put_be16(c->p.b + c->p.l3 + 10, rs_csum_add(rs_be16(c->p.b + c->p.l3 + 10), delta));
+			rs_put_ne16(hc, rs_csum_add(rs_ne16(hc), delta));
 		if (c->p.ck && rs_has_pseudo_hdr(&c->p))
-			rs_l4_csum_add(&c->p, delta);
+			rs_put_ne16(ck, rs_l4_csum_next(&c->p, rs_ne16(ck), delta));
 	}
 	rs_modified(c, changed);
 }
