@@ -395,7 +395,9 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t ntraces, uin
  * subtables: only the rules that can match its frames, without the fields
  * it fixes. A frame visits its class's subtables only. Each port has its own
  * (RS_FORM_CLASS): a rule for frames from one port is only in that port's, so
- * the port is never a key field.
+ * the port is never a key field. Frames in RS_RUN_L3 have classes of their own
+ * (RS_C_L3), whose subtables leave out the rules that test Ethernet addresses
+ * or a tag: the classifier asks no frame whether it has a key field.
  */
 
 /* key fields: the RS_F_* fields of RS_M_RANGE keep their numbers (1..9) */
@@ -410,9 +412,14 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t ntraces, uin
 #define RS_K_ETH_ALL	(0xfu << RS_K_ETH)
 #define RS_K_IP4_ALL	(0x3u << RS_K_IP4)
 #define RS_K_IP6_ALL	(0xffu << RS_K_IP6)
-/* Key fields only some frames of a class have: a tag's fields, the Ethernet addresses (none in
- * RS_RUN_L3). rs_class_keys made sure the class has every other field its subtables use. */
+/* Key fields only some frames have: a tag's fields, the Ethernet addresses (none in RS_RUN_L3,
+ * whose classes leave them out: rs_class_keys). rs_class_keys made sure the class has every other
+ * field its subtables use. */
 #define RS_K_TAG	(RS_K_BIT(RS_F_VLAN) | RS_K_BIT(RS_F_VLAN_PCP))
+/* Above a tag field's 16 bits, in its key value (rs_key_value) and its entries' values: an
+ * untagged frame's value lacks it and so matches no entry of a subtable keyed on a tag field. A
+ * tag key's mask is all ones (rs_shape_op's RS_M_RANGE). */
+#define RS_K_PRESENT	0x10000u
 
 /* form_flags: the program reads the TCP/UDP/ICMP header, or rewrites (which keeps its checksum) */
 #define RS_FORM_L4	0x1
@@ -424,6 +431,8 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t ntraces, uin
 #define RS_C_TCP	0
 #define RS_C_UDP	1
 #define RS_C_OTHER	2
+/* added to the class of a frame in RS_RUN_L3 */
+#define RS_C_L3		RS_CLASSES
 /* the form class (rs_state's class_at) of frames of class c arriving on port RS_PORT_A or RS_PORT_B
  * (RS_PORT_A + 1), the only ports rs_direction_ok lets through */
 #define RS_FORM_CLASS(c, port)	(2 * (c) + (port) - RS_PORT_A)
@@ -506,7 +515,7 @@ static void rs_key_set(struct rs_shape *sh, uint32_t k, uint32_t mask, uint32_t 
 {
 	sh->keys |= RS_K_BIT(k);
 	sh->mask[k] = mask;
-	sh->value[k] = value;
+	sh->value[k] = value | (RS_K_BIT(k) & RS_K_TAG ? RS_K_PRESENT : 0);
 }
 
 /* Makes one match op key fields; 0 when it stays residual. */
@@ -618,6 +627,12 @@ static int rs_class_keys(const struct rs_shape *sh, uint32_t fc, uint32_t *keys)
 
 	if ((sh->keys & RS_K_BIT(RS_K_PORT)) && sh->value[RS_K_PORT] != (fc & 1 ? RS_PORT_B : RS_PORT_A))
 		return 0;
+	if (c >= RS_C_L3) {
+		/* no Ethernet header, no tag: a key field of either is never there */
+		if (k & (RS_K_ETH_ALL | RS_K_TAG))
+			return 0;
+		c -= RS_C_L3;
+	}
 
 	if (c == RS_C_NOIP) {
 		*keys = k;
@@ -1024,7 +1039,6 @@ struct rs_pkt {
 	uint32_t l4;		/* end of the IP headers = L4 header */
 	uint32_t l4hl;		/* TCP/UDP/ICMP header length, 0: none parsed */
 	uint32_t ck;		/* L4 checksum offset, 0: none */
-	uint32_t absent;	/* the key fields of RS_K_TAG and RS_K_ETH_ALL the frame lacks */
 	uint32_t cap;
 	uint32_t reference;	/* writes take rs_pkt_write's general way (rs_run_reference) */
 };
@@ -1207,13 +1221,12 @@ static uint32_t rs_frame_class(const struct rs_pkt *p)
 	return c + rs_proto_kind(p->proto);
 }
 
-/* rs_parse, then the key fields the frame lacks and its class (RS_C_*); -1 for a malformed one */
+/* rs_parse, then the frame's class (RS_C_*, plus RS_C_L3 in RS_RUN_L3); -1 for a malformed one */
 static int rs_parse_class(struct rs_pkt *p)
 {
 	if (rs_parse(p))
 		return -1;
-	p->absent = (p->ntags ? 0 : RS_K_TAG) | (p->l3mode ? RS_K_ETH_ALL : 0);
-	return (int)rs_frame_class(p);
+	return (int)(rs_frame_class(p) + (p->l3mode ? RS_C_L3 : 0));
 }
 
 /*
@@ -1261,7 +1274,6 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 		return rs_parse_class(p);
 	}
 	p->ntags = 0;
-	p->absent = RS_K_TAG;
 	p->eth_type = eth_type;
 	p->l3 = RS_ETH_HLEN;
 	p->l3_end = RS_ETH_HLEN + tot;
@@ -1700,8 +1712,8 @@ static inline __attribute__((__always_inline__)) uint32_t rs_key_value(const str
 
 	switch (k) {
 	case RS_F_ETH_TYPE:	return p->eth_type;
-	case RS_F_VLAN:		return rs_be16(b + 14) & 0xfff;
-	case RS_F_VLAN_PCP:	return rs_be16(b + 14) >> 13;
+	case RS_F_VLAN:		return p->ntags ? (rs_be16(b + 14) & 0xfff) | RS_K_PRESENT : 0;
+	case RS_F_VLAN_PCP:	return p->ntags ? rs_be16(b + 14) >> 13 | RS_K_PRESENT : 0;
 	case RS_F_IP_PROTO:	return p->proto;
 	case RS_F_SRC_PORT:	return rs_be16(b + p->l4);
 	case RS_F_DST_PORT:	return rs_be16(b + p->l4 + 2);
@@ -1799,12 +1811,9 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 		*end = (const void *)(base + st->class_at[RS_FORM_CLASS(c, port) + 1]);
 	const struct rs_form_rule *fr = rs_form_rules(st);
 	const uint32_t *pool = rs_form_pool(st);
-	uint32_t best = st->n_rules, absent, e, h, w0;
+	uint32_t best = st->n_rules, e, h, w0;
 
-	absent = p->absent;
 	for (; sub < end && sub->first < best; sub++) {
-		if (sub->keys & absent)
-			continue;
 		w0 = rs_key_value(p, sub->field[0], rx_len) & sub->mask[0];
 		if (sub->single) {
 			/* its one entry, without hashing or a bucket */

@@ -244,9 +244,9 @@ struct rs_rule_state {
 };
 
 /* the frame classes (engine.c, "frame classes"); the loaded form has subtables for each class of
- * frame on each port it arrives on */
+ * frame, from Ethernet or in RS_RUN_L3, on each port it arrives on */
 #define RS_CLASSES 7
-#define RS_FORM_CLASSES (2 * RS_CLASSES)
+#define RS_FORM_CLASSES (2 * 2 * RS_CLASSES)
 
 struct rs_state {
 	uint32_t prng[4];
