@@ -494,10 +494,13 @@ struct rs_form_rule {
 /* in an entry's rule word: it has a tail or residual ops, which a matching head does not settle
  * (at most 1024 rules: PROGRAM.md) */
 #define RS_ENTRY_REST	0x80000000u
+/* the first rule of the subtable that ends a class's: above every rule, so the classifier's one
+ * test of a subtable's first rule against the best so far also ends the class */
+#define RS_SUB_END	0xffffffffu
 
 struct rs_form_sub {
 	uint32_t keys;		/* RS_K_* bits */
-	uint32_t first;		/* its first rule */
+	uint32_t first;		/* its first rule; RS_SUB_END in the one after a class's last */
 	uint32_t shift;		/* 31 less its hash bits (rs_bucket) */
 	uint32_t slots;		/* pool index of its bucket heads (entries, 0: none) */
 	uint32_t count;		/* its rules */
@@ -776,6 +779,8 @@ static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size, 
 	*size = (uint32_t)sizeof(struct rs_state) +
 		n * (uint32_t)sizeof(struct rs_rule_state) + 8 * sum;
 	*size = (*size + 7) & ~7u;
+	/* and the subtables that end each class that has any, and one the classes without any share */
+	nsubs += (nsubs < RS_FORM_CLASSES ? nsubs : RS_FORM_CLASSES) + 1;
 	*size += n * (uint32_t)sizeof(struct rs_form_rule) + nsubs * (uint32_t)sizeof(struct rs_form_sub);
 	if (pool)
 		*pool = *size;
@@ -1666,7 +1671,7 @@ static uint32_t rs_ports_load(uint32_t *pool, uint32_t used, const uint8_t *o)
 static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 {
 	struct rs_form_rule *fr = rs_form_rules(st);
-	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, c, s = 0;
+	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, c, s = 0, first;
 	struct rs_shape sh;
 	struct rs_walk w;
 	int opens;
@@ -1697,10 +1702,17 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		off += rs_le16(r);
 	}
 	for (c = 0; c < RS_FORM_CLASSES; c++) {
-		st->class_at[c] = st->subs + s * (uint32_t)sizeof(struct rs_form_sub);
+		first = s;
 		s = rs_form_class(prog, st, c, s, &used);
+		if (s == first)
+			continue;	/* the shared end, below */
+		st->class_at[c] = st->subs + first * (uint32_t)sizeof(struct rs_form_sub);
+		rs_form_subs(st)[s++].first = RS_SUB_END;
 	}
-	st->class_at[c] = st->subs + s * (uint32_t)sizeof(struct rs_form_sub);
+	rs_form_subs(st)[s].first = RS_SUB_END;
+	for (c = 0; c < RS_FORM_CLASSES; c++)
+		if (!st->class_at[c])	/* an offset past the state's header is never 0 */
+			st->class_at[c] = st->subs + s * (uint32_t)sizeof(struct rs_form_sub);
 }
 
 /* The frame's value of key field k, as rs_field_get and rs_match_op see it; RS_K_NONE is 0. Read
@@ -1811,13 +1823,12 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 			    const struct rs_pkt *p, uint32_t c, uint32_t port, uint32_t rx_len)
 {
 	const uint8_t *base = (const uint8_t *)st;
-	const struct rs_form_sub *sub = (const void *)(base + st->class_at[RS_FORM_CLASS(c, port)]),
-		*end = (const void *)(base + st->class_at[RS_FORM_CLASS(c, port) + 1]);
+	const struct rs_form_sub *sub = (const void *)(base + st->class_at[RS_FORM_CLASS(c, port)]);
 	const struct rs_form_rule *fr = rs_form_rules(st);
 	const uint32_t *pool = rs_form_pool(st);
 	uint32_t best = st->n_rules, e, h, w0;
 
-	for (; sub < end && sub->first < best; sub++) {
+	for (; sub->first < best; sub++) {	/* to the class's RS_SUB_END at most */
 		w0 = rs_key_value(p, sub->field[0], rx_len) & sub->mask[0];
 		if (sub->single) {
 			/* its one entry, without hashing or a bucket */

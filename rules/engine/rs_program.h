@@ -264,9 +264,10 @@ struct rs_state {
 	uint32_t subs;		/* the byte offsets of its subtables */
 	uint32_t pool;		/* and of its pool of words */
 	uint16_t form_flags;	/* what the program needs of a frame (engine.c's RS_FORM_*) */
-	/* the subtables of form class c (engine.c's RS_FORM_CLASS) are those from byte class_at[c] of
-	 * the state to class_at[c + 1]: offsets, not indexes, spare the classifier a scaling each */
-	uint32_t class_at[RS_FORM_CLASSES + 1];
+	/* the subtables of form class c (engine.c's RS_FORM_CLASS) start at byte class_at[c] of the
+	 * state (an offset, not an index: no scaling a frame) and end at one whose first rule is
+	 * engine.c's RS_SUB_END */
+	uint32_t class_at[RS_FORM_CLASSES];
 	/* struct rs_rule_state rules[n_rules]; then the rate queues; then the loaded form */
 };
 
