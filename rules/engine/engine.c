@@ -113,6 +113,15 @@ static uint32_t rs_ne32(const uint8_t *b)
 	return v;
 }
 
+/* The 16-bit value v (as rs_be16 reads it) as rs_ne16 reads its bytes: a constant, for comparing
+ * and masking frame words without swapping them. */
+static inline __attribute__((__always_inline__)) uint32_t rs_ne16_of(uint32_t v)
+{
+	const uint8_t b[2] = { (uint8_t)(v >> 8), (uint8_t)v };
+
+	return rs_ne16(b);
+}
+
 static void rs_put_ne16(uint8_t *b, uint32_t v)
 {
 	uint16_t w = (uint16_t)v;
@@ -1253,19 +1262,23 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 		return rs_parse_class(p);
 	if (p->len < RS_ETH_HLEN + 20)
 		return rs_parse_class(p);
-	eth_type = rs_be16(p->b + 12);
-	if (eth_type == RS_ETH_P_IP && h[0] == 0x45) {
+	/* the ethertype and the fragment bits tested as the frame has them (rs_ne16_of) */
+	eth_type = rs_ne16(p->b + 12);
+	if (eth_type == rs_ne16_of(RS_ETH_P_IP) && h[0] == 0x45) {
 		tot = rs_be16(h + 2);
 		if (tot - 20 > room - 20)	/* tot < 20 or > room in one test: room >= 20 here */
 			return -1;
-		frag = rs_be16(h + 6) & 0x3fff;
+		frag = rs_ne16(h + 6) & rs_ne16_of(0x3fff);
+		eth_type = RS_ETH_P_IP;
 		c = RS_C_IP4;
 		p->ipv = 4;
 		p->proto = h[9];
 		p->frag = frag != 0;	/* MF or an offset */
-		p->has_l4off = (frag & 0x1fff) == 0;
+		p->has_l4off = (frag & rs_ne16_of(0x1fff)) == 0;
 		p->l4 = RS_ETH_HLEN + 20;
-	} else if (eth_type == RS_ETH_P_IPV6 && room >= 40 && (h[0] >> 4) == 6 && !rs_is_ext_hdr(h[6])) {
+	} else if (eth_type == rs_ne16_of(RS_ETH_P_IPV6) && room >= 40 && (h[0] >> 4) == 6 &&
+		   !rs_is_ext_hdr(h[6])) {
+		eth_type = RS_ETH_P_IPV6;
 		tot = 40 + rs_be16(h + 4);
 		if (tot > room)
 			return -1;
