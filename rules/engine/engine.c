@@ -2136,9 +2136,10 @@ static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
  * The same for the IP header's word at l3 + w where no checksum but the IPv4 header's covers it:
  * the TOS and TTL words of IPv4, the first word (traffic class) and the hop limit's of IPv6
  * (neither in a pseudo-header). rs_pkt_write_word, without its search for the checksums over the
- * word: the cost of `set: {dscp}`, `set: {ecn}`, `set: {ttl}` and dec_ttl.
+ * word: the cost of `set: {dscp}`, `set: {ecn}`, `set: {ttl}` and dec_ttl. Inlined into its
+ * callers, where the word and mask are constants (1 instruction less a mix frame on either CPU).
  */
-static int rs_ip_word_write(struct rs_pkt *p, uint32_t w, uint32_t v, uint32_t mask)
+static inline __attribute__((__always_inline__)) int rs_ip_word_write(struct rs_pkt *p, uint32_t w, uint32_t v, uint32_t mask)
 {
 	uint8_t *h = p->b + p->l3;
 	uint32_t old, nw;
