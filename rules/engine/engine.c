@@ -1070,10 +1070,10 @@ static inline __attribute__((__always_inline__)) uint32_t rs_parse_l4(struct rs_
 	uint32_t room = p->l3_end - p->l4, hl = 0, ck = 0, kind = RS_C_OTHER;
 
 	if (p->proto == RS_IPPROTO_TCP && room >= 20) {
-		hl = (uint32_t)(p->b[p->l4 + 12] >> 4) * 4;
+		hl = (uint32_t)(p->b[p->l4 + 12] >> 2) & 0x3c;	/* data offset, in words, times 4 */
 		ck = 16;
 		kind = RS_C_TCP;
-		if (hl < 20 || hl > room)
+		if (hl - 20 > room - 20)	/* hl < 20 or > room in one test: room >= 20 here */
 			hl = 0;
 	} else if (p->proto == RS_IPPROTO_UDP && room >= 8) {
 		hl = 8;
