@@ -39,12 +39,13 @@
 /* ---- byte access ---- */
 
 /*
- * Program integers are little-endian (PROGRAM.md). On a little-endian CPU one
- * load reads them: __builtin_memcpy becomes a plain load at any alignment
- * where the CPU allows it (x86, ARMv7), byte loads where it does not.
+ * Bytes in the CPU's order: __builtin_memcpy becomes a plain load at any
+ * alignment where the CPU allows it (x86, ARMv7), byte loads where it does
+ * not. Frame words are read so for one's complement sums, which are the same in
+ * either order (RFC 1071, byte order independence): a checksum updated from
+ * words read this way is written back this way, with no swap.
  */
-#ifdef RS_LITTLE_ENDIAN
-static uint32_t rs_le16(const uint8_t *b)
+static uint32_t rs_ne16(const uint8_t *b)
 {
 	uint16_t v;
 
@@ -52,12 +53,24 @@ static uint32_t rs_le16(const uint8_t *b)
 	return v;
 }
 
-static uint32_t rs_le32(const uint8_t *b)
+static uint32_t rs_ne32(const uint8_t *b)
 {
 	uint32_t v;
 
 	__builtin_memcpy(&v, b, 4);
 	return v;
+}
+
+/* Program integers are little-endian (PROGRAM.md): on a little-endian CPU one load reads them. */
+#ifdef RS_LITTLE_ENDIAN
+static uint32_t rs_le16(const uint8_t *b)
+{
+	return rs_ne16(b);
+}
+
+static uint32_t rs_le32(const uint8_t *b)
+{
+	return rs_ne32(b);
 }
 
 static uint64_t rs_le64(const uint8_t *b)
@@ -92,25 +105,6 @@ static uint32_t rs_be16(const uint8_t *b)
 static uint32_t rs_be32(const uint8_t *b)
 {
 	return rs_be16(b) << 16 | rs_be16(b + 2);
-}
-
-/* Frame words in the CPU's order, for one's complement sums, which are the same in either order
- * (RFC 1071, byte order independence): a checksum updated from words read this way is written
- * back this way, with no swap. */
-static uint32_t rs_ne16(const uint8_t *b)
-{
-	uint16_t v;
-
-	__builtin_memcpy(&v, b, 2);
-	return v;
-}
-
-static uint32_t rs_ne32(const uint8_t *b)
-{
-	uint32_t v;
-
-	__builtin_memcpy(&v, b, 4);
-	return v;
 }
 
 /* The 16-bit value v (as rs_be16 reads it) as rs_ne16 reads its bytes: a constant, for comparing
