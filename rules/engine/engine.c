@@ -1678,7 +1678,7 @@ static uint32_t rs_ports_load(uint32_t *pool, uint32_t used, const uint8_t *o)
 static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 {
 	struct rs_form_rule *fr = rs_form_rules(st);
-	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, c, s = 0, first;
+	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, c, s = 1, first;
 	struct rs_shape sh;
 	struct rs_walk w;
 	int opens;
@@ -1708,18 +1708,17 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		}
 		off += rs_le16(r);
 	}
+	rs_form_subs(st)[0].first = RS_SUB_END;	/* the end the classes without subtables share */
 	for (c = 0; c < RS_FORM_CLASSES; c++) {
 		first = s;
 		s = rs_form_class(prog, st, c, s, &used);
-		if (s == first)
-			continue;	/* the shared end, below */
+		if (s == first) {
+			st->class_at[c] = st->subs;
+			continue;
+		}
 		st->class_at[c] = st->subs + first * (uint32_t)sizeof(struct rs_form_sub);
 		rs_form_subs(st)[s++].first = RS_SUB_END;
 	}
-	rs_form_subs(st)[s].first = RS_SUB_END;
-	for (c = 0; c < RS_FORM_CLASSES; c++)
-		if (!st->class_at[c])	/* an offset past the state's header is never 0 */
-			st->class_at[c] = st->subs + s * (uint32_t)sizeof(struct rs_form_sub);
 }
 
 /* The frame's value of key field k, as rs_field_get and rs_match_op see it; RS_K_NONE is 0. Read
