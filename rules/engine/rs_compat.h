@@ -21,4 +21,9 @@ static inline uint64_t rs_div64(uint64_t a, uint64_t b) { return a / b; }
 #define RS_LITTLE_ENDIAN 1
 #endif
 
+/* a 32-bit CPU: engine.c's rs_count adds to a 64-bit counter's words apart */
+#if defined(__SIZEOF_POINTER__) && __SIZEOF_POINTER__ == 4
+#define RS_CPU32 1
+#endif
+
 #endif /* RS_COMPAT_H */
