@@ -137,7 +137,7 @@ static __attribute__((__noinline__, __cold__)) void rs_count_carry(rs_count_word
 
 /* A 64-bit counter plus n. On a 32-bit little-endian CPU, the board's, an add to its low word and
  * a carry into the high word only when that wraps: 4 instructions, where a 64-bit add is 6 on ARM
- * (armhf's mix 280 -> 275, the last of 250 per-host rules 316 -> 309; bench/engine.py). It stays a
+ * (armhf's mix 280 -> 275, the last of 250 per-host rules 316 -> 306; bench/engine.py). It stays a
  * uint64_t for whoever reads it (tests/helpers/counter_carry.py). */
 static inline __attribute__((__always_inline__)) void rs_count(uint64_t *c, uint32_t n)
 {
@@ -1614,7 +1614,7 @@ static uint32_t rs_key_list(uint32_t keys, uint32_t *order)
 /*
  * Where the classifier reads key field k of the frames of form class c: an index of rs_pkt's at[]
  * and *off from there, the big-endian word whose low bits are the field; RS_AT_N for a field
- * rs_key_value works out (a tag's, the IP version's, the length, DSCP; IPv6's protocol, which
+ * rs_key_value works out (the ethertype, a tag's fields, DSCP, the length; IPv6's protocol, which
  * extension headers move). Each word lies inside every frame of the class: a TCP or UDP header is
  * whole, an IP header at least 20 or 40 bytes, an Ethernet header there outside RS_RUN_L3, which
  * has no class with an Ethernet key (rs_class_keys). RS_K_NONE, under a zero mask, reads the
@@ -1860,7 +1860,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_key_value(const str
 }
 
 /* The frame's word of a subtable's head field j, to be masked: read where rs_key_at found it,
- * without rs_key_value's switch (the mix 260 -> 254 on x86_64, 282 -> 281 on armhf; bench/engine.py). */
+ * without rs_key_value's switch (the mix 260 -> 254 on x86_64, 282 -> 280 on armhf; bench/engine.py). */
 static inline __attribute__((__always_inline__)) uint32_t rs_sub_key(const struct rs_pkt *p, const struct rs_form_sub *sub,
 								 uint32_t j, uint32_t rx_len)
 {
