@@ -1436,19 +1436,22 @@ static int rs_bytes_at(const struct rs_pkt *p, const uint8_t *o, uint32_t *at)
 	return 0;
 }
 
+/* The offset of an IP header's source or destination address (RS_SRC, RS_DST) in its header */
+static uint32_t rs_ip_addr_off(uint32_t which, uint32_t family)
+{
+	if (family == RS_FAMILY_IPV4)
+		return which == RS_DST ? 16 : 12;
+	return which == RS_DST ? 24 : 8;
+}
+
 /* Offset of an IP address of the packet's own family, or -1. */
 static int rs_ip_addr_at(const struct rs_pkt *p, uint32_t which, uint32_t family,
 		      uint32_t *at, uint32_t *n)
 {
 	if (!p->ipv || p->ipv != family)
 		return -1;
-	if (family == 4) {
-		*at = p->l3 + (which == RS_DST ? 16 : 12);
-		*n = 4;
-	} else {
-		*at = p->l3 + (which == RS_DST ? 24 : 8);
-		*n = 16;
-	}
+	*at = p->l3 + rs_ip_addr_off(which, family);
+	*n = family == RS_FAMILY_IPV4 ? 4 : 16;
 	return 0;
 }
 
@@ -1630,16 +1633,18 @@ static uint32_t rs_key_at(uint32_t k, uint32_t fc, int8_t *off)
 	case RS_K_TCP_FLAGS:	*off = 10; return RS_AT_L4;
 	case RS_F_TTL:		*off = v4 ? 5 : 4; return RS_AT_L3;
 	case RS_F_IP_PROTO:	*off = 6; return v4 ? RS_AT_L3 : RS_AT_N;
-	case RS_K_IP4:		*off = 12; return RS_AT_L3;
-	case RS_K_IP4 + 1:	*off = 16; return RS_AT_L3;
+	case RS_K_IP4:
+	case RS_K_IP4 + 1:
+		*off = (int8_t)rs_ip_addr_off(k - RS_K_IP4, RS_FAMILY_IPV4);
+		return RS_AT_L3;
 	case RS_K_ETH:		*off = 6; return RS_AT_FRAME;
 	case RS_K_ETH + 1:	*off = 8; return RS_AT_FRAME;
 	case RS_K_ETH + 2:
 	case RS_K_NONE:		*off = 0; return RS_AT_FRAME;
 	case RS_K_ETH + 3:	*off = 2; return RS_AT_FRAME;
 	}
-	if (k >= RS_K_IP6 && k < RS_K_IP6 + 8) {
-		*off = (int8_t)(8 + 4 * (k - RS_K_IP6));
+	if (k >= RS_K_IP6 && k < RS_K_IP6 + 8) {	/* word k % 4 of address k / 4 */
+		*off = (int8_t)(rs_ip_addr_off((k - RS_K_IP6) / 4, RS_FAMILY_IPV6) + 4 * ((k - RS_K_IP6) % 4));
 		return RS_AT_L3;
 	}
 	*off = 0;
@@ -1657,9 +1662,10 @@ static uint32_t rs_head_mask(const struct rs_shape *sh, uint32_t k)
 	case RS_K_ETH + 3:
 		return sh->mask[k] & 0xffff;
 	case RS_K_TCP_FLAGS:
-	case RS_F_TTL:
 	case RS_F_IP_PROTO:
 		return sh->mask[k] & 0xff;
+	case RS_F_TTL:
+		return sh->mask[k] & RS_MAX_TTL;
 	}
 	return sh->mask[k];
 }
@@ -2236,12 +2242,12 @@ static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
 	 * an address overlaps no checksum field (the fuzzer holds the two to the same bytes). IPv4's
 	 * one word apart from IPv6's loop: dns-rewrite's frame 424 -> 412 on x86_64 (bench/engine.py). */
 	if (p->ipv == 4) {
-		if (!rs_addr_word_set(h + (o[0] == RS_DST ? 16 : 12), o + 2, &delta))
+		if (!rs_addr_word_set(h + rs_ip_addr_off(o[0], RS_FAMILY_IPV4), o + 2, &delta))
 			return;
 		rs_put_ne16(h + 10, rs_csum_add(rs_ne16(h + 10), delta));
 	} else {
 		for (i = 0; i < 16; i += 4)
-			changed |= rs_addr_word_set(h + (o[0] == RS_DST ? 24 : 8) + i, o + 2 + i, &delta);
+			changed |= rs_addr_word_set(h + rs_ip_addr_off(o[0], RS_FAMILY_IPV6) + i, o + 2 + i, &delta);
 		if (!changed)
 			return;
 	}
