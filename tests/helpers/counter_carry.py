@@ -5,6 +5,10 @@ wheel's test can run it under qemu-user (tests/armhf/test_wheel_armhf.py), where
 compiled, and the unit test here (tests/test_engine_counters.py) where the 64-bit add is."""
 import json
 
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+from scapy.packet import Padding
+
 from reshaper.rules.binding import Engine
 from reshaper.rules.compiler import compile_rules
 from reshaper.rules.config import load_config
@@ -26,11 +30,10 @@ EXPECTED = {
 }
 
 
-def ipv4_frame(proto: int, l4: bytes) -> bytes:
+def ipv4_frame(l4) -> bytes:
     """An untagged Ethernet frame of FRAME_LEN bytes: IPv4 10.0.0.1 -> 10.0.0.2 carrying l4."""
-    ip = bytes([0x45, 0, 0, FRAME_LEN - 14, 0, 0, 0, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2])
-    eth = bytes.fromhex("020000000002" "020000000001" "0800")
-    return (eth + ip + l4).ljust(FRAME_LEN, b"\0")
+    frame = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="10.0.0.1", dst="10.0.0.2") / l4
+    return bytes(frame / Padding(b"\0" * (FRAME_LEN - len(frame))))
 
 
 def counts_after_carry() -> dict[str, dict[str, int]]:
@@ -39,10 +42,8 @@ def counts_after_carry() -> dict[str, dict[str, int]]:
     for name in EXPECTED["engine"]:
         setattr(state.counters, name, BEFORE)
     rule.matched, rule.bytes, rule.dropped = BEFORE, BYTES_BEFORE, BEFORE
-    udp = (1000).to_bytes(2, "big") + (2000).to_bytes(2, "big") + (FRAME_LEN - 34).to_bytes(2, "big") + b"\0\0"
-    tcp = (1000).to_bytes(2, "big") + (80).to_bytes(2, "big") + bytes(8) + bytes([0x50, 0x10]) + bytes(6)
-    engine.run(ipv4_frame(17, udp), "a")
-    engine.run(ipv4_frame(6, tcp), "a")
+    engine.run(ipv4_frame(UDP(sport=1000, dport=2000)), "a")
+    engine.run(ipv4_frame(TCP(sport=1000, dport=80, flags="A")), "a")
     rule_counts = engine.rule_counters(0)
     return {"engine": engine.counters(), "rule": {name: rule_counts[name] for name in EXPECTED["rule"]}}
 
