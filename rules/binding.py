@@ -8,7 +8,9 @@ from reshaper._native import ffi, lib
 # the engine's drop reasons, ports and counters, named and numbered by rules/engine/rs_program.h
 DROP_REASONS = {getattr(lib, name): name.removeprefix("RS_R_").lower() for name in dir(lib) if name.startswith("RS_R_")}
 PORTS = {"a": lib.RS_PORT_A, "b": lib.RS_PORT_B}
-GLOBAL_COUNTERS = tuple(name for name, _ in ffi.typeof("struct rs_counters").fields)
+# frames_in, the frames the engine ran on, first: not a field of struct rs_counters but worked out
+# from them (engine_counters)
+GLOBAL_COUNTERS = ("frames_in", *(name for name, _ in ffi.typeof("struct rs_counters").fields))
 # struct rs_rule_state opens with its counters; its timing state starts at last_departure
 _RULE_STATE = [name for name, _ in ffi.typeof("struct rs_rule_state").fields]
 RULE_COUNTERS = tuple(_RULE_STATE[:_RULE_STATE.index("last_departure")])
@@ -122,7 +124,7 @@ class Engine:
         return state_time_zero(self._header)
 
     def counters(self) -> dict[str, int]:
-        return engine_counters(self._header)
+        return engine_counters(self._header, self._rules)
 
     def rule_phase(self, index: int) -> int:
         """The phase of a scheduled rule the last of its frames ran in (struct rs_rule_state)."""
@@ -134,9 +136,13 @@ class Engine:
         return rule_counters(self._rules[index])
 
 
-def engine_counters(header) -> dict[str, int]:
-    """The global counters of a state (a struct rs_state)."""
-    return {name: getattr(header.counters, name) for name in GLOBAL_COUNTERS}
+def engine_counters(header, rules) -> dict[str, int]:
+    """The global counters of a state (a struct rs_state, its header.n_rules struct rs_rule_state at
+    rules). Each frame the engine ran on left once with its copies or was dropped once
+    (rules/engine/rs_program.h, struct rs_counters): frames_in is what that makes of the others."""
+    counts = {name: getattr(header.counters, name) for name in GLOBAL_COUNTERS[1:]}
+    copies = sum(rules[i].duplicated for i in range(header.n_rules))
+    return {"frames_in": (counts["forwarded"] + counts["dropped"] - copies) % 2**64} | counts
 
 
 def state_time_zero(header) -> tuple[int, int] | None:
@@ -158,5 +164,5 @@ def state_counters(state: bytes) -> tuple[dict[str, int], list[dict[str, int]], 
     if header is None or len(state) != head + header.n_rules * each:
         raise ValueError(f"a state of {len(state)} bytes does not hold the header and rules it names")
     rules = ffi.cast("struct rs_rule_state *", buf + head)
-    return (engine_counters(header), [rule_counters(rules[i]) for i in range(header.n_rules)],
+    return (engine_counters(header, rules), [rule_counters(rules[i]) for i in range(header.n_rules)],
             state_time_zero(header))

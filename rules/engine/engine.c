@@ -11,7 +11,7 @@
  * Byte order: program integers are little-endian, frame fields big-endian.
  *
  * Points PROGRAM.md leaves open, decided here (the Python model mirrors them):
- * - order per frame: frames_in++; port without its FWD_* flag (or not A/B)
+ * - order per frame: port without its FWD_* flag (or not A/B)
  *   drops (DIRECTION); len > cap or > 65535 or a parse failure is malformed;
  *   then rules. A truncated inner tag is malformed; a bad TCP data offset
  *   or a short L4 header only means "no L4 header". L3 mode: version nibble
@@ -2976,7 +2976,6 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	/* a state rs_state_init() did not set up for this program: pass */
 	if (!rs_state_fits(prog, prog_len, st))
 		return;
-	rs_count(&st->counters.frames_in, 1);
 	pflags = rs_le16(prog + 6);
 
 	if (!rs_direction_ok(pflags, port)) {

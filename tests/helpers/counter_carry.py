@@ -9,7 +9,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Padding
 
-from reshaper.rules.binding import Engine
+from reshaper.rules.binding import GLOBAL_COUNTERS, Engine
 from reshaper.rules.compiler import compile_rules
 from reshaper.rules.config import load_config
 
@@ -22,9 +22,10 @@ FRAME_LEN = 60
 # the counters' values before the frames: one below 2**32, the rule's bytes ten below
 BEFORE = 2**32 - 1
 BYTES_BEFORE = 2**32 - 10
-# after a UDP frame (the rule drops it) and a TCP frame (no rule: forwarded), both from port a
+# after a UDP frame (the rule drops it) and a TCP frame (no rule: forwarded), both from port a;
+# frames_in is forwarded + dropped (no copies: rules/binding.py's engine_counters), not a counter set
 EXPECTED = {
-    "engine": {"frames_in": 2**32 + 1, "forwarded": 2**32, "dropped": 2**32, "malformed": BEFORE,
+    "engine": {"frames_in": 2**33, "forwarded": 2**32, "dropped": 2**32, "malformed": BEFORE,
                "unmatched": 2**32},
     "rule": {"matched": 2**32, "bytes": BYTES_BEFORE + FRAME_LEN, "dropped": 2**32},
 }
@@ -39,7 +40,7 @@ def ipv4_frame(l4) -> bytes:
 def counts_after_carry() -> dict[str, dict[str, int]]:
     engine = Engine(compile_rules(load_config("carry.yaml", RULES)))
     state, rule = engine._header, engine._rules[0]
-    for name in EXPECTED["engine"]:
+    for name in GLOBAL_COUNTERS[1:]:
         setattr(state.counters, name, BEFORE)
     rule.matched, rule.bytes, rule.dropped = BEFORE, BYTES_BEFORE, BEFORE
     engine.run(ipv4_frame(UDP(sport=1000, dport=2000)), "a")
