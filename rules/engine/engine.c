@@ -1090,7 +1090,7 @@ struct rs_pkt {
 	};
 	uint32_t l3_end;	/* end of the IP packet (no padding) */
 	uint32_t proto;		/* upper-layer protocol */
-	uint32_t frag;		/* a fragment, first or not */
+	uint32_t frag;		/* not 0: a fragment, first or not */
 	uint32_t has_l4off;	/* l4 is valid (first fragment, headers walked) */
 	uint32_t l4hl;		/* TCP/UDP/ICMP header length, 0: none parsed */
 	uint32_t ck;		/* L4 checksum offset, 0: none */
@@ -1314,7 +1314,7 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 		c = RS_C_IP4;
 		p->ipv = 4;
 		p->proto = h[9];
-		p->frag = frag != 0;	/* MF or an offset */
+		p->frag = frag;		/* MF or an offset: not 0 */
 		p->has_l4off = (frag & rs_ne16_of(0x1fff)) == 0;
 		p->l4 = RS_ETH_HLEN + 20;
 	} else if (eth_type == rs_ne16_of(RS_ETH_P_IPV6) && room >= 40 && (h[0] >> 4) == 6 &&
