@@ -455,8 +455,15 @@ static int rs_verify_rule(const uint8_t *r, uint32_t rlen, uint32_t ntraces, uin
  * tag key's mask is all ones (rs_shape_op's RS_M_RANGE). */
 #define RS_K_PRESENT	0x10000u
 
-/* form_flags: the program reads the TCP/UDP/ICMP header, or rewrites (which keeps its checksum) */
-#define RS_FORM_L4	0x1
+/* rs_pkt's mode, how a frame is parsed and written: one word set once a frame (rs_pkt_parse) */
+#define RS_PKT_L3	RS_RUN_L3	/* the frame starts at its IP header */
+#define RS_PKT_L4	0x2		/* parse the L4 header (RS_FORM_L4: a program may need none) */
+#define RS_PKT_REFERENCE 0x4		/* writes take rs_pkt_write's general way (rs_run_reference) */
+_Static_assert(!(RS_PKT_L3 & (RS_PKT_L4 | RS_PKT_REFERENCE)), "rs_pkt's mode bits apart");
+
+/* form_flags: the program reads the TCP/UDP/ICMP header, or rewrites (which keeps its checksum);
+ * rs_pkt's bit for it, which a frame's mode takes as it is */
+#define RS_FORM_L4	RS_PKT_L4
 
 /* frame classes: RS_C_NOIP, or RS_C_IP4/RS_C_IP6 plus RS_C_TCP, RS_C_UDP or RS_C_OTHER */
 #define RS_C_NOIP	0
@@ -1070,13 +1077,13 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 #define RS_AT_L4	2
 #define RS_AT_N		3
 
-/* cap and reference last: rs_pkt_parse's stores of len, cap, l3mode, l4wanted, reference side
- * by side became SSE shuffles on x86_64 (GCC's SLP vectorizer), 4 instructions more a frame */
+/* cap last: rs_pkt_parse's stores of len, cap and what is now mode side by side became SSE
+ * shuffles on x86_64 (GCC's SLP vectorizer), 4 instructions more a frame */
 struct rs_pkt {
 	uint8_t *b;
 	uint32_t len;
-	uint32_t l3mode;
-	uint32_t l4wanted;	/* parse the L4 header (rs_form_flags: a program may need none) */
+	uint32_t mode;		/* RS_PKT_*: one store a frame, where three fields took three (x86_64
+				 * mix -2.4, no rules -2; armhf no rules -4; bench/engine.py) */
 	uint32_t ntags;		/* inner tags parsed; the first at offset 12 */
 	uint32_t eth_type;
 	uint32_t ipv;		/* 0 (no IP), 4 or 6 */
@@ -1095,7 +1102,6 @@ struct rs_pkt {
 	uint32_t l4hl;		/* TCP/UDP/ICMP header length, 0: none parsed */
 	uint32_t ck;		/* L4 checksum offset, 0: none */
 	uint32_t cap;
-	uint32_t reference;	/* writes take rs_pkt_write's general way (rs_run_reference) */
 };
 
 static int rs_is_vlan_tpid(uint32_t t)
@@ -1207,7 +1213,7 @@ static int rs_parse(struct rs_pkt *p)
 	p->has_l4off = p->l4 = p->l4hl = p->ck = 0;
 	p->l3 = p->l3_end = 0;
 
-	if (p->l3mode) {
+	if (p->mode & RS_PKT_L3) {
 		if (p->len < 1)
 			return -1;
 		if ((p->b[0] >> 4) == 4)
@@ -1238,7 +1244,7 @@ static int rs_parse(struct rs_pkt *p)
 		return 0;
 	if (err)
 		return err;
-	if (p->has_l4off && p->l4wanted)
+	if (p->has_l4off && (p->mode & RS_PKT_L4))
 		rs_parse_l4(p);
 	return 0;
 }
@@ -1262,7 +1268,7 @@ static uint32_t rs_proto_kind(uint32_t proto)
 	return proto == RS_IPPROTO_TCP ? RS_C_TCP : proto == RS_IPPROTO_UDP ? RS_C_UDP : RS_C_OTHER;
 }
 
-/* The class (RS_C_*) of a frame rs_parse parsed. Without p->l4wanted (RS_FORM_L4) no TCP or UDP
+/* The class (RS_C_*) of a frame rs_parse parsed. Without RS_PKT_L4 (RS_FORM_L4) no TCP or UDP
  * header is parsed and no rule needs one: the protocol alone makes the class. */
 static uint32_t rs_frame_class(const struct rs_pkt *p)
 {
@@ -1271,7 +1277,7 @@ static uint32_t rs_frame_class(const struct rs_pkt *p)
 	if (!p->ipv)
 		return RS_C_NOIP;
 	c = p->ipv == 4 ? RS_C_IP4 : RS_C_IP6;
-	if (!p->l4hl && p->l4wanted)
+	if (!p->l4hl && (p->mode & RS_PKT_L4))
 		return c + RS_C_OTHER;
 	return c + rs_proto_kind(p->proto);
 }
@@ -1281,7 +1287,7 @@ static int rs_parse_class(struct rs_pkt *p)
 {
 	if (rs_parse(p))
 		return -1;
-	return (int)(rs_frame_class(p) + (p->l3mode ? RS_C_L3 : 0));
+	return (int)(rs_frame_class(p) + ((p->mode & RS_PKT_L3) ? RS_C_L3 : 0));
 }
 
 /*
@@ -1299,7 +1305,7 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 
 	/* two tests, not one of two conditions: GCC made that a branchless sum on 32-bit ARM, 7
 	 * instructions more (bench/engine.py, armhf) */
-	if (p->l3mode)
+	if (p->mode & RS_PKT_L3)
 		return rs_parse_class(p);
 	if (p->len < RS_ETH_HLEN + 20)
 		return rs_parse_class(p);
@@ -1337,7 +1343,7 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 	p->l3 = RS_ETH_HLEN;
 	p->l3_end = RS_ETH_HLEN + tot;
 	p->l4hl = p->ck = 0;
-	if (!p->l4wanted)
+	if (!(p->mode & RS_PKT_L4))
 		return (int)(c + rs_proto_kind(p->proto));
 	return (int)(c + (p->has_l4off ? rs_parse_l4(p) : RS_C_OTHER));
 }
@@ -1345,19 +1351,16 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 /* Parses frame[0, len) of a buffer of cap bytes into p; returns its class (RS_C_*; 0 for the
  * reference), or -1 for a frame the rules do not see (none, too long, malformed). Every entry
  * starts its frame here, so no field is left from another frame. */
-static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t cap,
-			uint32_t run_flags, uint32_t l4wanted, uint32_t reference)
+static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t cap, uint32_t mode)
 {
 	p->b = frame;
 	p->len = len;
 	p->cap = cap;
 	p->at_frame = 0;
-	p->l3mode = run_flags & RS_RUN_L3;
-	p->l4wanted = l4wanted;
-	p->reference = reference;
+	p->mode = mode;
 	if (!frame || len > cap || len > RS_MAX_FRAME)
 		return -1;
-	if (reference)	/* the walk asks no class */
+	if (mode & RS_PKT_REFERENCE)	/* the walk asks no class */
 		return rs_parse(p) ? -1 : 0;
 	return rs_parse_common(p);
 }
@@ -1475,7 +1478,7 @@ static inline __attribute__((__always_inline__)) int rs_match_op(const struct rs
 
 	switch (op) {
 	case RS_M_ETH:
-		if (p->l3mode)
+		if (p->mode & RS_PKT_L3)
 			return 0;
 		return rs_masked_eq(p->b + (o[0] == RS_DST ? 0 : 6), o + 1, o + 7, 6);
 	case RS_M_RANGE:
@@ -2143,7 +2146,7 @@ static int rs_pkt_write_word(struct rs_pkt *p, uint32_t off, uint32_t v, uint32_
 {
 	uint32_t old, nw;
 
-	if (p->reference || (off & 1) || off + 2 > p->len) {
+	if ((p->mode & RS_PKT_REFERENCE) || (off & 1) || off + 2 > p->len) {
 		uint8_t b[2], m[2];
 
 		rs_put_be16(b, v);
@@ -2205,7 +2208,7 @@ static void rs_modified(struct rs_ctx *c, int changed)
 
 static void rs_act_set_eth(struct rs_ctx *c, const uint8_t *o)
 {
-	if (c->p.l3mode) {
+	if (c->p.mode & RS_PKT_L3) {
 		rs_skipped(c);
 		return;
 	}
@@ -2241,7 +2244,7 @@ static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
 		rs_skipped(c);
 		return;
 	}
-	if (p->reference) {
+	if (p->mode & RS_PKT_REFERENCE) {
 		rs_ip_addr_at(p, o[0], o[1], &at, &n);
 		rs_modified(c, rs_pkt_write(p, at, n, o + 2, 0));
 		return;
@@ -2277,7 +2280,7 @@ static inline __attribute__((__always_inline__)) int rs_ip_word_write(struct rs_
 	uint8_t *h = p->b + p->l3;
 	uint32_t old, nw;
 
-	if (p->reference)
+	if (p->mode & RS_PKT_REFERENCE)
 		return rs_pkt_write_word(p, p->l3 + w, v, mask);
 	old = rs_be16(h + w);
 	nw = (old & ~mask) | (v & mask);
@@ -2299,7 +2302,7 @@ static int rs_port_write(struct rs_pkt *p, uint32_t w, uint32_t v)
 	uint8_t *b = p->b + p->l4 + w;
 	uint32_t old;
 
-	if (p->reference)
+	if (p->mode & RS_PKT_REFERENCE)
 		return rs_pkt_write_word(p, p->l4 + w, v, 0xffff);
 	old = rs_be16(b);
 	if (old == v)
@@ -2386,7 +2389,7 @@ static int rs_act_dec_ttl(struct rs_ctx *c)
 	}
 	if (ttl <= 1)
 		return 1;
-	if (p->reference) {
+	if (p->mode & RS_PKT_REFERENCE) {
 		if (p->ipv == 4)
 			rs_ip_word_write(p, 8, (ttl - 1) << 8, 0xff00);
 		else
@@ -2406,7 +2409,7 @@ static void rs_act_push_vlan(struct rs_ctx *c, const uint8_t *o)
 	struct rs_pkt *p = &c->p;
 	uint32_t i;
 
-	if (p->l3mode || p->cap - p->len < 4 || p->len + 4 > RS_MAX_FRAME) {
+	if ((p->mode & RS_PKT_L3) || p->cap - p->len < 4 || p->len + 4 > RS_MAX_FRAME) {
 		rs_skipped(c);
 		return;
 	}
@@ -2502,7 +2505,7 @@ static void rs_act_truncate(struct rs_ctx *c, const uint8_t *o)
 static void rs_act_corrupt(struct rs_ctx *c, const uint8_t *o)
 {
 	struct rs_pkt *p = &c->p;
-	uint32_t start = p->l3mode ? 0 : RS_ETH_HLEN, bit;
+	uint32_t start = (p->mode & RS_PKT_L3) ? 0 : RS_ETH_HLEN, bit;
 
 	if (!rs_prng_event(c->st, rs_le32(o)))
 		return;
@@ -2983,7 +2986,8 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		return;
 	}
 
-	cls = rs_pkt_parse(&c.p, frame, len, cap, run_flags, reference || (st->form_flags & RS_FORM_L4), reference);
+	cls = rs_pkt_parse(&c.p, frame, len, cap, (run_flags & RS_RUN_L3) |
+			   (reference ? RS_PKT_L4 | RS_PKT_REFERENCE : st->form_flags & RS_FORM_L4));
 	if (trace)
 		rs_trace_parse(trace, &c.p, cls < 0);
 	if (cls < 0) {
@@ -3097,7 +3101,7 @@ int32_t rs_rule_for(const uint8_t *prog, uint32_t prog_len, const void *state, u
 
 	if (!rs_state_fits(prog, prog_len, st) || !rs_direction_ok(rs_le16(prog + 6), port))
 		return -1;
-	c = rs_pkt_parse(&p, frame, len, len, run_flags, st->form_flags & RS_FORM_L4, 0);
+	c = rs_pkt_parse(&p, frame, len, len, (run_flags & RS_RUN_L3) | (st->form_flags & RS_FORM_L4));
 	if (c < 0)
 		return -1;
 	i = rs_classify(prog, st, &p, (uint32_t)c, port, len);
@@ -3127,7 +3131,8 @@ static uint32_t rs_l4_sum(const struct rs_pkt *p, uint32_t s)
 /* Parses frame for a checksum to compute; 0 when it has one (TCP, UDP or ICMPv6, whole, not a fragment). */
 static int rs_csum_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t run_flags)
 {
-	return rs_pkt_parse(p, frame, len, len, run_flags, 1, 0) < 0 || !p->l4hl || p->frag || !rs_has_pseudo_hdr(p);
+	return rs_pkt_parse(p, frame, len, len, (run_flags & RS_RUN_L3) | RS_PKT_L4) < 0 || !p->l4hl || p->frag ||
+	       !rs_has_pseudo_hdr(p);
 }
 
 /* Writes the checksum the frame's L4 bytes and pseudo-header sum ps give. */
