@@ -35,6 +35,8 @@ ENGINE = {
     "dropped": ("reshaper_engine_dropped_frames_total", "Frames dropped, for whatever reason."),
     "malformed": ("reshaper_engine_malformed_frames_total", "Runts and bogus IP headers (passed or dropped)."),
     "unmatched": ("reshaper_engine_unmatched_frames_total", "Frames no rule matched."),
+    "direction": ("reshaper_engine_direction_dropped_frames_total",
+                  "Frames dropped as they came from a port the rules do not forward from."),
 }
 RULE = {
     "matched": ("reshaper_rule_matched_frames_total", "Frames the rule matched."),

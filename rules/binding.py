@@ -8,9 +8,9 @@ from reshaper._native import ffi, lib
 # the engine's drop reasons, ports and counters, named and numbered by rules/engine/rs_program.h
 DROP_REASONS = {getattr(lib, name): name.removeprefix("RS_R_").lower() for name in dir(lib) if name.startswith("RS_R_")}
 PORTS = {"a": lib.RS_PORT_A, "b": lib.RS_PORT_B}
-# frames_in, the frames the engine ran on, first: not a field of struct rs_counters but worked out
-# from them (engine_counters)
-GLOBAL_COUNTERS = ("frames_in", *(name for name, _ in ffi.typeof("struct rs_counters").fields))
+# what came in, left and was dropped first: not fields of struct rs_counters but sums of the ways
+# frames went, which it counts (engine_counters)
+GLOBAL_COUNTERS = ("frames_in", "forwarded", "dropped", *(name for name, _ in ffi.typeof("struct rs_counters").fields))
 # struct rs_rule_state opens with its counters; its timing state starts at last_departure
 _RULE_STATE = [name for name, _ in ffi.typeof("struct rs_rule_state").fields]
 RULE_COUNTERS = tuple(_RULE_STATE[:_RULE_STATE.index("last_departure")])
@@ -138,11 +138,25 @@ class Engine:
 
 def engine_counters(header, rules) -> dict[str, int]:
     """The global counters of a state (a struct rs_state, its header.n_rules struct rs_rule_state at
-    rules). Each frame the engine ran on left once with its copies or was dropped once
-    (rules/engine/rs_program.h, struct rs_counters): frames_in is what that makes of the others."""
-    counts = {name: getattr(header.counters, name) for name in GLOBAL_COUNTERS[1:]}
-    copies = sum(rules[i].duplicated for i in range(header.n_rules))
-    return {"frames_in": (counts["forwarded"] + counts["dropped"] - copies) % 2**64} | counts
+    rules). The engine counts each frame by the way it went (rules/engine/rs_program.h, struct
+    rs_counters): a frame a rule matched left with its copies unless the rule dropped it; an
+    unmatched or malformed one left or was dropped as the program's flags say; one from a port that
+    does not forward was dropped. What left, was dropped and came in are those added up."""
+    counts = {name: getattr(header.counters, name) for name in GLOBAL_COUNTERS[3:]}
+    matched = copies = rule_drops = 0
+    for i in range(header.n_rules):
+        rule = rules[i]
+        matched += rule.matched
+        copies += rule.duplicated
+        rule_drops += rule.dropped + rule.lost + rule.queue_drops
+    unmatched_drop = bool(header.prog_flags & lib.RS_PF_DEFAULT_DROP)
+    malformed_drop = bool(header.prog_flags & lib.RS_PF_MALFORMED_DROP)
+    dropped = (rule_drops + counts["direction"] + (counts["unmatched"] if unmatched_drop else 0)
+               + (counts["malformed"] if malformed_drop else 0))
+    forwarded = (matched - rule_drops + copies + (0 if unmatched_drop else counts["unmatched"])
+                 + (0 if malformed_drop else counts["malformed"]))
+    frames_in = matched + counts["unmatched"] + counts["malformed"] + counts["direction"]
+    return {"frames_in": frames_in % 2**64, "forwarded": forwarded % 2**64, "dropped": dropped % 2**64} | counts
 
 
 def state_time_zero(header) -> tuple[int, int] | None:

@@ -77,7 +77,8 @@ def test_the_numbers_are_those_of_stats(topo, taps, tmp_path, mode):
     labels = (("mode", mode),)
     assert got[("reshaper_info", (("config", str(config)), ("mode", mode)))] == 1
     for key, name in (("frames_in", "frames"), ("forwarded", "forwarded_frames"), ("dropped", "dropped_frames"),
-                      ("unmatched", "unmatched_frames"), ("malformed", "malformed_frames")):
+                      ("unmatched", "unmatched_frames"), ("malformed", "malformed_frames"),
+                      ("direction", "direction_dropped_frames")):
         assert got[(f"reshaper_engine_{name}_total", labels)] == stats["engine"][key]
     slow, lossy = (labels + (("rule", r),) for r in ("slow", "lossy"))
     assert got[("reshaper_rule_matched_frames_total", slow)] == got[("reshaper_rule_delayed_frames_total", slow)] \

@@ -1038,6 +1038,7 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 	n = rs_le16(prog + 8);
 	st->n_rules = n;
 	st->size = size;
+	st->prog_flags = rs_le16(prog + 6);
 
 	rs = rs_rule_states(st);
 	qoff = (uint32_t)sizeof(*st) + n * (uint32_t)sizeof(*rs);
@@ -2927,14 +2928,13 @@ static int rs_state_fits(const uint8_t *prog, uint32_t prog_len, const struct rs
 	return prog && st && st->size && st->prog_len == prog_len && st->n_rules == rs_le16(prog + 8);
 }
 
-static void rs_verdict_drop(struct rs_state *st, struct rs_verdict *v,
-			 uint32_t reason)
+/* The frame is dropped: counted by the way it went, not as dropped (struct rs_counters). */
+static void rs_verdict_drop(struct rs_verdict *v, uint32_t reason)
 {
 	v->verdict = RS_V_DROP;
 	v->reason = reason;
 	v->copies = 0;
 	v->delay_ns = 0;
-	rs_count(&st->counters.dropped, 1);
 }
 
 static int rs_direction_ok(uint32_t pflags, uint32_t port)
@@ -2982,7 +2982,8 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	pflags = rs_le16(prog + 6);
 
 	if (!rs_direction_ok(pflags, port)) {
-		rs_verdict_drop(st, v, RS_R_DIRECTION);
+		rs_count(&st->counters.direction, 1);
+		rs_verdict_drop(v, RS_R_DIRECTION);
 		return;
 	}
 
@@ -2994,9 +2995,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		rs_count(&st->counters.malformed, 1);
 		v->flags = RS_VF_MALFORMED;
 		if (pflags & RS_PF_MALFORMED_DROP)
-			rs_verdict_drop(st, v, RS_R_MALFORMED);
-		else
-			rs_count(&st->counters.forwarded, 1);
+			rs_verdict_drop(v, RS_R_MALFORMED);
 		return;
 	}
 
@@ -3026,9 +3025,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	if (i == n) {
 		rs_count(&st->counters.unmatched, 1);
 		if (rs_le16(prog + 6) & RS_PF_DEFAULT_DROP)	/* read again: held across rs_classify, pflags cost 2 more */
-			rs_verdict_drop(st, v, RS_R_DEFAULT);
-		else
-			rs_count(&st->counters.forwarded, 1);
+			rs_verdict_drop(v, RS_R_DEFAULT);
 		return;
 	}
 
@@ -3058,14 +3055,13 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	v->len = c.p.len;
 	v->flags = c.vflags;
 	if (reason != RS_R_NONE) {
-		rs_verdict_drop(st, v, reason);
+		rs_verdict_drop(v, reason);
 		return;
 	}
 	v->copies = c.copies;
 	v->delay_ns = c.wait;
 	if (c.copies)	/* a count costs 32-bit ARM four instructions (rs_count) */
 		rs_count(&c.rs->duplicated, c.copies);
-	rs_count(&st->counters.forwarded, 1 + c.copies);
 }
 
 void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,

@@ -198,15 +198,18 @@ struct rs_verdict {
  * buffer of rs_state_size() bytes: the PRNG, counters, per-rule timing state
  * and the rate queues. The engine never allocates.
  */
-/* The frames the engine ran on are not counted apart: each leaves once, with its copies, or is
- * dropped once, so they are forwarded + dropped less the rules' duplicated (rules/binding.py's
- * engine_counters), and no frame pays a count for them (bench/engine.py: 4 instructions a frame
- * on x86_64, 2 to 4 on armhf). */
+/*
+ * The engine counts each frame once, by the way it went: malformed, from a port that does not
+ * forward (direction), matched by no rule, or matched by a rule (struct rs_rule_state's matched,
+ * and its dropped, lost or queue_drops when the rule dropped it). What left, what was dropped and
+ * what came in are sums of those (rules/binding.py's engine_counters, with the program's flags the
+ * state keeps: default and malformed drop or pass), not counts a frame pays for: 4 counts a frame
+ * fewer on a 32-bit CPU (bench/engine.py, armhf: the five-rule mix -5, 250 per-host rules -10).
+ */
 struct rs_counters {
-	uint64_t forwarded;   /* frames that leave, copies included */
-	uint64_t dropped;
 	uint64_t malformed;
 	uint64_t unmatched;
+	uint64_t direction;	/* from a port the program does not forward (RS_R_DIRECTION) */
 };
 
 struct rs_rule_state {
@@ -267,6 +270,7 @@ struct rs_state {
 	uint32_t subs;		/* the byte offsets of its subtables */
 	uint32_t pool;		/* and of its pool of words */
 	uint16_t form_flags;	/* what the program needs of a frame (engine.c's RS_FORM_*) */
+	uint16_t prog_flags;	/* the program's RS_PF_* (struct rs_counters) */
 	/* the subtables of form class c (engine.c's RS_FORM_CLASS) start at byte class_at[c] of the
 	 * state (an offset, not an index: no scaling a frame) and end at one whose first rule is
 	 * engine.c's RS_SUB_END */

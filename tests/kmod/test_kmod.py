@@ -664,7 +664,7 @@ def test_the_most_rules_count_each_frame_on_its_own_rule_across_state_pieces(vm)
     wrong = {i: (got, want[i]) for i, got in enumerate(st["rules"]) if got != want[i]}
     assert not wrong, f"rules counted otherwise (index: (kernel, expected)): {wrong}"
     assert st["engine"] == {"frames_in": len(frames), "forwarded": len(frames), "dropped": 0, "malformed": 0,
-                            "unmatched": 1}, st["engine"]
+                            "unmatched": 1, "direction": 0}, st["engine"]
     zero = dict.fromkeys(PORT_COUNTERS, 0)
     assert st["ports"] == {"a": zero | {"rx": len(frames)}, "b": zero | {"tx": len(frames), "delayed": matched}}, \
         st["ports"]
