@@ -3024,7 +3024,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 			act = rs_form_rules(st)[i].act;
 		}
 	}
-	if (i == n) {
+	if (i >= n) {	/* n: none (rs_classify never gives more) */
 		rs_count(&st->counters.unmatched, 1);
 		if (rs_le16(prog + 6) & RS_PF_DEFAULT_DROP)	/* read again: held across rs_classify, pflags cost 2 more */
 			rs_verdict_drop(v, RS_R_DEFAULT);
