@@ -1080,7 +1080,7 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 #define RS_AT_L4	2
 #define RS_AT_N		3
 
-/* cap last: rs_pkt_parse's stores of len, cap and what is now mode side by side became SSE
+/* cap last: rs_pkt_parse's stores of len, cap and the mode's fields side by side became SSE
  * shuffles on x86_64 (GCC's SLP vectorizer), 4 instructions more a frame */
 struct rs_pkt {
 	uint8_t *b;

@@ -203,8 +203,9 @@ struct rs_verdict {
  * forward (direction), matched by no rule, or matched by a rule (struct rs_rule_state's matched,
  * and its dropped, lost or queue_drops when the rule dropped it). What left, what was dropped and
  * what came in are sums of those (rules/binding.py's engine_counters, with the program's flags the
- * state keeps: default and malformed drop or pass), not counts a frame pays for: 4 counts a frame
- * fewer on a 32-bit CPU (bench/engine.py, armhf: the five-rule mix -5, 250 per-host rules -10).
+ * state keeps: default and malformed drop or pass), not counts a frame pays for: two counts a frame
+ * fewer, each 4 instructions on a 32-bit CPU (bench/engine.py, armhf: the five-rule mix -6, the
+ * last of 250 per-host rules -14).
  */
 struct rs_counters {
 	uint64_t malformed;
