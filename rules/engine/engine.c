@@ -1351,19 +1351,21 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 	return (int)(c + (p->has_l4off ? rs_parse_l4(p) : RS_C_OTHER));
 }
 
-/* Parses frame[0, len) of a buffer of cap bytes into p; returns its class (RS_C_*; 0 for the
- * reference), or -1 for a frame the rules do not see (none, too long, malformed). Every entry
- * starts its frame here, so no field is left from another frame. */
-static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t cap, uint32_t mode)
+/* Parses frame[0, len) of a buffer of cap bytes into p, in the mode run_flags' RS_RUN_L3 and the
+ * RS_PKT_* bits wanted make; returns its class (RS_C_*; 0 for the reference), or -1 for a frame the
+ * rules do not see (none, too long, malformed). Every entry starts its frame here, so no field is
+ * left from another frame. */
+static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t cap,
+			uint32_t run_flags, uint32_t wants)
 {
 	p->b = frame;
 	p->len = len;
 	p->cap = cap;
 	p->at_frame = 0;
-	p->mode = mode;
+	p->mode = (run_flags & RS_RUN_L3) | wants;
 	if (!frame || len > cap || len > RS_MAX_FRAME)
 		return -1;
-	if (mode & RS_PKT_REFERENCE)	/* the walk asks no class */
+	if (wants & RS_PKT_REFERENCE)	/* the walk asks no class */
 		return rs_parse(p) ? -1 : 0;
 	return rs_parse_common(p);
 }
@@ -2989,8 +2991,8 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		return;
 	}
 
-	cls = rs_pkt_parse(&c.p, frame, len, cap, (run_flags & RS_RUN_L3) |
-			   (reference ? RS_PKT_L4 | RS_PKT_REFERENCE : st->form_flags & RS_FORM_L4));
+	cls = rs_pkt_parse(&c.p, frame, len, cap, run_flags,
+			   reference ? RS_PKT_L4 | RS_PKT_REFERENCE : st->form_flags & RS_FORM_L4);
 	if (trace)
 		rs_trace_parse(trace, &c.p, cls < 0);
 	if (cls < 0) {
@@ -3099,7 +3101,7 @@ int32_t rs_rule_for(const uint8_t *prog, uint32_t prog_len, const void *state, u
 
 	if (!rs_state_fits(prog, prog_len, st) || !rs_direction_ok(rs_le16(prog + 6), port))
 		return -1;
-	c = rs_pkt_parse(&p, frame, len, len, (run_flags & RS_RUN_L3) | (st->form_flags & RS_FORM_L4));
+	c = rs_pkt_parse(&p, frame, len, len, run_flags, st->form_flags & RS_FORM_L4);
 	if (c < 0)
 		return -1;
 	i = rs_classify(prog, st, &p, (uint32_t)c, port, len);
@@ -3129,8 +3131,7 @@ static uint32_t rs_l4_sum(const struct rs_pkt *p, uint32_t s)
 /* Parses frame for a checksum to compute; 0 when it has one (TCP, UDP or ICMPv6, whole, not a fragment). */
 static int rs_csum_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t run_flags)
 {
-	return rs_pkt_parse(p, frame, len, len, (run_flags & RS_RUN_L3) | RS_PKT_L4) < 0 || !p->l4hl || p->frag ||
-	       !rs_has_pseudo_hdr(p);
+	return rs_pkt_parse(p, frame, len, len, run_flags, RS_PKT_L4) < 0 || !p->l4hl || p->frag || !rs_has_pseudo_hdr(p);
 }
 
 /* Writes the checksum the frame's L4 bytes and pseudo-header sum ps give. */
