@@ -8,9 +8,10 @@ from reshaper._native import ffi, lib
 # the engine's drop reasons, ports and counters, named and numbered by rules/engine/rs_program.h
 DROP_REASONS = {getattr(lib, name): name.removeprefix("RS_R_").lower() for name in dir(lib) if name.startswith("RS_R_")}
 PORTS = {"a": lib.RS_PORT_A, "b": lib.RS_PORT_B}
-# what came in, left and was dropped first: not fields of struct rs_counters but sums of the ways
-# frames went, which it counts (engine_counters)
-GLOBAL_COUNTERS = ("frames_in", "forwarded", "dropped", *(name for name, _ in ffi.typeof("struct rs_counters").fields))
+# the global counters the engine counts: the ways frames went (struct rs_counters)
+COUNTED_GLOBALS = tuple(name for name, _ in ffi.typeof("struct rs_counters").fields)
+# and first what came in, left and was dropped: sums of those and of the rules' (engine_counters)
+GLOBAL_COUNTERS = ("frames_in", "forwarded", "dropped", *COUNTED_GLOBALS)
 # struct rs_rule_state opens with its counters; its timing state starts at last_departure
 _RULE_STATE = [name for name, _ in ffi.typeof("struct rs_rule_state").fields]
 RULE_COUNTERS = tuple(_RULE_STATE[:_RULE_STATE.index("last_departure")])
@@ -142,7 +143,7 @@ def engine_counters(header, rules) -> dict[str, int]:
     rs_counters): a frame a rule matched left with its copies unless the rule dropped it; an
     unmatched or malformed one left or was dropped as the program's flags say; one from a port that
     does not forward was dropped. What left, was dropped and came in are those added up."""
-    counts = {name: getattr(header.counters, name) for name in GLOBAL_COUNTERS[3:]}
+    counts = {name: getattr(header.counters, name) for name in COUNTED_GLOBALS}
     matched = copies = rule_drops = 0
     for i in range(header.n_rules):
         rule = rules[i]

@@ -9,7 +9,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Padding
 
-from reshaper.rules.binding import GLOBAL_COUNTERS, Engine
+from reshaper.rules.binding import COUNTED_GLOBALS, Engine
 from reshaper.rules.compiler import compile_rules
 from reshaper.rules.config import load_config
 
@@ -22,9 +22,6 @@ FRAME_LEN = 60
 # the counters' values before the frames: one below 2**32, the rule's bytes ten below
 BEFORE = 2**32 - 1
 BYTES_BEFORE = 2**32 - 10
-# the counters the engine counts (struct rs_counters: rules/binding.py's GLOBAL_COUNTERS after the
-# three it adds up from them and the rules')
-COUNTED = GLOBAL_COUNTERS[3:]
 # after a UDP frame (the rule drops it) and a TCP frame (no rule: forwarded), both from port a
 EXPECTED = {
     "engine": {"malformed": BEFORE, "unmatched": 2**32, "direction": BEFORE},
@@ -41,14 +38,14 @@ def ipv4_frame(l4) -> bytes:
 def counts_after_carry() -> dict[str, dict[str, int]]:
     engine = Engine(compile_rules(load_config("carry.yaml", RULES)))
     state, rule = engine._header, engine._rules[0]
-    for name in COUNTED:
+    for name in COUNTED_GLOBALS:
         setattr(state.counters, name, BEFORE)
     rule.matched, rule.bytes, rule.dropped = BEFORE, BYTES_BEFORE, BEFORE
     engine.run(ipv4_frame(UDP(sport=1000, dport=2000)), "a")
     engine.run(ipv4_frame(TCP(sport=1000, dport=80, flags="A")), "a")
     rule_counts = engine.rule_counters(0)
     engine_counts = engine.counters()
-    return {"engine": {name: engine_counts[name] for name in COUNTED},
+    return {"engine": {name: engine_counts[name] for name in COUNTED_GLOBALS},
             "rule": {name: rule_counts[name] for name in EXPECTED["rule"]}}
 
 
