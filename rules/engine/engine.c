@@ -2174,39 +2174,34 @@ static int rs_pkt_write16(struct rs_pkt *p, uint32_t off, uint32_t v)
 
 /* ---- run context ---- */
 
+/* What the actions of a matched rule work on: the frame, its rule's state, and its verdict, whose
+ * flags, copies and delay (the departure as a wait after arrival) they write as they go, from the
+ * zeros rs_run_with starts it with. What only random and timing actions read (the state, the
+ * program, the arrival, the rule's flags) they take as arguments: a context holding them cost every
+ * matched frame their stores, and copying the verdict's fields out of it at the end (the mix 244 ->
+ * 242 on x86_64; armhf's matched frames 5 fewer in rs_run; bench/engine.py). */
 struct rs_ctx {
 	struct rs_pkt p;
-	const uint8_t *prog;
-	struct rs_state *st;
 	struct rs_rule_state *rs;
-	uint32_t rflags;	/* rule flags (a byte), and RS_CTX_SKIP_DELAY */
-	/* arrival, and the departure so far as a wait after it: what the verdict's delay_ns is, with
-	 * nothing to subtract and no departure to set up a frame no timing action touches (armhf's
-	 * mix 276 -> 272, the last of 250 per-host rules 306 -> 299; bench/engine.py) */
-	uint64_t now, wait;
-	uint32_t copies, vflags;
+	struct rs_verdict *v;
 };
 
-/* in rs_ctx's rflags, above a rule's flags: reorder sent this frame ahead, the next delay does not
- * apply. Beside the flags the delay reads anyway: one load less a delay, one store less a frame. */
-#define RS_CTX_SKIP_DELAY	0x100u
-
-/* the frame's departure so far (rs_ctx's wait) */
-static uint64_t rs_departure(const struct rs_ctx *c)
+/* the frame's departure so far, for a frame arriving at now */
+static uint64_t rs_departure(const struct rs_ctx *c, uint64_t now)
 {
-	return c->now + c->wait;
+	return now + c->v->delay_ns;
 }
 
 static void rs_skipped(struct rs_ctx *c)
 {
 	rs_count(&c->rs->skipped, 1);
-	c->vflags |= RS_VF_SKIPPED;
+	c->v->flags |= RS_VF_SKIPPED;
 }
 
 static void rs_modified(struct rs_ctx *c, int changed)
 {
 	if (changed)
-		c->vflags |= RS_VF_MODIFIED;
+		c->v->flags |= RS_VF_MODIFIED;
 }
 
 /* ---- rewriting actions ---- */
@@ -2270,7 +2265,7 @@ static void rs_act_set_ip(struct rs_ctx *c, const uint8_t *o)
 	}
 	if (p->ck && rs_has_pseudo_hdr(p))
 		rs_put_ne16(p->b + p->ck, rs_l4_csum_next(p, rs_ne16(p->b + p->ck), delta));
-	c->vflags |= RS_VF_MODIFIED;
+	c->v->flags |= RS_VF_MODIFIED;
 }
 
 /*
@@ -2423,7 +2418,7 @@ static void rs_act_push_vlan(struct rs_ctx *c, const uint8_t *o)
 	rs_put_be16(p->b + 12, rs_le16(o));
 	rs_put_be16(p->b + 14, rs_le16(o + 2));
 	p->len += 4;
-	c->vflags |= RS_VF_MODIFIED;
+	c->v->flags |= RS_VF_MODIFIED;
 	rs_reparse(p);
 }
 
@@ -2439,7 +2434,7 @@ static void rs_act_pop_vlan(struct rs_ctx *c)
 	for (i = 12; i + 4 < p->len; i++)
 		p->b[i] = p->b[i + 4];
 	p->len -= 4;
-	c->vflags |= RS_VF_MODIFIED;
+	c->v->flags |= RS_VF_MODIFIED;
 	rs_reparse(p);
 }
 
@@ -2501,28 +2496,28 @@ static void rs_act_truncate(struct rs_ctx *c, const uint8_t *o)
 	if (p->ipv && cut >= p->l4 + p->l4hl && cut < p->l3_end)
 		rs_shorten_ip(p, cut);
 	p->len = cut;
-	c->vflags |= RS_VF_MODIFIED;
+	c->v->flags |= RS_VF_MODIFIED;
 	rs_reparse(p);
 }
 
 /* ---- random and timing actions ---- */
 
-static void rs_act_corrupt(struct rs_ctx *c, const uint8_t *o)
+static void rs_act_corrupt(struct rs_ctx *c, const uint8_t *o, struct rs_state *st)
 {
 	struct rs_pkt *p = &c->p;
 	uint32_t start = (p->mode & RS_PKT_L3) ? 0 : RS_ETH_HLEN, bit;
 
-	if (!rs_prng_event(c->st, rs_le32(o)))
+	if (!rs_prng_event(st, rs_le32(o)))
 		return;
 	if (p->len <= start) {
 		rs_skipped(c);
 		return;
 	}
 	/* bit index = draw * nbits / 2^32, nbits < 2^20: no division */
-	bit = (uint32_t)(((uint64_t)rs_prng_u32(c->st) * ((p->len - start) * 8)) >> 32);
+	bit = (uint32_t)(((uint64_t)rs_prng_u32(st) * ((p->len - start) * 8)) >> 32);
 	p->b[start + (bit >> 3)] ^= (uint8_t)(1u << (bit & 7));
 	rs_count(&c->rs->corrupted, 1);
-	c->vflags |= RS_VF_CORRUPTED | RS_VF_MODIFIED;
+	c->v->flags |= RS_VF_CORRUPTED | RS_VF_MODIFIED;
 }
 
 /*
@@ -2532,7 +2527,7 @@ static void rs_act_corrupt(struct rs_ctx *c, const uint8_t *o)
  * 1/2, so 10% with 25% correlation loses under 2%: the rate is not kept.)
  * With c = 0 it is the plain draw r < p.
  */
-static int rs_act_loss(struct rs_ctx *c, const uint8_t *o)
+static int rs_act_loss(struct rs_ctx *c, const uint8_t *o, struct rs_state *st)
 {
 	uint32_t p = rs_le32(o), corr = rs_le32(o + 4);
 	uint64_t q = (((1ull << 32) - corr) * (uint64_t)p) >> 32;
@@ -2540,20 +2535,20 @@ static int rs_act_loss(struct rs_ctx *c, const uint8_t *o)
 
 	if (c->rs->loss_last)
 		q += corr;
-	lost = p == RS_PROB_ALWAYS || rs_prng_u32(c->st) < q;
+	lost = p == RS_PROB_ALWAYS || rs_prng_u32(st) < q;
 	c->rs->loss_last = (uint32_t)lost;
 	return lost;
 }
 
 /* Gilbert-Elliott: survive by the current state, then change state. */
-static int rs_act_loss_ge(struct rs_ctx *c, const uint8_t *o)
+static int rs_act_loss_ge(struct rs_ctx *c, const uint8_t *o, struct rs_state *st)
 {
 	struct rs_rule_state *rs = c->rs;
-	int keep = rs_prng_event(c->st, rs_le32(o + (rs->ge_bad ? 8 : 12)));
+	int keep = rs_prng_event(st, rs_le32(o + (rs->ge_bad ? 8 : 12)));
 
-	if (!rs->ge_bad && rs_prng_event(c->st, rs_le32(o)))
+	if (!rs->ge_bad && rs_prng_event(st, rs_le32(o)))
 		rs->ge_bad = 1;
-	else if (rs->ge_bad && rs_prng_event(c->st, rs_le32(o + 4)))
+	else if (rs->ge_bad && rs_prng_event(st, rs_le32(o + 4)))
 		rs->ge_bad = 0;
 	return !keep;
 }
@@ -2607,58 +2602,56 @@ static uint64_t rs_delay_offset(const uint8_t *o, uint32_t u)
 
 /* Inlined into the entries: as a call, a fixed delay (per-host rules) cost 5 instructions more on
  * x86_64 and 7 on armhf (bench/engine.py). */
-static inline __attribute__((__always_inline__)) void rs_act_delay(struct rs_ctx *c, const uint8_t *o)
+static inline __attribute__((__always_inline__)) void rs_act_delay(struct rs_ctx *c, const uint8_t *o,
+								   struct rs_state *st, uint64_t now, uint32_t rflags)
 {
 	struct rs_rule_state *rs = c->rs;
-	uint32_t u;
+	uint64_t wait = c->v->delay_ns;
 
-	if (c->rflags & RS_CTX_SKIP_DELAY) {
-		c->rflags &= ~RS_CTX_SKIP_DELAY;
+	/* reorder, which the verifier puts right before its list's one delay, sent the frame ahead */
+	if (c->v->flags & RS_VF_REORDERED)
 		return;
-	}
 	/* without jitter every distribution gives the time: no draw, as netem's tabledist */
-	if (rs_le64(o + 8)) {
-		u = rs_prng_corr(c->st, rs_le32(o + 17), &rs->delay_last);
-		c->wait += rs_delay_offset(o, u);
-	} else {
-		c->wait += rs_le64(o);
-	}
-	if (!(c->rflags & RS_RF_REORDER_ON_JITTER) && rs_departure(c) < rs->last_departure)
-		c->wait = rs->last_departure - c->now;
-	rs->last_departure = rs_departure(c);
+	if (rs_le64(o + 8))
+		wait += rs_delay_offset(o, rs_prng_corr(st, rs_le32(o + 17), &rs->delay_last));
+	else
+		wait += rs_le64(o);
+	if (!(rflags & RS_RF_REORDER_ON_JITTER) && now + wait < rs->last_departure)
+		wait = rs->last_departure - now;
+	c->v->delay_ns = wait;
+	rs->last_departure = now + wait;
 	rs_count(&rs->delayed, 1);
 }
 
 /* netem: if (gap == 0 || counter < gap - 1 || draw >= prob) delay, ++counter */
-static void rs_act_reorder(struct rs_ctx *c, const uint8_t *o)
+static void rs_act_reorder(struct rs_ctx *c, const uint8_t *o, struct rs_state *st)
 {
 	struct rs_rule_state *rs = c->rs;
 	uint32_t prob = rs_le32(o), gap = rs_le32(o + 4);
 
 	if (gap == 0 || rs->reorder_count < gap - 1 ||
-	    !rs_prng_event(c->st, prob)) {
+	    !rs_prng_event(st, prob)) {
 		rs->reorder_count++;
 		return;
 	}
 	rs->reorder_count = 0;
 	rs_count(&rs->reordered, 1);
-	c->rflags |= RS_CTX_SKIP_DELAY;
-	c->vflags |= RS_VF_REORDERED;
+	c->v->flags |= RS_VF_REORDERED;	/* the delay after it does not apply (rs_act_delay) */
 }
 
 /* The rule's rate queue, the frames that left by now taken off it; null for a state that does not
  * hold it (cannot happen once init ran). */
-static uint64_t *rs_rate_queue(struct rs_ctx *c)
+static uint64_t *rs_rate_queue(struct rs_ctx *c, struct rs_state *st, uint64_t now)
 {
 	struct rs_rule_state *rs = c->rs;
 	uint64_t *q;
 
-	if (!rs->rate_limit || rs->rate_queue > c->st->size ||
-	    rs->rate_limit > (c->st->size - rs->rate_queue) / 8)
+	if (!rs->rate_limit || rs->rate_queue > st->size ||
+	    rs->rate_limit > (st->size - rs->rate_queue) / 8)
 		return 0;
 	/* the state is 8-aligned and queue offsets are multiples of 8 */
-	q = (uint64_t *)(void *)((uint8_t *)c->st + rs->rate_queue);
-	while (rs->rate_count && q[rs->rate_head] <= c->now) {
+	q = (uint64_t *)(void *)((uint8_t *)st + rs->rate_queue);
+	while (rs->rate_count && q[rs->rate_head] <= now) {
 		if (++rs->rate_head == rs->rate_limit)
 			rs->rate_head = 0;
 		rs->rate_count--;
@@ -2685,18 +2678,18 @@ static uint64_t rs_rate_bytes(const struct rs_ctx *c, const uint8_t *o)
 }
 
 /* Returns 1 when the rule's queue is full (frame dropped). */
-static int rs_act_rate(struct rs_ctx *c, const uint8_t *o)
+static int rs_act_rate(struct rs_ctx *c, const uint8_t *o, struct rs_state *st, uint64_t now)
 {
 	struct rs_rule_state *rs = c->rs;
-	uint64_t rate = rs_le64(o), start, *q = rs_rate_queue(c);
+	uint64_t rate = rs_le64(o), start, *q = rs_rate_queue(c, st, now);
 
 	if (!q)
 		return 0;
 	if (rs->rate_count >= rs_le16(o + 10))	/* this list's limit: phases may differ */
 		return 1;
-	start = rs_departure(c) > rs->rate_busy_until ? rs_departure(c) : rs->rate_busy_until;
+	start = rs_departure(c, now) > rs->rate_busy_until ? rs_departure(c, now) : rs->rate_busy_until;
 	rs->rate_busy_until = start + rs_div64(rs_rate_bytes(c, o + 8) * 8 * RS_NSEC_PER_SEC, rate);
-	c->wait = rs->rate_busy_until - c->now;
+	c->v->delay_ns = rs->rate_busy_until - now;
 	rs_rate_push(rs, q, rs->rate_busy_until);
 	return 0;
 }
@@ -2732,10 +2725,11 @@ static void rs_trace_next(struct rs_rule_state *rs, const uint8_t *t)
 }
 
 /* The first opportunity at or after time, with all its bytes. */
-static void rs_trace_seek(struct rs_ctx *c, const uint8_t *t, uint64_t time)
+static void rs_trace_seek(struct rs_ctx *c, const uint8_t *t, uint64_t time, struct rs_state *st,
+			  uint64_t now)
 {
 	struct rs_rule_state *rs = c->rs;
-	uint64_t epoch = rs_epoch(c->st, c->now), period = (uint64_t)rs_le32(t + 4) * 1000000, start;
+	uint64_t epoch = rs_epoch(st, now), period = (uint64_t)rs_le32(t + 4) * 1000000, start;
 
 	/* from where it is, unless that is a period or more behind (or nowhere yet): then from the
 	 * first opportunity of time's period */
@@ -2753,11 +2747,12 @@ static void rs_trace_seek(struct rs_ctx *c, const uint8_t *t, uint64_t time)
 }
 
 /* Returns 1 when the rule's queue is full (frame dropped). */
-static int rs_act_rate_trace(struct rs_ctx *c, const uint8_t *o)
+static int rs_act_rate_trace(struct rs_ctx *c, const uint8_t *o, const uint8_t *prog, struct rs_state *st,
+			     uint64_t now)
 {
 	struct rs_rule_state *rs = c->rs;
-	uint64_t bytes, *q = rs_rate_queue(c);
-	const uint8_t *t = c->prog + c->st->traces;
+	uint64_t bytes, *q = rs_rate_queue(c, st, now);
+	const uint8_t *t = prog + st->traces;
 	uint32_t k;
 
 	if (!q)
@@ -2766,20 +2761,23 @@ static int rs_act_rate_trace(struct rs_ctx *c, const uint8_t *o)
 		return 1;
 	for (k = 0; k < rs_le16(o); k++)
 		t += rs_le32(t);
-	if (rs_departure(c) > rs->rate_busy_until || !rs->rate_busy_until)
-		rs_trace_seek(c, t, rs_departure(c));
+	if (rs_departure(c, now) > rs->rate_busy_until || !rs->rate_busy_until)
+		rs_trace_seek(c, t, rs_departure(c, now), st, now);
 	/* its bytes go out in the opportunities from the one in use on; it leaves with its last */
 	for (bytes = rs_rate_bytes(c, o + 2); bytes > rs->trace_left; rs_trace_next(rs, t))
 		bytes -= rs->trace_left;
 	rs->trace_left -= (uint32_t)bytes;
-	c->wait = rs->rate_busy_until - c->now;
+	c->v->delay_ns = rs->rate_busy_until - now;
 	rs_rate_push(rs, q, rs->rate_busy_until);
 	return 0;
 }
 
-/* One action op of a rule; returns the reason it dropped the frame, RS_R_NONE if it did not. */
+/* One action op of rule r; returns the reason it dropped the frame, RS_R_NONE if it did not. The
+ * program, the state and the arrival are for random and timing actions (struct rs_ctx). */
 static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct rs_ctx *c, uint32_t op,
-									 const uint8_t *o)
+									 const uint8_t *o, const uint8_t *r,
+									 const uint8_t *prog, struct rs_state *st,
+									 uint64_t now)
 {
 	switch (op) {
 	case RS_A_SET_ETH:	rs_act_set_eth(c, o); break;
@@ -2799,22 +2797,22 @@ static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct r
 		rs_count(&c->rs->dropped, 1);
 		return RS_R_RULE;
 	case RS_A_DUPLICATE:
-		if (rs_prng_event(c->st, rs_le32(o + 1)))
-			c->copies += o[0];
+		if (rs_prng_event(st, rs_le32(o + 1)))
+			c->v->copies += o[0];
 		break;
-	case RS_A_CORRUPT:	rs_act_corrupt(c, o); break;
+	case RS_A_CORRUPT:	rs_act_corrupt(c, o, st); break;
 	case RS_A_LOSS:
 	case RS_A_LOSS_GE:
-		if (op == RS_A_LOSS ? rs_act_loss(c, o) : rs_act_loss_ge(c, o)) {
+		if (op == RS_A_LOSS ? rs_act_loss(c, o, st) : rs_act_loss_ge(c, o, st)) {
 			rs_count(&c->rs->lost, 1);
 			return RS_R_LOSS;
 		}
 		break;
-	case RS_A_DELAY:	rs_act_delay(c, o); break;
-	case RS_A_REORDER:	rs_act_reorder(c, o); break;
+	case RS_A_DELAY:	rs_act_delay(c, o, st, now, r[3]); break;
+	case RS_A_REORDER:	rs_act_reorder(c, o, st); break;
 	case RS_A_RATE:
 	case RS_A_RATE_TRACE:
-		if (op == RS_A_RATE ? rs_act_rate(c, o) : rs_act_rate_trace(c, o)) {
+		if (op == RS_A_RATE ? rs_act_rate(c, o, st, now) : rs_act_rate_trace(c, o, prog, st, now)) {
 			rs_count(&c->rs->queue_drops, 1);
 			return RS_R_QUEUE;
 		}
@@ -2826,7 +2824,9 @@ static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct r
 /* Runs the actions; returns a drop reason or RS_R_NONE. Inlined into the entries: as a call it
  * cost a matching frame 6 to 9 instructions more (bench/engine.py). */
 static inline __attribute__((__always_inline__)) uint32_t rs_run_actions(struct rs_ctx *c, const uint8_t *r,
-									  uint32_t off, uint32_t nops)
+									  uint32_t off, uint32_t nops,
+									  const uint8_t *prog, struct rs_state *st,
+									  uint64_t now)
 {
 	const uint8_t *a = r + off;	/* a pointer, not an offset: 3 instructions less an action on x86_64 */
 	uint32_t reason;
@@ -2836,7 +2836,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_run_actions(struct 
 		const uint8_t *o = a + 2;
 
 		a += RS_OP_HDR_LEN + a[1];
-		reason = rs_run_action(c, op, o);
+		reason = rs_run_action(c, op, o, r, prog, st, now);
 		if (reason != RS_R_NONE)
 			return reason;
 	}
@@ -2858,6 +2858,7 @@ static struct rs_trace_event *rs_trace_add(struct rs_trace *t, uint32_t kind, ui
 
 /* rs_run_actions, writing each action and the frame after it into the trace. */
 static uint32_t rs_run_actions_traced(struct rs_ctx *c, const uint8_t *r, uint32_t off, uint32_t nops,
+				      const uint8_t *prog, struct rs_state *st, uint64_t now,
 				      uint32_t rule, struct rs_trace *t)
 {
 	uint32_t k, reason = RS_R_NONE, i;
@@ -2868,7 +2869,7 @@ static uint32_t rs_run_actions_traced(struct rs_ctx *c, const uint8_t *r, uint32
 		struct rs_trace_event *e;
 
 		off += RS_OP_HDR_LEN + r[off + 1];
-		reason = rs_run_action(c, op, o);
+		reason = rs_run_action(c, op, o, r, prog, st, now);
 		e = rs_trace_add(t, RS_T_ACTION, rule);
 		if (e) {
 			e->a = k;
@@ -3033,18 +3034,13 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		return;
 	}
 
-	c.prog = prog;
-	c.st = st;
 	c.rs = rs_rule_states(st) + i;
-	c.rflags = r[3];
-	c.now = now_ns;
-	c.wait = 0;
-	c.copies = c.vflags = 0;
+	c.v = v;
 	rs_count(&c.rs->matched, 1);
 	v->rule = (int32_t)i;
 
 	nops = r[5];
-	if (c.rflags & RS_RF_SCHEDULE) {
+	if (r[3] & RS_RF_SCHEDULE) {
 		if (now_ns < c.rs->phase_start || now_ns >= c.rs->phase_end)
 			rs_phase_find(st, c.rs, r, now_ns);
 		if (c.rs->phase_act) {
@@ -3055,17 +3051,15 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	/* apart from matched++: in one block the compiler paired the two sums in SSE registers, 4
 	 * instructions more on x86_64 (bench/engine.py) */
 	rs_count(&c.rs->bytes, len);
-	reason = trace ? rs_run_actions_traced(&c, r, act, nops, i, trace) : rs_run_actions(&c, r, act, nops);
+	reason = trace ? rs_run_actions_traced(&c, r, act, nops, prog, st, now_ns, i, trace) :
+			 rs_run_actions(&c, r, act, nops, prog, st, now_ns);
 	v->len = c.p.len;
-	v->flags = c.vflags;
 	if (reason != RS_R_NONE) {
 		rs_verdict_drop(v, reason);
 		return;
 	}
-	v->copies = c.copies;
-	v->delay_ns = c.wait;
-	if (c.copies)	/* a count costs 32-bit ARM four instructions (rs_count) */
-		rs_count(&c.rs->duplicated, c.copies);
+	if (v->copies)	/* a count costs 32-bit ARM four instructions (rs_count) */
+		rs_count(&c.rs->duplicated, v->copies);
 }
 
 void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
