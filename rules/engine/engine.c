@@ -510,6 +510,7 @@ struct rs_form_rule {
 	uint32_t resid;		/* pool index of its residual ops' words (RS_RESID_PORTS) */
 	uint32_t nresid;
 	uint32_t sub;		/* while building a class: its subtable in the class, RS_NO_SUB none */
+	uint32_t state;		/* byte offset of its struct rs_rule_state in the state */
 };
 
 #define RS_NO_SUB	0xffffffffu
@@ -1809,6 +1810,7 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 				st->form_flags |= RS_FORM_L4;
 		fr[i].rule = off;
 		fr[i].act = sh.act;
+		fr[i].state = (uint32_t)((uint8_t *)(rs_rule_states(st) + i) - (uint8_t *)st);
 		fr[i].nresid = sh.nresid;
 		fr[i].resid = used;
 		used += sh.nresid;
@@ -3025,6 +3027,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		if (i < n) {
 			r = prog + rs_form_rules(st)[i].rule;
 			act = rs_form_rules(st)[i].act;
+			c.rs = (struct rs_rule_state *)(void *)((uint8_t *)st + rs_form_rules(st)[i].state);
 		}
 	}
 	if (i >= n) {	/* n: none (rs_classify never gives more) */
@@ -3034,7 +3037,8 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		return;
 	}
 
-	c.rs = rs_rule_states(st) + i;
+	if (reference)
+		c.rs = rs_rule_states(st) + i;
 	c.v = v;
 	rs_count(&c.rs->matched, 1);
 	v->rule = (int32_t)i;
