@@ -509,13 +509,25 @@ struct rs_shape {
 struct rs_form_rule {
 	uint32_t rule;		/* offset of the rule in the program */
 	uint32_t act;		/* offset of its first action op in the rule */
+	uint32_t nops;		/* rs_form_nops: read beside act, where the rule's own two bytes cost more */
 	uint32_t resid;		/* pool index of its residual ops' words (RS_RESID_PORTS) */
 	uint32_t nresid;
-	uint32_t sub;		/* while building a class: its subtable in the class, RS_NO_SUB none */
-	uint32_t state;		/* byte offset of its struct rs_rule_state in the state */
+	union {
+		uint32_t sub;	/* while building a class: its subtable in the class, RS_NO_SUB none */
+		uint32_t state;	/* once built: the byte offset of its struct rs_rule_state in the state */
+	};
 };
 
 #define RS_NO_SUB	0xffffffffu
+
+/* in a rule's nops (struct rs_form_rule): it has a schedule, whose phase gives the actions */
+#define RS_FORM_SCHEDULED	0x100u
+
+/* A rule's action count, with RS_FORM_SCHEDULED when it has a schedule. */
+static uint32_t rs_form_nops(const uint8_t *r)
+{
+	return r[5] | (r[3] & RS_RF_SCHEDULE ? RS_FORM_SCHEDULED : 0);
+}
 
 /* A residual op's word: its offset in the program, or with this bit the pool index of a port
  * range op loaded (rs_ports_load): the frames of every class that holds the rule have the port,
@@ -1820,7 +1832,7 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 				st->form_flags |= RS_FORM_L4;
 		fr[i].rule = off;
 		fr[i].act = sh.act;
-		fr[i].state = (uint32_t)((uint8_t *)(rs_rule_states(st) + i) - (uint8_t *)st);
+		fr[i].nops = rs_form_nops(r);
 		fr[i].nresid = sh.nresid;
 		fr[i].resid = used;
 		used += sh.nresid;
@@ -1847,6 +1859,8 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		st->class_at[c] = st->subs + first * (uint32_t)sizeof(struct rs_form_sub);
 		rs_form_subs(st)[s++].first = RS_SUB_END;
 	}
+	for (i = 0; i < st->n_rules; i++)	/* where the classes kept their subtables */
+		fr[i].state = (uint32_t)((uint8_t *)(rs_rule_states(st) + i) - (uint8_t *)st);
 }
 
 /* The frame's value of key field k, as rs_field_get and rs_match_op see it; RS_K_NONE is 0. Read
@@ -3109,6 +3123,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		if (i < n) {
 			r = prog + rs_form_rules(st)[i].rule;
 			act = rs_form_rules(st)[i].act;
+			nops = rs_form_rules(st)[i].nops;
 			c.rs = (struct rs_rule_state *)(void *)((uint8_t *)st + rs_form_rules(st)[i].state);
 		}
 	}
@@ -3119,14 +3134,16 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		return;
 	}
 
-	if (reference)
+	if (reference) {
 		c.rs = rs_rule_states(st) + i;
+		nops = rs_form_nops(r);
+	}
 	c.v = v;
 	rs_count(&c.rs->matched, 1);
 	v->rule = (int32_t)i;
 
-	nops = r[5];
-	if (r[3] & RS_RF_SCHEDULE) {
+	if (nops & RS_FORM_SCHEDULED) {
+		nops = r[5];
 		if (now_ns < c.rs->phase_start || now_ns >= c.rs->phase_end)
 			rs_phase_find(st, c.rs, r, now_ns);
 		if (c.rs->phase_act) {
