@@ -2506,6 +2506,7 @@ static void rs_act_push_vlan(struct rs_ctx *c, const uint8_t *o)
 	rs_put_be16(p->b + 12, rs_le16(o));
 	rs_put_be16(p->b + 14, rs_le16(o + 2));
 	p->len += 4;
+	c->v->len = p->len;
 	c->v->flags |= RS_VF_MODIFIED;
 	rs_reparse(p);
 }
@@ -2522,6 +2523,7 @@ static void rs_act_pop_vlan(struct rs_ctx *c)
 	for (i = 12; i + 4 < p->len; i++)
 		p->b[i] = p->b[i + 4];
 	p->len -= 4;
+	c->v->len = p->len;
 	c->v->flags |= RS_VF_MODIFIED;
 	rs_reparse(p);
 }
@@ -2584,6 +2586,7 @@ static void rs_act_truncate(struct rs_ctx *c, const uint8_t *o)
 	if (p->ipv && cut >= p->l4 + p->l4hl && cut < p->l3_end)
 		rs_shorten_ip(p, cut);
 	p->len = cut;
+	c->v->len = cut;
 	c->v->flags |= RS_VF_MODIFIED;
 	rs_reparse(p);
 }
@@ -3156,7 +3159,6 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	rs_count(&c.rs->bytes, len);
 	reason = trace ? rs_run_actions_traced(&c, r, act, nops, prog, st, now_ns, i, trace) :
 			 rs_run_actions(&c, r, act, nops, prog, st, now_ns, reference);
-	v->len = c.p.len;
 	if (reason != RS_R_NONE) {
 		rs_verdict_drop(v, reason);
 		return;
