@@ -3132,7 +3132,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	}
 	if (i >= n) {	/* n: none (rs_classify never gives more) */
 		rs_count(&st->counters.unmatched, 1);
-		if (rs_le16(prog + 6) & RS_PF_DEFAULT_DROP)	/* read again: held across rs_classify, pflags cost 2 more */
+		if (st->prog_flags & RS_PF_DEFAULT_DROP)	/* the state's copy: pflags held across rs_classify cost 2 more */
 			rs_verdict_drop(v, RS_R_DEFAULT);
 		return;
 	}
