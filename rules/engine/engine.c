@@ -1346,6 +1346,8 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 		p->proto = h[9];
 		p->frag = frag;		/* MF or an offset: not 0 */
 		p->has_l4off = (frag & rs_ne16_of(0x1fff)) == 0;
+		/* l3 and l4 side by side in struct rs_pkt and here: one store of both on armhf */
+		p->l3 = RS_ETH_HLEN;
 		p->l4 = RS_ETH_HLEN + 20;
 	} else if (eth_type == rs_ne16_of(RS_ETH_P_IPV6) && room >= 40 && (h[0] >> 4) == 6 &&
 		   !rs_is_ext_hdr(h[6])) {
@@ -1358,13 +1360,13 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 		p->proto = h[6];
 		p->frag = 0;
 		p->has_l4off = 1;
+		p->l3 = RS_ETH_HLEN;
 		p->l4 = RS_ETH_HLEN + 40;
 	} else {
 		return rs_parse_class(p);
 	}
 	p->ntags = 0;
 	p->eth_type = eth_type;
-	p->l3 = RS_ETH_HLEN;
 	p->l3_end = RS_ETH_HLEN + tot;
 	p->l4hl = p->ck = 0;
 	if (!(p->mode & RS_PKT_L4))
