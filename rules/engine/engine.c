@@ -1112,7 +1112,8 @@ struct rs_pkt {
 	uint32_t eth_type;
 	uint32_t ipv;		/* 0 (no IP), 4 or 6 */
 	/* where the classifier reads a key field's word (RS_AT_*, rs_sub_key): the frame's start (0),
-	 * the IP header, the end of the IP headers = L4 header (l4 valid with has_l4off) */
+	 * the IP header, the end of the IP headers = L4 header (l4 valid with has_l4off). Just after
+	 * ipv, which the common parser stores with them. */
 	union {
 		uint32_t at[RS_AT_N];
 		struct {
@@ -1236,6 +1237,7 @@ static int rs_parse(struct rs_pkt *p)
 	p->ipv = p->proto = p->frag = 0;
 	p->has_l4off = p->l4 = p->l4hl = p->ck = 0;
 	p->l3 = p->l3_end = 0;
+	p->at_frame = 0;
 
 	if (p->mode & RS_PKT_L3) {
 		if (p->len < 1)
@@ -1342,11 +1344,13 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 		frag = rs_ne16(h + 6) & rs_ne16_of(0x3fff);
 		eth_type = RS_ETH_P_IP;
 		c = RS_C_IP4;
-		p->ipv = 4;
 		p->proto = h[9];
 		p->frag = frag;		/* MF or an offset: not 0 */
 		p->has_l4off = (frag & rs_ne16_of(0x1fff)) == 0;
-		/* l3 and l4 side by side in struct rs_pkt and here: one store of both on armhf */
+		/* constants side by side in struct rs_pkt and here: two stores of the four on armhf (the
+		 * parsers set at_frame, not rs_pkt_parse before them: armhf 2 fewer a frame) */
+		p->ipv = 4;
+		p->at_frame = 0;
 		p->l3 = RS_ETH_HLEN;
 		p->l4 = RS_ETH_HLEN + 20;
 	} else if (eth_type == rs_ne16_of(RS_ETH_P_IPV6) && room >= 40 && (h[0] >> 4) == 6 &&
@@ -1356,10 +1360,11 @@ static __attribute__((__noinline__)) int rs_parse_common(struct rs_pkt *p)
 		if (tot > room)
 			return -1;
 		c = RS_C_IP6;
-		p->ipv = 6;
 		p->proto = h[6];
 		p->frag = 0;
 		p->has_l4off = 1;
+		p->ipv = 6;
+		p->at_frame = 0;
 		p->l3 = RS_ETH_HLEN;
 		p->l4 = RS_ETH_HLEN + 40;
 	} else {
@@ -1384,7 +1389,6 @@ static int rs_pkt_parse(struct rs_pkt *p, uint8_t *frame, uint32_t len, uint32_t
 	p->b = frame;
 	p->len = len;
 	p->cap = cap;
-	p->at_frame = 0;
 	p->mode = (run_flags & RS_RUN_L3) | wants;
 	/* expected not taken: x86_64 then jumps on the rare way, 1 instruction less a frame */
 	if (__builtin_expect(!frame || len > cap || len > RS_MAX_FRAME, 0))
