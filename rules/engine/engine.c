@@ -554,8 +554,8 @@ static uint32_t rs_form_nops(const uint8_t *r)
  * test of a subtable's first rule against the best so far also ends the class */
 #define RS_SUB_END	0xffffffffu
 /* a subtable's kind: one rule, whose first head field is read where it lies (rs_sub_key); one rule;
- * more. The first is 0, tested in one instruction: most subtables of small rule sets are (the mix
- * 231.9 -> 228.4 on x86_64, 257.0 -> 255.3 a frame on armhf; bench/engine.py). */
+ * more. The first is 0, tested first and in one instruction: most subtables of small rule sets are
+ * (the mix 231.9 -> 228.5 on x86_64, 257.0 -> 255.3 a frame on armhf; bench/engine.py). */
 #define RS_SUB_ONE_AT	0
 #define RS_SUB_ONE	1
 #define RS_SUB_MANY	2
@@ -568,9 +568,7 @@ struct rs_form_sub {
 	uint32_t count;		/* its rules */
 	uint32_t ntail;		/* key fields past the head */
 	uint32_t tail;		/* pool index of the tail's fields, then their masks */
-	/* RS_SUB_*; with one rule, its entry and first key value follow. Just before the masks, as the
-	 * classifier reads it with the first (armhf mix -2; bench/engine.py). */
-	uint32_t kind;
+	uint32_t kind;		/* RS_SUB_*; with one rule, its entry and first key value follow */
 	uint32_t mask[RS_HEAD];	/* the head's masks */
 	uint8_t field[RS_HEAD];	/* the head's fields (RS_K_*, RS_K_NONE) */
 	uint8_t at[RS_HEAD];	/* where each is read (rs_sub_key): an rs_pkt at[] index, RS_AT_N none */
@@ -2435,9 +2433,9 @@ static inline __attribute__((__always_inline__)) void rs_set_field_with(struct r
  * changes it by -0x100 whatever the protocol: its checksum delta (rs_csum_delta) is always 0xfeff,
  * added without reading the word (rs_ip_word_write's way, which the reference keeps, cost an
  * IPv4 frame 31 instructions more on x86_64, an IPv6 one 20; bench/engine.py), and into the
- * checksum as the frame holds it (rs_ne16_of: 2 less on x86_64).
+ * checksum as the frame holds it (rs_ne16_of: 2 less on x86_64). With reference a constant
+ * (rs_set_ip_with).
  */
-/* dec_ttl (rs_act_dec_ttl), with reference a constant (rs_set_ip_with) */
 static inline __attribute__((__always_inline__)) int rs_dec_ttl_with(struct rs_ctx *c, int reference)
 {
 	struct rs_pkt *p = &c->p;
