@@ -2876,18 +2876,9 @@ static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct r
 {
 	switch (op) {
 	case RS_A_SET_ETH:	rs_act_set_eth(c, o); break;
-	case RS_A_SET_IP:
-		if (reference)
-			rs_act_set_ip_reference(c, o);
-		else
-			rs_act_set_ip(c, o);
-		break;
-	case RS_A_SET_FIELD:
-		if (reference)
-			rs_act_set_field_reference(c, o);
-		else
-			rs_act_set_field(c, o);
-		break;
+	/* reference is a constant: one direct call */
+	case RS_A_SET_IP:	(reference ? rs_act_set_ip_reference : rs_act_set_ip)(c, o); break;
+	case RS_A_SET_FIELD:	(reference ? rs_act_set_field_reference : rs_act_set_field)(c, o); break;
 	case RS_A_DEC_TTL:
 		if (reference ? rs_act_dec_ttl_reference(c) : rs_act_dec_ttl(c)) {
 			rs_count(&c->rs->dropped, 1);
