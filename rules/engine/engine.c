@@ -1771,6 +1771,7 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 		fs[s].shift = 31 - bits;
 		fs[s].slots = used;
 		used += 1u << bits;
+		fs[s].kind = fs[s].count > 1 ? RS_SUB_MANY : fs[s].at[0] < RS_AT_N ? RS_SUB_ONE_AT : RS_SUB_ONE;
 	}
 	/* rules join the tail of their bucket: each bucket lists its rules in program order */
 	for (i = 0; i < st->n_rules; i++) {
@@ -1786,8 +1787,6 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 			entry[RS_ENTRY_KEY + j] = sub->field[j] == RS_K_NONE ? 0 : sh.value[sub->field[j]];
 		for (j = 0; j < sub->ntail; j++)
 			entry[RS_ENTRY_TAIL + j] = sh.value[pool[sub->tail + j]];
-		/* its kind: set for every rule of it, the last's count holds */
-		sub->kind = sub->count > 1 ? RS_SUB_MANY : sub->at[0] < RS_AT_N ? RS_SUB_ONE_AT : RS_SUB_ONE;
 		if (sub->count == 1) {
 			sub->entry = used;
 			sub->key0 = entry[RS_ENTRY_KEY];
