@@ -118,6 +118,16 @@ static inline __attribute__((__always_inline__)) uint32_t rs_ne16_of(uint32_t v)
 #endif
 }
 
+/* The 32-bit value v (as rs_be32 reads it) as rs_ne32 reads its bytes. */
+static uint32_t rs_ne32_of(uint32_t v)
+{
+#ifdef RS_LITTLE_ENDIAN
+	return __builtin_bswap32(v);
+#else
+	return v;
+#endif
+}
+
 static void rs_put_ne16(uint8_t *b, uint32_t v)
 {
 	uint16_t w = (uint16_t)v;
@@ -1798,6 +1808,13 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 		*e = used;
 		used += RS_ENTRY_TAIL + sub->ntail;
 	}
+	/* rs_classify compares a one-rule subtable's first word as the frame has it (rs_ne32) */
+	for (s = first; s < last; s++) {
+		if (fs[s].kind == RS_SUB_ONE_AT) {
+			fs[s].mask[0] = rs_ne32_of(fs[s].mask[0]);
+			fs[s].key0 = rs_ne32_of(fs[s].key0);
+		}
+	}
 	*used_words = used;
 	return last;
 }
@@ -2005,7 +2022,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 	for (; sub->first < best; sub++) {	/* to the class's RS_SUB_END at most */
 		if (sub->kind == RS_SUB_ONE_AT) {
 			/* rs_sub_key's way for a field read where it lies, without its test */
-			w0 = rs_be32(p->b + p->at[sub->at[0]] + sub->off[0]) & sub->mask[0];
+			w0 = rs_ne32(p->b + p->at[sub->at[0]] + sub->off[0]) & sub->mask[0];
 			if (w0 != sub->key0)
 				continue;	/* most frames leave a one-rule subtable here */
 			if (rs_one_match(prog, fr, pool, sub, p, rx_len))
