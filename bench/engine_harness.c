@@ -23,11 +23,11 @@
 #define MAX_FRAMES 256
 
 /* the loop and its calls without an engine: what bench/engine.py subtracts */
-static __attribute__((__noinline__)) void run_none(const uint8_t *prog, uint32_t prog_len, void *state,
-						  uint8_t *frame, uint32_t len, uint32_t cap, uint32_t port,
-						  uint32_t run_flags, uint64_t now_ns, struct rs_verdict *v)
+static __attribute__((__noinline__)) void run_none(void *state, uint8_t *frame, uint32_t len, uint32_t cap,
+						  uint32_t port, uint32_t run_flags, uint64_t now_ns,
+						  struct rs_verdict *v)
 {
-	__asm__ volatile("" : : "r"(prog), "r"(state), "r"(frame), "r"(v) : "memory");
+	__asm__ volatile("" : : "r"(state), "r"(frame), "r"(v) : "memory");
 }
 
 static uint32_t get32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
@@ -43,8 +43,7 @@ int main(int argc, char **argv)
 	void *state;
 	FILE *f;
 
-	void (*run)(const uint8_t *, uint32_t, void *, uint8_t *, uint32_t, uint32_t, uint32_t, uint32_t,
-		    uint64_t, struct rs_verdict *) = rs_run;
+	void (*run)(void *, uint8_t *, uint32_t, uint32_t, uint32_t, uint32_t, uint64_t, struct rs_verdict *) = rs_run;
 
 	if (argc < 3 || argc > 4 || !(f = fopen(argv[1], "rb"))) {
 		fprintf(stderr, "usage: bench_engine INPUT ITERATIONS [reference|none]\n");
@@ -77,8 +76,8 @@ int main(int argc, char **argv)
 		for (i = 0; i < n; i++) {
 			/* a fresh copy each time: rewrites must not pile up */
 			memcpy(work, frames[i], lens[i]);
-			run(file + 4, plen, state, work, lens[i], lens[i] + RS_FRAME_ROOM,
-			    (i & 1) ? RS_PORT_B : RS_PORT_A, 0, it * 1000 + i, &v);
+			run(state, work, lens[i], lens[i] + RS_FRAME_ROOM, (i & 1) ? RS_PORT_B : RS_PORT_A, 0,
+			    it * 1000 + i, &v);
 		}
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);

@@ -279,7 +279,7 @@ int rs_apply_frame(struct rs_apply *a, uint64_t now_ns, const uint8_t *data, uin
 	} else {
 		memcpy(q->frame, data, len);
 	}
-	rs_run(a->prog, a->prog_len, a->state, q->frame, len, len + RS_FRAME_ROOM, a->port, 0, now_ns, &v);
+	rs_run(a->state, q->frame, len, len + RS_FRAME_ROOM, a->port, 0, now_ns, &v);
 	if (v.verdict != RS_V_FORWARD) {
 		a->dropped[v.reason < RS_APPLY_REASONS ? v.reason : RS_APPLY_REASONS - 1]++;
 		return RS_APPLY_OK;

@@ -58,9 +58,8 @@ struct rs_apply_input {
 struct rs_apply_queue; /* the departures waiting, in apply_loop.c */
 
 struct rs_apply {
-	/* set by Python: the engine's program and state (rules/binding.py's Engine), the ports, the output */
-	const uint8_t *prog;
-	uint32_t prog_len;
+	/* set by Python: the engine's state, which holds its program (rules/binding.py's Engine), the
+	 * ports, the output */
 	void *state;
 	uint32_t port;         /* RS_PORT_A or RS_PORT_B: where the frames arrive */
 	int32_t in_vlan;       /* the ports' VLANs in trunk form, -1 for none */

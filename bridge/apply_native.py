@@ -24,7 +24,7 @@ class NativeLoop:
         self.writer = writer
         writer.f.flush()  # its header: the C loop writes the records after it, by the same descriptor
         a = self.a = ffi.new("struct rs_apply *")
-        a.prog, a.prog_len, a.state = engine.program, engine.program_len, engine.state
+        a.state = engine.state
         a.port = PORTS[from_port]
         a.in_vlan = -1 if in_vlan is None else in_vlan
         a.out_vlan = -1 if out_vlan is None else out_vlan

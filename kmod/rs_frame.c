@@ -85,8 +85,7 @@ unsigned int rs_frame(struct rs_net *rn, struct rs_prog *p, struct sk_buff *skb,
 	}
 
 	spin_lock(&p->lock);
-	rs_run(p->code, p->len, p->state, skb->data, len, len + skb_tailroom(skb),
-	       port, 0, ktime_get_ns(), &v);
+	rs_run(p->state, skb->data, len, len + skb_tailroom(skb), port, 0, ktime_get_ns(), &v);
 	in_ps->rx++;
 	in_ps->csum_completed += csum_done;
 	if (v.verdict == RS_V_DROP) {

@@ -137,8 +137,6 @@ out:
 
 void rs_forwarder_set_program(struct rs_forwarder *fw, const uint8_t *prog, uint32_t len, void *state)
 {
-	fw->prog = prog;
-	fw->prog_len = len;
 	fw->state = state;
 	fw->prog_wire = rs_wire_frames_needed(prog, len, &fw->push_room);
 	fw->cut = fw->prog_wire || fw->hooks_on;
@@ -395,7 +393,7 @@ int rs_forwarder_run(struct rs_forwarder *fw, int timeout_ms)
 	struct pollfd pfd[3];
 	int total = 0, i;
 
-	if (!fw->prog)
+	if (!fw->state)
 		return -EINVAL;
 	for (;;) {
 		uint64_t now, wait;

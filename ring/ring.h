@@ -89,8 +89,8 @@ struct rs_forwarder;
 /* Opens sockets and rings; on error returns NULL and writes why into err. */
 struct rs_forwarder *rs_forwarder_open(const struct rs_forwarder_config *cfg, char *err, uint32_t errlen);
 
-/* Makes prog (verified) and state the program for the next frame. The caller keeps both alive.
- * state is the engine's (struct rs_state and the rules' states, rs_program.h): super-frames that
+/* Makes state, set up for prog (verified; read here only, for what its rules need of the wire), run
+ * the next frames. The caller keeps state alive. state is the engine's (struct rs_state and the rules' states, rs_program.h): super-frames that
  * run the rules once get their counters made what the segments would have given. */
 void rs_forwarder_set_program(struct rs_forwarder *fw, const uint8_t *prog, uint32_t len, void *state);
 

@@ -72,9 +72,7 @@ struct rs_forwarder {
 	struct rs_link link[2];
 	int nlinks, port_link[2];
 	uint32_t vlan[2], mtu[2];
-	const uint8_t *prog;
-	uint32_t prog_len;
-	void *state;
+	void *state;		/* the engine's, which holds its program (rs_program.h) */
 	volatile int stop;
 	struct rs_forwarder_stats st;
 	uint8_t *pool;
@@ -175,7 +173,7 @@ static inline void rs_run_frame(struct rs_forwarder *fw, int port, uint8_t *w, u
 
 	if (tracing)
 		rs_trace_before(fw, w, len);
-	rs_run(fw->prog, fw->prog_len, fw->state, w, len, WORK_CAP, (uint32_t)port + 1, 0, now, v);
+	rs_run(fw->state, w, len, WORK_CAP, (uint32_t)port + 1, 0, now, v);
 	if (tracing)
 		rs_trace_after(fw, port, now, len, v);
 }

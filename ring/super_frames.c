@@ -325,7 +325,7 @@ static void forward_whole(struct rs_forwarder *fw, int port, uint32_t pcp, uint6
 	partial_to_complete(w, g);
 	/* only the rule the frame meets changes: its counters alone are kept (the rules' states follow
 	 * struct rs_state, rs_program.h), whatever the number of rules */
-	rule = rs_rule_for(fw->prog, fw->prog_len, fw->state, w, len, (uint32_t)port + 1, 0);
+	rule = rs_rule_for(fw->state, w, len, (uint32_t)port + 1, 0);
 	if (rule >= 0)
 		fw->snap = ((struct rs_rule_state *)(st + 1))[rule];
 	rs_run_frame(fw, port, w, len, now, &v);

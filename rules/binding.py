@@ -77,8 +77,8 @@ class Engine:
     def run(self, frame: bytes, port: str, now_ns: int = 0, l3: bool = False) -> tuple[Verdict, bytes]:
         """Runs one frame arriving on port ("a" or "b"); returns the verdict and the frame after it."""
         n = self._put(frame)
-        lib.rs_run(self.program, self.program_len, self.state, self._buf, n, n + lib.RS_FRAME_ROOM,
-                   PORTS[port], lib.RS_RUN_L3 if l3 else 0, now_ns, self._verdict)
+        lib.rs_run(self.state, self._buf, n, n + lib.RS_FRAME_ROOM, PORTS[port], lib.RS_RUN_L3 if l3 else 0,
+                   now_ns, self._verdict)
         return self._result()
 
     def _put(self, frame: bytes) -> int:
@@ -106,8 +106,8 @@ class Engine:
         copies = ffi.new("uint8_t[]", lib.RS_MAX_OPS * cap)
         trace = ffi.new("struct rs_trace *", {"ev": events, "cap": len(events), "frames": copies,
                                               "frame_cap": cap, "nframes": lib.RS_MAX_OPS})
-        lib.rs_run_traced(self.program, self.program_len, self.state, self._buf, n, cap, PORTS[port],
-                          lib.RS_RUN_L3 if l3 else 0, now_ns, self._verdict, trace)
+        lib.rs_run_traced(self.state, self._buf, n, cap, PORTS[port], lib.RS_RUN_L3 if l3 else 0, now_ns,
+                          self._verdict, trace)
         steps = []
         for e in events[0:min(trace.n, trace.cap)]:
             after = None

@@ -2,6 +2,8 @@
 import struct
 
 import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
 
 from reshaper._native import ffi, lib
 from reshaper.rules.compiler import compile_rules
@@ -109,6 +111,28 @@ def test_state_size_grows_with_rate_limit():
     small = program("rules:\n  - {name: r, actions: [{rate: {bitrate: 1mbit, limit: 1}}]}\n")
     big = program("rules:\n  - {name: r, actions: [{rate: {bitrate: 1mbit, limit: 1001}}]}\n")
     assert program_verify(big) - program_verify(small) == 8000
+
+
+def test_a_state_runs_its_own_copy_of_the_program():
+    """rs_state_init copies the program into the state (rules/engine/PROGRAM.md) and rs_run takes the
+    state alone: the caller's bytes overwritten after the load change no verdict and no frame; a
+    state too small for program and copy stays empty, and passes frames untouched, counting none."""
+    rules = "rules:\n  - {name: mark, match: {ip_proto: udp}, actions: [{set: {dscp: 46}}]}\n"
+    frame = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(dport=53))
+    expected = Engine(program(rules)).run(frame, "a")
+    engine = Engine(program(rules))
+    ffi.memmove(engine.program, b"\xff" * engine.program_len, engine.program_len)
+    assert engine.run(frame, "a") == expected and expected[0].rule == 0 and expected[1] != frame
+
+    prog = program(rules)
+    size = program_verify(prog)
+    state = ffi.new("uint8_t[]", size)
+    lib.rs_state_init(prog, len(prog), state, size - 8, 1)
+    buf = ffi.new("uint8_t[]", frame + bytes(lib.RS_FRAME_ROOM))
+    v = ffi.new("struct rs_verdict *")
+    lib.rs_run(state, buf, len(frame), len(frame) + lib.RS_FRAME_ROOM, lib.RS_PORT_A, 0, 0, v)
+    assert (v.verdict, v.rule, v.len, ffi.buffer(buf, len(frame))[:]) == (lib.RS_V_FORWARD, -1, len(frame), frame)
+    assert bytes(ffi.buffer(state, size)) == bytes(size)
 
 
 def test_every_verifier_error_has_its_words():

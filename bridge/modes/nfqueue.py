@@ -252,7 +252,7 @@ class NfqueueAppliance(Appliance):
         self.hooked_rules.clear()
         self.hooked_rules.update(hooks.by_rule)
         # the next packet runs the new program (self.engine, which load's caller sets, keeps it alive)
-        self.packet.prog, self.packet.prog_len, self.packet.state = engine.program, engine.program_len, engine.state
+        self.packet.state = engine.state
         return engine
 
     def _filter_at_bridge(self, config) -> None:

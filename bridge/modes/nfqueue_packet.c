@@ -19,8 +19,7 @@ int rs_nfq_run(struct rs_nfq_packet *p, const char *payload, uint32_t len, uint3
 	/* the clock of time.monotonic_ns(), which releases held packets (nfqueue.py) */
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	p->now_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-	rs_run(p->prog, p->prog_len, p->state, p->frame, len, len + RS_FRAME_ROOM, port, RS_RUN_L3,
-	       p->now_ns, &p->v);
+	rs_run(p->state, p->frame, len, len + RS_FRAME_ROOM, port, RS_RUN_L3, p->now_ns, &p->v);
 	if (p->v.verdict != RS_V_FORWARD)
 		return RS_NFQ_DROP;
 	if (p->v.delay_ns)

@@ -22,9 +22,7 @@
 #define RS_NFQ_CODE_MASK  3
 
 struct rs_nfq_packet {
-	/* set by Python at each program load: the running program and its state */
-	const uint8_t *prog;
-	uint32_t prog_len;
+	/* set by Python at each program load: the running program's state, which holds the program */
 	void *state;
 	uint8_t *frame;  /* RS_MAX_FRAME + RS_FRAME_ROOM bytes: the last packet, after the actions */
 	/* the last packet's run */

@@ -801,9 +801,11 @@ static int rs_verify_trace(const uint8_t *t, uint32_t left)
  * op: op header inside the rule, opcode, operands inside the rule, operand
  * length, operand ranges, timing-op order). On success sets the state size:
  * state header, one rs_rule_state per rule, 8 bytes per rate queue slot,
- * the loaded form; and where the form's pool starts, if pool is not null.
+ * the loaded form, the program's copy; and where the form's pool and the copy
+ * start, if pool and copy are not null.
  */
-static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size, uint32_t *pool)
+static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size, uint32_t *pool,
+			     uint32_t *copy)
 {
 	uint32_t n, i, off = RS_HDR_LEN, limit, sum = 0, words = 0, nsubs = 0, ntraces;
 	int err;
@@ -860,13 +862,17 @@ static int rs_verify_program(const uint8_t *prog, uint32_t len, uint32_t *size, 
 		*pool = *size;
 	*size += 4 * words;
 	*size = (*size + 7) & ~7u;
+	/* and the program's copy, which rs_run reads: a state runs only the program it was built from */
+	if (copy)
+		*copy = *size;
+	*size += (len + 7) & ~7u;
 	return 0;
 }
 
 int rs_program_verify(const uint8_t *prog, uint32_t len, uint32_t *state_size)
 {
 	uint32_t size = 0;
-	int err = rs_verify_program(prog, len, &size, 0);
+	int err = rs_verify_program(prog, len, &size, 0, 0);
 
 	if (!err && state_size)
 		*state_size = size;
@@ -1047,15 +1053,22 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 	struct rs_state *st = state;
 	struct rs_rule_state *rs;
 	uint8_t *p = state;
-	uint32_t i, n, size, pool, off, qoff;
+	uint32_t i, n, size, pool, copy, again, off, qoff;
 	uint64_t x = seed, lo, hi;
 
 	if (!st || state_size < sizeof(*st))
 		return;
 	for (i = 0; i < state_size; i++)
 		p[i] = 0;
-	/* a state that does not fit its program stays empty: rs_run passes */
-	if (rs_verify_program(prog, prog_len, &size, &pool) || size > state_size)
+	/* a state that does not fit its program stays empty (size 0): rs_run passes */
+	if (rs_verify_program(prog, prog_len, &size, &pool, &copy) || size > state_size)
+		return;
+	/* the state's own copy is what runs, so it is the copy that must be verified: the caller's
+	 * bytes may change after this */
+	for (i = 0; i < prog_len; i++)
+		p[copy + i] = prog[i];
+	prog = p + copy;
+	if (rs_verify_program(prog, prog_len, &again, 0, 0) || again != size)
 		return;
 
 	lo = rs_splitmix64(&x);
@@ -1093,7 +1106,7 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 		off += rs_le16(r);
 	}
 	st->traces = off;
-	st->prog_len = prog_len;
+	st->prog = copy;
 	st->form = (qoff + 7) & ~7u;
 	st->subs = st->form + n * (uint32_t)sizeof(struct rs_form_rule);
 	st->pool = pool;
@@ -3038,11 +3051,16 @@ static void rs_phase_find(struct rs_state *st, struct rs_rule_state *rs, const u
 
 /* ---- entry point ---- */
 
-/* Whether rs_state_init() set state up for a program of this length and rule count. */
-static int rs_state_fits(const uint8_t *prog, uint32_t prog_len, const struct rs_state *st)
+/* Whether rs_state_init() set state up (with its program's copy: nothing to check against). */
+static int rs_state_ready(const struct rs_state *st)
 {
-	/* a state rs_state_init set up holds the length of a verified program: a whole header */
-	return prog && st && st->size && st->prog_len == prog_len && st->n_rules == rs_le16(prog + 8);
+	return st && st->size;
+}
+
+/* The state's copy of its program (rs_state_init). */
+static const uint8_t *rs_state_prog(const struct rs_state *st)
+{
+	return (const uint8_t *)st + st->prog;
 }
 
 /* The frame is dropped: counted by the way it went, not as dropped (struct rs_counters). */
@@ -3075,13 +3093,14 @@ static void rs_trace_parse(struct rs_trace *t, const struct rs_pkt *p, int malfo
 
 /* inlined into every entry: rs_run pays no call for the reference's sake, and its trace (always
  * null) is compiled out */
-static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
-			uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
-			uint64_t now_ns, struct rs_verdict *v, int reference, struct rs_trace *trace)
+static inline __attribute__((__always_inline__)) void rs_run_with(void *state, uint8_t *frame, uint32_t len, uint32_t cap,
+			uint32_t port, uint32_t run_flags, uint64_t now_ns, struct rs_verdict *v,
+			int reference, struct rs_trace *trace)
 {
 	struct rs_state *st = state;
+	const uint8_t *prog;
 	struct rs_ctx c;
-	uint32_t pflags, n, i, off = RS_HDR_LEN, act = 0, nops, reason;
+	uint32_t n, i, off = RS_HDR_LEN, act = 0, nops, reason;
 	const uint8_t *r = 0;
 	int cls;	/* the frame's class, or -1 for a malformed frame */
 
@@ -3093,12 +3112,11 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	v->flags = 0;
 	v->delay_ns = 0;
 
-	/* a state rs_state_init() did not set up for this program: pass */
-	if (!rs_state_fits(prog, prog_len, st))
+	/* a state rs_state_init() did not set up: pass */
+	if (!rs_state_ready(st))
 		return;
-	pflags = rs_le16(prog + 6);
 
-	if (!rs_direction_ok(pflags, port)) {
+	if (!rs_direction_ok(st->prog_flags, port)) {
 		rs_count(&st->counters.direction, 1);
 		rs_verdict_drop(v, RS_R_DIRECTION);
 		return;
@@ -3111,12 +3129,13 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	if (cls < 0) {
 		rs_count(&st->counters.malformed, 1);
 		v->flags = RS_VF_MALFORMED;
-		if (pflags & RS_PF_MALFORMED_DROP)
+		if (st->prog_flags & RS_PF_MALFORMED_DROP)
 			rs_verdict_drop(v, RS_R_MALFORMED);
 		return;
 	}
 
 	n = st->n_rules;
+	prog = rs_state_prog(st);
 	if (reference) {
 		/* every rule in turn, as the program lists them */
 		for (i = 0; i < n; i++) {
@@ -3143,7 +3162,9 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 	}
 	if (i >= n) {	/* n: none (rs_classify never gives more) */
 		rs_count(&st->counters.unmatched, 1);
-		if (st->prog_flags & RS_PF_DEFAULT_DROP)	/* the state's copy: pflags held across rs_classify cost 2 more */
+		/* the program's flags, not the state's copy the direction test read: held across
+		 * rs_classify, that cost x86_64 4 more */
+		if (rs_le16(prog + 6) & RS_PF_DEFAULT_DROP)
 			rs_verdict_drop(v, RS_R_DEFAULT);
 		return;
 	}
@@ -3178,43 +3199,39 @@ static inline __attribute__((__always_inline__)) void rs_run_with(const uint8_t 
 		rs_count(&c.rs->duplicated, v->copies);
 }
 
-void rs_run(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
-	    uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
-	    uint64_t now_ns, struct rs_verdict *v)
+void rs_run(void *state, uint8_t *frame, uint32_t len, uint32_t cap, uint32_t port,
+	    uint32_t run_flags, uint64_t now_ns, struct rs_verdict *v)
 {
-	rs_run_with(prog, prog_len, state, frame, len, cap, port, run_flags, now_ns, v, 0, 0);
+	rs_run_with(state, frame, len, cap, port, run_flags, now_ns, v, 0, 0);
 }
 
-void rs_run_reference(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
-		      uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
-		      uint64_t now_ns, struct rs_verdict *v)
+void rs_run_reference(void *state, uint8_t *frame, uint32_t len, uint32_t cap, uint32_t port,
+		      uint32_t run_flags, uint64_t now_ns, struct rs_verdict *v)
 {
-	rs_run_with(prog, prog_len, state, frame, len, cap, port, run_flags, now_ns, v, 1, 0);
+	rs_run_with(state, frame, len, cap, port, run_flags, now_ns, v, 1, 0);
 }
 
-void rs_run_traced(const uint8_t *prog, uint32_t prog_len, void *state, uint8_t *frame,
-		   uint32_t len, uint32_t cap, uint32_t port, uint32_t run_flags,
-		   uint64_t now_ns, struct rs_verdict *v, struct rs_trace *trace)
+void rs_run_traced(void *state, uint8_t *frame, uint32_t len, uint32_t cap, uint32_t port,
+		   uint32_t run_flags, uint64_t now_ns, struct rs_verdict *v, struct rs_trace *trace)
 {
 	if (trace)
 		trace->n = 0;
-	rs_run_with(prog, prog_len, state, frame, len, cap, port, run_flags, now_ns, v, 1, trace);
+	rs_run_with(state, frame, len, cap, port, run_flags, now_ns, v, 1, trace);
 }
 
-int32_t rs_rule_for(const uint8_t *prog, uint32_t prog_len, const void *state, uint8_t *frame,
-		    uint32_t len, uint32_t port, uint32_t run_flags)
+int32_t rs_rule_for(const void *state, uint8_t *frame, uint32_t len, uint32_t port, uint32_t run_flags)
 {
 	const struct rs_state *st = state;
 	struct rs_pkt p;
 	uint32_t i;
 	int c;
 
-	if (!rs_state_fits(prog, prog_len, st) || !rs_direction_ok(rs_le16(prog + 6), port))
+	if (!rs_state_ready(st) || !rs_direction_ok(st->prog_flags, port))
 		return -1;
 	c = rs_pkt_parse(&p, frame, len, len, run_flags, st->form_flags & RS_FORM_L4);
 	if (c < 0)
 		return -1;
-	i = rs_classify(prog, st, &p, (uint32_t)c, port, len);
+	i = rs_classify(rs_state_prog(st), st, &p, (uint32_t)c, port, len);
 	return i < st->n_rules ? (int32_t)i : -1;
 }
 

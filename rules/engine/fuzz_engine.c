@@ -360,20 +360,19 @@ static void run_both(const uint8_t *prog, uint32_t plen, uint32_t state_size, ui
 		memcpy(frame, frame_in, flen);
 		memcpy(again, frame_in, flen);
 		memcpy(third, frame_in, flen);
-		rule = rs_rule_for(prog, plen, fast, frame, flen, port & 3, (port >> 2) & RS_RUN_L3);
+		rule = rs_rule_for(fast, frame, flen, port & 3, (port >> 2) & RS_RUN_L3);
 		if (memcmp(frame, again, flen))
 			abort();	/* it changes nothing */
-		rs_run(prog, plen, fast, frame, flen, flen + 4, port & 3,
-		       (port >> 2) & RS_RUN_L3, 1000000ull * i * i, &v);
-		rs_run_reference(prog, plen, ref, again, flen, flen + 4, port & 3,
-				 (port >> 2) & RS_RUN_L3, 1000000ull * i * i, &w);
+		rs_run(fast, frame, flen, flen + 4, port & 3, (port >> 2) & RS_RUN_L3, 1000000ull * i * i, &v);
+		rs_run_reference(ref, again, flen, flen + 4, port & 3, (port >> 2) & RS_RUN_L3,
+				 1000000ull * i * i, &w);
 		if (v.len > flen + 4 || v.verdict > RS_V_DROP || v.rule != rule)
 			abort();
 		if (memcmp(&v, &w, sizeof(v)) || memcmp(frame, again, v.len) ||
 		    memcmp(fast, ref, before_form))
 			abort();
-		rs_run_traced(prog, plen, traced, third, flen, flen + 4, port & 3, (port >> 2) & RS_RUN_L3,
-			      1000000ull * i * i, &x, &trace);
+		rs_run_traced(traced, third, flen, flen + 4, port & 3, (port >> 2) & RS_RUN_L3, 1000000ull * i * i,
+			      &x, &trace);
 		if (memcmp(&x, &w, sizeof(x)) || memcmp(third, again, x.len) || memcmp(traced, ref, state_size))
 			abort();
 	}
