@@ -517,7 +517,7 @@ struct rs_shape {
 };
 
 struct rs_form_rule {
-	uint32_t rule;		/* offset of the rule in the program */
+	uint32_t rule;		/* offset of the rule: in the program while building, in the state once built */
 	uint32_t act;		/* offset of its first action op in the rule */
 	uint32_t nops;		/* rs_form_nops: read beside act, where the rule's own two bytes cost more */
 	uint32_t resid;		/* pool index of its residual ops' words (RS_RESID_PORTS) */
@@ -1892,8 +1892,10 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		st->class_at[c] = st->subs + first * (uint32_t)sizeof(struct rs_form_sub);
 		rs_form_subs(st)[s++].first = RS_SUB_END;
 	}
-	for (i = 0; i < st->n_rules; i++)	/* where the classes kept their subtables */
+	for (i = 0; i < st->n_rules; i++) {	/* where the classes kept their subtables */
 		fr[i].state = (uint32_t)((uint8_t *)(rs_rule_states(st) + i) - (uint8_t *)st);
+		fr[i].rule += st->prog;	/* rs_run finds the rule from the state, not the program's copy */
+	}
 }
 
 /* The frame's value of key field k, as rs_field_get and rs_match_op see it; RS_K_NONE is 0. Read
@@ -3154,7 +3156,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(void *state, u
 	} else {
 		i = rs_classify(prog, st, &c.p, (uint32_t)cls, port, len);
 		if (i < n) {
-			r = prog + rs_form_rules(st)[i].rule;
+			r = (const uint8_t *)st + rs_form_rules(st)[i].rule;
 			act = rs_form_rules(st)[i].act;
 			nops = rs_form_rules(st)[i].nops;
 			c.rs = (struct rs_rule_state *)(void *)((uint8_t *)st + rs_form_rules(st)[i].state);
