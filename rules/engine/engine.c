@@ -551,12 +551,15 @@ static uint32_t rs_form_nops(const uint8_t *r)
 #define RS_K_NONE	RS_K_N
 
 /* A rule's entry in its subtable (pool words): its index (with RS_ENTRY_REST), the pool index of
- * the next entry of its bucket (0: none; pool word 0 is never an entry), its head's values, then
- * its tail's values. */
+ * the next entry of its bucket (0: none; pool word 0 is never an entry), its head's values, the
+ * pool index and number of the rule's residual ops' words (so the classifier reads no rule's
+ * form), then its tail's values. */
 #define RS_ENTRY_RULE	0
 #define RS_ENTRY_NEXT	1
 #define RS_ENTRY_KEY	2
-#define RS_ENTRY_TAIL	(RS_ENTRY_KEY + RS_HEAD)
+#define RS_ENTRY_RESID	(RS_ENTRY_KEY + RS_HEAD)
+#define RS_ENTRY_NRESID	(RS_ENTRY_RESID + 1)
+#define RS_ENTRY_TAIL	(RS_ENTRY_NRESID + 1)
 /* in an entry's rule word: it has a tail or residual ops, which a matching head does not settle
  * (at most 1024 rules: PROGRAM.md) */
 #define RS_ENTRY_REST	0x80000000u
@@ -1811,6 +1814,8 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 		entry[RS_ENTRY_RULE] = i | (sub->ntail || fr[i].nresid ? RS_ENTRY_REST : 0);
 		for (j = 0; j < RS_HEAD; j++)
 			entry[RS_ENTRY_KEY + j] = sub->field[j] == RS_K_NONE ? 0 : sh.value[sub->field[j]];
+		entry[RS_ENTRY_RESID] = fr[i].resid;
+		entry[RS_ENTRY_NRESID] = fr[i].nresid;
 		for (j = 0; j < sub->ntail; j++)
 			entry[RS_ENTRY_TAIL + j] = sh.value[pool[sub->tail + j]];
 		if (sub->count == 1) {
@@ -1878,7 +1883,8 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 			const uint8_t *o = r + sh.resid[j] + 2;
 
 			if (!rs_op_is_ports(r[sh.resid[j]], o)) {
-				pool[fr[i].resid + j] = off + sh.resid[j];
+				/* from the state's start, as the classifier has no program's address */
+				pool[fr[i].resid + j] = st->prog + off + sh.resid[j];
 				continue;
 			}
 			pool[fr[i].resid + j] = RS_RESID_PORTS | used;
@@ -1960,8 +1966,9 @@ static int rs_ports_match(const struct rs_pkt *p, const uint32_t *d)
 	return 0;
 }
 
-/* A rule's residual ops: port ranges loaded, any other from the program. */
-static int rs_resid_match(const uint8_t *prog, const uint32_t *pool, const uint32_t *resid, uint32_t n,
+/* A rule's residual ops: port ranges loaded, any other from the state's copy of the program (its
+ * offset from the state's start, base). */
+static int rs_resid_match(const uint8_t *base, const uint32_t *pool, const uint32_t *resid, uint32_t n,
 			  const struct rs_pkt *p, uint32_t rx_len)
 {
 	uint32_t i;
@@ -1970,7 +1977,7 @@ static int rs_resid_match(const uint8_t *prog, const uint32_t *pool, const uint3
 		if (resid[i] & RS_RESID_PORTS) {
 			if (!rs_ports_match(p, pool + (resid[i] & ~RS_RESID_PORTS)))
 				return 0;
-		} else if (!rs_match_op(p, prog[resid[i]], prog + resid[i] + 2, rx_len)) {
+		} else if (!rs_match_op(p, base[resid[i]], base + resid[i] + 2, rx_len)) {
 			return 0;
 		}
 	}
@@ -1991,19 +1998,20 @@ static int rs_tail_match(const uint32_t *pool, const struct rs_form_sub *sub, co
 }
 
 /* Whether a rule whose head matched the frame matches it: its tail, then its residual ops. Most
- * rules have neither, which their entry's rule word says without reading the rule's form. */
-static inline __attribute__((__always_inline__)) int rs_entry_rest_match(const uint8_t *prog, const struct rs_form_rule *fr,
-									   const uint32_t *pool, const struct rs_form_sub *sub,
+ * rules have neither, which their entry's rule word says. Read from the entry, not the rule's
+ * form: the classifier then holds no address of the form's rules or the program, which GCC loaded
+ * before its loop for every frame (bench/engine.py: x86_64 mix 2 less). */
+static inline __attribute__((__always_inline__)) int rs_entry_rest_match(const struct rs_state *st, const uint32_t *pool,
+									   const struct rs_form_sub *sub,
 									   const uint32_t *entry, const struct rs_pkt *p,
 									   uint32_t rx_len)
 {
-	uint32_t rule = entry[RS_ENTRY_RULE] & ~RS_ENTRY_REST;
-
 	if (!(entry[RS_ENTRY_RULE] & RS_ENTRY_REST))
 		return 1;
 	if (sub->ntail && !rs_tail_match(pool, sub, entry, p, rx_len))
 		return 0;
-	return !fr[rule].nresid || rs_resid_match(prog, pool, pool + fr[rule].resid, fr[rule].nresid, p, rx_len);
+	return !entry[RS_ENTRY_NRESID] || rs_resid_match((const uint8_t *)st, pool, pool + entry[RS_ENTRY_RESID],
+							 entry[RS_ENTRY_NRESID], p, rx_len);
 }
 
 /* Whether the head words after the first of an entry match the frame: read again when needed, not
@@ -2019,23 +2027,22 @@ static inline __attribute__((__always_inline__)) int rs_head_rest_eq(const struc
 
 /* Whether the one rule of a subtable whose first head word matched the frame matches it: its one
  * entry, without hashing or a bucket. */
-static inline __attribute__((__always_inline__)) int rs_one_match(const uint8_t *prog, const struct rs_form_rule *fr,
-								  const uint32_t *pool, const struct rs_form_sub *sub,
+static inline __attribute__((__always_inline__)) int rs_one_match(const struct rs_state *st, const uint32_t *pool,
+								  const struct rs_form_sub *sub,
 								  const struct rs_pkt *p, uint32_t rx_len)
 {
 	const uint32_t *entry = pool + sub->entry;
 
 	return (sub->nhead < 2 || rs_head_rest_eq(p, sub, entry, rx_len)) &&
-	       rs_entry_rest_match(prog, fr, pool, sub, entry, p, rx_len);
+	       rs_entry_rest_match(st, pool, sub, entry, p, rx_len);
 }
 
 /* The index of the first rule that matches the frame, of class c (rs_pkt_parse), n_rules for none. */
-static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint8_t *prog, const struct rs_state *st,
-			    const struct rs_pkt *p, uint32_t c, uint32_t port, uint32_t rx_len)
+static inline __attribute__((__always_inline__)) uint32_t rs_classify(const struct rs_state *st, const struct rs_pkt *p,
+								  uint32_t c, uint32_t port, uint32_t rx_len)
 {
 	const uint8_t *base = (const uint8_t *)st;
 	const struct rs_form_sub *sub = (const void *)(base + st->class_at[RS_FORM_CLASS(c, port)]);
-	const struct rs_form_rule *fr = rs_form_rules(st);
 	const uint32_t *pool = rs_form_pool(st);
 	uint32_t best = st->n_rules, e, h, w0;
 
@@ -2045,13 +2052,13 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 			w0 = rs_ne32(p->b + p->at[sub->at[0]] + sub->off[0]) & sub->mask[0];
 			if (w0 != sub->key0)
 				continue;	/* most frames leave a one-rule subtable here */
-			if (sub->kind == RS_SUB_ONE_AT_HEAD || rs_one_match(prog, fr, pool, sub, p, rx_len))
+			if (sub->kind == RS_SUB_ONE_AT_HEAD || rs_one_match(st, pool, sub, p, rx_len))
 				best = sub->first;
 			continue;
 		}
 		w0 = rs_sub_key(p, sub, 0, rx_len) & sub->mask[0];
 		if (sub->kind == RS_SUB_ONE) {
-			if (w0 == sub->key0 && rs_one_match(prog, fr, pool, sub, p, rx_len))
+			if (w0 == sub->key0 && rs_one_match(st, pool, sub, p, rx_len))
 				best = sub->first;
 			continue;
 		}
@@ -2069,7 +2076,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const uint
 				break;
 			if (sub->nhead > 1 && !rs_head_rest_eq(p, sub, entry, rx_len))
 				continue;
-			if (!rs_entry_rest_match(prog, fr, pool, sub, entry, p, rx_len))
+			if (!rs_entry_rest_match(st, pool, sub, entry, p, rx_len))
 				continue;
 			best = rule;
 			break;
@@ -3159,7 +3166,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(void *state, u
 			off += rs_le16(r);
 		}
 	} else {
-		i = rs_classify(prog, st, &c.p, (uint32_t)cls, port, len);
+		i = rs_classify(st, &c.p, (uint32_t)cls, port, len);
 		if (i < n) {
 			r = (const uint8_t *)st + rs_form_rules(st)[i].rule;
 			act = rs_form_rules(st)[i].act;
@@ -3238,7 +3245,7 @@ int32_t rs_rule_for(const void *state, uint8_t *frame, uint32_t len, uint32_t po
 	c = rs_pkt_parse(&p, frame, len, len, run_flags, st->form_flags & RS_FORM_L4);
 	if (c < 0)
 		return -1;
-	i = rs_classify(rs_state_prog(st), st, &p, (uint32_t)c, port, len);
+	i = rs_classify(st, &p, (uint32_t)c, port, len);
 	return i < st->n_rules ? (int32_t)i : -1;
 }
 
