@@ -591,7 +591,14 @@ struct rs_form_sub {
 	int8_t off[RS_HEAD];	/* and at what offset from there */
 	uint32_t nhead;		/* the head's fields that are not RS_K_NONE */
 	uint32_t entry;		/* the pool index of that rule's entry */
-	uint32_t key0;		/* its first key value, read before the entry: most frames leave on it */
+	/* the word rs_classify compares first at every subtable, before asking its kind, as the frame
+	 * holds it (rs_ne32): a one-rule subtable's first head field where it lies, which most frames
+	 * leave on; for the other kinds 0 under a zero mask at the frame's start, which every frame
+	 * passes on to its kind's way */
+	uint32_t ne_mask;
+	uint32_t ne_key;
+	uint8_t ne_at;
+	int8_t ne_off;
 };
 
 static void rs_key_set(struct rs_shape *sh, uint32_t k, uint32_t mask, uint32_t value)
@@ -1834,10 +1841,8 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 		entry[RS_ENTRY_NRESID] = fr[i].nresid;
 		for (j = 0; j < sub->ntail; j++)
 			entry[RS_ENTRY_TAIL + j] = sh.value[pool[sub->tail + j]];
-		if (sub->count == 1) {
+		if (sub->count == 1)
 			sub->entry = used;
-			sub->key0 = entry[RS_ENTRY_KEY];
-		}
 		e = pool + sub->slots + rs_bucket(sub, rs_head_hash(entry[RS_ENTRY_KEY], entry[RS_ENTRY_KEY + 1],
 								     entry[RS_ENTRY_KEY + 2], entry[RS_ENTRY_KEY + 3]));
 		while (*e)
@@ -1845,14 +1850,16 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 		*e = used;
 		used += RS_ENTRY_TAIL + sub->ntail;
 	}
-	/* rs_classify compares a one-rule subtable's first word as the frame has it (rs_ne32) */
 	for (s = first; s < last; s++) {
-		if (fs[s].kind == RS_SUB_ONE_AT) {
-			fs[s].mask[0] = rs_ne32_of(fs[s].mask[0]);
-			fs[s].key0 = rs_ne32_of(fs[s].key0);
-			if (fs[s].nhead == 1 && !(pool[fs[s].entry + RS_ENTRY_RULE] & RS_ENTRY_REST))
-				fs[s].kind = RS_SUB_ONE_AT_HEAD;
-		}
+		fs[s].ne_at = RS_AT_FRAME;	/* with mask and key 0: every frame passes */
+		if (fs[s].kind != RS_SUB_ONE_AT)
+			continue;
+		fs[s].ne_at = fs[s].at[0];
+		fs[s].ne_off = fs[s].off[0];
+		fs[s].ne_mask = rs_ne32_of(fs[s].mask[0]);
+		fs[s].ne_key = rs_ne32_of(pool[fs[s].entry + RS_ENTRY_KEY]);
+		if (fs[s].nhead == 1 && !(pool[fs[s].entry + RS_ENTRY_RULE] & RS_ENTRY_REST))
+			fs[s].kind = RS_SUB_ONE_AT_HEAD;
 	}
 	*used_words = used;
 	return last;
@@ -2063,18 +2070,18 @@ static inline __attribute__((__always_inline__)) uint32_t rs_classify(const stru
 	uint32_t best = st->n_rules, e, h, w0;
 
 	for (; sub->first < best; sub++) {	/* to the class's RS_SUB_END at most */
+		/* rs_sub_key's way for a field read where it lies, without its test (every parsed frame
+		 * has the 4 bytes at its start the other kinds read) */
+		if ((rs_ne32(p->b + p->at[sub->ne_at] + sub->ne_off) & sub->ne_mask) != sub->ne_key)
+			continue;	/* most frames leave a one-rule subtable here */
 		if (sub->kind <= RS_SUB_ONE_AT) {
-			/* rs_sub_key's way for a field read where it lies, without its test */
-			w0 = rs_ne32(p->b + p->at[sub->at[0]] + sub->off[0]) & sub->mask[0];
-			if (w0 != sub->key0)
-				continue;	/* most frames leave a one-rule subtable here */
 			if (sub->kind == RS_SUB_ONE_AT_HEAD || rs_one_match(st, pool, sub, p, rx_len))
 				best = sub->first;
 			continue;
 		}
 		w0 = rs_sub_key(p, sub, 0, rx_len) & sub->mask[0];
 		if (sub->kind == RS_SUB_ONE) {
-			if (w0 == sub->key0 && rs_one_match(st, pool, sub, p, rx_len))
+			if (w0 == pool[sub->entry + RS_ENTRY_KEY] && rs_one_match(st, pool, sub, p, rx_len))
 				best = sub->first;
 			continue;
 		}
