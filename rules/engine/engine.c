@@ -971,6 +971,12 @@ static uint32_t rs_prng_corr(struct rs_state *st, uint32_t corr, uint32_t *last)
 
 static void rs_form_build(const uint8_t *prog, struct rs_state *st);
 
+/* The state's copy of its program (rs_state_init). */
+static const uint8_t *rs_state_prog(const struct rs_state *st)
+{
+	return (const uint8_t *)st + st->prog;
+}
+
 static struct rs_rule_state *rs_rule_states(struct rs_state *st)
 {
 	return (struct rs_rule_state *)(st + 1);
@@ -2288,9 +2294,11 @@ static int rs_pkt_write16(struct rs_pkt *p, uint32_t off, uint32_t v)
 /* What the actions of a matched rule work on: the frame, its rule's state, and its verdict, whose
  * flags, copies and delay (the departure as a wait after arrival) they write as they go, from the
  * zeros rs_run_with starts it with. What only random and timing actions read (the state, the
- * program, the arrival, the rule's flags) they take as arguments: a context holding them cost every
- * matched frame their stores, and copying the verdict's fields out of it at the end (the mix 244 ->
- * 242 on x86_64; armhf's matched frames 5 fewer in rs_run; bench/engine.py). */
+ * arrival, the rule's flags) they take as arguments: a context holding them cost every matched
+ * frame their stores, and copying the verdict's fields out of it at the end (the mix 244 -> 242 on
+ * x86_64; armhf's matched frames 5 fewer in rs_run; bench/engine.py). The program's copy they find
+ * from the state (rs_state_prog), not as an argument: rs_run then works its address out nowhere,
+ * where GCC did so before the classifier every frame (the mix 3 less on both CPUs). */
 struct rs_ctx {
 	struct rs_pkt p;
 	struct rs_rule_state *rs;
@@ -2908,12 +2916,12 @@ static void rs_trace_seek(struct rs_ctx *c, const uint8_t *t, uint64_t time, str
 }
 
 /* Returns 1 when the rule's queue is full (frame dropped). */
-static int rs_act_rate_trace(struct rs_ctx *c, const uint8_t *o, const uint8_t *prog, struct rs_state *st,
+static int rs_act_rate_trace(struct rs_ctx *c, const uint8_t *o, struct rs_state *st,
 			     uint64_t now)
 {
 	struct rs_rule_state *rs = c->rs;
 	uint64_t bytes, *q = rs_rate_queue(c, st, now);
-	const uint8_t *t = prog + st->traces;
+	const uint8_t *t = rs_state_prog(st) + st->traces;
 	uint32_t k;
 
 	if (!q)
@@ -2934,10 +2942,10 @@ static int rs_act_rate_trace(struct rs_ctx *c, const uint8_t *o, const uint8_t *
 }
 
 /* One action op of rule r; returns the reason it dropped the frame, RS_R_NONE if it did not. The
- * program, the state and the arrival are for random and timing actions (struct rs_ctx). */
+ * state and the arrival are for random and timing actions (struct rs_ctx). */
 static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct rs_ctx *c, uint32_t op,
 									 const uint8_t *o, const uint8_t *r,
-									 const uint8_t *prog, struct rs_state *st,
+									 struct rs_state *st,
 									 uint64_t now, int reference)
 {
 	switch (op) {
@@ -2974,7 +2982,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct r
 	case RS_A_REORDER:	rs_act_reorder(c, o, st); break;
 	case RS_A_RATE:
 	case RS_A_RATE_TRACE:
-		if (op == RS_A_RATE ? rs_act_rate(c, o, st, now) : rs_act_rate_trace(c, o, prog, st, now)) {
+		if (op == RS_A_RATE ? rs_act_rate(c, o, st, now) : rs_act_rate_trace(c, o, st, now)) {
 			rs_count(&c->rs->queue_drops, 1);
 			return RS_R_QUEUE;
 		}
@@ -2987,7 +2995,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_run_action(struct r
  * cost a matching frame 6 to 9 instructions more (bench/engine.py). */
 static inline __attribute__((__always_inline__)) uint32_t rs_run_actions(struct rs_ctx *c, const uint8_t *r,
 									  uint32_t off, uint32_t nops,
-									  const uint8_t *prog, struct rs_state *st,
+									  struct rs_state *st,
 									  uint64_t now, int reference)
 {
 	const uint8_t *a = r + off;	/* a pointer, not an offset: 3 instructions less an action on x86_64 */
@@ -2998,7 +3006,7 @@ static inline __attribute__((__always_inline__)) uint32_t rs_run_actions(struct 
 		const uint8_t *o = a + 2;
 
 		a += RS_OP_HDR_LEN + a[1];
-		reason = rs_run_action(c, op, o, r, prog, st, now, reference);
+		reason = rs_run_action(c, op, o, r, st, now, reference);
 		if (reason != RS_R_NONE)
 			return reason;
 	}
@@ -3020,7 +3028,7 @@ static struct rs_trace_event *rs_trace_add(struct rs_trace *t, uint32_t kind, ui
 
 /* rs_run_actions, writing each action and the frame after it into the trace. */
 static uint32_t rs_run_actions_traced(struct rs_ctx *c, const uint8_t *r, uint32_t off, uint32_t nops,
-				      const uint8_t *prog, struct rs_state *st, uint64_t now,
+				      struct rs_state *st, uint64_t now,
 				      uint32_t rule, struct rs_trace *t)
 {
 	uint32_t k, reason = RS_R_NONE, i;
@@ -3031,7 +3039,7 @@ static uint32_t rs_run_actions_traced(struct rs_ctx *c, const uint8_t *r, uint32
 		struct rs_trace_event *e;
 
 		off += RS_OP_HDR_LEN + r[off + 1];
-		reason = rs_run_action(c, op, o, r, prog, st, now, 1);
+		reason = rs_run_action(c, op, o, r, st, now, 1);
 		e = rs_trace_add(t, RS_T_ACTION, rule);
 		if (e) {
 			e->a = k;
@@ -3094,12 +3102,6 @@ static int rs_state_ready(const struct rs_state *st)
 	return st && st->size;
 }
 
-/* The state's copy of its program (rs_state_init). */
-static const uint8_t *rs_state_prog(const struct rs_state *st)
-{
-	return (const uint8_t *)st + st->prog;
-}
-
 /* The frame is dropped: counted by the way it went, not as dropped (struct rs_counters). */
 static void rs_verdict_drop(struct rs_verdict *v, uint32_t reason)
 {
@@ -3135,7 +3137,6 @@ static inline __attribute__((__always_inline__)) void rs_run_with(void *state, u
 			int reference, struct rs_trace *trace)
 {
 	struct rs_state *st = state;
-	const uint8_t *prog;
 	struct rs_ctx c;
 	uint32_t n, i, off = RS_HDR_LEN, act = 0, nops, reason;
 	const uint8_t *r = 0;
@@ -3172,13 +3173,12 @@ static inline __attribute__((__always_inline__)) void rs_run_with(void *state, u
 	}
 
 	n = st->n_rules;
-	prog = rs_state_prog(st);
 	if (reference) {
 		/* every rule in turn, as the program lists them */
 		for (i = 0; i < n; i++) {
 			struct rs_trace_event *e = trace ? rs_trace_add(trace, RS_T_RULE, i) : 0;
 
-			r = prog + off;
+			r = rs_state_prog(st) + off;
 			if (rs_rule_matches(&c.p, r, port, len, &act)) {
 				if (e)
 					e->a = 1;
@@ -3201,7 +3201,7 @@ static inline __attribute__((__always_inline__)) void rs_run_with(void *state, u
 		rs_count(&st->counters.unmatched, 1);
 		/* the program's flags, not the state's copy the direction test read: held across
 		 * rs_classify, that cost x86_64 4 more */
-		if (rs_le16(prog + 6) & RS_PF_DEFAULT_DROP)
+		if (rs_le16(rs_state_prog(st) + 6) & RS_PF_DEFAULT_DROP)
 			rs_verdict_drop(v, RS_R_DEFAULT);
 		return;
 	}
@@ -3226,8 +3226,8 @@ static inline __attribute__((__always_inline__)) void rs_run_with(void *state, u
 	/* apart from matched++: in one block the compiler paired the two sums in SSE registers, 4
 	 * instructions more on x86_64 (bench/engine.py) */
 	rs_count(&c.rs->bytes, len);
-	reason = trace ? rs_run_actions_traced(&c, r, act, nops, prog, st, now_ns, i, trace) :
-			 rs_run_actions(&c, r, act, nops, prog, st, now_ns, reference);
+	reason = trace ? rs_run_actions_traced(&c, r, act, nops, st, now_ns, i, trace) :
+			 rs_run_actions(&c, r, act, nops, st, now_ns, reference);
 	if (reason != RS_R_NONE) {
 		rs_verdict_drop(v, reason);
 		return;
