@@ -1644,9 +1644,11 @@ static struct rs_form_sub *rs_form_subs(const struct rs_state *st)
 	return (struct rs_form_sub *)(void *)((uint8_t *)st + st->subs);
 }
 
+/* The pool's words are indexed from the state's start (rs_form_build's first index is past
+ * st->pool): the classifier then needs no pool address, the state's being it (bench/engine.py). */
 static uint32_t *rs_form_pool(const struct rs_state *st)
 {
-	return (uint32_t *)(void *)((uint8_t *)st + st->pool);
+	return (uint32_t *)(void *)st;
 }
 
 /* The first word's multiplier of rs_head_hash, alone the hash of a head of one field */
@@ -1889,7 +1891,7 @@ static uint32_t rs_ports_load(uint32_t *pool, uint32_t used, const uint8_t *o)
 static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 {
 	struct rs_form_rule *fr = rs_form_rules(st);
-	uint32_t *pool = rs_form_pool(st), used = 1, off = RS_HDR_LEN, i, j, c, s = 1, first;
+	uint32_t *pool = rs_form_pool(st), used = st->pool / 4 + 1, off = RS_HDR_LEN, i, j, c, s = 1, first;
 	struct rs_shape sh;
 	struct rs_walk w;
 	int opens;
