@@ -271,7 +271,7 @@ struct rs_state {
 	/* the loaded form (engine.c): the classifier rs_state_init builds from the program */
 	uint32_t form;		/* its byte offset in the state */
 	uint32_t subs;		/* the byte offsets of its subtables */
-	uint32_t pool;		/* and of its pool of words */
+	uint32_t pool;		/* and of its pool of words (indexed from the state's start) */
 	uint16_t form_flags;	/* what the program needs of a frame (engine.c's RS_FORM_*) */
 	uint16_t prog_flags;	/* the program's RS_PF_* (struct rs_counters) */
 	/* the subtables of form class c (engine.c's RS_FORM_CLASS) start at byte class_at[c] of the
