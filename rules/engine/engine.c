@@ -568,9 +568,9 @@ static uint32_t rs_form_nops(const uint8_t *r)
 #define RS_SUB_END	0xffffffffu
 /* a subtable's kind: one rule, whose first head field is read where it lies (rs_sub_key), and which
  * that field alone settles (a head of one field, no tail, no residual ops); one rule read so, with
- * more to compare; one rule; more. The first two are tested first and in one compare: most
- * subtables of small rule sets are (the mix 231.9 -> 228.5 on x86_64, 257.0 -> 255.3 a frame on
- * armhf; bench/engine.py). */
+ * more to compare; one rule; more. The first two are asked first and in one compare, of a frame
+ * that passed the subtable's first word (ne_mask, ne_key): most subtables of small rule sets are
+ * (the mix 231.9 -> 228.5 on x86_64, 257.0 -> 255.3 a frame on armhf; bench/engine.py). */
 #define RS_SUB_ONE_AT_HEAD	0
 #define RS_SUB_ONE_AT	1
 #define RS_SUB_ONE	2
@@ -584,7 +584,7 @@ struct rs_form_sub {
 	uint32_t count;		/* its rules */
 	uint32_t ntail;		/* key fields past the head */
 	uint32_t tail;		/* pool index of the tail's fields, then their masks */
-	uint32_t kind;		/* RS_SUB_*; with one rule, its entry and first key value follow */
+	uint32_t kind;		/* RS_SUB_*; with one rule, its entry and first word follow */
 	uint32_t mask[RS_HEAD];	/* the head's masks */
 	uint8_t field[RS_HEAD];	/* the head's fields (RS_K_*, RS_K_NONE) */
 	uint8_t at[RS_HEAD];	/* where each is read (rs_sub_key): an rs_pkt at[] index, RS_AT_N none */
@@ -1860,7 +1860,9 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 		used += RS_ENTRY_TAIL + sub->ntail;
 	}
 	for (s = first; s < last; s++) {
-		fs[s].ne_at = RS_AT_FRAME;	/* with mask and key 0: every frame passes */
+		fs[s].ne_at = RS_AT_FRAME;	/* with offset, mask and key 0: every frame passes */
+		fs[s].ne_off = 0;
+		fs[s].ne_mask = fs[s].ne_key = 0;
 		if (fs[s].kind != RS_SUB_ONE_AT)
 			continue;
 		fs[s].ne_at = fs[s].at[0];
