@@ -517,7 +517,7 @@ struct rs_shape {
 };
 
 struct rs_form_rule {
-	uint32_t rule;		/* offset of the rule: in the program while building, in the state once built */
+	uint32_t rule;		/* byte offset of the rule from the state's start (in its copy of the program) */
 	uint32_t act;		/* offset of its first action op in the rule */
 	uint32_t nops;		/* rs_form_nops: read beside act, where the rule's own two bytes cost more */
 	uint32_t resid;		/* pool index of its residual ops' words (RS_RESID_PORTS) */
@@ -969,7 +969,7 @@ static uint32_t rs_prng_corr(struct rs_state *st, uint32_t corr, uint32_t *last)
 
 /* ---- state ---- */
 
-static void rs_form_build(const uint8_t *prog, struct rs_state *st);
+static void rs_form_build(struct rs_state *st);
 
 /* The state's copy of its program (rs_state_init). */
 static const uint8_t *rs_state_prog(const struct rs_state *st)
@@ -1129,7 +1129,7 @@ void rs_state_init(const uint8_t *prog, uint32_t prog_len, void *state,
 	st->form = (qoff + 7) & ~7u;
 	st->subs = st->form + n * (uint32_t)sizeof(struct rs_form_rule);
 	st->pool = pool;
-	rs_form_build(prog, st);
+	rs_form_build(st);
 }
 
 /* ---- frame parsing ---- */
@@ -1788,7 +1788,7 @@ static uint32_t rs_find_sub(const struct rs_form_sub *fs, const uint32_t *pool, 
  * it): which rules can match its frames (rs_class_keys), their subtables in the order of their
  * first rule, then each rule's entry at the tail of its bucket, in program order. Returns the
  * subtable after its last; *used_words counts the pool words used. */
-static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t c, uint32_t first,
+static uint32_t rs_form_class(struct rs_state *st, uint32_t c, uint32_t first,
 			      uint32_t *used_words)
 {
 	struct rs_form_rule *fr = rs_form_rules(st);
@@ -1799,7 +1799,7 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 
 	for (i = 0; i < st->n_rules; i++) {
 		fr[i].sub = RS_NO_SUB;
-		rs_rule_shape(prog + fr[i].rule, &sh);
+		rs_rule_shape((const uint8_t *)st + fr[i].rule, &sh);
 		if (!rs_class_keys(&sh, c, &keys))
 			continue;
 		nk = rs_key_list(keys, order);
@@ -1842,7 +1842,7 @@ static uint32_t rs_form_class(const uint8_t *prog, struct rs_state *st, uint32_t
 		if (fr[i].sub == RS_NO_SUB)
 			continue;
 		sub = fs + fr[i].sub;
-		rs_rule_shape(prog + fr[i].rule, &sh);
+		rs_rule_shape((const uint8_t *)st + fr[i].rule, &sh);
 		entry[RS_ENTRY_RULE] = i | (sub->ntail || fr[i].nresid ? RS_ENTRY_REST : 0);
 		for (j = 0; j < RS_HEAD; j++)
 			entry[RS_ENTRY_KEY + j] = sub->field[j] == RS_K_NONE ? 0 : sh.value[sub->field[j]];
@@ -1890,9 +1890,10 @@ static uint32_t rs_ports_load(uint32_t *pool, uint32_t used, const uint8_t *o)
 	return used;
 }
 
-/* Builds the classifier of a verified program into a zeroed state (rs_state_init). */
-static void rs_form_build(const uint8_t *prog, struct rs_state *st)
+/* Builds the classifier of the state's verified copy of its program into it, zeroed (rs_state_init). */
+static void rs_form_build(struct rs_state *st)
 {
+	const uint8_t *prog = rs_state_prog(st);
 	struct rs_form_rule *fr = rs_form_rules(st);
 	uint32_t *pool = rs_form_pool(st), used = st->pool / 4 + 1, off = RS_HDR_LEN, i, j, c, s = 1, first;
 	struct rs_shape sh;
@@ -1907,7 +1908,7 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		while ((j = rs_walk_next(&w, &opens)))
 			if (rs_op_wants_l4(r[j], r + j + 2))
 				st->form_flags |= RS_FORM_L4;
-		fr[i].rule = off;
+		fr[i].rule = st->prog + off;	/* rs_run finds the rule from the state, not its copy's start */
 		fr[i].act = sh.act;
 		fr[i].nops = rs_form_nops(r);
 		fr[i].nresid = sh.nresid;
@@ -1929,7 +1930,7 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 	rs_form_subs(st)[0].first = RS_SUB_END;	/* the end the classes without subtables share */
 	for (c = 0; c < RS_FORM_CLASSES; c++) {
 		first = s;
-		s = rs_form_class(prog, st, c, s, &used);
+		s = rs_form_class(st, c, s, &used);
 		if (s == first) {
 			st->class_at[c] = st->subs;
 			continue;
@@ -1937,10 +1938,8 @@ static void rs_form_build(const uint8_t *prog, struct rs_state *st)
 		st->class_at[c] = st->subs + first * (uint32_t)sizeof(struct rs_form_sub);
 		rs_form_subs(st)[s++].first = RS_SUB_END;
 	}
-	for (i = 0; i < st->n_rules; i++) {	/* where the classes kept their subtables */
+	for (i = 0; i < st->n_rules; i++)	/* where the classes kept their subtables */
 		fr[i].state = (uint32_t)((uint8_t *)(rs_rule_states(st) + i) - (uint8_t *)st);
-		fr[i].rule += st->prog;	/* rs_run finds the rule from the state, not the program's copy */
-	}
 }
 
 /* The frame's value of key field k, as rs_field_get and rs_match_op see it; RS_K_NONE is 0. Read
